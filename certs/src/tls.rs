@@ -1,0 +1,403 @@
+//! Mutual TLS for node and hub: rustls configurations with CRLs, a TLS
+//! listener that hands tonic connections tagged with the verified peer
+//! identity, and a client connector that checks the server's identity.
+//!
+//! tonic's own TLS has no CRL support, hence this module.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{Error, Identity, Role};
+
+/// How long a peer may take to complete a TLS handshake before it is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The files a party needs for mutual TLS.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct TlsFiles {
+    /// The network CA certificate (the only trust anchor).
+    pub ca: PathBuf,
+    /// This party's certificate chain.
+    pub cert: PathBuf,
+    /// This party's private key.
+    pub key: PathBuf,
+    /// The network CRL. Without one, revoked peers cannot be refused.
+    pub crl: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Resolves relative paths against `base` (the directory of a config file).
+    pub fn relative_to(mut self, base: &Path) -> Self {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.ca);
+        fix(&mut self.cert);
+        fix(&mut self.key);
+        if let Some(crl) = self.crl.as_mut() {
+            fix(crl);
+        }
+        self
+    }
+
+    /// The identity in this party's own certificate.
+    pub fn own_identity(&self) -> Result<Identity, Error> {
+        let chain = load_certs(&self.cert)?;
+        identity_of(&chain[0])
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(Error::BadPem { path: path.into(), reason: "no CERTIFICATE block".into() });
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, e))
+}
+
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if crls.is_empty() {
+        return Err(Error::BadPem { path: path.into(), reason: "no X509 CRL block".into() });
+    }
+    Ok(crls)
+}
+
+fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> Error {
+    match e {
+        rustls_pki_types::pem::Error::Io(source) => Error::io(path, source),
+        other => Error::BadPem { path: path.into(), reason: format!("{other:?}") },
+    }
+}
+
+fn roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, Error> {
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs(&files.ca)? {
+        roots.add(ca).map_err(|e| Error::BadPem { path: files.ca.clone(), reason: e.to_string() })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn crls(files: &TlsFiles) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    files.crl.as_deref().map(load_crls).transpose().map(Option::unwrap_or_default)
+}
+
+/// A server configuration that demands a client certificate from the
+/// network CA, not revoked in the CRL, and speaks HTTP/2 only.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
+        .with_crls(crls(files)?)
+        .build()
+        .map_err(|e| Error::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that presents our certificate and checks the
+/// server against the network CA and CRL.
+pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(files)?, provider())
+        .with_crls(crls(files)?)
+        .build()
+        .map_err(|e| Error::Verifier(e.to_string()))?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The identity in a certificate's `spiffe://` URI SAN. Exactly one such SAN
+/// must be present: two would make the holder ambiguous.
+pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, Error> {
+    let bad = |reason: &str| Error::BadIdentity { input: "<certificate>".into(), reason: reason.into() };
+    let (_, x509) = x509_parser::parse_x509_certificate(cert).map_err(|_| bad("not a valid X.509 certificate"))?;
+    let san = x509
+        .subject_alternative_name()
+        .map_err(|_| bad("malformed subjectAltName"))?
+        .ok_or_else(|| bad("no subjectAltName"))?;
+    let mut uris = san.value.general_names.iter().filter_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(*uri),
+        _ => None,
+    });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) => uri.parse(),
+        (None, _) => Err(bad("no spiffe:// URI SAN")),
+        (Some(_), Some(_)) => Err(bad("more than one spiffe:// URI SAN")),
+    }
+}
+
+/// `notAfter` of the first certificate in a PEM file, as a Unix timestamp.
+pub fn not_after(path: &Path) -> Result<i64, Error> {
+    let chain = load_certs(path)?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|_| Error::BadPem { path: path.into(), reason: "not a valid X.509 certificate".into() })?;
+    Ok(x509.validity().not_after.timestamp())
+}
+
+/// The server's TLS configuration, swappable at run time so that a new CRL
+/// (or certificate) applies to the next handshake without a restart.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    pub fn load(files: TlsFiles) -> Result<Arc<Self>, Error> {
+        let current = RwLock::new(server_config(&files)?);
+        Ok(Arc::new(ServerTls { files, current }))
+    }
+
+    /// Re-reads the files. On error the previous configuration stays.
+    pub fn reload(&self) -> Result<(), Error> {
+        let fresh = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn config(&self) -> Arc<ServerConfig> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
+
+/// Who is on the other end of a connection, from its verified certificate.
+/// tonic puts this in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub identity: Identity,
+    pub addr: SocketAddr,
+}
+
+/// Reads the verified peer out of a tonic request.
+pub fn peer_of<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
+    request.extensions().get::<PeerInfo>()
+}
+
+/// A server-side TLS connection whose peer has been verified.
+#[derive(Debug)]
+pub struct PeerStream {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections on `listener` and yields those whose TLS handshake
+/// succeeded with a certificate that names a Tabadul identity. Handshakes run
+/// concurrently, so a slow or hostile client cannot hold up the others;
+/// failures are logged with the peer address and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, addr) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Running out of file descriptors must not kill the server.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Err(_) => tracing::warn!(%addr, "TLS handshake timed out"),
+                    Ok(Err(e)) => tracing::warn!(%addr, error = %e, "TLS handshake refused"),
+                    Ok(Ok(stream)) => {
+                        let identity = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .ok_or_else(|| Error::BadIdentity { input: addr.to_string(), reason: "no client certificate".into() })
+                            .and_then(identity_of);
+                        match identity {
+                            Ok(identity) => {
+                                let _ = tx.send(Ok(PeerStream { inner: stream, info: PeerInfo { identity, addr } })).await;
+                            }
+                            Err(e) => tracing::warn!(%addr, error = %e, "peer certificate names no identity"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Whom a client expects to find at the other end.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// Exactly this identity (the hub calling a member's node).
+    Identity(Identity),
+    /// Any holder of this role in our network (an operator calling the hub).
+    Role(Role),
+}
+
+impl Expect {
+    fn check(&self, presented: &Identity) -> bool {
+        match self {
+            Expect::Identity(id) => presented == id,
+            Expect::Role(role) => presented.role() == *role,
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Identity(id) => write!(f, "{id}"),
+            Expect::Role(role) => write!(f, "a {role} identity"),
+        }
+    }
+}
+
+/// A lazily connecting gRPC channel to `addr` (`host:port`) over mutual TLS.
+/// A server whose certificate names anyone other than `expected` is refused
+/// after the handshake, before any request is sent.
+pub fn channel(
+    addr: &str,
+    expected: Expect,
+    config: Arc<ClientConfig>,
+    connect_timeout: Duration,
+) -> Result<Channel, Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::Invalid { what: "endpoint", reason: format!("{addr:?}: {e}") })?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let connector = tower::service_fn(move |uri: Uri| {
+        let config = config.clone();
+        let expected = expected.clone();
+        async move { connect(uri, config, expected).await }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+async fn connect(
+    uri: Uri,
+    config: Arc<ClientConfig>,
+    expected: Expect,
+) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "endpoint has no host"))?;
+    let port = uri.port_u16().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "endpoint has no port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let server_name = ServerName::try_from(host.clone())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await?;
+    let presented = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(identity_of)
+        .transpose()
+        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+    if !presented.as_ref().is_some_and(|p| expected.check(p)) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "server at {host}:{port} presented identity {}, expected {expected}",
+                presented.map_or_else(|| "none".to_owned(), |p| p.to_string())
+            ),
+        ));
+    }
+    Ok(TokioIo::new(tls))
+}
+
+/// The serial number of a certificate, as lowercase hex.
+pub fn serial_hex(cert: &CertificateDer<'_>) -> Result<String, Error> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|_| Error::BadIdentity { input: "<certificate>".into(), reason: "not a valid X.509 certificate".into() })?;
+    Ok(hex::encode(x509.raw_serial()))
+}

@@ -1,0 +1,68 @@
+//! The hub's configuration file (`hub.toml`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tabadul_certs::Identity;
+use tabadul_certs::tls::TlsFiles;
+
+use crate::Error;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// The event store lives here.
+    pub data_dir: PathBuf,
+    pub dictionary: PathBuf,
+    pub tls: TlsFiles,
+    /// Default per-member deadline for a federated query.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Largest deadline an operator may ask for.
+    #[serde(default = "default_max_deadline_ms")]
+    pub max_deadline_ms: u64,
+    #[serde(default, rename = "member")]
+    pub members: Vec<MemberConfig>,
+}
+
+/// One member state's node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// ISO 3166-1 alpha-3.
+    pub code: String,
+    /// `host:port`; the host must be in the node certificate's DNS/IP names.
+    pub endpoint: String,
+    /// The identity the node's certificate must carry; by default
+    /// `spiffe://<our network>/node/<code>`.
+    pub identity: Option<Identity>,
+}
+
+fn default_deadline_ms() -> u64 {
+    3000
+}
+fn default_max_deadline_ms() -> u64 {
+    30_000
+}
+
+impl HubConfig {
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        let mut config: HubConfig =
+            toml::from_str(&text).map_err(|e| Error::Config { path: path.to_owned(), reason: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.data_dir, &mut config.dictionary] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config.tls = config.tls.relative_to(base);
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &config.members {
+            if !seen.insert(m.code.clone()) {
+                return Err(Error::Config { path: path.to_owned(), reason: format!("member {} is listed twice", m.code) });
+            }
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,144 @@
+//! Asking the members: concurrently, each under its own deadline, each
+//! answer checked before it is used.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tabadul_certs::Identity;
+use tabadul_proto::pb::{self, DecisionKind, MemberState, node_client::NodeClient, query_response::Item};
+use tabadul_proto::{Dataflow, TIME_PERIOD};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Most cells the hub accepts from one member for one query.
+pub const MAX_CELLS_PER_MEMBER: usize = 1_000_000;
+
+/// A configured member and the channel to its node.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub code: String,
+    pub identity: Identity,
+    pub client: NodeClient<Channel>,
+}
+
+/// What one member said (or failed to say).
+#[derive(Debug, Clone)]
+pub struct MemberAnswer {
+    pub status: pb::MemberStatus,
+    pub cells: Vec<pb::Cell>,
+}
+
+impl MemberAnswer {
+    pub fn released(&self) -> bool {
+        self.status.state == MemberState::Answered as i32
+    }
+}
+
+/// Asks every member in `members` at once; returns in the same order.
+pub async fn ask_all(members: &[&Member], flow: &Dataflow, query: &pb::Query, deadline: Duration) -> Vec<MemberAnswer> {
+    join_all(members.iter().map(|m| ask(m, flow, query.clone(), deadline))).await
+}
+
+/// Asks one member. Never fails: every outcome is a status.
+pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: Duration) -> MemberAnswer {
+    let started = Instant::now();
+    let mut request = tonic::Request::new(query);
+    // Tells the node our deadline (grpc-timeout) so it can give up too.
+    request.set_timeout(deadline);
+    let mut client = member.client.clone();
+    let work = async move {
+        let mut stream = client.query(request).await?.into_inner();
+        let mut decision = None;
+        let mut cells = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            match msg.item {
+                Some(Item::Decision(d)) if decision.is_none() => decision = Some(d),
+                Some(Item::Cell(c)) if decision.is_some() && cells.len() < MAX_CELLS_PER_MEMBER => cells.push(c),
+                Some(Item::Cell(_)) if decision.is_some() => {
+                    return Err(tonic::Status::resource_exhausted(format!("more than {MAX_CELLS_PER_MEMBER} cells")));
+                }
+                _ => return Err(tonic::Status::data_loss("answer out of order (the decision must come first, once)")),
+            }
+        }
+        Ok::<_, tonic::Status>((decision, cells))
+    };
+    let outcome = tokio::time::timeout(deadline, work).await;
+    let elapsed_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+    let mut status = pb::MemberStatus { member: member.code.clone(), elapsed_ms, ..Default::default() };
+    let mut cells = Vec::new();
+    match outcome {
+        Err(_) => {
+            status.state = MemberState::TimedOut as i32;
+            status.detail = format!("no complete answer within {} ms", deadline.as_millis());
+        }
+        Ok(Err(s)) => {
+            let (state, detail) = match s.code() {
+                Code::Unavailable | Code::Unknown if s.message().contains("connect") || s.code() == Code::Unavailable => {
+                    (MemberState::Unreachable, describe_transport_error(&s))
+                }
+                Code::DeadlineExceeded | Code::Cancelled => (MemberState::TimedOut, s.message().to_owned()),
+                Code::PermissionDenied => (MemberState::RefusedByPolicy, s.message().to_owned()),
+                _ => (MemberState::Failed, format!("{:?}: {}", s.code(), s.message())),
+            };
+            status.state = state as i32;
+            status.detail = detail;
+        }
+        Ok(Ok((None, _))) => {
+            status.state = MemberState::Failed as i32;
+            status.detail = "the node sent no decision".into();
+        }
+        Ok(Ok((Some(d), received))) => {
+            status.rule_id = d.rule_id.clone();
+            status.policy_version = d.policy_version.clone();
+            status.detail = d.reason.clone();
+            if d.kind == DecisionKind::Refused as i32 {
+                status.state = MemberState::RefusedByPolicy as i32;
+            } else if let Err(problem) = check(member, flow, &d, &received) {
+                status.state = MemberState::Failed as i32;
+                status.detail = format!("answer rejected by the hub: {problem}");
+            } else {
+                status.state = MemberState::Answered as i32;
+                status.partial = d.kind == DecisionKind::PartlyAllowed as i32;
+                status.cells = received.len() as u32;
+                cells = received;
+            }
+        }
+    }
+    tracing::debug!(member = %member.code, state = status.state, elapsed_ms, "member answered");
+    MemberAnswer { status, cells }
+}
+
+/// A node may only speak for its own member state, in the dataflow's shape.
+fn check(member: &Member, flow: &Dataflow, d: &pb::Decision, cells: &[pb::Cell]) -> Result<(), String> {
+    let expected: Vec<&str> = flow.dimensions.iter().map(String::as_str).chain([TIME_PERIOD]).collect();
+    if d.dimensions.iter().map(String::as_str).ne(expected.iter().copied()) {
+        return Err(format!("dimensions {:?}, expected {:?}", d.dimensions, expected));
+    }
+    for c in cells {
+        if c.key.len() != expected.len() {
+            return Err(format!("a cell has {} codes, expected {}", c.key.len(), expected.len()));
+        }
+        if c.key[0] != member.code {
+            return Err(format!("cell for {} from the node of {}", c.key[0], member.code));
+        }
+        if !c.value.is_finite() {
+            return Err("a cell value is not a finite number".into());
+        }
+    }
+    Ok(())
+}
+
+fn describe_transport_error(s: &tonic::Status) -> String {
+    // tonic nests the cause (refused, TLS failure, wrong identity) in the source chain.
+    let mut detail = s.message().to_owned();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !detail.contains(&text) {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
+        source = e.source();
+    }
+    detail
+}

@@ -1,0 +1,219 @@
+//! `tabadul-hub`: run the ALO hub, and query it as an operator.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tabadul_certs::Role;
+use tabadul_certs::tls::{self, Expect, TlsFiles};
+use tabadul_hub::HubConfig;
+use tabadul_hub::server::state_word;
+use tabadul_proto::pb;
+
+#[derive(Parser)]
+#[command(name = "tabadul-hub", version, about = "The ALO hub of a Tabadul network")]
+struct Cli {
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the operator API over mutual TLS.
+    Serve {
+        #[arg(long, short, default_value = "hub.toml", env = "TABADUL_HUB_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Write the bound address to this file once serving.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Run a federated query (operator certificate) and print the table.
+    Query {
+        /// The hub's address, host:port.
+        #[arg(long, env = "TABADUL_HUB")]
+        hub: String,
+        #[arg(long, env = "TABADUL_CA")]
+        ca: PathBuf,
+        #[arg(long, env = "TABADUL_CERT")]
+        cert: PathBuf,
+        #[arg(long, env = "TABADUL_KEY")]
+        key: PathBuf,
+        #[arg(long, env = "TABADUL_CRL")]
+        crl: Option<PathBuf>,
+        #[arg(long)]
+        dataflow: String,
+        /// Dimensions to break down by (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        breakdown: Vec<String>,
+        /// DIM=CODE[+CODE...], repeatable.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// START:END (either may be empty), or one period.
+        #[arg(long)]
+        period: Option<String>,
+        /// Member codes to ask (comma-separated); all by default.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Also compute the regional aggregate.
+        #[arg(long)]
+        aggregate: bool,
+        /// Per-member deadline in milliseconds (hub default when absent).
+        #[arg(long)]
+        deadline_ms: Option<u32>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match cli.command {
+        Command::Serve { config, listen, ready_file } => {
+            let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
+            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+            if let Some(path) = ready_file {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, listener.local_addr()?.to_string())?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            tabadul_hub::run(listener, config, shutdown_signal()).await?;
+        }
+        Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json } => {
+            let files = TlsFiles { ca, cert, key, crl };
+            let channel = tls::channel(&hub, Expect::Role(Role::Hub), tls::client_config(&files)?, Duration::from_secs(5))?;
+            let mut client = pb::hub_client::HubClient::new(channel).max_decoding_message_size(256 << 20);
+            let mut q = pb::Query { dataflow, breakdown, ..Default::default() };
+            for f in filters {
+                let Some((dim, codes)) = f.split_once('=') else { bail!("filter {f:?} must be DIM=CODE[+CODE...]") };
+                q.filters.push(pb::DimensionFilter { dimension: dim.into(), codes: codes.split('+').map(str::to_owned).collect() });
+            }
+            if let Some(p) = period {
+                let (s, e) = p.split_once(':').unwrap_or((&p, &p));
+                q.start_period = s.into();
+                q.end_period = e.into();
+            }
+            let request = pb::FederatedQueryRequest {
+                query: Some(q),
+                members,
+                regional_aggregate: aggregate,
+                deadline_ms: deadline_ms.unwrap_or(0),
+            };
+            let r = client
+                .federated_query(request)
+                .await
+                .map_err(|s| anyhow::anyhow!("the hub refused the query ({:?}): {}", s.code(), s.message()))?
+                .into_inner();
+            if json { print_json(&r) } else { print_table(&r) }
+        }
+    }
+    Ok(())
+}
+
+fn print_table(r: &pb::FederatedQueryResponse) {
+    let mut header: Vec<String> = r.dimensions.clone();
+    header.extend(["VALUE".into(), "UNIT_MULT".into(), "OBS_STATUS".into()]);
+    let rows: Vec<Vec<String>> = r
+        .cells
+        .iter()
+        .map(|c| {
+            let mut row = c.key.clone();
+            row.extend([format_value(c.value), c.unit_mult.to_string(), c.obs_status.clone()]);
+            row
+        })
+        .collect();
+    print_grid(&header, &rows);
+    if !r.aggregate_method.is_empty() {
+        println!("\nRegional aggregate ({}):", r.aggregate_method);
+        let mut header: Vec<String> = r.aggregate_dimensions.clone();
+        header.extend(["VALUE".into(), "UNIT_MULT".into(), "COVERS".into()]);
+        let rows: Vec<Vec<String>> = r
+            .aggregate
+            .iter()
+            .map(|a| {
+                let mut row = a.key.clone();
+                row.extend([format_value(a.value), a.unit_mult.to_string(), format!("{} members: {}", a.covers.len(), a.covers.join(" "))]);
+                row
+            })
+            .collect();
+        print_grid(&header, &rows);
+    }
+    println!("\nMembers ({} asked):", r.members.len());
+    for m in &r.members {
+        let what = match pb::MemberState::try_from(m.state) {
+            Ok(pb::MemberState::Answered) => format!(
+                "{} cells{}, rule {}, policy {}",
+                m.cells,
+                if m.partial { " (partial)" } else { "" },
+                m.rule_id,
+                m.policy_version
+            ),
+            _ => String::new(),
+        };
+        let detail = if m.partial || m.state != pb::MemberState::Answered as i32 { m.detail.as_str() } else { "" };
+        println!("  {:<4} {:<12} {:>6} ms  {what}{}{detail}", m.member, state_word(m.state), m.elapsed_ms,
+            if what.is_empty() || detail.is_empty() { "" } else { " - " });
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.2}") }
+}
+
+fn print_grid(header: &[String], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header);
+    for row in rows {
+        line(row);
+    }
+    if rows.is_empty() {
+        println!("(no cells released)");
+    }
+}
+
+fn print_json(r: &pb::FederatedQueryResponse) {
+    let value = json!({
+        "query_digest": r.query_digest,
+        "dimensions": r.dimensions,
+        "cells": r.cells.iter().map(|c| json!({"key": c.key, "value": c.value, "unit_mult": c.unit_mult, "obs_status": c.obs_status})).collect::<Vec<_>>(),
+        "aggregate_method": r.aggregate_method,
+        "aggregate_dimensions": r.aggregate_dimensions,
+        "aggregate": r.aggregate.iter().map(|a| json!({"key": a.key, "value": a.value, "unit_mult": a.unit_mult, "covers": a.covers})).collect::<Vec<_>>(),
+        "members": r.members.iter().map(|m| json!({
+            "member": m.member, "status": state_word(m.state), "detail": m.detail, "rule_id": m.rule_id,
+            "policy_version": m.policy_version, "cells": m.cells, "partial": m.partial, "elapsed_ms": m.elapsed_ms,
+        })).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,70 @@
+//! Runs the hub: the operator API over mutual TLS on an already-bound listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tabadul_audit::EventStore;
+use tabadul_certs::tls::{self, ServerTls};
+use tabadul_certs::{Identity, Role};
+use tabadul_proto::pb::hub_server::HubServer;
+use tabadul_proto::pb::node_client::NodeClient;
+use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+
+pub use crate::service::state_word;
+use crate::fanout::Member;
+use crate::service::{HubService, HubState};
+use crate::{Error, HubConfig};
+
+/// How long the hub waits for a TCP+TLS connection to a node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves until `shutdown` completes, then lets in-flight queries finish.
+pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let identity = config.tls.own_identity()?;
+    if identity.role() != Role::Hub {
+        return Err(Error::NotAHub(identity.to_string()));
+    }
+    let dict = Arc::new(Dictionary::load(&config.dictionary)?);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io { path: config.data_dir.clone(), source })?;
+    let events = Arc::new(EventStore::open(&config.data_dir.join("events"))?);
+    let client_tls = tls::client_config(&config.tls)?;
+    let mut members = std::collections::BTreeMap::new();
+    for m in &config.members {
+        let expected = match &m.identity {
+            Some(id) => id.clone(),
+            None => Identity::new(identity.network(), Role::Node, &m.code)?,
+        };
+        let channel = tls::channel(&m.endpoint, tls::Expect::Identity(expected.clone()), client_tls.clone(), CONNECT_TIMEOUT)?;
+        let client = NodeClient::new(channel).max_decoding_message_size(16 << 20);
+        members.insert(m.code.clone(), Member { code: m.code.clone(), identity: expected, client });
+    }
+    let server_tls = ServerTls::load(config.tls.clone())?;
+    let state = Arc::new(HubState {
+        identity: identity.clone(),
+        dict,
+        members,
+        events,
+        default_deadline: Duration::from_millis(config.deadline_ms),
+        max_deadline: Duration::from_millis(config.max_deadline_ms),
+    });
+    tracing::info!(hub = %identity, addr = ?listener.local_addr().ok(), members = state.members.len(), "hub serving");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<HubServer<HubService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Config { path: "reflection".into(), reason: e.to_string() })?;
+    Server::builder()
+        .timeout(state.max_deadline + Duration::from_secs(5))
+        .add_service(HubServer::new(HubService { state }).max_decoding_message_size(64 * 1024))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), shutdown)
+        .await?;
+    tracing::info!("hub stopped");
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The operator API: `Hub.FederatedQuery`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tabadul_audit::{Event, EventStore};
+use tabadul_certs::tls::peer_of;
+use tabadul_certs::{Identity, Role};
+use tabadul_proto::pb::{self, MemberState};
+use tabadul_proto::{Dictionary, Measure, TIME_PERIOD};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::fanout::{self, Member};
+use crate::merge::{self, Released};
+
+#[derive(Debug)]
+pub(crate) struct HubState {
+    pub identity: Identity,
+    pub dict: Arc<Dictionary>,
+    pub members: BTreeMap<String, Member>,
+    pub events: Arc<EventStore>,
+    pub default_deadline: Duration,
+    pub max_deadline: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HubService {
+    pub state: Arc<HubState>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal("internal error on the hub; see its log")
+}
+
+#[tonic::async_trait]
+impl pb::hub_server::Hub for HubService {
+    async fn federated_query(
+        &self,
+        request: Request<pb::FederatedQueryRequest>,
+    ) -> Result<Response<pb::FederatedQueryResponse>, Status> {
+        let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
+        let req = request.into_inner();
+        let query = req.query.clone().unwrap_or_default();
+        let digest = tabadul_proto::query_digest(&query);
+        let span = tracing::info_span!("federated_query", peer = %peer.identity, dataflow = %query.dataflow, digest = %&digest[..16]);
+        async move {
+            let state = &self.state;
+            if peer.identity.role() != Role::Operator || peer.identity.network() != state.identity.network() {
+                return Err(Status::permission_denied(format!(
+                    "{} may not use the operator API: it is open to operators of network {:?} only",
+                    peer.identity, state.identity.network())));
+            }
+            let flow = state.dict.dataflow(&query.dataflow).ok_or_else(|| {
+                Status::invalid_argument(format!("unknown dataflow {:?} (dictionary {})", query.dataflow, state.dict.version))
+            })?;
+            let mut members = Vec::new();
+            if req.members.is_empty() {
+                members.extend(state.members.values());
+            } else {
+                for code in &req.members {
+                    members.push(state.members.get(code).ok_or_else(|| {
+                        Status::invalid_argument(format!("{code} is not a member configured on this hub"))
+                    })?);
+                }
+            }
+            let deadline = match req.deadline_ms {
+                0 => state.default_deadline,
+                ms => Duration::from_millis(u64::from(ms)).min(state.max_deadline),
+            };
+
+            let main = fanout::ask_all(&members, flow, &query, deadline);
+            let mut response = pb::FederatedQueryResponse {
+                dimensions: flow.dimensions.iter().cloned().chain([TIME_PERIOD.to_owned()]).collect(),
+                query_digest: digest.clone(),
+                ..Default::default()
+            };
+            let answers = if req.regional_aggregate {
+                response.aggregate_dimensions = response.dimensions[1..].to_vec();
+                match &flow.measure {
+                    Measure::Count => {
+                        let answers = main.await;
+                        let released: Vec<Released<'_>> = released(&answers);
+                        response.aggregate = merge::sum(&released, flow.unit_mult);
+                        response.aggregate_method = format!("sum of {} over the members that released it", flow.id);
+                        answers
+                    }
+                    Measure::Rate { numerator, denominator, scale } => {
+                        let part = |id: &str| {
+                            let mut q = query.clone();
+                            q.dataflow = id.to_owned();
+                            q
+                        };
+                        let (nq, dq) = (part(numerator), part(denominator));
+                        let nflow = state.dict.dataflow(numerator).ok_or_else(|| internal("numerator missing"))?;
+                        let dflow = state.dict.dataflow(denominator).ok_or_else(|| internal("denominator missing"))?;
+                        let (answers, nums, dens) = tokio::join!(
+                            main,
+                            fanout::ask_all(&members, nflow, &nq, deadline),
+                            fanout::ask_all(&members, dflow, &dq, deadline),
+                        );
+                        response.aggregate = merge::rate(&released(&nums), &released(&dens), *scale);
+                        response.aggregate_method = format!(
+                            "sum of {numerator} / sum of {denominator} x {scale}, over members that released both");
+                        answers
+                    }
+                }
+            } else {
+                main.await
+            };
+            response.cells = merge::table(&released(&answers));
+            response.members = answers.into_iter().map(|a| a.status).collect();
+
+            let mut event = Event::now("federated-query", &peer.identity.to_string());
+            event.query_digest = digest;
+            event.decision = "ok".into();
+            event.detail = response
+                .members
+                .iter()
+                .map(|m| format!("{}={}", m.member, state_word(m.state)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            state.events.append(&event).map_err(internal)?;
+            tracing::info!(cells = response.cells.len(), members = %event.detail, "federated answer");
+            Ok(Response::new(response))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn released(answers: &[fanout::MemberAnswer]) -> Vec<Released<'_>> {
+    answers
+        .iter()
+        .filter(|a| a.released())
+        .map(|a| Released { member: &a.status.member, cells: &a.cells })
+        .collect()
+}
+
+/// The word used for a member state in logs and CLI output.
+pub fn state_word(state: i32) -> &'static str {
+    match MemberState::try_from(state) {
+        Ok(MemberState::Answered) => "answered",
+        Ok(MemberState::RefusedByPolicy) => "refused",
+        Ok(MemberState::Unreachable) => "unreachable",
+        Ok(MemberState::TimedOut) => "timed-out",
+        Ok(MemberState::Failed) => "failed",
+        _ => "unspecified",
+    }
+}

@@ -1,0 +1,27 @@
+//! A Tabadul country node: it holds one member state's labour-market
+//! statistics and releases them only as its own publication policy allows.
+//!
+//! The node imports indicator tables into RocksDB ([`import`], [`store`]),
+//! decides every request against a default-deny policy ([`policy`],
+//! [`query`]), honours the national team's withdrawals, records every
+//! decision in its event store, and serves the `Node` gRPC service over
+//! mutual TLS plus a local admin API on a Unix socket ([`server`]).
+//!
+//! It never trusts an identity that did not come from a verified client
+//! certificate, never evaluates query strings, and does not talk to other
+//! nodes or depend on the hub crate.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+mod error;
+pub mod import;
+pub mod policy;
+pub mod query;
+pub mod server;
+mod service;
+pub mod store;
+
+pub use config::NodeConfig;
+pub use error::Error;
+pub use server::run;

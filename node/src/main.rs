@@ -1,0 +1,263 @@
+//! `tabadul-node`: run a country node and administer it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tabadul_certs::Identity;
+use tabadul_node::import::{self, Format};
+use tabadul_node::policy::Policy;
+use tabadul_node::store::Store;
+use tabadul_node::{NodeConfig, admin, query};
+use tabadul_proto::{Dictionary, pb};
+
+#[derive(Parser)]
+#[command(name = "tabadul-node", version, about = "A Tabadul country node")]
+struct Cli {
+    /// The node's configuration file.
+    #[arg(long, short, global = true, default_value = "node.toml", env = "TABADUL_NODE_CONFIG")]
+    config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Node gRPC service over mutual TLS.
+    Serve {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: String,
+        /// Write the bound address to this file once serving.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Import SDMX-CSV or ILOSTAT CSV files, all or nothing.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// sdmx-csv or ilostat; by default detected from each header.
+        #[arg(long)]
+        format: Option<Format>,
+    },
+    /// Take a dataflow (or some of its series) out of circulation now.
+    Withdraw {
+        #[arg(long)]
+        dataflow: String,
+        /// SDMX series key without TIME_PERIOD, e.g. MAR.F.. (empty parts match any code).
+        #[arg(long, default_value = "")]
+        series: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a withdrawal.
+    Reinstate {
+        #[arg(long)]
+        dataflow: String,
+        #[arg(long, default_value = "")]
+        series: String,
+    },
+    /// What the node holds and which policy is in force.
+    Status,
+    /// Check or explain the publication policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy file against the dictionary.
+    Check,
+    /// Show the decision for a query without a running server.
+    Explain {
+        /// The requester's identity, e.g. spiffe://alo/hub/alo.
+        #[arg(long = "as")]
+        requester: Identity,
+        #[arg(long)]
+        dataflow: String,
+        /// Dimensions to break down by (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        breakdown: Vec<String>,
+        /// DIM=CODE[+CODE...], repeatable.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// START:END, either may be empty.
+        #[arg(long)]
+        period: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match cli.command {
+        Command::Serve { listen, ready_file } => {
+            let config = load_config(&cli.config)?;
+            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+            let addr = listener.local_addr()?;
+            let ready = async move {
+                if let Some(path) = ready_file {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, addr.to_string())?;
+                    std::fs::rename(&tmp, &path)?;
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            let (served, ready) = tokio::join!(tabadul_node::run(listener, config, shutdown_signal()), ready);
+            ready.context("writing the ready file")?;
+            served?;
+        }
+        Command::Import { files, format } => {
+            let config = load_config(&cli.config)?;
+            if let Some(mut client) = admin::connect(&config.admin_socket()).await {
+                let mut total = 0;
+                for file in &files {
+                    let path = std::fs::canonicalize(file).with_context(|| format!("{}", file.display()))?;
+                    let r = client
+                        .import(pb::ImportRequest {
+                            path: path.display().to_string(),
+                            format: format.map(|f| match f { Format::SdmxCsv => "sdmx-csv", Format::Ilostat => "ilostat" }.into()).unwrap_or_default(),
+                        })
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                        .into_inner();
+                    total += r.observations;
+                    println!("{}: {} observations ({}) imported by the running node", file.display(), r.observations, r.dataflows.join(", "));
+                }
+                println!("{total} observations imported");
+            } else {
+                let dict = Dictionary::load(&config.dictionary)?;
+                let member = config.tls.own_identity()?.id().to_owned();
+                let store = Store::open(&config.store_dir())?;
+                let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+                let bar = progress_bar(total);
+                let inputs: Vec<_> = files.iter().map(|f| (f.clone(), format)).collect();
+                let report = import::import(&store, &dict, &member, &inputs, &bar);
+                bar.finish_and_clear();
+                let report = report?;
+                println!(
+                    "{} observations imported into {} ({})",
+                    report.observations,
+                    member,
+                    report.dataflows.into_iter().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        Command::Withdraw { dataflow, series, reason } => {
+            let config = load_config(&cli.config)?;
+            let mut client = running(&config).await?;
+            let r = client
+                .withdraw(pb::WithdrawRequest { dataflow, series_key: series, reason })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            println!("withdrawn: {} (effective for the next query)", r.into_inner().id);
+        }
+        Command::Reinstate { dataflow, series } => {
+            let config = load_config(&cli.config)?;
+            let mut client = running(&config).await?;
+            let r = client
+                .reinstate(pb::ReinstateRequest { dataflow: dataflow.clone(), series_key: series })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            if r.into_inner().removed { println!("reinstated {dataflow}") } else { println!("{dataflow} was not withdrawn") }
+        }
+        Command::Status => {
+            let config = load_config(&cli.config)?;
+            let mut client = running(&config).await?;
+            let s = client.status(pb::StatusRequest {}).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+            println!("member        {}", s.member);
+            println!("policy        {}", s.policy_version);
+            println!("dictionary    {}", s.dictionary_version);
+            println!("observations  {}", s.observations);
+            println!("events        {}", s.events);
+            for w in s.withdrawals {
+                println!("withdrawn     {w}");
+            }
+        }
+        Command::Policy(PolicyCommand::Check) => {
+            let config = load_config(&cli.config)?;
+            let dict = Dictionary::load(&config.dictionary)?;
+            let policy = Policy::load(&config.policy, &dict)?;
+            println!("{}: valid, version {}, {} rules", config.policy.display(), policy.version, policy.rules.len());
+        }
+        Command::Policy(PolicyCommand::Explain { requester, dataflow, breakdown, filters, period }) => {
+            let config = load_config(&cli.config)?;
+            let dict = Dictionary::load(&config.dictionary)?;
+            let policy = Policy::load(&config.policy, &dict)?;
+            let mut q = pb::Query { dataflow, breakdown, ..Default::default() };
+            for f in filters {
+                let Some((dim, codes)) = f.split_once('=') else { bail!("filter {f:?} must be DIM=CODE[+CODE...]") };
+                q.filters.push(pb::DimensionFilter { dimension: dim.into(), codes: codes.split('+').map(str::to_owned).collect() });
+            }
+            if let Some(p) = period {
+                let (s, e) = p.split_once(':').unwrap_or((&p, &p));
+                q.start_period = s.into();
+                q.end_period = e.into();
+            }
+            let today = time::OffsetDateTime::now_utc().date();
+            let answer = query::answer(None, &dict, &policy, &[], &requester, &q, today)??;
+            let d = answer.decision;
+            let kind = match pb::DecisionKind::try_from(d.kind) {
+                Ok(pb::DecisionKind::Refused) => "REFUSED",
+                _ => "ALLOWED",
+            };
+            println!("{kind} for {requester}");
+            println!("  rule    {}", if d.rule_id.is_empty() { "(none: default deny)" } else { &d.rule_id });
+            println!("  policy  {}", d.policy_version);
+            println!("  reason  {}", d.reason.replace("; no data matches", ""));
+            if let pb::DecisionKind::Allowed = pb::DecisionKind::try_from(d.kind).unwrap_or_default()
+                && let Some(rule) = policy.rules.iter().find(|r| r.id == d.rule_id)
+            {
+                let range = format!("{}..{}", rule.start_period.as_deref().unwrap_or(""), rule.end_period.as_deref().unwrap_or(""));
+                println!("  periods {range}");
+                for e in &rule.embargoes {
+                    println!("  embargo {} until {}", e.period, e.until);
+                }
+                println!("  (withdrawals by the national team apply on top of this at query time)");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<NodeConfig> {
+    NodeConfig::load(path).with_context(|| "loading the node configuration (use --config)")
+}
+
+async fn running(config: &NodeConfig) -> anyhow::Result<pb::node_admin_client::NodeAdminClient<tonic::transport::Channel>> {
+    match admin::connect(&config.admin_socket()).await {
+        Some(c) => Ok(c),
+        None => bail!("no node is running with data directory {} (its admin socket is absent)", config.data_dir.display()),
+    }
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("validating {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    }
+}

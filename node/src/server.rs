@@ -1,0 +1,129 @@
+//! Runs a node: the `Node` service (plus health and reflection) over mutual
+//! TLS on an already-bound listener, and the admin API on a Unix socket.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tabadul_audit::EventStore;
+use tabadul_certs::Role;
+use tabadul_certs::tls::{self, ServerTls};
+use tabadul_proto::pb::node_admin_server::NodeAdminServer;
+use tabadul_proto::pb::node_server::NodeServer;
+use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tonic::transport::Server;
+
+use crate::policy::Policy;
+use crate::service::{AdminService, NodeService, NodeState};
+use crate::store::Store;
+use crate::{Error, NodeConfig};
+
+/// Serves until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish, and returns.
+pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let identity = config.tls.own_identity()?;
+    if identity.role() != Role::Node {
+        return Err(Error::NotANode(identity.to_string()));
+    }
+    let dict = Arc::new(Dictionary::load(&config.dictionary)?);
+    if !dict.has_code(tabadul_proto::REF_AREA, identity.id()) {
+        return Err(Error::Invalid(format!(
+            "member {} is not in the dictionary's REF_AREA codelist (dictionary {})", identity.id(), dict.version)));
+    }
+    let policy = Policy::load(&config.policy, &dict)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
+    let store = Arc::new(Store::open(&config.store_dir())?);
+    let events = Arc::new(EventStore::open(&config.events_dir())?);
+    let server_tls = ServerTls::load(config.tls.clone())?;
+    let state = Arc::new(NodeState {
+        identity: identity.clone(),
+        dict,
+        policy: RwLock::new(Arc::new(policy)),
+        policy_path: config.policy.clone(),
+        store,
+        events,
+    });
+    tracing::info!(member = %identity.id(), addr = ?listener.local_addr().ok(), policy = %state.policy().version, "node serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let reloader = tokio::spawn(watch_files(state.clone(), server_tls.clone(), config.reload_interval_ms, stopped(stop_rx.clone())));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<NodeServer<NodeService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Invalid(format!("reflection: {e}")))?;
+    let node = NodeServer::new(NodeService { state: state.clone() }).max_decoding_message_size(config.max_request_bytes);
+    let public = Server::builder()
+        .timeout(Duration::from_secs(60))
+        .add_service(node)
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), stopped(stop_rx.clone()));
+
+    let socket = config.admin_socket();
+    // A socket file left by a killed node would make bind fail.
+    let _ = std::fs::remove_file(&socket);
+    let admin_listener = UnixListener::bind(&socket).map_err(|e| Error::io(&socket, e))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(&socket, e))?;
+    let admin = Server::builder()
+        .add_service(NodeAdminServer::new(AdminService { state }))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(admin_listener), stopped(stop_rx));
+
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    let (public, admin, ()) = tokio::join!(public, admin, signal);
+    let _ = std::fs::remove_file(&socket);
+    reloader.abort();
+    public?;
+    admin?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Reloads the policy when its file changes or on SIGHUP, and the TLS
+/// configuration (CRL) when the CRL file changes. A broken file is logged
+/// and recorded; what was in force stays in force.
+async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval_ms: u64, stop: impl Future<Output = ()>) {
+    let fingerprint = |path: &std::path::Path| std::fs::read(path).ok().map(|b| ring::digest::digest(&ring::digest::SHA256, &b));
+    let crl_path = server_tls.files().crl.clone();
+    let mut policy_seen = fingerprint(&state.policy_path).map(|d| d.as_ref().to_vec());
+    let mut crl_seen = crl_path.as_deref().and_then(fingerprint).map(|d| d.as_ref().to_vec());
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(50)));
+    tokio::pin!(stop);
+    loop {
+        let forced = tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = fingerprint(&state.policy_path).map(|d| d.as_ref().to_vec());
+        if forced || now != policy_seen {
+            policy_seen = now;
+            let _ = state.reload_policy();
+        }
+        if let Some(crl) = &crl_path {
+            let now = fingerprint(crl).map(|d| d.as_ref().to_vec());
+            if forced || now != crl_seen {
+                crl_seen = now;
+                match server_tls.reload() {
+                    Ok(()) => tracing::info!(crl = %crl.display(), "TLS configuration reloaded"),
+                    Err(e) => tracing::error!(error = %e, "new CRL rejected; the previous one stays in force"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The gRPC services: `Node` (over mTLS) and `NodeAdmin` (Unix socket).
+
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use futures::Stream;
+use tabadul_audit::{Event, EventStore};
+use tabadul_certs::tls::peer_of;
+use tabadul_certs::{Identity, Role};
+use tabadul_proto::pb::{self, DecisionKind};
+use tabadul_proto::Dictionary;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::import::{self, Format};
+use crate::policy::Policy;
+use crate::query;
+use crate::store::{Store, Withdrawal};
+
+/// Everything a request needs, shared by both services.
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    pub identity: Identity,
+    pub dict: Arc<Dictionary>,
+    pub policy: RwLock<Arc<Policy>>,
+    pub policy_path: std::path::PathBuf,
+    pub store: Arc<Store>,
+    pub events: Arc<EventStore>,
+}
+
+impl NodeState {
+    pub fn member(&self) -> &str {
+        self.identity.id()
+    }
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Re-reads the policy file; a broken file leaves the current policy in force.
+    pub fn reload_policy(&self) -> Result<Arc<Policy>, crate::Error> {
+        let result = Policy::load(&self.policy_path, &self.dict);
+        let mut event = Event::now("policy-load", "local");
+        match result {
+            Ok(policy) => {
+                let policy = Arc::new(policy);
+                event.decision = "ok".into();
+                event.policy_version = policy.version.clone();
+                *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+                self.events.append(&event)?;
+                tracing::info!(version = %policy.version, "policy loaded");
+                Ok(policy)
+            }
+            Err(e) => {
+                event.decision = "failed".into();
+                event.policy_version = self.policy().version.clone();
+                event.detail = e.to_string();
+                self.events.append(&event)?;
+                tracing::error!(error = %e, kept = %self.policy().version, "policy rejected; previous policy stays in force");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal("internal error on the node; see its log")
+}
+
+/// Only network peers that exchange data (hubs and nodes of our network)
+/// may call `Node`; operators and auditors go through the hub.
+fn authorize(state: &NodeState, who: &Identity) -> Result<(), Status> {
+    if who.network() != state.identity.network() {
+        return Err(Status::permission_denied(format!(
+            "{who} belongs to network {:?}, this node to {:?}", who.network(), state.identity.network())));
+    }
+    match who.role() {
+        Role::Hub | Role::Node => Ok(()),
+        Role::Operator => Err(Status::permission_denied(format!(
+            "{who} is an operator: operators query through the hub, never a node directly"))),
+        Role::Auditor => Err(Status::permission_denied(format!("{who} is an auditor: auditors read logs, not data"))),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NodeService {
+    pub state: Arc<NodeState>,
+}
+
+type CellStream = Pin<Box<dyn Stream<Item = Result<pb::QueryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::node_server::Node for NodeService {
+    type QueryStream = CellStream;
+
+    async fn query(&self, request: Request<pb::Query>) -> Result<Response<CellStream>, Status> {
+        let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
+        let q = request.into_inner();
+        let digest = tabadul_proto::query_digest(&q);
+        let span = tracing::info_span!("query", peer = %peer.identity, addr = %peer.addr, dataflow = %q.dataflow, digest = %&digest[..16]);
+        async move {
+            if let Err(refusal) = authorize(&self.state, &peer.identity) {
+                let mut event = Event::now("query", &peer.identity.to_string());
+                event.query_digest = digest.clone();
+                event.decision = "refused".into();
+                event.policy_version = self.state.policy().version.clone();
+                event.detail = refusal.message().to_owned();
+                self.state.events.append(&event).map_err(internal)?;
+                tracing::warn!(reason = %refusal.message(), "refused by role");
+                return Err(refusal);
+            }
+            let state = self.state.clone();
+            let who = peer.identity.clone();
+            let answer = tokio::task::spawn_blocking(move || {
+                let policy = state.policy();
+                let withdrawals = state.store.withdrawals()?;
+                let today = time::OffsetDateTime::now_utc().date();
+                let answer = query::answer(Some(&state.store), &state.dict, &policy, &withdrawals, &who, &q, today)?;
+                let mut event = Event::now("query", &who.to_string());
+                event.query_digest = tabadul_proto::query_digest(&q);
+                event.policy_version = policy.version.clone();
+                match &answer {
+                    Ok(a) => {
+                        event.decision = decision_word(a.decision.kind).into();
+                        event.rule_id = a.decision.rule_id.clone();
+                        event.detail = format!("{} cells; {}", a.cells.len(), a.decision.reason);
+                    }
+                    Err(e) => {
+                        event.decision = "invalid".into();
+                        event.detail = e.to_string();
+                    }
+                }
+                // Crash point: the decision is recorded before anything is sent.
+                state.events.append(&event)?;
+                Ok::<_, crate::Error>(answer)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+            let answer = answer.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            tracing::info!(decision = decision_word(answer.decision.kind), rule = %answer.decision.rule_id, cells = answer.cells.len(), "answered");
+            let items = std::iter::once(pb::QueryResponse { item: Some(pb::query_response::Item::Decision(answer.decision)) })
+                .chain(answer.cells.into_iter().map(|c| pb::QueryResponse { item: Some(pb::query_response::Item::Cell(c)) }))
+                .map(Ok);
+            Ok(Response::new(Box::pin(tokio_stream::iter(items)) as CellStream))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn describe(&self, request: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+        let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
+        let _span = tracing::info_span!("describe", peer = %peer.identity).entered();
+        authorize(&self.state, &peer.identity)?;
+        let policy = self.state.policy();
+        let withdrawals = self.state.store.withdrawals().map_err(internal)?;
+        let grants = query::grants(&self.state.dict, &policy, &withdrawals, &peer.identity);
+        let mut event = Event::now("describe", &peer.identity.to_string());
+        event.decision = "ok".into();
+        event.policy_version = policy.version.clone();
+        self.state.events.append(&event).map_err(internal)?;
+        Ok(Response::new(pb::DescribeResponse {
+            member: self.state.member().to_owned(),
+            policy_version: policy.version.clone(),
+            dictionary_version: self.state.dict.version.clone(),
+            grants,
+        }))
+    }
+}
+
+pub(crate) fn decision_word(kind: i32) -> &'static str {
+    match DecisionKind::try_from(kind) {
+        Ok(DecisionKind::Allowed) => "allowed",
+        Ok(DecisionKind::PartlyAllowed) => "partly-allowed",
+        Ok(DecisionKind::Refused) => "refused",
+        _ => "unspecified",
+    }
+}
+
+/// The national team's admin API. Reachable only through the Unix socket,
+/// whose file mode (0600) is the access control.
+#[derive(Debug, Clone)]
+pub(crate) struct AdminService {
+    pub state: Arc<NodeState>,
+}
+
+fn admin_event(state: &NodeState, kind: &str, decision: &str, detail: String) -> Result<(), Status> {
+    let mut event = Event::now(kind, "local-admin");
+    event.decision = decision.into();
+    event.policy_version = state.policy().version.clone();
+    event.detail = detail;
+    state.events.append(&event).map(|_| ()).map_err(internal)
+}
+
+#[tonic::async_trait]
+impl pb::node_admin_server::NodeAdmin for AdminService {
+    async fn withdraw(&self, request: Request<pb::WithdrawRequest>) -> Result<Response<pb::WithdrawResponse>, Status> {
+        let r = request.into_inner();
+        let w = new_withdrawal(&self.state.dict, &r.dataflow, &r.series_key, &r.reason).map_err(Status::invalid_argument)?;
+        self.state.store.withdraw(&w).map_err(internal)?;
+        admin_event(&self.state, "withdraw", "ok", format!("{}: {}", w.id(), w.reason))?;
+        tracing::warn!(withdrawal = %w.id(), reason = %w.reason, "withdrawn");
+        Ok(Response::new(pb::WithdrawResponse { id: w.id() }))
+    }
+
+    async fn reinstate(&self, request: Request<pb::ReinstateRequest>) -> Result<Response<pb::ReinstateResponse>, Status> {
+        let r = request.into_inner();
+        let removed = self.state.store.reinstate(&r.dataflow, &r.series_key).map_err(internal)?;
+        admin_event(&self.state, "reinstate", if removed { "ok" } else { "none" }, format!("{} {}", r.dataflow, r.series_key))?;
+        Ok(Response::new(pb::ReinstateResponse { removed }))
+    }
+
+    async fn import(&self, request: Request<pb::ImportRequest>) -> Result<Response<pb::ImportResponse>, Status> {
+        let r = request.into_inner();
+        let format = match r.format.as_str() {
+            "" => None,
+            f => Some(f.parse::<Format>().map_err(Status::invalid_argument)?),
+        };
+        let state = self.state.clone();
+        let path = std::path::PathBuf::from(&r.path);
+        let result = tokio::task::spawn_blocking(move || {
+            import::import(&state.store, &state.dict, state.member(), &[(path, format)], &indicatif::ProgressBar::hidden())
+        })
+        .await
+        .map_err(internal)?;
+        match result {
+            Ok(report) => {
+                admin_event(&self.state, "import", "ok", format!("{}: {} observations", r.path, report.observations))?;
+                Ok(Response::new(pb::ImportResponse {
+                    observations: report.observations,
+                    dataflows: report.dataflows.into_iter().collect(),
+                }))
+            }
+            Err(crate::Error::Import(e)) => {
+                admin_event(&self.state, "import", "failed", format!("{}: {} problems", r.path, e.problems.len()))?;
+                Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let state = self.state.clone();
+        let (observations, withdrawals) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::Error>((state.store.count()?, state.store.withdrawals()?))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(pb::StatusResponse {
+            member: self.state.member().to_owned(),
+            policy_version: self.state.policy().version.clone(),
+            dictionary_version: self.state.dict.version.clone(),
+            observations,
+            withdrawals: withdrawals.iter().map(|w| format!("{}: {} (since {})", w.id(), w.reason, w.at)).collect(),
+            events: self.state.events.len(),
+        }))
+    }
+
+    async fn reload(&self, _: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
+        match self.state.reload_policy() {
+            Ok(p) => Ok(Response::new(pb::ReloadResponse { policy_version: p.version.clone() })),
+            Err(e) => Err(Status::invalid_argument(format!("{e}; the previous policy stays in force"))),
+        }
+    }
+}
+
+/// Checks a withdrawal request against the dictionary.
+pub fn new_withdrawal(dict: &Dictionary, dataflow: &str, series_key: &str, reason: &str) -> Result<Withdrawal, String> {
+    let flow = dict.dataflow(dataflow).ok_or_else(|| format!("unknown dataflow {dataflow:?}"))?;
+    if reason.trim().is_empty() {
+        return Err("a withdrawal needs a reason".into());
+    }
+    if !series_key.is_empty() {
+        let parts: Vec<&str> = series_key.split('.').collect();
+        if parts.len() != flow.dimensions.len() {
+            return Err(format!(
+                "series key {series_key:?} has {} parts; {} has {} dimensions ({}), e.g. {}",
+                parts.len(), flow.id, flow.dimensions.len(), flow.dimensions.join("."),
+                vec![""; flow.dimensions.len()].join(".")));
+        }
+        for (part, dim) in parts.iter().zip(&flow.dimensions) {
+            for code in part.split('+').filter(|c| !c.is_empty()) {
+                if !dict.has_code(dim, code) {
+                    return Err(format!("unknown code {code:?} for {dim} in series key {series_key:?}"));
+                }
+            }
+        }
+    }
+    Ok(Withdrawal {
+        dataflow: dataflow.to_owned(),
+        series_key: series_key.to_owned(),
+        reason: reason.trim().to_owned(),
+        at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    })
+}

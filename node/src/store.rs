@@ -1,0 +1,260 @@
+//! The node's observation store in RocksDB.
+//!
+//! Keys are `dataflow 0x00 code 0x1f code ... 0x1f time_period`, so one
+//! dataflow's observations are contiguous and sorted by series key then
+//! period. Values are `f64 LE | unit_mult i8 | obs_status bytes`.
+//! Withdrawals ("reservations") live in their own column family and are read
+//! on every query, so a withdrawal applies to the very next one.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+const CF_WITHDRAWALS: &str = "withdrawals";
+const KEY_SEP: u8 = 0x1f;
+
+/// One observation, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub dataflow: String,
+    /// Codes in the dataflow's dimension order (REF_AREA first).
+    pub key: Vec<String>,
+    pub time_period: String,
+    pub value: f64,
+    pub unit_mult: i8,
+    pub obs_status: String,
+}
+
+/// A reservation: a dataflow, or the series of it matching a key pattern,
+/// taken out of circulation by the national team.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub dataflow: String,
+    /// SDMX key pattern without TIME_PERIOD (`MAR.F..`); empty = whole dataflow.
+    pub series_key: String,
+    pub reason: String,
+    pub at: String,
+}
+
+impl Withdrawal {
+    pub fn id(&self) -> String {
+        if self.series_key.is_empty() { self.dataflow.clone() } else { format!("{}/{}", self.dataflow, self.series_key) }
+    }
+
+    /// Whether this withdrawal covers a series (codes in dimension order).
+    pub fn covers(&self, dataflow: &str, key: &[String]) -> bool {
+        if self.dataflow != dataflow {
+            return false;
+        }
+        if self.series_key.is_empty() {
+            return true;
+        }
+        let parts: Vec<&str> = self.series_key.split('.').collect();
+        parts.len() == key.len() && parts.iter().zip(key).all(|(p, k)| p.is_empty() || p.split('+').any(|alt| alt == k))
+    }
+}
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    db: DB,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Large imports arrive as one batch; bigger memtables keep it quick.
+        opts.set_write_buffer_size(128 << 20);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Options::default()),
+            ColumnFamilyDescriptor::new(CF_WITHDRAWALS, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| store_err(path, e))?;
+        Ok(Store { path: path.to_owned(), db })
+    }
+
+    fn err(&self, e: rocksdb::Error) -> Error {
+        store_err(&self.path, e)
+    }
+
+    /// Writes all observations in one atomic, synced batch: after a crash
+    /// either every one of them is there or none is.
+    pub fn put_all(&self, observations: &[Observation]) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        let mut key = Vec::with_capacity(64);
+        let mut value = Vec::with_capacity(16);
+        for o in observations {
+            encode_key(&mut key, &o.dataflow, &o.key, &o.time_period);
+            value.clear();
+            value.extend_from_slice(&o.value.to_le_bytes());
+            value.push(o.unit_mult as u8);
+            value.extend_from_slice(o.obs_status.as_bytes());
+            batch.put(&key, &value);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        // Crash point: the batch is in the WAL as a unit or not at all.
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+    }
+
+    /// Writes already-encoded entries (see [`crate::import`]) in one atomic,
+    /// synced batch.
+    pub fn put_encoded<'a>(&self, entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), Error> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            batch.put(k, v);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        // Crash point: the batch is in the WAL as a unit or not at all.
+        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+    }
+
+    /// All observations of a dataflow, in key order.
+    pub fn scan(&self, dataflow: &str, mut each: impl FnMut(Observation)) -> Result<(), Error> {
+        let mut prefix = dataflow.as_bytes().to_vec();
+        prefix.push(0);
+        let iter = self.db.iterator(IteratorMode::From(&prefix, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            each(decode(dataflow, &k[prefix.len()..], &v).ok_or_else(|| {
+                Error::Invalid(format!("store at {}: corrupt entry in {dataflow}", self.path.display()))
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Number of observations stored (exact; walks the keys).
+    pub fn count(&self) -> Result<u64, Error> {
+        let mut n = 0;
+        for item in self.db.iterator(IteratorMode::Start) {
+            item.map_err(|e| self.err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Every key and value, for tests that prove an import changed nothing.
+    pub fn snapshot_digest(&self) -> Result<String, Error> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            ctx.update(&(k.len() as u64).to_le_bytes());
+            ctx.update(&k);
+            ctx.update(&(v.len() as u64).to_le_bytes());
+            ctx.update(&v);
+        }
+        Ok(hex::encode(ctx.finish()))
+    }
+
+    pub fn withdraw(&self, w: &Withdrawal) -> Result<(), Error> {
+        let cf = self.cf_withdrawals();
+        let value = serde_json::to_vec(w).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_cf_opt(&cf, w.id().as_bytes(), value, &wo).map_err(|e| self.err(e))
+    }
+
+    /// Removes a withdrawal; returns whether there was one.
+    pub fn reinstate(&self, dataflow: &str, series_key: &str) -> Result<bool, Error> {
+        let probe = Withdrawal { dataflow: dataflow.into(), series_key: series_key.into(), reason: String::new(), at: String::new() };
+        let cf = self.cf_withdrawals();
+        let existed = self.db.get_cf(&cf, probe.id().as_bytes()).map_err(|e| self.err(e))?.is_some();
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.delete_cf_opt(&cf, probe.id().as_bytes(), &wo).map_err(|e| self.err(e))?;
+        Ok(existed)
+    }
+
+    pub fn withdrawals(&self) -> Result<Vec<Withdrawal>, Error> {
+        let cf = self.cf_withdrawals();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(&cf, IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| Error::Invalid(format!("corrupt withdrawal: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    fn cf_withdrawals(&self) -> std::sync::Arc<rocksdb::BoundColumnFamily<'_>> {
+        self.db.cf_handle(CF_WITHDRAWALS).expect("opened with this column family")
+    }
+}
+
+fn store_err(path: &Path, source: rocksdb::Error) -> Error {
+    Error::Store { path: path.to_owned(), source }
+}
+
+fn encode_key(buf: &mut Vec<u8>, dataflow: &str, key: &[String], time: &str) {
+    buf.clear();
+    buf.extend_from_slice(dataflow.as_bytes());
+    buf.push(0);
+    for code in key {
+        buf.extend_from_slice(code.as_bytes());
+        buf.push(KEY_SEP);
+    }
+    buf.extend_from_slice(time.as_bytes());
+}
+
+fn decode(dataflow: &str, key: &[u8], value: &[u8]) -> Option<Observation> {
+    let text = std::str::from_utf8(key).ok()?;
+    let mut parts: Vec<String> = text.split(KEY_SEP as char).map(str::to_owned).collect();
+    let time_period = parts.pop()?;
+    if value.len() < 9 {
+        return None;
+    }
+    Some(Observation {
+        dataflow: dataflow.to_owned(),
+        key: parts,
+        time_period,
+        value: f64::from_le_bytes(value[..8].try_into().ok()?),
+        unit_mult: value[8] as i8,
+        obs_status: String::from_utf8(value[9..].to_vec()).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(key: &[&str], time: &str, value: f64) -> Observation {
+        Observation {
+            dataflow: "UNE_RATE".into(),
+            key: key.iter().map(|s| s.to_string()).collect(),
+            time_period: time.into(),
+            value,
+            unit_mult: 0,
+            obs_status: "A".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_prefix_isolation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = obs(&["MAR", "F"], "2024", 11.5);
+        let mut other = obs(&["MAR", "F"], "2024", 1.0);
+        other.dataflow = "UNE_RATE2".into();
+        store.put_all(&[a.clone(), other]).unwrap();
+        let mut seen = Vec::new();
+        store.scan("UNE_RATE", |o| seen.push(o)).unwrap();
+        assert_eq!(seen, vec![a]);
+    }
+
+    #[test]
+    fn withdrawal_patterns() {
+        let w = Withdrawal { dataflow: "UNE_RATE".into(), series_key: "MAR.F+M.".into(), reason: "r".into(), at: "t".into() };
+        let key = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(w.covers("UNE_RATE", &key(&["MAR", "F", "Y15T24"])));
+        assert!(!w.covers("UNE_RATE", &key(&["MAR", "T", "Y15T24"])));
+        assert!(!w.covers("LF_PERS", &key(&["MAR", "F", "Y15T24"])));
+    }
+}

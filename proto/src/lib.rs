@@ -1,0 +1,30 @@
+//! Tabadul's shared vocabulary: the gRPC wire contract and the data dictionary.
+//!
+//! [`pb`] is the code generated from `proto/tabadul.proto` (the only
+//! generated code in the workspace). [`dictionary`] loads and validates the
+//! network's data dictionary: the dataflows, their dimensions and codelists,
+//! and how ILOSTAT's codes map onto them. Node and hub both read it, so a code
+//! means the same thing at both ends.
+//!
+//! This crate holds no policy, no storage and no networking.
+#![forbid(unsafe_code)]
+
+pub mod dictionary;
+mod digest;
+
+pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure};
+pub use digest::query_digest;
+
+/// Generated protobuf and gRPC types (package `tabadul.v1`).
+#[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("tabadul.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the wire contract, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tabadul_descriptor");
+
+/// The dimension that names the member state of an observation.
+pub const REF_AREA: &str = "REF_AREA";
+/// The time dimension, always last in a series key.
+pub const TIME_PERIOD: &str = "TIME_PERIOD";

@@ -1,0 +1,244 @@
+//! `tabadul-bench`: the benchmarks of BENCHMARKS.md, on real processes.
+//!
+//! - `query-rate`: node `Query` over mTLS with policy evaluation, against the
+//!   gRPC health check served by the same node over the same mTLS (a bare
+//!   tonic service), same run, as a ratio.
+//! - `federation`: federated query latency over 22 local nodes against the
+//!   same query to one node, p50/p99 and their ratio.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tabadul_proto::pb;
+use tabadul_tests::{HubMember, NodeDir, Pki, hub_client, node_client, run_ok, start_hub, synthetic};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    QueryRate {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    Federation {
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+    },
+    /// Writes an SDMX-CSV file of ROWS observations to FILE and times
+    /// `tabadul-node import` of it.
+    Import {
+        #[arg(long, default_value_t = 5_000_000)]
+        rows: u64,
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+}
+
+const POLICY: &str = "[[rule]]\nid = \"hub\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = [\"SEX\", \"AGE\"]\n";
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.command {
+        Bench::QueryRate { seconds, concurrency } => rt.block_on(query_rate(seconds, concurrency)),
+        Bench::Federation { queries } => rt.block_on(federation(queries)),
+        Bench::Import { rows, file } => import(rows, &file),
+    }
+}
+
+fn node(root: &std::path::Path, pki: &Pki, member: &str) -> Result<NodeDir> {
+    let node = NodeDir::create(root, pki, member, POLICY)?;
+    let data = node.dir.join("data.csv");
+    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2015..=2025)))?;
+    run_ok(node.command(&["import"]).arg(&data))?;
+    Ok(node)
+}
+
+/// Runs `op` from `concurrency` tasks for `seconds`; returns completed calls per second.
+async fn rate<F, Fut>(seconds: u64, concurrency: usize, op: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    assert!(op().await, "a call failed during the benchmark");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total as f64 / seconds as f64
+}
+
+async fn query_rate(seconds: u64, concurrency: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let node = node(dir.path(), &pki, "MAR")?;
+    let proc = node.start()?;
+    let hub = pki.issue("hub", "alo")?;
+    let files = pki.tls_files(&hub);
+    let client = node_client(proc.addr, &files, "MAR")?;
+    let channel = tabadul_certs::tls::channel(
+        &proc.addr.to_string(),
+        tabadul_certs::tls::Expect::Role(tabadul_certs::Role::Node),
+        tabadul_certs::tls::client_config(&files)?,
+        Duration::from_secs(5),
+    )?;
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let q = pb::Query {
+        dataflow: "UNE_RATE".into(),
+        breakdown: vec!["SEX".into()],
+        start_period: "2024".into(),
+        end_period: "2024".into(),
+        ..Default::default()
+    };
+    // Warm both paths.
+    for _ in 0..50 {
+        tabadul_tests::collect(&mut client.clone(), q.clone()).await?;
+        health.clone().check(tonic_health::pb::HealthCheckRequest::default()).await?;
+    }
+    let echo = {
+        let health = health.clone();
+        rate(seconds, concurrency, move || {
+            let mut h = health.clone();
+            async move { h.check(tonic_health::pb::HealthCheckRequest::default()).await.is_ok() }
+        })
+        .await
+    };
+    let query = {
+        let client = client.clone();
+        let q = q.clone();
+        rate(seconds, concurrency, move || {
+            let mut c = client.clone();
+            let q = q.clone();
+            async move { tabadul_tests::collect(&mut c, q).await.is_ok_and(|(_, cells)| cells.len() == 3) }
+        })
+        .await
+    };
+    println!("| node Query (policy, 3 cells, event appended) | {query:.0} req/s |");
+    println!("| bare tonic Health/Check, same node, same mTLS | {echo:.0} req/s |");
+    println!("| ratio Query / bare | {:.2} |", query / echo);
+    println!("(concurrency {concurrency}, {seconds} s each, one HTTP/2 connection)");
+    drop(proc);
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn federation(queries: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let mut procs = Vec::new();
+    let mut members = Vec::new();
+    for member in synthetic::members() {
+        let node = node(&dir.path().join("nodes"), &pki, member)?;
+        let proc = node.start()?;
+        members.push(HubMember { code: member.into(), endpoint: proc.addr.to_string() });
+        procs.push(proc);
+    }
+    let hub_cert = pki.issue("hub", "alo")?;
+    let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 5000)?;
+    let operator = pki.issue("operator", "bench")?;
+    let client = hub_client(hub.addr, &pki.tls_files(&operator))?;
+    let request = |members: Vec<String>| pb::FederatedQueryRequest {
+        query: Some(pb::Query {
+            dataflow: "UNE_RATE".into(),
+            breakdown: vec!["SEX".into()],
+            start_period: "2024".into(),
+            end_period: "2024".into(),
+            ..Default::default()
+        }),
+        members,
+        regional_aggregate: true,
+        deadline_ms: 0,
+    };
+    let measure = async |members: Vec<String>, expect_answered: usize| -> Result<Vec<Duration>> {
+        let mut times = Vec::with_capacity(queries);
+        for i in 0..queries + 20 {
+            let started = Instant::now();
+            let r = client.clone().federated_query(request(members.clone())).await?.into_inner();
+            let took = started.elapsed();
+            let answered = r.members.iter().filter(|m| m.state == pb::MemberState::Answered as i32).count();
+            anyhow::ensure!(answered == expect_answered, "{answered} answered: {:?}", r.members);
+            if i >= 20 {
+                times.push(took);
+            }
+        }
+        times.sort();
+        Ok(times)
+    };
+    // Interleave to share whatever the machine is doing.
+    let one = measure(vec!["MAR".into()], 1).await?;
+    let all = measure(vec![], 22).await?;
+    let one2 = measure(vec!["MAR".into()], 1).await?;
+    let mut one: Vec<Duration> = one.into_iter().chain(one2).collect();
+    one.sort();
+    let (p50_1, p99_1) = (percentile(&one, 0.5), percentile(&one, 0.99));
+    let (p50_22, p99_22) = (percentile(&all, 0.5), percentile(&all, 0.99));
+    println!("| federated UNE_RATE by SEX + aggregate, 1 node | p50 {:.2} ms | p99 {:.2} ms |", ms(p50_1), ms(p99_1));
+    println!("| same, 22 nodes | p50 {:.2} ms | p99 {:.2} ms |", ms(p50_22), ms(p99_22));
+    println!("| ratio 22 / 1 | p50 {:.2} | p99 {:.2} |", ms(p50_22) / ms(p50_1), ms(p99_22) / ms(p99_1));
+    println!("({queries} sequential queries per series after 20 warm-up, 3 fan-outs per query: rate, numerator, denominator)");
+    drop(hub);
+    drop(procs);
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn import(rows: u64, file: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file)?);
+    writeln!(out, "DATAFLOW,REF_AREA,SEX,AGE,REGION,TIME_PERIOD,OBS_VALUE,OBS_STATUS,UNIT_MULT")?;
+    let mut n = 0;
+    'outer: for year in 1000.. {
+        for month in 1..=12 {
+            for flow in ["UNE_PERS", "LF_PERS", "POP_WA", "PES_JOBSEEKERS"] {
+                for sex in ["T", "M", "F"] {
+                    for age in ["Y_GE15", "Y15T24", "Y_GE25"] {
+                        for region in ["_T", "MA-01", "MA-03", "MA-04", "MA-06"] {
+                            if n == rows {
+                                break 'outer;
+                            }
+                            writeln!(out, "ALO:{flow}(1.0),MAR,{sex},{age},{region},{year}-{month:02},{}.{},A,3", n % 9973, n % 10)?;
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    drop(out);
+    let size = std::fs::metadata(file)?.len();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY)?;
+    let started = Instant::now();
+    run_ok(node.command(&["import"]).arg(file))?;
+    let took = started.elapsed().as_secs_f64();
+    println!("| tabadul-node import, {rows} observations ({:.0} MB SDMX-CSV), validated + one synced batch | {took:.2} s | {:.0} obs/s |", size as f64 / 1e6, rows as f64 / took);
+    Ok(())
+}

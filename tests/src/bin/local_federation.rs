@@ -1,0 +1,139 @@
+//! A local Tabadul federation in one command: a CA, a hub and nodes for
+//! all 22 ALO member states as separate processes on loopback, loaded with
+//! SYNTHETIC data, each with its own policy. Runs a few federated queries,
+//! prints them, and stays up until Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tabadul_tests::{HubMember, NodeDir, Pki, Proc, bin, dead_endpoint, run_ok, start_hub, synthetic};
+
+#[derive(Parser)]
+#[command(about = "Start a local Tabadul federation with synthetic data")]
+struct Args {
+    /// Keep everything in this directory instead of a temporary one.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Exit after the demo queries instead of waiting for Ctrl-C.
+    #[arg(long)]
+    exit_after_demo: bool,
+}
+
+const OFFLINE: &str = "LBY";
+const NO_SEX_BREAKDOWN: &str = "EGY";
+const EMBARGO: &str = "JOR";
+const WITHDRAWN: &str = "TUN";
+const LATEST_YEAR: i32 = 2025;
+
+fn policy_for(member: &str) -> String {
+    let all = r#"["UNE_RATE", "UNE_PERS", "LF_PERS", "POP_WA", "LFPR", "EMP_ECO", "PES_JOBSEEKERS", "WP_ISSUED"]"#;
+    let embargo_until = (time::OffsetDateTime::now_utc() + time::Duration::days(45)).date();
+    let (breakdowns, extra) = match member {
+        NO_SEX_BREAKDOWN => (r#"["AGE", "REGION", "ECO", "NATIONALITY"]"#, String::new()),
+        EMBARGO => (
+            r#"["SEX", "AGE", "REGION", "ECO", "NATIONALITY"]"#,
+            format!("embargo = [{{ period = \"{LATEST_YEAR}\", until = \"{embargo_until}\" }}]\n"),
+        ),
+        _ => (r#"["SEX", "AGE", "REGION", "ECO", "NATIONALITY"]"#, String::new()),
+    };
+    format!(
+        "# Publication policy of {member} (SYNTHETIC demo network).\nversion = \"{member}-demo-1\"\n\n\
+         [[rule]]\nid = \"{}-hub\"\nrequester = \"hub\"\ndataflows = {all}\nbreakdowns = {breakdowns}\nstart_period = \"2015\"\n{extra}",
+        member.to_lowercase()
+    )
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let temp;
+    let root: PathBuf = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new().prefix("tabadul-federation-").tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    println!("Tabadul local federation in {}", root.display());
+    println!("ALL FIGURES ARE SYNTHETIC: invented for demonstration, not statistics of any country.\n");
+
+    let pki = Pki::init(&root)?;
+    let hub_cert = pki.issue("hub", "alo")?;
+    let operator = pki.issue("operator", "analyst")?;
+
+    let mut nodes = Vec::new();
+    for member in synthetic::members() {
+        let node = NodeDir::create(&root.join("nodes"), &pki, member, &policy_for(member))?;
+        let data = node.dir.join(format!("synthetic-{member}.csv"));
+        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2015..=LATEST_YEAR)))?;
+        run_ok(node.command(&["import"]).arg(&data)).with_context(|| format!("importing {member}"))?;
+        nodes.push(node);
+    }
+    let mut running: Vec<Proc> = Vec::new();
+    let mut members = Vec::new();
+    for node in &nodes {
+        let endpoint = if node.member == OFFLINE {
+            dead_endpoint()?
+        } else {
+            let proc = node.start()?;
+            let endpoint = proc.addr.to_string();
+            running.push(proc);
+            endpoint
+        };
+        members.push(HubMember { code: node.member.clone(), endpoint });
+    }
+    println!("started {} nodes ({OFFLINE} is configured but offline)", running.len());
+    let withdrawn = nodes.iter().find(|n| n.member == WITHDRAWN).context("withdrawn member")?;
+    let out = run_ok(withdrawn.command(&[
+        "withdraw", "--dataflow", "UNE_RATE", "--series", &format!("{WITHDRAWN}.F.."),
+        "--reason", "revision of the female series under way",
+    ]))?;
+    print!("{WITHDRAWN}: {}", String::from_utf8_lossy(&out.stdout));
+    let hub = start_hub(&root.join("hub"), &pki, &hub_cert, &members, 3000)?;
+    println!("hub listening on {}\n", hub.addr);
+
+    let query = |title: &str, args: &[&str]| -> Result<()> {
+        println!("==> {title}\n    tabadul-hub query {}\n", args.join(" "));
+        let out = run_ok(operator_query(&hub, &pki, &operator.cert, &operator.key).args(args))?;
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+        Ok(())
+    };
+    query(
+        "Unemployment rate by sex, 2024, with the regional rate from unemployed and labour force",
+        &["--dataflow", "UNE_RATE", "--breakdown", "SEX", "--period", "2024", "--aggregate", "--members", "MAR,EGY,JOR,TUN,SAU,DZA,LBY"],
+    )?;
+    query(&format!("Unemployed persons, {LATEST_YEAR}, all members (note {EMBARGO}'s embargo)"), &["--dataflow", "UNE_PERS", "--period", &LATEST_YEAR.to_string(), "--aggregate"])?;
+    query("Work permits issued by nationality, 2024 (Gulf members)", &["--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024", "--aggregate", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"])?;
+
+    println!("The federation is running. Query it as the operator with, for example:\n");
+    println!(
+        "  {} query --hub {} --ca {} --cert {} --key {} \\\n      --dataflow LFPR --breakdown SEX,AGE --period 2020:2024 --aggregate\n",
+        bin("tabadul-hub").display(), hub.addr, pki.ca_cert().display(), operator.cert.display(), operator.key.display()
+    );
+    println!("  node logs: {}/nodes/<ISO3>/node.log, hub log: {}", root.display(), hub.log.display());
+    if args.exit_after_demo {
+        return Ok(());
+    }
+    println!("\nPress Ctrl-C to stop.");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(tokio::signal::ctrl_c())?;
+    println!("stopping");
+    drop(hub);
+    drop(running);
+    Ok(())
+}
+
+fn operator_query(hub: &Proc, pki: &Pki, cert: &Path, key: &Path) -> Command {
+    let mut cmd = Command::new(bin("tabadul-hub"));
+    cmd.arg("query")
+        .arg("--hub").arg(hub.addr.to_string())
+        .arg("--ca").arg(pki.ca_cert())
+        .arg("--crl").arg(pki.crl())
+        .arg("--cert").arg(cert)
+        .arg("--key").arg(key);
+    cmd
+}

@@ -1,0 +1,287 @@
+//! The harness that integration tests and the local federation share: it
+//! drives the real `tabadul-*` binaries as separate processes, with
+//! certificates made at run time and ports chosen by the kernel.
+//!
+//! It does not reimplement anything the binaries do: certificates come from
+//! `tabadul-certs`, imports from `tabadul-node import`, and so on.
+#![forbid(unsafe_code)]
+
+pub mod synthetic;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tabadul_certs::tls::{self, Expect, TlsFiles};
+use tabadul_certs::{Identity, Role};
+use tabadul_proto::pb;
+
+/// The network name used by tests and the demo.
+pub const NETWORK: &str = "alo";
+
+/// Path of a workspace binary, built into the same target directory as the
+/// running test or program (`cargo build --workspace` builds them all).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// The shipped data dictionary.
+pub fn dictionary_path() -> PathBuf {
+    repo_root().join("deploy/dictionary.toml")
+}
+
+/// Runs a command and returns its output, failing with its stderr when it fails.
+pub fn run_ok(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out)
+}
+
+/// A certificate and its key on disk.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A network CA made with `tabadul-certs`.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca_dir: PathBuf,
+    pub certs_dir: PathBuf,
+}
+
+impl Pki {
+    pub fn init(dir: &Path) -> Result<Self> {
+        let ca_dir = dir.join("ca");
+        run_ok(Command::new(bin("tabadul-certs")).args(["init", "--network", NETWORK, "--ca-dir"]).arg(&ca_dir))?;
+        Ok(Pki { ca_dir, certs_dir: dir.join("certs") })
+    }
+
+    /// Issues a certificate valid for loopback (127.0.0.1 and localhost).
+    pub fn issue(&self, role: &str, id: &str) -> Result<Cert> {
+        run_ok(
+            Command::new(bin("tabadul-certs"))
+                .args(["issue", "--role", role, "--id", id, "--ip", "127.0.0.1", "--dns", "localhost", "--ca-dir"])
+                .arg(&self.ca_dir)
+                .arg("--out")
+                .arg(&self.certs_dir),
+        )?;
+        Ok(Cert { cert: self.certs_dir.join(format!("{role}-{id}.pem")), key: self.certs_dir.join(format!("{role}-{id}.key")) })
+    }
+
+    pub fn revoke(&self, cert: &Cert) -> Result<()> {
+        run_ok(Command::new(bin("tabadul-certs")).arg("revoke").arg("--ca-dir").arg(&self.ca_dir).arg("--cert").arg(&cert.cert))?;
+        Ok(())
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.ca_dir.join("ca.pem")
+    }
+    pub fn crl(&self) -> PathBuf {
+        self.ca_dir.join("crl.pem")
+    }
+
+    pub fn tls_files(&self, cert: &Cert) -> TlsFiles {
+        TlsFiles { ca: self.ca_cert(), cert: cert.cert.clone(), key: cert.key.clone(), crl: Some(self.crl()) }
+    }
+}
+
+/// A node's directory: config, policy, data.
+#[derive(Debug, Clone)]
+pub struct NodeDir {
+    pub member: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub policy: PathBuf,
+}
+
+impl NodeDir {
+    /// Writes `node.toml` and `policy.toml` for `member` under `root/<member>`.
+    pub fn create(root: &Path, pki: &Pki, member: &str, policy: &str) -> Result<Self> {
+        let cert = pki.issue("node", member)?;
+        let dir = root.join(member);
+        std::fs::create_dir_all(&dir)?;
+        let policy_path = dir.join("policy.toml");
+        std::fs::write(&policy_path, policy)?;
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"data\"\ndictionary = {:?}\npolicy = \"policy.toml\"\nreload_interval_ms = 200\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
+                dictionary_path(), pki.ca_cert(), cert.cert, cert.key, pki.crl()
+            ),
+        )?;
+        Ok(NodeDir { member: member.to_owned(), dir, config, policy: policy_path })
+    }
+
+    /// `tabadul-node <args> --config <this node>`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("tabadul-node"));
+        cmd.args(args).arg("--config").arg(&self.config);
+        cmd
+    }
+
+    /// Imports files with the CLI; returns its output whatever the outcome.
+    pub fn import(&self, files: &[&Path]) -> Result<Output> {
+        let mut cmd = self.command(&["import"]);
+        cmd.args(files);
+        Ok(cmd.output()?)
+    }
+
+    pub fn start(&self) -> Result<Proc> {
+        let ready = self.dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = self.command(&["serve", "--listen", "127.0.0.1:0", "--ready-file"]);
+        cmd.arg(&ready);
+        Proc::spawn(cmd, &ready, &self.dir.join("node.log"))
+    }
+}
+
+/// A running binary; killed when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns a server and waits until it writes its bound address to `ready`.
+    pub fn spawn(mut cmd: Command, ready: &Path, log: &Path) -> Result<Self> {
+        let log_file = std::fs::File::create(log)?;
+        cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(ready)
+                && let Ok(addr) = text.trim().parse()
+            {
+                return Ok(Proc { child, addr, log: log.to_owned() });
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("{cmd:?} exited ({status}) before it was ready:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                bail!("{cmd:?} was not ready after 60 s:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name (`-STOP`, `-CONT`, `-HUP`, `-TERM`) with kill(1).
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        run_ok(Command::new("kill").arg(sig).arg(self.child.id().to_string()))?;
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.signal("-CONT");
+        self.kill();
+    }
+}
+
+/// One member entry of a hub config.
+#[derive(Debug, Clone)]
+pub struct HubMember {
+    pub code: String,
+    pub endpoint: String,
+}
+
+/// Writes `hub.toml` under `dir` and starts the hub.
+pub fn start_hub(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], deadline_ms: u64) -> Result<Proc> {
+    std::fs::create_dir_all(dir)?;
+    let mut text = format!(
+        "data_dir = \"data\"\ndictionary = {:?}\ndeadline_ms = {deadline_ms}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
+        dictionary_path(), pki.ca_cert(), hub_cert.cert, hub_cert.key, pki.crl()
+    );
+    for m in members {
+        text.push_str(&format!("\n[[member]]\ncode = {:?}\nendpoint = {:?}\n", m.code, m.endpoint));
+    }
+    let config = dir.join("hub.toml");
+    std::fs::write(&config, text)?;
+    let ready = dir.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut cmd = Command::new(bin("tabadul-hub"));
+    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--ready-file"]).arg(&ready);
+    Proc::spawn(cmd, &ready, &dir.join("hub.log"))
+}
+
+/// An address on loopback that nothing listens on (bound, then released).
+pub fn dead_endpoint() -> Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// A gRPC client of a node, speaking as the holder of `files`.
+pub fn node_client(addr: SocketAddr, files: &TlsFiles, member: &str) -> Result<pb::node_client::NodeClient<tonic::transport::Channel>> {
+    let expect = Expect::Identity(Identity::new(NETWORK, Role::Node, member)?);
+    let channel = tls::channel(&addr.to_string(), expect, tls::client_config(files)?, Duration::from_secs(5))?;
+    Ok(pb::node_client::NodeClient::new(channel))
+}
+
+/// A gRPC client of the hub's operator API.
+pub fn hub_client(addr: SocketAddr, files: &TlsFiles) -> Result<pb::hub_client::HubClient<tonic::transport::Channel>> {
+    let channel = tls::channel(&addr.to_string(), Expect::Role(Role::Hub), tls::client_config(files)?, Duration::from_secs(5))?;
+    Ok(pb::hub_client::HubClient::new(channel))
+}
+
+/// The decision and cells of a node query stream.
+pub async fn collect(
+    client: &mut pb::node_client::NodeClient<tonic::transport::Channel>,
+    q: pb::Query,
+) -> std::result::Result<(pb::Decision, Vec<pb::Cell>), tonic::Status> {
+    let mut stream = client.query(q).await?.into_inner();
+    let mut decision = None;
+    let mut cells = Vec::new();
+    while let Some(m) = stream.message().await? {
+        match m.item {
+            Some(pb::query_response::Item::Decision(d)) => decision = Some(d),
+            Some(pb::query_response::Item::Cell(c)) => cells.push(c),
+            None => {}
+        }
+    }
+    Ok((decision.ok_or_else(|| tonic::Status::data_loss("no decision"))?, cells))
+}
+
+/// Waits until `f` returns true, up to `timeout`.
+pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

@@ -1,0 +1,188 @@
+//! The hub and real nodes: fan-out, partial answers, merge, aggregates,
+//! and who may use the operator API.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tabadul_proto::pb::{self, MemberState};
+use tabadul_tests::{HubMember, NodeDir, Pki, Proc, dead_endpoint, hub_client, run_ok, start_hub, synthetic};
+
+fn policy(breakdowns: &str) -> String {
+    format!(
+        "[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = {breakdowns}\n"
+    )
+}
+
+struct Federation {
+    _dir: tempfile::TempDir,
+    pki: Pki,
+    nodes: BTreeMap<String, Proc>,
+    hub: Proc,
+    _stall: std::net::TcpListener,
+}
+
+/// MAR and JOR grant the sex breakdown, EGY does not; LBY is down; SAU's
+/// endpoint accepts connections and never answers.
+fn federation(deadline_ms: u64) -> Federation {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let mut nodes = BTreeMap::new();
+    let mut members = Vec::new();
+    for (member, breakdowns) in [("MAR", "[\"SEX\"]"), ("EGY", "[]"), ("JOR", "[\"SEX\"]")] {
+        let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, &policy(breakdowns)).unwrap();
+        let data = node.dir.join("data.csv");
+        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2022..=2024))).unwrap();
+        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        let proc = node.start().unwrap();
+        members.push(HubMember { code: member.into(), endpoint: proc.addr.to_string() });
+        nodes.insert(member.to_owned(), proc);
+    }
+    members.push(HubMember { code: "LBY".into(), endpoint: dead_endpoint().unwrap() });
+    // Never accepted: the kernel completes TCP, nobody speaks TLS.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    members.push(HubMember { code: "SAU".into(), endpoint: stall.local_addr().unwrap().to_string() });
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms).unwrap();
+    Federation { _dir: dir, pki, nodes, hub, _stall: stall }
+}
+
+fn request(flow: &str, breakdown: &[&str], period: &str, aggregate: bool) -> pb::FederatedQueryRequest {
+    pb::FederatedQueryRequest {
+        query: Some(pb::Query {
+            dataflow: flow.into(),
+            breakdown: breakdown.iter().map(|s| s.to_string()).collect(),
+            start_period: period.into(),
+            end_period: period.into(),
+            ..Default::default()
+        }),
+        regional_aggregate: aggregate,
+        ..Default::default()
+    }
+}
+
+fn states(r: &pb::FederatedQueryResponse) -> BTreeMap<String, i32> {
+    r.members.iter().map(|m| (m.member.clone(), m.state)).collect()
+}
+
+/// The synthetic value of a total (SEX=T, AGE=Y_GE15, REGION=_T) cell.
+fn total(member: &str, flow: &str, year: &str) -> f64 {
+    synthetic::generate(member, 2022..=2024)
+        .into_iter()
+        .find(|o| o.dataflow == flow && o.time == year && o.key[1..] == ["T", "Y_GE15", "_T"])
+        .unwrap()
+        .value
+}
+
+#[tokio::test]
+async fn partial_federation_answers_for_everyone_it_can() {
+    let f = federation(1500);
+    let operator = f.pki.issue("operator", "analyst").unwrap();
+    let mut hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
+
+    // Counts: the regional figure is the sum of what was released.
+    let started = Instant::now();
+    let r = hub.federated_query(request("UNE_PERS", &[], "2024", true)).await.unwrap().into_inner();
+    let elapsed = started.elapsed();
+    let s = states(&r);
+    assert_eq!(s["MAR"], MemberState::Answered as i32);
+    assert_eq!(s["EGY"], MemberState::Answered as i32);
+    assert_eq!(s["JOR"], MemberState::Answered as i32);
+    assert_eq!(s["LBY"], MemberState::Unreachable as i32, "{:?}", r.members);
+    assert_eq!(s["SAU"], MemberState::TimedOut as i32, "{:?}", r.members);
+    // The stalled member cost one deadline, not more.
+    assert!(elapsed < Duration::from_millis(1500 * 3), "took {elapsed:?}");
+    assert_eq!(r.cells.len(), 3);
+    assert_eq!(r.cells.iter().map(|c| c.key[0].as_str()).collect::<Vec<_>>(), ["EGY", "JOR", "MAR"]);
+    assert_eq!(r.aggregate.len(), 1);
+    let expected: f64 = ["MAR", "EGY", "JOR"].iter().map(|m| total(m, "UNE_PERS", "2024")).sum();
+    assert!((r.aggregate[0].value - expected).abs() < 1e-6, "{} vs {expected}", r.aggregate[0].value);
+    assert_eq!(r.aggregate[0].covers, ["EGY", "JOR", "MAR"]);
+    assert_eq!(r.aggregate[0].unit_mult, 3);
+
+    // Rates: recomputed from unemployed / labour force, not averaged.
+    let r = hub.federated_query(request("UNE_RATE", &[], "2024", true)).await.unwrap().into_inner();
+    let une: f64 = ["MAR", "EGY", "JOR"].iter().map(|m| total(m, "UNE_PERS", "2024")).sum();
+    let lf: f64 = ["MAR", "EGY", "JOR"].iter().map(|m| total(m, "LF_PERS", "2024")).sum();
+    assert_eq!(r.aggregate.len(), 1);
+    assert!((r.aggregate[0].value - une / lf * 100.0).abs() < 1e-9, "{}", r.aggregate[0].value);
+    let mean_of_rates: f64 = r.cells.iter().map(|c| c.value).sum::<f64>() / 3.0;
+    assert!((r.aggregate[0].value - mean_of_rates).abs() > 0.05, "indistinguishable from an average of rates");
+    assert!(r.aggregate_method.contains("UNE_PERS") && r.aggregate_method.contains("LF_PERS"));
+
+    // EGY refuses the sex breakdown, with its reason; the others answer.
+    let r = hub.federated_query(request("UNE_RATE", &["SEX"], "2024", false)).await.unwrap().into_inner();
+    let egy = r.members.iter().find(|m| m.member == "EGY").unwrap();
+    assert_eq!(egy.state, MemberState::RefusedByPolicy as i32);
+    assert!(egy.detail.contains("breakdown by SEX"), "{}", egy.detail);
+    assert_eq!(r.cells.iter().filter(|c| c.key[0] == "MAR").count(), 3);
+    assert_eq!(r.cells.iter().filter(|c| c.key[0] == "EGY").count(), 0);
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_query_does_not_hold_up_the_others() {
+    let mut f = federation(2000);
+    let operator = f.pki.issue("operator", "analyst").unwrap();
+    let mut hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
+    // Warm the connections so that JOR is mid-exchange, not mid-connect.
+    hub.federated_query(request("UNE_PERS", &[], "2024", false)).await.unwrap();
+    let jor = f.nodes.get_mut("JOR").unwrap();
+    jor.signal("-STOP").unwrap();
+    let pending = tokio::spawn({
+        let mut hub = hub.clone();
+        async move { hub.federated_query(request("UNE_PERS", &[], "2024", true)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    jor.kill();
+    let r = pending.await.unwrap().unwrap().into_inner();
+    let s = states(&r);
+    assert_eq!(s["MAR"], MemberState::Answered as i32);
+    assert_eq!(s["EGY"], MemberState::Answered as i32);
+    assert!(s["JOR"] == MemberState::TimedOut as i32 || s["JOR"] == MemberState::Unreachable as i32, "{:?}", r.members);
+    assert_eq!(r.aggregate[0].covers, ["EGY", "MAR"]);
+    // And the next query finds JOR unreachable straight away.
+    let r = hub.federated_query(request("UNE_PERS", &[], "2024", false)).await.unwrap().into_inner();
+    assert_eq!(states(&r)["JOR"], MemberState::Unreachable as i32, "{:?}", r.members);
+}
+
+#[tokio::test]
+async fn only_operators_may_use_the_operator_api() {
+    let f = federation(1000);
+    for (role, id) in [("node", "MAR"), ("hub", "other"), ("auditor", "eve")] {
+        let cert = f.pki.issue(role, id).unwrap();
+        let mut hub = hub_client(f.hub.addr, &f.pki.tls_files(&cert)).unwrap();
+        let err = hub.federated_query(request("UNE_PERS", &[], "2024", false)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{role}");
+        assert!(err.message().contains("open to operators"), "{}", err.message());
+    }
+    // Bad requests are refused precisely.
+    let operator = f.pki.issue("operator", "analyst").unwrap();
+    let mut hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
+    let err = hub.federated_query(request("NOPE", &[], "2024", false)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let mut req = request("UNE_PERS", &[], "2024", false);
+    req.members = vec!["XYZ".into()];
+    let err = hub.federated_query(req).await.unwrap_err();
+    assert!(err.message().contains("XYZ is not a member"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn the_operator_cli_prints_the_table_and_a_line_per_member() {
+    let f = federation(1000);
+    let operator = f.pki.issue("operator", "analyst").unwrap();
+    let out = run_ok(
+        std::process::Command::new(tabadul_tests::bin("tabadul-hub"))
+            .arg("query")
+            .arg("--hub").arg(f.hub.addr.to_string())
+            .arg("--ca").arg(f.pki.ca_cert())
+            .arg("--cert").arg(&operator.cert)
+            .arg("--key").arg(&operator.key)
+            .args(["--dataflow", "UNE_RATE", "--period", "2024", "--aggregate"]),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Regional aggregate"), "{text}");
+    assert!(text.contains("3 members: EGY JOR MAR"), "{text}");
+    for (member, word) in [("MAR", "answered"), ("EGY", "answered"), ("LBY", "unreachable"), ("SAU", "timed-out")] {
+        assert!(text.lines().any(|l| l.trim_start().starts_with(member) && l.contains(word)), "{member} {word}:\n{text}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The README's first command: the whole local federation comes up, answers,
+//! and shows each kind of member status.
+
+use tabadul_tests::{bin, run_ok};
+
+#[test]
+fn the_local_federation_runs_its_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(std::process::Command::new(bin("tabadul-local-federation")).arg("--exit-after-demo").arg("--dir").arg(dir.path()))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SYNTHETIC"), "{text}");
+    assert!(text.contains("started 21 nodes"), "{text}");
+    for expect in ["refused", "unreachable", "breakdown by SEX", "under embargo", "withdrawn", "Regional aggregate"] {
+        assert!(text.contains(expect), "missing {expect:?}:\n{text}");
+    }
+}
