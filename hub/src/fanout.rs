@@ -73,10 +73,10 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
         }
         Ok(Err(s)) => {
             let (state, detail) = match s.code() {
-                Code::Unavailable | Code::Unknown if s.message().contains("connect") || s.code() == Code::Unavailable => {
-                    (MemberState::Unreachable, describe_transport_error(&s))
-                }
-                Code::DeadlineExceeded | Code::Cancelled => (MemberState::TimedOut, s.message().to_owned()),
+                // No connection, a dropped connection, or a failed handshake.
+                Code::Unavailable | Code::Cancelled => (MemberState::Unreachable, describe_transport_error(&s)),
+                Code::Unknown if is_transport_error(&s) => (MemberState::Unreachable, describe_transport_error(&s)),
+                Code::DeadlineExceeded => (MemberState::TimedOut, s.message().to_owned()),
                 Code::PermissionDenied => (MemberState::RefusedByPolicy, s.message().to_owned()),
                 _ => (MemberState::Failed, format!("{:?}: {}", s.code(), s.message())),
             };
@@ -126,6 +126,11 @@ fn check(member: &Member, flow: &Dataflow, d: &pb::Decision, cells: &[pb::Cell])
         }
     }
     Ok(())
+}
+
+/// Whether a status came from the connection rather than from the node.
+fn is_transport_error(s: &tonic::Status) -> bool {
+    std::error::Error::source(s).is_some() || s.message().contains("transport error")
 }
 
 fn describe_transport_error(s: &tonic::Status) -> String {

@@ -22,4 +22,4 @@ mod service;
 
 pub use config::HubConfig;
 pub use error::Error;
-pub use server::run;
+pub use server::{run, run_notify};

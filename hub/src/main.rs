@@ -80,12 +80,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { config, listen, ready_file } => {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
             let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
-            if let Some(path) = ready_file {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, listener.local_addr()?.to_string())?;
-                std::fs::rename(&tmp, &path)?;
-            }
-            tabadul_hub::run(listener, config, shutdown_signal()).await?;
+            let addr = listener.local_addr()?;
+            let ready = move || {
+                if let Some(path) = ready_file {
+                    // Written atomically, so a reader never sees half an address.
+                    let tmp = path.with_extension("tmp");
+                    if let Err(e) = std::fs::write(&tmp, addr.to_string()).and_then(|()| std::fs::rename(&tmp, &path)) {
+                        tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
+                    }
+                }
+            };
+            tabadul_hub::run_notify(listener, config, shutdown_signal(), ready).await?;
         }
         Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json } => {
             let files = TlsFiles { ca, cert, key, crl };
@@ -150,8 +155,9 @@ fn print_table(r: &pb::FederatedQueryResponse) {
     for m in &r.members {
         let what = match pb::MemberState::try_from(m.state) {
             Ok(pb::MemberState::Answered) => format!(
-                "{} cells{}, rule {}, policy {}",
+                "{} cell{}{}, rule {}, policy {}",
                 m.cells,
+                if m.cells == 1 { "" } else { "s" },
                 if m.partial { " (partial)" } else { "" },
                 m.rule_id,
                 m.policy_version
@@ -165,7 +171,8 @@ fn print_table(r: &pb::FederatedQueryResponse) {
 }
 
 fn format_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.2}") }
+    // Up to four decimals, no trailing zeros: 22, 22.6, 16.0423.
+    format!("{}", (v * 1e4).round() / 1e4)
 }
 
 fn print_grid(header: &[String], rows: &[Vec<String>]) {

@@ -23,6 +23,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` completes, then lets in-flight queries finish.
 pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    run_notify(listener, config, shutdown, || ()).await
+}
+
+/// [`run`], calling `ready` once the configuration is loaded and the
+/// listener is about to accept.
+pub async fn run_notify(
+    listener: TcpListener,
+    config: HubConfig,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), Error> {
     let identity = config.tls.own_identity()?;
     if identity.role() != Role::Hub {
         return Err(Error::NotAHub(identity.to_string()));
@@ -58,13 +69,14 @@ pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Config { path: "reflection".into(), reason: e.to_string() })?;
-    Server::builder()
+    let server = Server::builder()
         .timeout(state.max_deadline + Duration::from_secs(5))
         .add_service(HubServer::new(HubService { state }).max_decoding_message_size(64 * 1024))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), shutdown);
+    ready();
+    server.await?;
     tracing::info!("hub stopped");
     Ok(())
 }

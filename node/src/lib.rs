@@ -24,4 +24,4 @@ pub mod store;
 
 pub use config::NodeConfig;
 pub use error::Error;
-pub use server::run;
+pub use server::{run, run_notify};

@@ -99,17 +99,14 @@ async fn main() -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
             let addr = listener.local_addr()?;
-            let ready = async move {
-                if let Some(path) = ready_file {
-                    let tmp = path.with_extension("tmp");
-                    std::fs::write(&tmp, addr.to_string())?;
-                    std::fs::rename(&tmp, &path)?;
+            let ready = move || {
+                if let Some(path) = ready_file
+                    && let Err(e) = write_ready_file(&path, addr)
+                {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
                 }
-                Ok::<_, std::io::Error>(())
             };
-            let (served, ready) = tokio::join!(tabadul_node::run(listener, config, shutdown_signal()), ready);
-            ready.context("writing the ready file")?;
-            served?;
+            tabadul_node::run_notify(listener, config, shutdown_signal(), ready).await?;
         }
         Command::Import { files, format } => {
             let config = load_config(&cli.config)?;
@@ -222,6 +219,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Written atomically, so a reader never sees half an address.
+fn write_ready_file(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, addr.to_string())?;
+    std::fs::rename(&tmp, path)
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<NodeConfig> {

@@ -189,8 +189,11 @@ impl Policy {
                 if dim == REF_AREA {
                     return Err(err(b.span().start, "REF_AREA is always this member; it is not a breakdown".into()));
                 }
-                if let Some(flow) = flows.iter().find(|f| f.position(dim).is_none()) {
-                    return Err(err(b.span().start, format!("dataflow {} has no dimension {dim}", flow.id)));
+                // A rule may span dataflows of different shapes; a breakdown
+                // applies to those that have the dimension.
+                if flows.iter().all(|f| f.position(dim).is_none()) {
+                    let names: Vec<&str> = flows.iter().map(|f| f.id.as_str()).collect();
+                    return Err(err(b.span().start, format!("{} has no dimension {dim}", names.join(" or "))));
                 }
                 breakdowns.insert(dim.clone());
             }
@@ -374,9 +377,9 @@ breakdowns = ["SEX", "AGE", "REGION"]
         for (from, to, line, what) in [
             ("\"UNE_PERS\"]", "\"UNE_NOPE\"]", 6, "unknown dataflow"),
             ("[\"SEX\"]\nstart", "[\"SEXX\"]\nstart", 7, "unknown dimension"),
-            ("member:EGY", "member:egypt", 14, "requester"),
+            ("member:EGY", "member:egypt", 13, "requester"),
             ("2999-01-01", "someday", 9, "YYYY-MM-DD"),
-            ("breakdowns = [\"SEX\", \"AGE\", \"REGION\"]", "breakdowns = [\"ECO\"]", 16, "no dimension ECO"),
+            ("breakdowns = [\"SEX\", \"AGE\", \"REGION\"]", "breakdowns = [\"ECO\"]", 15, "no dimension ECO"),
         ] {
             let text = POLICY.replacen(from, to, 1);
             let e = Policy::parse(&text, Path::new("p.toml"), &d).unwrap_err();

@@ -24,6 +24,17 @@ use crate::{Error, NodeConfig};
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish, and returns.
 pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    run_notify(listener, config, shutdown, || ()).await
+}
+
+/// [`run`], calling `ready` once the store is open, the policy loaded and
+/// both the network and the admin listeners accept.
+pub async fn run_notify(
+    listener: TcpListener,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), Error> {
     let identity = config.tls.own_identity()?;
     if identity.role() != Role::Node {
         return Err(Error::NotANode(identity.to_string()));
@@ -79,6 +90,7 @@ pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: impl Futur
         .add_service(NodeAdminServer::new(AdminService { state }))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(admin_listener), stopped(stop_rx));
 
+    ready();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");

@@ -160,31 +160,31 @@ impl Store {
         let value = serde_json::to_vec(w).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.put_cf_opt(&cf, w.id().as_bytes(), value, &wo).map_err(|e| self.err(e))
+        self.db.put_cf_opt(cf, w.id().as_bytes(), value, &wo).map_err(|e| self.err(e))
     }
 
     /// Removes a withdrawal; returns whether there was one.
     pub fn reinstate(&self, dataflow: &str, series_key: &str) -> Result<bool, Error> {
         let probe = Withdrawal { dataflow: dataflow.into(), series_key: series_key.into(), reason: String::new(), at: String::new() };
         let cf = self.cf_withdrawals();
-        let existed = self.db.get_cf(&cf, probe.id().as_bytes()).map_err(|e| self.err(e))?.is_some();
+        let existed = self.db.get_cf(cf, probe.id().as_bytes()).map_err(|e| self.err(e))?.is_some();
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.delete_cf_opt(&cf, probe.id().as_bytes(), &wo).map_err(|e| self.err(e))?;
+        self.db.delete_cf_opt(cf, probe.id().as_bytes(), &wo).map_err(|e| self.err(e))?;
         Ok(existed)
     }
 
     pub fn withdrawals(&self) -> Result<Vec<Withdrawal>, Error> {
         let cf = self.cf_withdrawals();
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(&cf, IteratorMode::Start) {
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (_, v) = item.map_err(|e| self.err(e))?;
             out.push(serde_json::from_slice(&v).map_err(|e| Error::Invalid(format!("corrupt withdrawal: {e}")))?);
         }
         Ok(out)
     }
 
-    fn cf_withdrawals(&self) -> std::sync::Arc<rocksdb::BoundColumnFamily<'_>> {
+    fn cf_withdrawals(&self) -> &rocksdb::ColumnFamily {
         self.db.cf_handle(CF_WITHDRAWALS).expect("opened with this column family")
     }
 }

@@ -45,7 +45,8 @@ pub fn dictionary_path() -> PathBuf {
 }
 
 /// Runs a command and returns its output, failing with its stderr when it fails.
-pub fn run_ok(cmd: &mut Command) -> Result<Output> {
+pub fn run_ok(mut cmd: impl std::borrow::BorrowMut<Command>) -> Result<Output> {
+    let cmd = cmd.borrow_mut();
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -134,7 +135,7 @@ impl NodeDir {
     /// `tabadul-node <args> --config <this node>`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("tabadul-node"));
-        cmd.args(args).arg("--config").arg(&self.config);
+        cmd.arg("--config").arg(&self.config).args(args);
         cmd
     }
 

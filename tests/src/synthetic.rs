@@ -80,7 +80,7 @@ pub fn generate(member: &str, years: std::ops::RangeInclusive<i32>) -> Vec<Obs> 
         let wobble = |what: &str| 0.9 + 0.2 * noise(&format!("{member}{year}{what}"));
         // By sex (M, F) and age (Y15T24, Y_GE25): population, labour force, unemployed.
         let mut cells = Vec::new();
-        for (sex, sex_share, lfpr) in [("M", 0.51, 0.72), ("F", 0.49, if gulf { 0.38 } else { 0.19 })] {
+        for (sex, sex_share, lfpr) in [("M", 0.51, 0.72_f64), ("F", 0.49, if gulf { 0.38 } else { 0.19 })] {
             for (age, age_share, lf_factor, u_factor) in [("Y15T24", 0.24, 0.55, 2.3), ("Y_GE25", 0.76, 1.1, 0.8)] {
                 let p = round1(pop * growth * sex_share * age_share);
                 let lf = round1(p * (lfpr * lf_factor).min(0.95) * wobble(&format!("lf{sex}{age}")));

@@ -32,7 +32,9 @@ fn start() -> Fixture {
 
 async fn refused(f: &Fixture, client: &mut pb::node_client::NodeClient<tonic::transport::Channel>, log_says: &str) {
     let err = collect(client, q()).await.expect_err("the node answered an attacker");
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    // The connection is torn down: TLS 1.3 clients see it when they first
+    // read, as a failed or cancelled call; never as an answer or a decision.
+    assert!(matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown), "{err:?}");
     let logged = eventually(Duration::from_secs(5), async || f.proc.log_text().contains(log_says)).await;
     assert!(logged, "node log lacks {log_says:?}:\n{}", f.proc.log_text());
 }

@@ -255,7 +255,7 @@ pub fn detect_format(path: &Path) -> Result<Format, Problem> {
 }
 
 /// Parses and validates `files` without touching any store.
-pub fn validate(
+pub(crate) fn validate(
     dict: &Dictionary,
     member: &str,
     files: &[(PathBuf, Option<Format>)],

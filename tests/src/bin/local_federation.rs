@@ -88,7 +88,7 @@ fn main() -> Result<()> {
     }
     println!("started {} nodes ({OFFLINE} is configured but offline)", running.len());
     let withdrawn = nodes.iter().find(|n| n.member == WITHDRAWN).context("withdrawn member")?;
-    let out = run_ok(withdrawn.command(&[
+    let out = run_ok(&mut withdrawn.command(&[
         "withdraw", "--dataflow", "UNE_RATE", "--series", &format!("{WITHDRAWN}.F.."),
         "--reason", "revision of the female series under way",
     ]))?;
