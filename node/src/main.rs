@@ -137,10 +137,12 @@ async fn main() -> anyhow::Result<()> {
                 bar.finish_and_clear();
                 let report = report?;
                 println!(
-                    "{} observations imported into {} ({})",
+                    "{} observations imported into {} ({}); validated in {:.2} s, stored in {:.2} s",
                     report.observations,
                     member,
-                    report.dataflows.into_iter().collect::<Vec<_>>().join(", ")
+                    report.dataflows.into_iter().collect::<Vec<_>>().join(", "),
+                    report.validate_time.as_secs_f64(),
+                    report.write_time.as_secs_f64(),
                 );
             }
         }

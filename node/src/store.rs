@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -82,37 +82,56 @@ impl Store {
         store_err(&self.path, e)
     }
 
-    /// Writes all observations in one atomic, synced batch: after a crash
-    /// either every one of them is there or none is.
+    /// Writes observations atomically (test helper; imports use [`Store::put_sorted`]).
     pub fn put_all(&self, observations: &[Observation]) -> Result<(), Error> {
-        let mut batch = WriteBatch::default();
-        let mut key = Vec::with_capacity(64);
-        let mut value = Vec::with_capacity(16);
-        for o in observations {
-            encode_key(&mut key, &o.dataflow, &o.key, &o.time_period);
-            value.clear();
-            value.extend_from_slice(&o.value.to_le_bytes());
-            value.push(o.unit_mult as u8);
-            value.extend_from_slice(o.obs_status.as_bytes());
-            batch.put(&key, &value);
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        // Crash point: the batch is in the WAL as a unit or not at all.
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = observations
+            .iter()
+            .map(|o| {
+                let mut key = Vec::new();
+                encode_key(&mut key, &o.dataflow, &o.key, &o.time_period);
+                let mut value = o.value.to_le_bytes().to_vec();
+                value.push(o.unit_mult as u8);
+                value.extend_from_slice(o.obs_status.as_bytes());
+                (key, value)
+            })
+            .collect();
+        entries.sort();
+        entries.dedup_by(|a, b| a.0 == b.0);
+        self.put_sorted(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
     }
 
-    /// Writes already-encoded entries (see [`crate::import`]) in one atomic,
-    /// synced batch.
-    pub fn put_encoded<'a>(&self, entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), Error> {
-        let mut batch = WriteBatch::default();
+    /// Writes already-encoded entries (see [`crate::import`]), which must be
+    /// in strictly increasing key order, as one atomic step.
+    ///
+    /// They go into a new SST file that RocksDB then ingests: an ingestion
+    /// is recorded in the manifest as a unit, so after a crash either every
+    /// entry is there or none is, and a bulk load skips the memtable and
+    /// the write-ahead log.
+    pub fn put_sorted<'a>(&self, entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), Error> {
+        let sst = self.path.join(format!("import-{}.sst.tmp", std::process::id()));
+        // A leftover from an import killed while writing this file is garbage.
+        let _ = std::fs::remove_file(&sst);
+        let opts = Options::default();
+        let mut writer = rocksdb::SstFileWriter::create(&opts);
+        writer.open(&sst).map_err(|e| self.err(e))?;
+        let mut any = false;
         for (k, v) in entries {
-            batch.put(k, v);
+            writer.put(k, v).map_err(|e| self.err(e))?;
+            any = true;
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        // Crash point: the batch is in the WAL as a unit or not at all.
-        self.db.write_opt(batch, &wo).map_err(|e| self.err(e))
+        if !any {
+            drop(writer);
+            let _ = std::fs::remove_file(&sst);
+            return Ok(());
+        }
+        writer.finish().map_err(|e| self.err(e))?;
+        let mut ingest = rocksdb::IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        // Crash point: before the manifest records the ingestion nothing of
+        // this import is visible; after it, all of it is.
+        let result = self.db.ingest_external_file_opts(&ingest, vec![&sst]).map_err(|e| self.err(e));
+        let _ = std::fs::remove_file(&sst);
+        result
     }
 
     /// All observations of a dataflow, in key order.

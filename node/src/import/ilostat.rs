@@ -54,6 +54,7 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
     let status_c = find("obs_status");
     let col = |i: usize| Some((i + 1, names[i].as_str()));
 
+    let mut flows: std::collections::HashMap<String, Option<super::FlowInfo<'_>>> = std::collections::HashMap::new();
     let mut line = 1;
     loop {
         match csv.read_record(&mut record) {
@@ -74,11 +75,16 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
             continue;
         }
         let indicator = record[ind_c].trim();
-        let Some(flow) = sink.dict.dataflow_for_ilostat(indicator) else {
+        if !flows.contains_key(indicator) {
+            let info = sink.dict.dataflow_for_ilostat(indicator).map(|f| sink.flow_info(f));
+            flows.insert(indicator.to_owned(), info);
+        }
+        let Some(info) = flows.get(indicator).and_then(Option::as_ref) else {
             sink.problem(file, line, col(ind_c), format!("ILOSTAT indicator {indicator:?} is not mapped in the dictionary"));
             if sink.full() { return; }
             continue;
         };
+        let flow = info.flow;
         // Start from the totals, then apply the row's classifications.
         let mut codes: Vec<(&str, Option<(usize, &str)>)> = flow
             .dimensions
@@ -110,7 +116,7 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
             sink.observation(
                 file,
                 line,
-                flow,
+                info,
                 &codes,
                 (&record[time_c], col(time_c)),
                 (&record[value_c], col(value_c)),

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use tabadul_proto::{Dataflow, TIME_PERIOD};
+use tabadul_proto::TIME_PERIOD;
 
-use super::Sink;
+use super::{FlowInfo, MAX_DIMENSIONS, Sink};
 
 struct Header {
     names: Vec<String>,
@@ -28,27 +28,28 @@ struct Header {
 
 pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
     let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
-    let mut record = csv::ByteRecord::new();
-    match csv.read_byte_record(&mut record) {
+    let mut record = csv::StringRecord::new();
+    match csv.read_record(&mut record) {
         Ok(true) => {}
         Ok(false) => return sink.problem(file, 1, None, "empty file: no header row"),
-        Err(e) => return sink.problem(file, 1, None, format!("unreadable CSV: {e}")),
+        Err(e) => return sink.problem(file, 1, None, format!("unreadable CSV header: {e}")),
     }
     let Some(header) = parse_header(sink, file, &record) else { return };
-    let mut flows: HashMap<Vec<u8>, Option<&Dataflow>> = HashMap::new();
+    // Rows of one dataflow usually come together: remember the last one.
+    let mut last: Option<(String, Option<(FlowInfo<'_>, Columns)>)> = None;
     let mut line: u64 = 1;
     loop {
-        match csv.read_byte_record(&mut record) {
+        match csv.read_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
                 let at = e.position().map_or(line + 1, |p| p.line());
-                sink.problem(file, at, None, format!("unreadable CSV: {e}"));
+                sink.problem(file, at, None, format!("unreadable CSV (or not UTF-8): {e}"));
                 return;
             }
         }
         line = record.position().map_or(line + 1, |p| p.line());
-        if record.len() == 1 && record.get(0).is_some_and(<[u8]>::is_empty) {
+        if record.len() == 1 && record.get(0) == Some("") {
             continue; // a blank line
         }
         if record.len() != header.names.len() {
@@ -56,39 +57,52 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
             if sink.full() { return; }
             continue;
         }
-        row(sink, file, line, &header, &record, &mut flows);
+        let flow_cell = &record[header.flow_col];
+        if last.as_ref().is_none_or(|(cell, _)| cell != flow_cell) {
+            let info = sink.dict.dataflow(flow_id(flow_cell)).map(|f| (sink.flow_info(f), columns(&header, f)));
+            last = Some((flow_cell.to_owned(), info));
+        }
+        let info = last.as_ref().and_then(|(_, info)| info.as_ref());
+        row(sink, file, line, &header, &record, info);
         if sink.full() {
             return;
         }
     }
 }
 
-fn col<'h>(h: &'h Header, i: usize) -> Option<(usize, &'h str)> {
+fn col(h: &Header, i: usize) -> Option<(usize, &str)> {
     Some((i + 1, h.names[i].as_str()))
 }
 
-fn text(record: &csv::ByteRecord, i: usize) -> Result<&str, ()> {
-    std::str::from_utf8(&record[i]).map_err(|_| ())
-}
-
+/// The code in a cell that may carry a label (`F: Female`).
 fn code(cell: &str) -> &str {
-    cell.split_once(": ").map_or(cell, |(c, _)| c).trim()
+    let b = cell.as_bytes();
+    match b.iter().position(|&c| c == b':') {
+        Some(i) if b.get(i + 1) == Some(&b' ') => cell[..i].trim(),
+        _ => cell.trim(),
+    }
 }
 
-fn row<'d>(
-    sink: &mut Sink<'d>,
-    file: usize,
-    line: u64,
-    h: &Header,
-    record: &csv::ByteRecord,
-    flows: &mut HashMap<Vec<u8>, Option<&'d Dataflow>>,
-) {
-    for i in 0..record.len() {
-        if text(record, i).is_err() {
-            return sink.problem(file, line, col(h, i), "not valid UTF-8");
-        }
-    }
-    let cell = |i: usize| text(record, i).unwrap_or_default();
+/// Where a dataflow's dimensions are in this file, worked out once per dataflow.
+struct Columns {
+    /// Per dimension of the dataflow, its column, or the name of the missing one.
+    dims: Result<Vec<usize>, String>,
+    /// Columns of dimensions this dataflow does not have (must be empty).
+    others: Vec<(usize, String)>,
+}
+
+fn columns(h: &Header, flow: &tabadul_proto::Dataflow) -> Columns {
+    let dims = flow
+        .dimensions
+        .iter()
+        .map(|d| h.dims.get(d).copied().ok_or_else(|| d.clone()))
+        .collect::<Result<Vec<_>, _>>();
+    let others = h.dims.iter().filter(|(d, _)| !flow.dimensions.contains(d)).map(|(d, &i)| (i, d.clone())).collect();
+    Columns { dims, others }
+}
+
+fn row(sink: &mut Sink<'_>, file: usize, line: u64, h: &Header, record: &csv::StringRecord, info: Option<&(FlowInfo<'_>, Columns)>) {
+    let cell = |i: usize| &record[i];
     if let Some(i) = h.structure_col
         && !cell(i).trim().eq_ignore_ascii_case("dataflow")
     {
@@ -101,37 +115,29 @@ fn row<'d>(
                 "ACTION {action:?} is not supported: use I, A, R or M (withdraw data with `tabadul-node withdraw`)"));
         }
     }
-    let flow_cell = &record[h.flow_col];
-    let flow = match flows.get(flow_cell) {
-        Some(f) => *f,
-        None => {
-            let id = flow_id(cell(h.flow_col));
-            let f = sink.dict.dataflow(id);
-            flows.insert(flow_cell.to_vec(), f);
-            f
-        }
-    };
-    let Some(flow) = flow else {
+    let Some((info, columns)) = info else {
         return sink.problem(file, line, col(h, h.flow_col), format!(
             "unknown dataflow {:?} (not in dictionary {})", cell(h.flow_col), sink.dict.version));
     };
-    let mut codes = Vec::with_capacity(flow.dimensions.len());
-    for dim in &flow.dimensions {
-        match h.dims.get(dim) {
-            Some(&i) => codes.push((code(cell(i)), col(h, i))),
-            None => return sink.problem(file, line, None, format!("column {dim}, a dimension of {}, is missing from the header", flow.id)),
-        }
+    let flow = info.flow;
+    let dims = match &columns.dims {
+        Ok(dims) => dims,
+        Err(dim) => return sink.problem(file, line, None, format!("column {dim}, a dimension of {}, is missing from the header", flow.id)),
+    };
+    let mut codes: [(&str, Option<(usize, &str)>); MAX_DIMENSIONS] = [("", None); MAX_DIMENSIONS];
+    for (slot, &i) in codes.iter_mut().zip(dims) {
+        *slot = (code(cell(i)), col(h, i));
     }
-    for (dim, &i) in &h.dims {
-        if !flow.dimensions.contains(dim) && !cell(i).trim().is_empty() {
-            return sink.problem(file, line, col(h, i), format!("{} has no dimension {dim}; leave this cell empty", flow.id));
+    for (i, dim) in &columns.others {
+        if !cell(*i).trim().is_empty() {
+            return sink.problem(file, line, col(h, *i), format!("{} has no dimension {dim}; leave this cell empty", flow.id));
         }
     }
     sink.observation(
         file,
         line,
-        flow,
-        &codes,
+        info,
+        &codes[..flow.dimensions.len()],
         (code(cell(h.time_col)), col(h, h.time_col)),
         (cell(h.value_col), col(h, h.value_col)),
         h.status_col.map_or(("", None), |i| (code(cell(i)), col(h, i))),
@@ -146,13 +152,9 @@ fn flow_id(cell: &str) -> &str {
     no_version.rsplit_once(':').map_or(no_version, |(_, id)| id).trim()
 }
 
-fn parse_header(sink: &mut Sink<'_>, file: usize, record: &csv::ByteRecord) -> Option<Header> {
+fn parse_header(sink: &mut Sink<'_>, file: usize, record: &csv::StringRecord) -> Option<Header> {
     let mut names = Vec::with_capacity(record.len());
-    for (i, raw) in record.iter().enumerate() {
-        let Ok(s) = std::str::from_utf8(raw) else {
-            sink.problem(file, 1, Some((i + 1, "?")), "header is not valid UTF-8");
-            return None;
-        };
+    for (i, s) in record.iter().enumerate() {
         let s = if i == 0 { s.trim_start_matches('\u{feff}') } else { s };
         names.push(s.split_once(':').map_or(s, |(id, _)| id).trim().to_owned());
     }
