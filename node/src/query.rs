@@ -155,11 +155,11 @@ pub fn answer(
     // reason -> the periods or series it held back
     let mut withheld: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     if let Some(store) = store {
-        store.scan(&r.flow.id, |o| {
-            let fits = o.key.iter().zip(&r.allowed_codes).all(|(code, allowed)| allowed.as_ref().is_none_or(|a| a.contains(code)));
-            if !fits || !crate::policy::period_in(&o.time_period, r.start.as_deref(), r.end.as_deref()) {
-                return;
-            }
+        let wanted = |codes: &[&str], time: &str| {
+            codes.iter().zip(&r.allowed_codes).all(|(code, allowed)| allowed.as_ref().is_none_or(|a| a.contains(*code)))
+                && crate::policy::period_in(time, r.start.as_deref(), r.end.as_deref())
+        };
+        store.scan_where(&r.flow.id, wanted, |o| {
             if !rule.period_in_range(&o.time_period) {
                 let range = format!(
                     "{}..{}",

@@ -49,7 +49,9 @@ pub async fn run_notify(
     let store = Arc::new(Store::open(&config.store_dir())?);
     let events = Arc::new(EventStore::open(&config.events_dir())?);
     let server_tls = ServerTls::load(config.tls.clone())?;
+    let withdrawals = RwLock::new(Arc::new(store.withdrawals()?));
     let state = Arc::new(NodeState {
+        withdrawals,
         identity: identity.clone(),
         dict,
         policy: RwLock::new(Arc::new(policy)),

@@ -26,12 +26,26 @@ pub(crate) struct NodeState {
     pub policy_path: std::path::PathBuf,
     pub store: Arc<Store>,
     pub events: Arc<EventStore>,
+    /// The store's withdrawals, kept in memory: only this process changes
+    /// them (through the admin API), so it refreshes the copy on each change.
+    pub withdrawals: RwLock<Arc<Vec<Withdrawal>>>,
 }
 
 impl NodeState {
     pub fn member(&self) -> &str {
         self.identity.id()
     }
+    pub fn withdrawals(&self) -> Arc<Vec<Withdrawal>> {
+        self.withdrawals.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the withdrawals after a change; the store stays the source of truth.
+    pub fn refresh_withdrawals(&self) -> Result<(), crate::Error> {
+        let fresh = Arc::new(self.store.withdrawals()?);
+        *self.withdrawals.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -112,7 +126,7 @@ impl pb::node_server::Node for NodeService {
             let who = peer.identity.clone();
             let answer = tokio::task::spawn_blocking(move || {
                 let policy = state.policy();
-                let withdrawals = state.store.withdrawals()?;
+                let withdrawals = state.withdrawals();
                 let today = time::OffsetDateTime::now_utc().date();
                 let answer = query::answer(Some(&state.store), &state.dict, &policy, &withdrawals, &who, &q, today)?;
                 let mut event = Event::now("query", &who.to_string());
@@ -137,7 +151,8 @@ impl pb::node_server::Node for NodeService {
             .map_err(internal)?
             .map_err(internal)?;
             let answer = answer.map_err(|e| Status::invalid_argument(e.to_string()))?;
-            tracing::info!(decision = decision_word(answer.decision.kind), rule = %answer.decision.rule_id, cells = answer.cells.len(), "answered");
+            // The event store records every decision; this line is for debugging.
+            tracing::debug!(decision = decision_word(answer.decision.kind), rule = %answer.decision.rule_id, cells = answer.cells.len(), "answered");
             let items = std::iter::once(pb::QueryResponse { item: Some(pb::query_response::Item::Decision(answer.decision)) })
                 .chain(answer.cells.into_iter().map(|c| pb::QueryResponse { item: Some(pb::query_response::Item::Cell(c)) }))
                 .map(Ok);
@@ -152,7 +167,7 @@ impl pb::node_server::Node for NodeService {
         let _span = tracing::info_span!("describe", peer = %peer.identity).entered();
         authorize(&self.state, &peer.identity)?;
         let policy = self.state.policy();
-        let withdrawals = self.state.store.withdrawals().map_err(internal)?;
+        let withdrawals = self.state.withdrawals();
         let grants = query::grants(&self.state.dict, &policy, &withdrawals, &peer.identity);
         let mut event = Event::now("describe", &peer.identity.to_string());
         event.decision = "ok".into();
@@ -197,6 +212,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let r = request.into_inner();
         let w = new_withdrawal(&self.state.dict, &r.dataflow, &r.series_key, &r.reason).map_err(Status::invalid_argument)?;
         self.state.store.withdraw(&w).map_err(internal)?;
+        self.state.refresh_withdrawals().map_err(internal)?;
         admin_event(&self.state, "withdraw", "ok", format!("{}: {}", w.id(), w.reason))?;
         tracing::warn!(withdrawal = %w.id(), reason = %w.reason, "withdrawn");
         Ok(Response::new(pb::WithdrawResponse { id: w.id() }))
@@ -205,6 +221,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     async fn reinstate(&self, request: Request<pb::ReinstateRequest>) -> Result<Response<pb::ReinstateResponse>, Status> {
         let r = request.into_inner();
         let removed = self.state.store.reinstate(&r.dataflow, &r.series_key).map_err(internal)?;
+        self.state.refresh_withdrawals().map_err(internal)?;
         admin_event(&self.state, "reinstate", if removed { "ok" } else { "none" }, format!("{} {}", r.dataflow, r.series_key))?;
         Ok(Response::new(pb::ReinstateResponse { removed }))
     }

@@ -2,7 +2,8 @@
 //!
 //! Keys are `dataflow 0x00 code 0x1f code ... 0x1f time_period`, so one
 //! dataflow's observations are contiguous and sorted by series key then
-//! period. Values are `f64 LE | unit_mult i8 | obs_status bytes`.
+//! period. Values are `f64 LE | unit_mult i8 | obs_status bytes`. Imports
+//! arrive as sorted SST files that RocksDB ingests in one step.
 //! Withdrawals ("reservations") live in their own column family and are read
 //! on every query, so a withdrawal applies to the very next one.
 
@@ -15,6 +16,8 @@ use crate::Error;
 
 const CF_WITHDRAWALS: &str = "withdrawals";
 const KEY_SEP: u8 = 0x1f;
+/// Codes plus the period: more than any dataflow has.
+const MAX_KEY_PARTS: usize = 32;
 
 /// One observation, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,8 +71,6 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        // Large imports arrive as one batch; bigger memtables keep it quick.
-        opts.set_write_buffer_size(128 << 20);
         let cfs = vec![
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Options::default()),
             ColumnFamilyDescriptor::new(CF_WITHDRAWALS, Options::default()),
@@ -82,16 +83,15 @@ impl Store {
         store_err(&self.path, e)
     }
 
-    /// Writes observations atomically (test helper; imports use [`Store::put_sorted`]).
+    /// Writes observations atomically (imports use [`Store::put_sorted`]).
+    #[cfg(test)]
     pub fn put_all(&self, observations: &[Observation]) -> Result<(), Error> {
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = observations
             .iter()
             .map(|o| {
-                let mut key = Vec::new();
-                encode_key(&mut key, &o.dataflow, &o.key, &o.time_period);
-                let mut value = o.value.to_le_bytes().to_vec();
-                value.push(o.unit_mult as u8);
-                value.extend_from_slice(o.obs_status.as_bytes());
+                let (mut key, mut value) = (Vec::new(), Vec::new());
+                append_key(&mut key, &o.dataflow, o.key.iter().map(String::as_str), &o.time_period);
+                append_value(&mut value, o.value, o.unit_mult, &o.obs_status);
                 (key, value)
             })
             .collect();
@@ -135,18 +135,39 @@ impl Store {
     }
 
     /// All observations of a dataflow, in key order.
-    pub fn scan(&self, dataflow: &str, mut each: impl FnMut(Observation)) -> Result<(), Error> {
+    pub fn scan(&self, dataflow: &str, each: impl FnMut(Observation)) -> Result<(), Error> {
+        self.scan_where(dataflow, |_, _| true, each)
+    }
+
+    /// The observations of a dataflow for which `keep(codes, time_period)`
+    /// holds, in key order. `keep` sees the raw key, so cells a query does
+    /// not want cost no allocation.
+    pub fn scan_where(
+        &self,
+        dataflow: &str,
+        mut keep: impl FnMut(&[&str], &str) -> bool,
+        mut each: impl FnMut(Observation),
+    ) -> Result<(), Error> {
         let mut prefix = dataflow.as_bytes().to_vec();
         prefix.push(0);
+        let corrupt = || Error::Invalid(format!("store at {}: corrupt entry in {dataflow}", self.path.display()));
         let iter = self.db.iterator(IteratorMode::From(&prefix, rocksdb::Direction::Forward));
         for item in iter {
             let (k, v) = item.map_err(|e| self.err(e))?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            each(decode(dataflow, &k[prefix.len()..], &v).ok_or_else(|| {
-                Error::Invalid(format!("store at {}: corrupt entry in {dataflow}", self.path.display()))
-            })?);
+            let text = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| corrupt())?;
+            let mut parts: [&str; MAX_KEY_PARTS] = [""; MAX_KEY_PARTS];
+            let mut n = 0;
+            for part in text.split(KEY_SEP as char) {
+                *parts.get_mut(n).ok_or_else(corrupt)? = part;
+                n += 1;
+            }
+            let Some((time, codes)) = parts[..n].split_last() else { return Err(corrupt()) };
+            if keep(codes, time) {
+                each(decode(dataflow, &k[prefix.len()..], &v).ok_or_else(corrupt)?);
+            }
         }
         Ok(())
     }
@@ -212,15 +233,22 @@ fn store_err(path: &Path, source: rocksdb::Error) -> Error {
     Error::Store { path: path.to_owned(), source }
 }
 
-fn encode_key(buf: &mut Vec<u8>, dataflow: &str, key: &[String], time: &str) {
-    buf.clear();
+/// Appends a store key (see the module docs) to `buf`.
+pub(crate) fn append_key<'a>(buf: &mut Vec<u8>, dataflow: &str, codes: impl IntoIterator<Item = &'a str>, time: &str) {
     buf.extend_from_slice(dataflow.as_bytes());
     buf.push(0);
-    for code in key {
+    for code in codes {
         buf.extend_from_slice(code.as_bytes());
         buf.push(KEY_SEP);
     }
     buf.extend_from_slice(time.as_bytes());
+}
+
+/// Appends a store value (see the module docs) to `buf`.
+pub(crate) fn append_value(buf: &mut Vec<u8>, value: f64, unit_mult: i8, obs_status: &str) {
+    buf.extend_from_slice(&value.to_le_bytes());
+    buf.push(unit_mult as u8);
+    buf.extend_from_slice(obs_status.as_bytes());
 }
 
 fn decode(dataflow: &str, key: &[u8], value: &[u8]) -> Option<Observation> {

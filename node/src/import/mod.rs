@@ -2,7 +2,7 @@
 //!
 //! An import is all-or-nothing across every file given: all rows of all
 //! files are parsed and validated against the dictionary first; only if no
-//! row has a problem are they written, as one atomic RocksDB batch. A
+//! row has a problem are they written, as one atomically ingested SST file. A
 //! rejected import reports every problem it found (up to
 //! [`MAX_REPORTED_PROBLEMS`]) with file, line, column and reason, and leaves
 //! the store exactly as it was.
@@ -240,20 +240,11 @@ impl<'a> Sink<'a> {
         if !ok {
             return;
         }
-        // Same layout as `Store` keys and values (see store.rs).
         let a = &mut self.arena;
         let start = a.len();
-        a.extend_from_slice(flow.id.as_bytes());
-        a.push(0);
-        for (code, _) in codes {
-            a.extend_from_slice(code.as_bytes());
-            a.push(0x1f);
-        }
-        a.extend_from_slice(period.as_bytes());
+        crate::store::append_key(a, &flow.id, codes.iter().map(|(c, _)| *c), &period);
         let key_len = (a.len() - start) as u32;
-        a.extend_from_slice(&number.to_le_bytes());
-        a.push(mult as i8 as u8);
-        a.extend_from_slice(status_code.as_bytes());
+        crate::store::append_value(a, number, mult as i8, status_code);
         let value_len = (a.len() - start) as u32 - key_len;
         self.rows.push(Row { start, key_len, value_len, file: file as u32, line });
     }
@@ -361,9 +352,9 @@ pub(crate) fn validate(
     Ok(Validated { arena: sink.arena, rows: sink.rows, dataflows: sink.dataflows })
 }
 
-/// Sorts rows into store key order (RocksDB takes a sorted batch several
-/// times faster) and returns the pairs of rows with the same key,
-/// (earlier, later) in input order.
+/// Sorts rows into store key order (an SST file is written in order) and
+/// returns the pairs of rows with the same key, (earlier, later) in input
+/// order.
 ///
 /// Every key of an import starts with a dataflow id and this node's member
 /// code, so comparing whole keys mostly compares bytes that are the same.
