@@ -76,6 +76,17 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_WITHDRAWALS, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| store_err(path, e))?;
+        // An import killed while writing its SST file leaves it behind. We
+        // hold RocksDB's lock, so no other import can be writing one now.
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("import-") && name.ends_with(".sst.tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         Ok(Store { path: path.to_owned(), db })
     }
 

@@ -239,6 +239,6 @@ fn import(rows: u64, file: &std::path::Path) -> Result<()> {
     let started = Instant::now();
     run_ok(node.command(&["import"]).arg(file))?;
     let took = started.elapsed().as_secs_f64();
-    println!("| tabadul-node import, {rows} observations ({:.0} MB SDMX-CSV), validated + one synced batch | {took:.2} s | {:.0} obs/s |", size as f64 / 1e6, rows as f64 / took);
+    println!("| tabadul-node import, {rows} observations ({:.0} MB SDMX-CSV), validated, sorted, one ingested SST | {took:.2} s | {:.0} obs/s |", size as f64 / 1e6, rows as f64 / took);
     Ok(())
 }
