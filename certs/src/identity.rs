@@ -136,6 +136,7 @@ impl serde::Serialize for Identity {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

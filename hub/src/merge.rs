@@ -76,6 +76,7 @@ pub fn rate(numerators: &[Released<'_>], denominators: &[Released<'_>], scale: f
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

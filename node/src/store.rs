@@ -280,6 +280,7 @@ fn decode(dataflow: &str, key: &[u8], value: &[u8]) -> Option<Observation> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

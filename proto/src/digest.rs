@@ -21,6 +21,7 @@ pub fn query_digest(query: &pb::Query) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! reason, and leaves the store byte-for-byte as it was; kill -9 mid-import
 //! leaves all or nothing.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The README's first command: the whole local federation comes up, answers,
 //! and shows each kind of member status.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use tabadul_tests::{bin, run_ok};
 
 #[test]

@@ -1,5 +1,7 @@
 //! One real node process: decisions, refusals, withdrawals and policy reload.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

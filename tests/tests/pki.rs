@@ -1,5 +1,7 @@
 //! `tabadul-certs`: what it writes, what it refuses, what it never prints.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! Attacks on the mutual-TLS boundary: each must be refused at the handshake
 //! (or right after it, before any request is served).
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::sync::Arc;
 use std::time::Duration;
 

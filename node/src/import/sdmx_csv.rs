@@ -228,6 +228,7 @@ fn parse_header(sink: &mut Sink<'_>, file: usize, record: &csv::StringRecord) ->
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
