@@ -8,7 +8,10 @@ set -euo pipefail
 
 need=()
 command -v c++ >/dev/null 2>&1 || need+=(g++)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then
+# bindgen needs libclang itself and clang's own headers (stddef.h); Debian
+# ships them in libclang-dev's dependencies. libclang-cpp alone is not enough.
+if [ -z "${LIBCLANG_PATH:-}" ] && { ! compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null \
+        || ! compgen -G "/usr/lib/llvm-*/lib/clang/*/include/stddef.h" >/dev/null; }; then
     need+=(libclang-dev)
 fi
 if [ ${#need[@]} -gt 0 ]; then
