@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use tabadul_certs::Role;
@@ -96,16 +96,7 @@ async fn main() -> anyhow::Result<()> {
             let files = TlsFiles { ca, cert, key, crl };
             let channel = tls::channel(&hub, Expect::Role(Role::Hub), tls::client_config(&files)?, Duration::from_secs(5))?;
             let mut client = pb::hub_client::HubClient::new(channel).max_decoding_message_size(256 << 20);
-            let mut q = pb::Query { dataflow, breakdown, ..Default::default() };
-            for f in filters {
-                let Some((dim, codes)) = f.split_once('=') else { bail!("filter {f:?} must be DIM=CODE[+CODE...]") };
-                q.filters.push(pb::DimensionFilter { dimension: dim.into(), codes: codes.split('+').map(str::to_owned).collect() });
-            }
-            if let Some(p) = period {
-                let (s, e) = p.split_once(':').unwrap_or((&p, &p));
-                q.start_period = s.into();
-                q.end_period = e.into();
-            }
+            let q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
             let request = pb::FederatedQueryRequest {
                 query: Some(q),
                 members,

@@ -187,16 +187,7 @@ async fn main() -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             let dict = Dictionary::load(&config.dictionary)?;
             let policy = Policy::load(&config.policy, &dict)?;
-            let mut q = pb::Query { dataflow, breakdown, ..Default::default() };
-            for f in filters {
-                let Some((dim, codes)) = f.split_once('=') else { bail!("filter {f:?} must be DIM=CODE[+CODE...]") };
-                q.filters.push(pb::DimensionFilter { dimension: dim.into(), codes: codes.split('+').map(str::to_owned).collect() });
-            }
-            if let Some(p) = period {
-                let (s, e) = p.split_once(':').unwrap_or((&p, &p));
-                q.start_period = s.into();
-                q.end_period = e.into();
-            }
+            let q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
             let today = time::OffsetDateTime::now_utc().date();
             let answer = query::answer(None, &dict, &policy, &[], &requester, &q, today)??;
             let d = answer.decision;

@@ -11,9 +11,11 @@
 
 pub mod dictionary;
 mod digest;
+mod query_text;
 
 pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure};
 pub use digest::query_digest;
+pub use query_text::query_from_args;
 
 /// Generated protobuf and gRPC types (package `tabadul.v1`).
 #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
