@@ -7,9 +7,9 @@
 //!
 //! It does not yet make a Merkle tree, sign checkpoints or serve proofs:
 //! that is the signed-log work, which will hash these same entries as leaves.
-//! Appends go through RocksDB's write-ahead log, so an acknowledged event
-//! survives the process being killed; surviving power loss needs the
-//! batched fsync that arrives with the signed log.
+//! Appends are group-committed through RocksDB's write-ahead log, so an
+//! acknowledged event survives the process being killed; surviving power
+//! loss needs the fsync that arrives with the signed log.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -30,6 +30,9 @@ pub enum Error {
         #[source]
         source: rocksdb::Error,
     },
+    /// An earlier write failed; the store accepts no more appends until reopened.
+    #[error("event store at {path} stopped after a failed write: {reason}")]
+    Stopped { path: PathBuf, reason: String },
     #[error("event store at {path}: entry {index} is corrupt: {reason}")]
     Corrupt { path: PathBuf, index: u64, reason: String },
 }
@@ -74,13 +77,32 @@ impl Event {
 }
 
 /// The append-only store.
+///
+/// Appends are group-committed: concurrent callers queue their events, one
+/// of them writes everything queued as a single RocksDB batch, and each
+/// caller returns once the batch holding its event is written. A failed
+/// write stops the store (every later append fails too), because the
+/// indices handed out after it could otherwise leave a gap.
 #[derive(Debug)]
 pub struct EventStore {
     path: PathBuf,
     db: rocksdb::DB,
-    /// Index of the next event; the lock also serialises appends so that
-    /// indices stay dense and ordered.
-    next: Mutex<u64>,
+    state: Mutex<AppendState>,
+    written: std::sync::Condvar,
+}
+
+#[derive(Debug)]
+struct AppendState {
+    /// Index the next appended event gets.
+    next: u64,
+    /// Every event below this index is written.
+    durable: u64,
+    /// Queued, not yet written: (index, encoded event).
+    pending: Vec<(u64, Vec<u8>)>,
+    /// Whether some caller is writing a batch right now.
+    writing: bool,
+    /// Set when a write failed; the store then refuses appends.
+    failed: Option<String>,
 }
 
 impl EventStore {
@@ -99,27 +121,60 @@ impl EventStore {
             Some(Err(source)) => return Err(Error::Db { path: path.to_owned(), source }),
             None => 0,
         };
-        Ok(EventStore { path: path.to_owned(), db, next: Mutex::new(next) })
+        let state = AppendState { next, durable: next, pending: Vec::new(), writing: false, failed: None };
+        Ok(EventStore { path: path.to_owned(), db, state: Mutex::new(state), written: std::sync::Condvar::new() })
     }
 
     /// Appends an event and returns its index. When this returns, the event
     /// is in RocksDB's write-ahead log.
     pub fn append(&self, event: &Event) -> Result<u64, Error> {
         let bytes = serde_json::to_vec(event).expect("an Event always serialises");
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let index = *next;
-        // Crash point: before this put the event does not exist; after it,
-        // it exists under `index` and recovery will start after it.
-        self.db
-            .put(index.to_be_bytes(), bytes)
-            .map_err(|source| Error::Db { path: self.path.clone(), source })?;
-        *next = index + 1;
-        Ok(index)
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reason) = &state.failed {
+            return Err(self.stopped(reason));
+        }
+        let index = state.next;
+        state.next += 1;
+        state.pending.push((index, bytes));
+        loop {
+            if state.durable > index {
+                return Ok(index);
+            }
+            if let Some(reason) = &state.failed {
+                return Err(self.stopped(reason));
+            }
+            if state.writing {
+                state = self.written.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Lead: write everything queued so far, ours included.
+            state.writing = true;
+            let batch_events = std::mem::take(&mut state.pending);
+            drop(state);
+            let mut batch = rocksdb::WriteBatch::default();
+            for (i, bytes) in &batch_events {
+                batch.put(i.to_be_bytes(), bytes);
+            }
+            // Crash point: before this write none of the batch exists; after
+            // it, all of it does, and recovery starts after its last index.
+            let result = self.db.write(batch);
+            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.writing = false;
+            match result {
+                Ok(()) => state.durable = batch_events.last().map_or(state.durable, |(i, _)| i + 1),
+                Err(e) => state.failed = Some(e.to_string()),
+            }
+            self.written.notify_all();
+        }
+    }
+
+    fn stopped(&self, reason: &str) -> Error {
+        Error::Stopped { path: self.path.clone(), reason: reason.to_owned() }
     }
 
     /// Number of events stored.
     pub fn len(&self) -> u64 {
-        *self.next.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).durable
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,6 +227,19 @@ mod tests {
         assert_eq!(store.len(), 5);
         let e = Event::now("query", "x");
         assert_eq!(store.append(&e).unwrap(), 5);
+        // Concurrent appenders share batches and still get dense indices.
+        let store = std::sync::Arc::new(store);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || (0..50).map(|_| store.append(&Event::now("q", "p")).unwrap()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut indices: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (6..406).collect::<Vec<_>>());
+        assert_eq!(store.len(), 406);
+        assert_eq!(store.read(0, 406).unwrap().len(), 406);
         let events = store.read(1, 3).unwrap();
         assert_eq!(events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(events[0].1.detail, "event 1");
