@@ -108,40 +108,51 @@ impl Store {
             .collect();
         entries.sort();
         entries.dedup_by(|a, b| a.0 == b.0);
-        self.put_sorted(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+        self.put_sorted(vec![entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))])
     }
 
-    /// Writes already-encoded entries (see [`crate::import`]), which must be
-    /// in strictly increasing key order, as one atomic step.
+    /// Writes already-encoded entries (see [`crate::import`]) as one atomic
+    /// step. Each run must be in strictly increasing key order, and every
+    /// key of a run must sort before every key of the next.
     ///
-    /// They go into a new SST file that RocksDB then ingests: an ingestion
-    /// is recorded in the manifest as a unit, so after a crash either every
-    /// entry is there or none is, and a bulk load skips the memtable and
-    /// the write-ahead log.
-    pub fn put_sorted<'a>(&self, entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<(), Error> {
-        let sst = self.path.join(format!("import-{}.sst.tmp", std::process::id()));
-        // A leftover from an import killed while writing this file is garbage.
-        let _ = std::fs::remove_file(&sst);
-        let opts = Options::default();
-        let mut writer = rocksdb::SstFileWriter::create(&opts);
-        writer.open(&sst).map_err(|e| self.err(e))?;
-        let mut any = false;
-        for (k, v) in entries {
-            writer.put(k, v).map_err(|e| self.err(e))?;
-            any = true;
+    /// Each run goes into its own SST file, written on its own thread, and
+    /// RocksDB ingests them all in one call: an ingestion is recorded in the
+    /// manifest as a unit, so after a crash either every entry is there or
+    /// none is, and a bulk load skips the memtable and the write-ahead log.
+    pub fn put_sorted<'a, I>(&self, runs: Vec<I>) -> Result<(), Error>
+    where
+        I: Iterator<Item = (&'a [u8], &'a [u8])> + Send,
+    {
+        let paths: Vec<PathBuf> = (0..runs.len())
+            .map(|i| self.path.join(format!("import-{}-{i}.sst.tmp", std::process::id())))
+            .collect();
+        let written: Vec<Result<bool, rocksdb::Error>> = std::thread::scope(|scope| {
+            let writers: Vec<_> =
+                runs.into_iter().zip(&paths).map(|(run, path)| scope.spawn(move || write_sst(path, run))).collect();
+            writers.into_iter().map(|w| w.join().expect("an SST writer thread panicked")).collect()
+        });
+        let remove_all = || paths.iter().for_each(|p| drop(std::fs::remove_file(p)));
+        let mut files = Vec::new();
+        for (result, path) in written.into_iter().zip(&paths) {
+            match result {
+                Ok(true) => files.push(path),
+                Ok(false) => {}
+                Err(e) => {
+                    remove_all();
+                    return Err(self.err(e));
+                }
+            }
         }
-        if !any {
-            drop(writer);
-            let _ = std::fs::remove_file(&sst);
+        if files.is_empty() {
+            remove_all();
             return Ok(());
         }
-        writer.finish().map_err(|e| self.err(e))?;
         let mut ingest = rocksdb::IngestExternalFileOptions::default();
         ingest.set_move_files(true);
         // Crash point: before the manifest records the ingestion nothing of
         // this import is visible; after it, all of it is.
-        let result = self.db.ingest_external_file_opts(&ingest, vec![&sst]).map_err(|e| self.err(e));
-        let _ = std::fs::remove_file(&sst);
+        let result = self.db.ingest_external_file_opts(&ingest, files).map_err(|e| self.err(e));
+        remove_all();
         result
     }
 
@@ -242,6 +253,24 @@ impl Store {
 
 fn store_err(path: &Path, source: rocksdb::Error) -> Error {
     Error::Store { path: path.to_owned(), source }
+}
+
+/// Writes one sorted run to an SST file; `false` when the run was empty.
+fn write_sst<'a>(path: &Path, run: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<bool, rocksdb::Error> {
+    // A leftover from an import killed while writing this file is garbage.
+    let _ = std::fs::remove_file(path);
+    let opts = Options::default();
+    let mut writer = rocksdb::SstFileWriter::create(&opts);
+    writer.open(path)?;
+    let mut any = false;
+    for (k, v) in run {
+        writer.put(k, v)?;
+        any = true;
+    }
+    if any {
+        writer.finish()?;
+    }
+    Ok(any)
 }
 
 /// Appends a store key (see the module docs) to `buf`.

@@ -155,6 +155,34 @@ fn big_file(path: &Path) -> u64 {
 }
 
 #[test]
+fn large_files_parsed_in_parallel_report_exact_lines() {
+    // Big enough to be split between threads; the faults sit in the last part.
+    let (dir, node) = setup();
+    let before = digest(&node);
+    let file = dir.path().join("big-bad.csv");
+    let rows = big_file(&file);
+    let base = std::fs::read_to_string(&file).unwrap();
+    let first_row = base.lines().nth(1).unwrap().to_owned();
+    let at = |line: u64| format!("{}:{line}", file.display());
+
+    std::fs::write(&file, format!("{base}ALO:UNE_PERS(1.0),MAR,T,Y_GE15,_T,2150-01,many,A,3\n")).unwrap();
+    let out = node.import(&[&file]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("{}: column 7 (OBS_VALUE): observation value \"many\"", at(rows + 2))), "{stderr}");
+    assert_eq!(digest(&node), before);
+
+    // A duplicate of the first row, found across the threads' shares.
+    std::fs::write(&file, format!("{base}{first_row}\n")).unwrap();
+    let out = node.import(&[&file]).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("{}: duplicate observation", at(rows + 2))), "{stderr}");
+    assert!(stderr.contains(&format!("first given at {}", at(2))), "{stderr}");
+    assert_eq!(digest(&node), before);
+}
+
+#[test]
 fn kill_9_during_import_leaves_all_or_nothing() {
     let (dir, node) = setup();
     let (_, base) = digest(&node);

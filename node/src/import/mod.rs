@@ -12,6 +12,7 @@ mod sdmx_csv;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tabadul_proto::{Dataflow, Dictionary};
@@ -96,30 +97,31 @@ pub struct ImportReport {
 }
 
 /// An observation parsed and validated, already encoded for the store: its
-/// key and value bytes live in one shared arena, so millions of rows cost
-/// no per-row allocation.
+/// key and value bytes live in a shared arena (one per parser thread), so
+/// millions of rows cost no per-row allocation.
 #[derive(Clone, Copy)]
 pub(crate) struct Row {
     start: usize,
     key_len: u32,
     value_len: u32,
     file: u32,
+    arena: u16,
     line: u64,
 }
 
 impl Row {
-    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
-        &arena[self.start..self.start + self.key_len as usize]
+    fn key<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
+        &arenas[usize::from(self.arena)][self.start..self.start + self.key_len as usize]
     }
-    fn value<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+    fn value<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
         let v = self.start + self.key_len as usize;
-        &arena[v..v + self.value_len as usize]
+        &arenas[usize::from(self.arena)][v..v + self.value_len as usize]
     }
 }
 
-/// Everything an import validated, ready to write.
+/// Everything an import validated, ready to write: rows in key order.
 pub(crate) struct Validated {
-    arena: Vec<u8>,
+    arenas: Vec<Vec<u8>>,
     rows: Vec<Row>,
     dataflows: BTreeSet<String>,
 }
@@ -138,7 +140,8 @@ pub(crate) struct Sink<'a> {
     pub dict: &'a Dictionary,
     pub member: &'a str,
     pub rows: Vec<Row>,
-    pub arena: Vec<u8>,
+    /// Encoded keys and values; rows point into them. New rows go to the last.
+    pub arenas: Vec<Vec<u8>>,
     pub problems: Vec<Problem>,
     pub problem_count: usize,
     pub dataflows: BTreeSet<String>,
@@ -155,6 +158,34 @@ impl<'a> Sink<'a> {
                 column: column.map(|(n, s)| (n, s.to_owned())),
                 reason: reason.into(),
             });
+        }
+    }
+
+    /// An empty sink for one thread's share of a file.
+    pub fn fork(&self) -> Sink<'a> {
+        Sink {
+            dict: self.dict,
+            member: self.member,
+            rows: Vec::new(),
+            arenas: vec![Vec::new()],
+            problems: Vec::new(),
+            problem_count: 0,
+            dataflows: BTreeSet::new(),
+            files: self.files.clone(),
+        }
+    }
+
+    /// Takes in forked sinks' findings, in the order of their input.
+    pub fn join(&mut self, parts: Vec<Sink<'a>>) {
+        for part in parts {
+            // Arenas move, they are not copied: rows only need new arena numbers.
+            let base = self.arenas.len() as u16;
+            self.arenas.extend(part.arenas);
+            self.rows.extend(part.rows.into_iter().map(|r| Row { arena: r.arena + base, ..r }));
+            self.problem_count += part.problem_count;
+            let room = MAX_REPORTED_PROBLEMS.saturating_sub(self.problems.len());
+            self.problems.extend(part.problems.into_iter().take(room));
+            self.dataflows.extend(part.dataflows);
         }
     }
 
@@ -240,13 +271,14 @@ impl<'a> Sink<'a> {
         if !ok {
             return;
         }
-        let a = &mut self.arena;
+        let arena = (self.arenas.len() - 1) as u16;
+        let a = self.arenas.last_mut().expect("a sink always has an arena");
         let start = a.len();
         crate::store::append_key(a, &flow.id, codes.iter().map(|(c, _)| *c), &period);
         let key_len = (a.len() - start) as u32;
         crate::store::append_value(a, number, mult as i8, status_code);
         let value_len = (a.len() - start) as u32 - key_len;
-        self.rows.push(Row { start, key_len, value_len, file: file as u32, line });
+        self.rows.push(Row { start, key_len, value_len, file: file as u32, arena, line });
     }
 }
 
@@ -306,7 +338,7 @@ pub(crate) fn validate(
         dict,
         member,
         rows: Vec::new(),
-        arena: Vec::new(),
+        arenas: vec![Vec::new()],
         problems: Vec::new(),
         problem_count: 0,
         dataflows: BTreeSet::new(),
@@ -330,26 +362,37 @@ pub(crate) fn validate(
                 continue;
             }
         };
-        let reader = progress.wrap_read(std::io::BufReader::with_capacity(1 << 20, reader));
-        match format {
-            Format::SdmxCsv => sdmx_csv::parse(&mut sink, i, reader),
-            Format::Ilostat => ilostat::parse(&mut sink, i, reader),
+        let size = reader.metadata().map(|m| m.len()).unwrap_or(0);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        if format == Format::SdmxCsv && size >= sdmx_csv::PARALLEL_MIN_BYTES && threads > 1 {
+            let mut data = Vec::with_capacity(size as usize);
+            if let Err(e) = progress.wrap_read(reader).read_to_end(&mut data) {
+                sink.problem(i, 0, None, format!("cannot read: {e}"));
+                continue;
+            }
+            sdmx_csv::parse_in_memory(&mut sink, i, &data, threads);
+        } else {
+            let reader = progress.wrap_read(std::io::BufReader::with_capacity(1 << 20, reader));
+            match format {
+                Format::SdmxCsv => sdmx_csv::parse(&mut sink, i, reader),
+                Format::Ilostat => ilostat::parse(&mut sink, i, reader),
+            }
         }
         if sink.full() {
             break;
         }
     }
     if sink.problem_count == 0 {
-        for (first, second) in sort_and_find_duplicates(&sink.arena, &mut sink.rows, member) {
+        for (first, second) in sort_and_find_duplicates(&sink.arenas, &mut sink.rows, member) {
             let at = format!("{}:{}", sink.files[first.file as usize].display(), first.line);
-            let key = describe_key(second.key(&sink.arena));
+            let key = describe_key(second.key(&sink.arenas));
             sink.problem(second.file as usize, second.line, None, format!("duplicate observation {key}, first given at {at}"));
         }
     }
     if sink.problem_count > 0 {
         return Err(ImportError { truncated: sink.problem_count > sink.problems.len(), problems: sink.problems });
     }
-    Ok(Validated { arena: sink.arena, rows: sink.rows, dataflows: sink.dataflows })
+    Ok(Validated { arenas: sink.arenas, rows: sink.rows, dataflows: sink.dataflows })
 }
 
 /// Sorts rows into store key order (an SST file is written in order) and
@@ -361,12 +404,13 @@ pub(crate) fn validate(
 /// Rows are sorted instead on a fixed-size prefix: the dataflow's rank, then
 /// the key bytes after the member code; whole keys are compared only when
 /// those prefixes tie.
-fn sort_and_find_duplicates(arena: &[u8], rows: &mut Vec<Row>, member: &str) -> Vec<(Row, Row)> {
+fn sort_and_find_duplicates(arenas: &[Vec<u8>], rows: &mut Vec<Row>, member: &str) -> Vec<(Row, Row)> {
     const PREFIX: usize = 30;
+    type Keyed = ([u8; PREFIX + 2], u32);
     let mut flows: Vec<&[u8]> = Vec::new();
-    let mut keyed: Vec<([u8; PREFIX + 2], u32)> = Vec::with_capacity(rows.len());
+    let mut keyed: Vec<Keyed> = Vec::with_capacity(rows.len());
     for (i, r) in rows.iter().enumerate() {
-        let key = r.key(arena);
+        let key = r.key(arenas);
         let flow_end = key.iter().position(|&b| b == 0).unwrap_or(key.len());
         let flow = &key[..flow_end];
         let rank = match flows.iter().position(|f| *f == flow) {
@@ -394,15 +438,29 @@ fn sort_and_find_duplicates(arena: &[u8], rows: &mut Vec<Row>, member: &str) -> 
         let first_seen = u16::from_be_bytes([prefix[0], prefix[1]]) as usize;
         prefix[..2].copy_from_slice(&rank_of[first_seen].to_be_bytes());
     }
-    keyed.sort_unstable_by(|a, b| {
+    let cmp = |a: &Keyed, b: &Keyed| {
         a.0.cmp(&b.0).then_with(|| {
             let (ra, rb) = (rows[a.1 as usize], rows[b.1 as usize]);
-            ra.key(arena).cmp(rb.key(arena)).then((ra.file, ra.line).cmp(&(rb.file, rb.line)))
+            ra.key(arenas).cmp(rb.key(arenas)).then((ra.file, ra.line).cmp(&(rb.file, rb.line)))
         })
+    };
+    // Two halves sorted on two threads, then merged.
+    let half = keyed.len() / 2;
+    let (left, right) = keyed.split_at_mut(half);
+    std::thread::scope(|scope| {
+        scope.spawn(|| left.sort_unstable_by(cmp));
+        right.sort_unstable_by(cmp);
     });
-    let sorted: Vec<Row> = keyed.iter().map(|(_, i)| rows[*i as usize]).collect();
+    let (left, right) = keyed.split_at(half);
+    let (mut i, mut j) = (0, 0);
+    let mut sorted: Vec<Row> = Vec::with_capacity(rows.len());
+    while i < left.len() || j < right.len() {
+        let take_left = j == right.len() || (i < left.len() && cmp(&left[i], &right[j]).is_le());
+        let next = if take_left { i += 1; left[i - 1].1 } else { j += 1; right[j - 1].1 };
+        sorted.push(rows[next as usize]);
+    }
     *rows = sorted;
-    rows.windows(2).filter(|p| p[0].key(arena) == p[1].key(arena)).map(|p| (p[0], p[1])).collect()
+    rows.windows(2).filter(|p| p[0].key(arenas) == p[1].key(arenas)).map(|p| (p[0], p[1])).collect()
 }
 
 fn describe_key(key: &[u8]) -> String {
@@ -422,9 +480,13 @@ pub fn import(
     progress: &indicatif::ProgressBar,
 ) -> Result<ImportReport, crate::Error> {
     let started = std::time::Instant::now();
-    let Validated { arena, rows, dataflows } = validate(dict, member, files, progress)?;
+    let Validated { arenas, rows, dataflows } = validate(dict, member, files, progress)?;
     let validate_time = started.elapsed();
-    store.put_sorted(rows.iter().map(|r| (r.key(&arena), r.value(&arena))))?;
+    // One SST file per core, each a contiguous run of the sorted rows.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let run_len = rows.len().div_ceil(threads).max(1);
+    let arenas = &arenas;
+    store.put_sorted(rows.chunks(run_len).map(|run| run.iter().map(move |r| (r.key(arenas), r.value(arenas)))).collect())?;
     Ok(ImportReport { observations: rows.len() as u64, dataflows, validate_time, write_time: started.elapsed() - validate_time })
 }
 

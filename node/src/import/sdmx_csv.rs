@@ -28,13 +28,75 @@ struct Header {
 
 pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
     let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+    let Some(header) = read_header(sink, file, &mut csv) else { return };
+    parse_rows(sink, file, &header, &mut csv, 0);
+}
+
+/// Files at least this large are parsed on several threads.
+pub(super) const PARALLEL_MIN_BYTES: u64 = 16 << 20;
+
+/// Parses a whole file held in memory, its rows split among `threads`
+/// threads at line boundaries. A file with a quote character anywhere is
+/// parsed on one thread: a quoted field may hold a line break, so a line
+/// boundary would not be a record boundary.
+pub(super) fn parse_in_memory(sink: &mut Sink<'_>, file: usize, data: &[u8], threads: usize) {
+    let body_start = data.iter().position(|&b| b == b'\n').map_or(data.len(), |i| i + 1);
+    let (head, body) = data.split_at(body_start);
+    if threads < 2 || body.contains(&b'"') {
+        return parse(sink, file, data);
+    }
+    let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(head);
+    let Some(header) = read_header(sink, file, &mut csv) else { return };
+    // Chunk boundaries just after a line break, and the line each chunk starts on.
+    let mut chunks = Vec::with_capacity(threads);
+    let (mut start, mut first_line) = (0, 2u64);
+    for k in 1..=threads {
+        let target = (body.len() * k / threads).max(start);
+        let end = if k == threads {
+            body.len()
+        } else {
+            body[target..].iter().position(|&b| b == b'\n').map_or(body.len(), |i| target + i + 1)
+        };
+        chunks.push((&body[start..end], first_line));
+        first_line += body[start..end].iter().filter(|&&b| b == b'\n').count() as u64;
+        start = end;
+    }
+    let parts: Vec<Sink<'_>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .iter()
+            .map(|&(chunk, first_line)| {
+                let mut part = sink.fork();
+                let header = &header;
+                scope.spawn(move || {
+                    let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(chunk);
+                    parse_rows(&mut part, file, header, &mut csv, first_line - 1);
+                    part
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a parser thread panicked")).collect()
+    });
+    sink.join(parts);
+}
+
+fn read_header<R: Read>(sink: &mut Sink<'_>, file: usize, csv: &mut csv::Reader<R>) -> Option<Header> {
     let mut record = csv::StringRecord::new();
     match csv.read_record(&mut record) {
-        Ok(true) => {}
-        Ok(false) => return sink.problem(file, 1, None, "empty file: no header row"),
-        Err(e) => return sink.problem(file, 1, None, format!("unreadable CSV header: {e}")),
+        Ok(true) => parse_header(sink, file, &record),
+        Ok(false) => {
+            sink.problem(file, 1, None, "empty file: no header row");
+            None
+        }
+        Err(e) => {
+            sink.problem(file, 1, None, format!("unreadable CSV header: {e}"));
+            None
+        }
     }
-    let Some(header) = parse_header(sink, file, &record) else { return };
+}
+
+/// Parses data rows; `line_offset` is added to the reader's own line numbers.
+fn parse_rows<R: Read>(sink: &mut Sink<'_>, file: usize, header: &Header, csv: &mut csv::Reader<R>, line_offset: u64) {
+    let mut record = csv::StringRecord::new();
     // Rows of one dataflow usually come together: remember the last one.
     let mut last: Option<(String, Option<(FlowInfo<'_>, Columns)>)> = None;
     let mut line: u64 = 1;
@@ -43,12 +105,13 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                let at = e.position().map_or(line + 1, |p| p.line());
+                let at = e.position().map_or(line + 1, |p| p.line()) + line_offset;
                 sink.problem(file, at, None, format!("unreadable CSV (or not UTF-8): {e}"));
                 return;
             }
         }
         line = record.position().map_or(line + 1, |p| p.line());
+        let line = line + line_offset;
         if record.len() == 1 && record.get(0) == Some("") {
             continue; // a blank line
         }
@@ -59,11 +122,11 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
         }
         let flow_cell = &record[header.flow_col];
         if last.as_ref().is_none_or(|(cell, _)| cell != flow_cell) {
-            let info = sink.dict.dataflow(flow_id(flow_cell)).map(|f| (sink.flow_info(f), columns(&header, f)));
+            let info = sink.dict.dataflow(flow_id(flow_cell)).map(|f| (sink.flow_info(f), columns(header, f)));
             last = Some((flow_cell.to_owned(), info));
         }
         let info = last.as_ref().and_then(|(_, info)| info.as_ref());
-        row(sink, file, line, &header, &record, info);
+        row(sink, file, line, header, &record, info);
         if sink.full() {
             return;
         }
