@@ -49,9 +49,16 @@ impl pb::hub_server::Hub for HubService {
         async move {
             let state = &self.state;
             if peer.identity.role() != Role::Operator || peer.identity.network() != state.identity.network() {
-                return Err(Status::permission_denied(format!(
+                let refusal = Status::permission_denied(format!(
                     "{} may not use the operator API: it is open to operators of network {:?} only",
-                    peer.identity, state.identity.network())));
+                    peer.identity, state.identity.network()));
+                let mut event = Event::now("federated-query", &peer.identity.to_string());
+                event.query_digest = digest.clone();
+                event.decision = "refused".into();
+                event.detail = refusal.message().to_owned();
+                state.events.append(&event).map_err(internal)?;
+                tracing::warn!(reason = %refusal.message(), "refused by role");
+                return Err(refusal);
             }
             let flow = state.dict.dataflow(&query.dataflow).ok_or_else(|| {
                 Status::invalid_argument(format!("unknown dataflow {:?} (dictionary {})", query.dataflow, state.dict.version))

@@ -95,6 +95,20 @@ fn authorize(state: &NodeState, who: &Identity) -> Result<(), Status> {
     }
 }
 
+/// [`authorize`], recording a refusal in the event store: a peer knocking
+/// at the wrong door is itself worth an auditor's attention.
+fn authorize_and_record(state: &NodeState, who: &Identity, kind: &str, digest: &str) -> Result<(), Status> {
+    let Err(refusal) = authorize(state, who) else { return Ok(()) };
+    let mut event = Event::now(kind, &who.to_string());
+    event.query_digest = digest.to_owned();
+    event.decision = "refused".into();
+    event.policy_version = state.policy().version.clone();
+    event.detail = refusal.message().to_owned();
+    state.events.append(&event).map_err(internal)?;
+    tracing::warn!(reason = %refusal.message(), "refused by role");
+    Err(refusal)
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct NodeService {
     pub state: Arc<NodeState>,
@@ -112,16 +126,7 @@ impl pb::node_server::Node for NodeService {
         let digest = tabadul_proto::query_digest(&q);
         let span = tracing::info_span!("query", peer = %peer.identity, addr = %peer.addr, dataflow = %q.dataflow, digest = %&digest[..16]);
         async move {
-            if let Err(refusal) = authorize(&self.state, &peer.identity) {
-                let mut event = Event::now("query", &peer.identity.to_string());
-                event.query_digest = digest.clone();
-                event.decision = "refused".into();
-                event.policy_version = self.state.policy().version.clone();
-                event.detail = refusal.message().to_owned();
-                self.state.events.append(&event).map_err(internal)?;
-                tracing::warn!(reason = %refusal.message(), "refused by role");
-                return Err(refusal);
-            }
+            authorize_and_record(&self.state, &peer.identity, "query", &digest)?;
             let state = self.state.clone();
             let who = peer.identity.clone();
             let answer = tokio::task::spawn_blocking(move || {
@@ -165,7 +170,7 @@ impl pb::node_server::Node for NodeService {
     async fn describe(&self, request: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
         let _span = tracing::info_span!("describe", peer = %peer.identity).entered();
-        authorize(&self.state, &peer.identity)?;
+        authorize_and_record(&self.state, &peer.identity, "describe", "")?;
         let policy = self.state.policy();
         let withdrawals = self.state.withdrawals();
         let grants = query::grants(&self.state.dict, &policy, &withdrawals, &peer.identity);

@@ -16,7 +16,7 @@ fn policy(breakdowns: &str) -> String {
 }
 
 struct Federation {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pki: Pki,
     nodes: BTreeMap<String, Proc>,
     hub: Proc,
@@ -45,7 +45,7 @@ fn federation(deadline_ms: u64) -> Federation {
     members.push(HubMember { code: "SAU".into(), endpoint: stall.local_addr().unwrap().to_string() });
     let hub_cert = pki.issue("hub", "alo").unwrap();
     let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms).unwrap();
-    Federation { _dir: dir, pki, nodes, hub, _stall: stall }
+    Federation { dir, pki, nodes, hub, _stall: stall }
 }
 
 fn request(flow: &str, breakdown: &[&str], period: &str, aggregate: bool) -> pb::FederatedQueryRequest {
@@ -157,6 +157,7 @@ async fn only_operators_may_use_the_operator_api() {
         assert!(err.message().contains("open to operators"), "{}", err.message());
     }
     // Bad requests are refused precisely.
+    let mut f = f;
     let operator = f.pki.issue("operator", "analyst").unwrap();
     let mut hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
     let err = hub.federated_query(request("NOPE", &[], "2024", false)).await.unwrap_err();
@@ -165,6 +166,17 @@ async fn only_operators_may_use_the_operator_api() {
     req.members = vec!["XYZ".into()];
     let err = hub.federated_query(req).await.unwrap_err();
     assert!(err.message().contains("XYZ is not a member"), "{}", err.message());
+    // Each refused caller is on the hub's record.
+    f.hub.kill();
+    let events = tabadul_audit::EventStore::open(&f.dir.path().join("hub/data/events")).unwrap();
+    let refused: Vec<String> = events
+        .read(0, events.len())
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.decision == "refused")
+        .map(|(_, e)| e.peer)
+        .collect();
+    assert_eq!(refused, ["spiffe://alo/node/MAR", "spiffe://alo/hub/other", "spiffe://alo/auditor/eve"]);
 }
 
 #[tokio::test]
