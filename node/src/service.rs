@@ -129,13 +129,14 @@ impl pb::node_server::Node for NodeService {
             authorize_and_record(&self.state, &peer.identity, "query", &digest)?;
             let state = self.state.clone();
             let who = peer.identity.clone();
+            let digest = digest.clone();
             let answer = tokio::task::spawn_blocking(move || {
                 let policy = state.policy();
                 let withdrawals = state.withdrawals();
                 let today = time::OffsetDateTime::now_utc().date();
                 let answer = query::answer(Some(&state.store), &state.dict, &policy, &withdrawals, &who, &q, today)?;
                 let mut event = Event::now("query", &who.to_string());
-                event.query_digest = tabadul_proto::query_digest(&q);
+                event.query_digest = digest;
                 event.policy_version = policy.version.clone();
                 match &answer {
                     Ok(a) => {
