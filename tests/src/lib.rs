@@ -34,9 +34,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// The repository root.
+/// The repository root: `TABADUL_REPO`, or the nearest directory at or
+/// above the current one that holds `deploy/dictionary.toml` (tests run in
+/// `tests/`, the demo script runs at the root).
+///
+/// Found at run time on purpose: the shared target directory can hold a
+/// harness compiled in another checkout, so a path baked in at compile time
+/// could point there.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    if let Some(dir) = std::env::var_os("TABADUL_REPO") {
+        return PathBuf::from(dir);
+    }
+    let cwd = std::env::current_dir().expect("a current directory");
+    cwd.ancestors()
+        .find(|d| d.join("deploy/dictionary.toml").is_file())
+        .unwrap_or_else(|| panic!("no deploy/dictionary.toml at or above {}: run from the repository or set TABADUL_REPO", cwd.display()))
+        .to_path_buf()
 }
 
 /// The shipped data dictionary.
