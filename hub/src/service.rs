@@ -60,9 +60,11 @@ impl pb::hub_server::Hub for HubService {
                 tracing::warn!(reason = %refusal.message(), "refused by role");
                 return Err(refusal);
             }
-            let flow = state.dict.dataflow(&query.dataflow).ok_or_else(|| {
-                Status::invalid_argument(format!("unknown dataflow {:?} (dictionary {})", query.dataflow, state.dict.version))
-            })?;
+            // The nodes would refuse a malformed query too, but as one
+            // error here it reads better than as every member failing.
+            let flow = tabadul_proto::resolve(&state.dict, &query)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .flow;
             let mut members = Vec::new();
             if req.members.is_empty() {
                 members.extend(state.members.values());

@@ -12,10 +12,12 @@
 pub mod dictionary;
 mod digest;
 mod query_text;
+mod resolve;
 
 pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure};
 pub use digest::query_digest;
 pub use query_text::query_from_args;
+pub use resolve::{InvalidQuery, Resolved, resolve};
 
 /// Generated protobuf and gRPC types (package `tabadul.v1`).
 #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]

@@ -162,6 +162,9 @@ async fn only_operators_may_use_the_operator_api() {
     let mut hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
     let err = hub.federated_query(request("NOPE", &[], "2024", false)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = hub.federated_query(request("UNE_PERS", &["ECO"], "2024", false)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("UNE_PERS has no dimension \"ECO\""), "{}", err.message());
     let mut req = request("UNE_PERS", &[], "2024", false);
     req.members = vec!["XYZ".into()];
     let err = hub.federated_query(req).await.unwrap_err();
