@@ -5,12 +5,16 @@
 //! policy version) is appended under a dense, gap-free index in its own
 //! RocksDB database. Events are never updated or deleted through this API.
 //!
-//! It does not yet make a Merkle tree, sign checkpoints or serve proofs:
-//! that is the signed-log work, which will hash these same entries as leaves.
+//! [`merkle`] holds the RFC 6962 / 9162 tree and proof maths (pure
+//! functions) that the signed log will apply to these entries; the store
+//! does not yet build a tree, sign checkpoints or serve proofs.
+//!
 //! Appends are group-committed through RocksDB's write-ahead log, so an
 //! acknowledged event survives the process being killed; surviving power
 //! loss needs the fsync that arrives with the signed log.
 #![forbid(unsafe_code)]
+
+pub mod merkle;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
