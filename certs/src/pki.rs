@@ -221,12 +221,6 @@ impl CaDir {
         self.save_state(&state)
     }
 
-    /// Serial numbers (hex) of the certificates issued to `identity`.
-    pub fn serials_of(&self, identity: &Identity) -> Result<Vec<String>, Error> {
-        let uri = identity.uri();
-        Ok(self.load_state()?.issued.into_iter().filter(|i| i.identity == uri).map(|i| i.serial).collect())
-    }
-
     /// Signs a CRL with the next CRL number. The caller saves `state` only
     /// after the CRL is in place, so a crash in between re-uses a number for
     /// an identical list, never skips a revocation.

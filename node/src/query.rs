@@ -20,9 +20,6 @@ pub struct Answer {
     pub cells: Vec<pb::Cell>,
 }
 
-/// Any error from reading the store.
-pub type StoreError = crate::Error;
-
 /// Decides and answers `q` for `who`.
 pub fn answer(
     store: Option<&Store>,
@@ -32,7 +29,7 @@ pub fn answer(
     who: &Identity,
     q: &pb::Query,
     today: time::Date,
-) -> Result<Result<Answer, InvalidQuery>, StoreError> {
+) -> Result<Result<Answer, InvalidQuery>, crate::Error> {
     let r = match resolve(dict, q) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e)),
