@@ -75,44 +75,156 @@ pub fn root(leaves: &[Hash]) -> Hash {
 
 /// PATH(index, D[n]): the audit path of leaf `index`.
 pub fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
-    let n = leaves.len();
-    if n <= 1 || index >= n {
-        return Vec::new();
-    }
-    let k = split(n);
-    if index < k {
-        let mut path = inclusion_proof(index, &leaves[..k]);
-        path.push(root(&leaves[k..]));
-        path
-    } else {
-        let mut path = inclusion_proof(index - k, &leaves[k..]);
-        path.push(root(&leaves[..k]));
-        path
-    }
+    let Ok(proof) = inclusion_proof_with(index as u64, leaves.len() as u64, &mut slice_nodes(leaves));
+    proof
 }
 
 /// PROOF(m, D[n]): that the first `m` leaves are a prefix of `leaves`.
 pub fn consistency_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
-    if m == 0 || m >= leaves.len() {
-        return Vec::new();
-    }
-    subproof(m, leaves, true)
+    let Ok(proof) = consistency_proof_with(m as u64, leaves.len() as u64, &mut slice_nodes(leaves));
+    proof
 }
 
-fn subproof(m: usize, leaves: &[Hash], complete: bool) -> Vec<Hash> {
-    let n = leaves.len();
-    if m == n {
-        return if complete { Vec::new() } else { vec![root(leaves)] };
+/// A source of complete-subtree hashes for the generic proof functions:
+/// `node(level, i)` is the root of the perfect subtree over leaves
+/// `i·2^level .. (i+1)·2^level`. A log stores exactly these, so proofs cost
+/// O(log n) reads however large the log.
+fn slice_nodes(leaves: &[Hash]) -> impl FnMut(u32, u64) -> Result<Hash, std::convert::Infallible> + '_ {
+    |level, i| {
+        let start = (i as usize) << level;
+        Ok(root(&leaves[start..start + (1usize << level)]))
     }
-    let k = split(n);
-    if m <= k {
-        let mut proof = subproof(m, &leaves[..k], complete);
-        proof.push(root(&leaves[k..]));
-        proof
-    } else {
-        let mut proof = subproof(m - k, &leaves[k..], false);
-        proof.push(root(&leaves[..k]));
-        proof
+}
+
+/// MTH(D[a..b]) built from complete subtrees. `a` must be a multiple of the
+/// largest power of two not above `b - a`, which holds for every range the
+/// RFC 9162 recursion visits.
+pub fn range_root<E>(a: u64, b: u64, node: &mut impl FnMut(u32, u64) -> Result<Hash, E>) -> Result<Hash, E> {
+    let n = b - a;
+    if n == 0 {
+        return Ok(empty_root());
+    }
+    if n.is_power_of_two() && a.is_multiple_of(n) {
+        let level = n.trailing_zeros();
+        return node(level, a >> level);
+    }
+    let k = split_u64(n);
+    let left = range_root(a, a + k, node)?;
+    let right = range_root(a + k, b, node)?;
+    Ok(node_hash(&left, &right))
+}
+
+fn split_u64(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// PATH(index, D[size]) from complete-subtree hashes (see [`range_root`]).
+pub fn inclusion_proof_with<E>(index: u64, size: u64, node: &mut impl FnMut(u32, u64) -> Result<Hash, E>) -> Result<Vec<Hash>, E> {
+    let mut path = Vec::new();
+    if index >= size {
+        return Ok(path);
+    }
+    // Walk down from the whole tree, collecting siblings; the RFC's
+    // recursion emits them leaf-side first, so reverse at the end.
+    let (mut a, mut b) = (0, size);
+    while b - a > 1 {
+        let k = split_u64(b - a);
+        if index < a + k {
+            path.push(range_root(a + k, b, node)?);
+            b = a + k;
+        } else {
+            path.push(range_root(a, a + k, node)?);
+            a += k;
+        }
+    }
+    path.reverse();
+    Ok(path)
+}
+
+/// PROOF(m, D[size]) from complete-subtree hashes (see [`range_root`]).
+pub fn consistency_proof_with<E>(m: u64, size: u64, node: &mut impl FnMut(u32, u64) -> Result<Hash, E>) -> Result<Vec<Hash>, E> {
+    let mut proof = Vec::new();
+    if m == 0 || m >= size {
+        return Ok(proof);
+    }
+    let (mut a, mut b, mut m, mut complete) = (0, size, m, true);
+    let mut terminal = None;
+    loop {
+        let n = b - a;
+        if m == n {
+            if !complete {
+                terminal = Some(range_root(a, b, node)?);
+            }
+            break;
+        }
+        let k = split_u64(n);
+        if m <= k {
+            proof.push(range_root(a + k, b, node)?);
+            b = a + k;
+        } else {
+            proof.push(range_root(a, a + k, node)?);
+            a += k;
+            m -= k;
+            complete = false;
+        }
+    }
+    // SUBPROOF emits the deepest hash first; the walk found it last.
+    proof.extend(terminal);
+    proof.reverse();
+    Ok(proof)
+}
+
+/// The right edge of a tree: one complete-subtree root per set bit of its
+/// size (a "compact range"). Enough to append leaves and compute the root
+/// without reading anything back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// Roots of the perfect subtrees, largest (leftmost) first.
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The frontier of a tree of `size` leaves, read from its complete
+    /// subtrees: the subtree of level `l` ending the prefix `size >> l << l`.
+    pub fn load<E>(size: u64, node: &mut impl FnMut(u32, u64) -> Result<Hash, E>) -> Result<Self, E> {
+        let mut nodes = Vec::new();
+        for level in (0..u64::BITS).rev() {
+            if size >> level & 1 == 1 {
+                nodes.push(node(level, (size >> level) - 1)?);
+            }
+        }
+        Ok(Frontier { size, nodes })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends one leaf hash. Calls `completed(level, index, hash)` for every
+    /// complete subtree the leaf completes, the leaf itself (level 0) first.
+    pub fn push(&mut self, leaf: Hash, mut completed: impl FnMut(u32, u64, &Hash)) {
+        let index = self.size;
+        completed(0, index, &leaf);
+        let mut hash = leaf;
+        let mut level = 0;
+        // Each trailing one bit of the old size is a left sibling to merge with.
+        while (index >> level) & 1 == 1 {
+            let left = self.nodes.pop().expect("a set bit of the size has a frontier node");
+            hash = node_hash(&left, &hash);
+            level += 1;
+            completed(level, index >> level, &hash);
+        }
+        self.nodes.push(hash);
+        self.size += 1;
+    }
+
+    /// MTH of the tree so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.nodes.iter().rev();
+        let Some(first) = it.next() else { return empty_root() };
+        it.fold(*first, |acc, left| node_hash(left, &acc))
     }
 }
 
@@ -255,6 +367,26 @@ mod tests {
         ];
         for (n, want) in expected.iter().enumerate() {
             assert_eq!(root(&leaves[..=n]), hex32(want), "root of {} leaves", n + 1);
+        }
+    }
+
+    #[test]
+    fn the_frontier_and_stored_subtrees_agree_with_the_recursive_definition() {
+        let leaves: Vec<Hash> = (0..70u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut stored = std::collections::HashMap::new();
+        let mut frontier = Frontier::default();
+        for (n, leaf) in leaves.iter().enumerate() {
+            assert_eq!(frontier.root(), root(&leaves[..n]));
+            frontier.push(*leaf, |level, i, h| {
+                assert!(stored.insert((level, i), *h).is_none(), "subtree ({level},{i}) completed twice");
+            });
+            let mut get = |level: u32, i: u64| stored.get(&(level, i)).copied().ok_or((level, i));
+            assert_eq!(Frontier::load(n as u64 + 1, &mut get).unwrap(), frontier);
+        }
+        let mut get = |level: u32, i: u64| stored.get(&(level, i)).copied().ok_or((level, i));
+        assert_eq!(frontier.root(), root(&leaves));
+        for n in 1..=leaves.len() as u64 {
+            assert_eq!(range_root(0, n, &mut get).unwrap(), root(&leaves[..n as usize]));
         }
     }
 

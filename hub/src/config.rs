@@ -15,6 +15,14 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     pub dictionary: PathBuf,
     pub tls: TlsFiles,
+    /// The hub's log signing key (`tabadul-audit keygen --origin
+    /// <network>/hub/<id>`), mode 0600.
+    #[serde(default = "default_log_key")]
+    pub log_key: PathBuf,
+    /// How often the hub asks its witnesses (the nodes) to cosign its
+    /// latest checkpoint; 0 turns witnessing off.
+    #[serde(default = "default_witness_interval_ms")]
+    pub witness_interval_ms: u64,
     /// Default per-member deadline for a federated query.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
@@ -36,6 +44,22 @@ pub struct MemberConfig {
     /// The identity the node's certificate must carry; by default
     /// `spiffe://<our network>/node/<code>`.
     pub identity: Option<Identity>,
+    /// The verifier key of the node's log (`tabadul-audit keygen` prints
+    /// it); every receipt from this node must be signed by it.
+    pub log_vkey: String,
+    /// Whether this node witnesses the hub's log.
+    #[serde(default = "yes")]
+    pub witness: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_log_key() -> PathBuf {
+    PathBuf::from("log.key")
+}
+fn default_witness_interval_ms() -> u64 {
+    2000
 }
 
 fn default_deadline_ms() -> u64 {
@@ -51,7 +75,7 @@ impl HubConfig {
         let mut config: HubConfig =
             toml::from_str(&text).map_err(|e| Error::Config { path: path.to_owned(), reason: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.data_dir, &mut config.dictionary] {
+        for p in [&mut config.data_dir, &mut config.dictionary, &mut config.log_key] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

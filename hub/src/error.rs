@@ -17,7 +17,7 @@ pub enum Error {
     #[error(transparent)]
     Certs(#[from] tabadul_certs::Error),
     #[error(transparent)]
-    Events(#[from] tabadul_audit::Error),
+    Log(#[from] tabadul_audit::Error),
     #[error("this hub's certificate names {0}, which is not a hub identity")]
     NotAHub(String),
     #[error("gRPC server: {0}")]

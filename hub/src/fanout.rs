@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use tabadul_audit::{ReceiptRef, Verifier};
 use tabadul_certs::Identity;
 use tabadul_proto::pb::{self, DecisionKind, MemberState, node_client::NodeClient, query_response::Item};
 use tabadul_proto::{Dataflow, TIME_PERIOD};
@@ -19,6 +20,8 @@ pub struct Member {
     pub code: String,
     pub identity: Identity,
     pub client: NodeClient<Channel>,
+    /// The node's log key: receipts must be signed by it.
+    pub log_key: Verifier,
 }
 
 /// What one member said (or failed to say).
@@ -26,6 +29,8 @@ pub struct Member {
 pub struct MemberAnswer {
     pub status: pb::MemberStatus,
     pub cells: Vec<pb::Cell>,
+    /// The checked receipt, as the hub logs it.
+    pub receipt: Option<ReceiptRef>,
 }
 
 impl MemberAnswer {
@@ -35,13 +40,14 @@ impl MemberAnswer {
 }
 
 /// Asks every member in `members` at once; returns in the same order.
-pub async fn ask_all(members: &[&Member], flow: &Dataflow, query: &pb::Query, deadline: Duration) -> Vec<MemberAnswer> {
-    join_all(members.iter().map(|m| ask(m, flow, query.clone(), deadline))).await
+pub async fn ask_all(members: &[&Member], flow: &Dataflow, query: &pb::Query, deadline: Duration, hub: &Identity) -> Vec<MemberAnswer> {
+    join_all(members.iter().map(|m| ask(m, flow, query.clone(), deadline, hub))).await
 }
 
 /// Asks one member. Never fails: every outcome is a status.
-pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: Duration) -> MemberAnswer {
+pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: Duration, hub: &Identity) -> MemberAnswer {
     let started = Instant::now();
+    let digest = tabadul_proto::query_digest(&query);
     let mut request = tonic::Request::new(query);
     // Tells the node our deadline (grpc-timeout) so it can give up too.
     request.set_timeout(deadline);
@@ -50,22 +56,25 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
         let mut stream = client.query(request).await?.into_inner();
         let mut decision = None;
         let mut cells = Vec::new();
+        let mut receipt = None;
         while let Some(msg) = stream.message().await? {
             match msg.item {
                 Some(Item::Decision(d)) if decision.is_none() => decision = Some(d),
-                Some(Item::Cell(c)) if decision.is_some() && cells.len() < MAX_CELLS_PER_MEMBER => cells.push(c),
-                Some(Item::Cell(_)) if decision.is_some() => {
+                Some(Item::Cell(c)) if decision.is_some() && receipt.is_none() && cells.len() < MAX_CELLS_PER_MEMBER => cells.push(c),
+                Some(Item::Cell(_)) if decision.is_some() && receipt.is_none() => {
                     return Err(tonic::Status::resource_exhausted(format!("more than {MAX_CELLS_PER_MEMBER} cells")));
                 }
-                _ => return Err(tonic::Status::data_loss("answer out of order (the decision must come first, once)")),
+                Some(Item::Receipt(r)) if decision.is_some() && receipt.is_none() => receipt = Some(r),
+                _ => return Err(tonic::Status::data_loss("answer out of order (decision first, then cells, then one receipt)")),
             }
         }
-        Ok::<_, tonic::Status>((decision, cells))
+        Ok::<_, tonic::Status>((decision, cells, receipt))
     };
     let outcome = tokio::time::timeout(deadline, work).await;
     let elapsed_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
     let mut status = pb::MemberStatus { member: member.code.clone(), elapsed_ms, ..Default::default() };
     let mut cells = Vec::new();
+    let mut logged = None;
     match outcome {
         Err(_) => {
             status.state = MemberState::TimedOut as i32;
@@ -83,14 +92,24 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
             status.state = state as i32;
             status.detail = detail;
         }
-        Ok(Ok((None, _))) => {
+        Ok(Ok((None, _, _))) => {
             status.state = MemberState::Failed as i32;
             status.detail = "the node sent no decision".into();
         }
-        Ok(Ok((Some(d), received))) => {
+        Ok(Ok((Some(d), received, receipt))) => {
             status.rule_id = d.rule_id.clone();
             status.policy_version = d.policy_version.clone();
             status.detail = d.reason.clone();
+            match check_receipt(member, hub, &digest, &d, &received, receipt.as_ref()) {
+                Ok(r) => logged = Some(r),
+                Err(problem) => {
+                    status.state = MemberState::Failed as i32;
+                    status.detail = format!("answer rejected by the hub: {problem}");
+                    tracing::warn!(member = %member.code, %problem, "receipt rejected");
+                    return MemberAnswer { status, cells, receipt: None };
+                }
+            }
+            status.receipt = receipt;
             if d.kind == DecisionKind::Refused as i32 {
                 status.state = MemberState::RefusedByPolicy as i32;
             } else if let Err(problem) = check(member, flow, &d, &received) {
@@ -105,7 +124,46 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
         }
     }
     tracing::debug!(member = %member.code, state = status.state, elapsed_ms, "member answered");
-    MemberAnswer { status, cells }
+    MemberAnswer { status, cells, receipt: logged }
+}
+
+/// A node's answer counts only with a receipt that proves the node logged
+/// exactly this decision, for this hub and query, and these cells.
+fn check_receipt(
+    member: &Member,
+    hub: &Identity,
+    digest: &str,
+    d: &pb::Decision,
+    cells: &[pb::Cell],
+    receipt: Option<&pb::Receipt>,
+) -> Result<ReceiptRef, String> {
+    let receipt = receipt.ok_or("the node sent no receipt")?;
+    let v = tabadul_audit::receipt::verify(receipt, &member.log_key).map_err(|e| e.to_string())?;
+    let e = &v.entry;
+    let mismatch = |what: &str, logged: &str, got: &str| format!("the receipt logs {what} {logged:?}, the answer says {got:?}");
+    if e.kind != "query" {
+        return Err(mismatch("kind", &e.kind, "query"));
+    }
+    if e.peer != hub.to_string() {
+        return Err(mismatch("requester", &e.peer, &hub.to_string()));
+    }
+    if e.query_digest != digest || d.query_digest != digest {
+        return Err(mismatch("query", &e.query_digest, digest));
+    }
+    let word = tabadul_proto::decision_word(d.kind);
+    if e.decision != word {
+        return Err(mismatch("decision", &e.decision, word));
+    }
+    if e.rule_id != d.rule_id || e.policy_version != d.policy_version {
+        return Err(mismatch("rule and policy", &format!("{} {}", e.rule_id, e.policy_version), &format!("{} {}", d.rule_id, d.policy_version)));
+    }
+    if d.kind != DecisionKind::Refused as i32 {
+        let released = tabadul_audit::released_digest(&receipt.salt, &tabadul_proto::released_canonical(d, cells));
+        if e.released != released {
+            return Err("the cells received are not the ones the node logged as released".into());
+        }
+    }
+    Ok(v.to_ref(&member.code, receipt.index))
 }
 
 /// A node may only speak for its own member state, in the dataflow's shape.

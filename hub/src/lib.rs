@@ -19,6 +19,7 @@ pub mod fanout;
 pub mod merge;
 pub mod server;
 mod service;
+pub mod witnessing;
 
 pub use config::HubConfig;
 pub use error::Error;

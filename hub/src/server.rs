@@ -4,11 +4,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tabadul_audit::EventStore;
+use tabadul_audit::service::{AuditService, Readers};
+use tabadul_audit::{Log, Verifier};
 use tabadul_certs::tls::{self, ServerTls};
 use tabadul_certs::{Identity, Role};
 use tabadul_proto::pb::hub_server::HubServer;
+use tabadul_proto::pb::audit_server::AuditServer;
 use tabadul_proto::pb::node_client::NodeClient;
+use tabadul_proto::pb::witness_client::WitnessClient;
 use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -40,7 +43,16 @@ pub async fn run_notify(
     }
     let dict = Arc::new(Dictionary::load(&config.dictionary)?);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io { path: config.data_dir.clone(), source })?;
-    let events = Arc::new(EventStore::open(&config.data_dir.join("events"))?);
+    let signer = tabadul_audit::load_signer(&config.log_key)?;
+    let origin = format!("{}/hub/{}", identity.network(), identity.id());
+    if signer.name() != origin {
+        return Err(Error::Config {
+            path: config.log_key.clone(),
+            reason: format!("the log key is for {:?}; this hub's log is {origin:?} (make one with tabadul-audit keygen --origin {origin})", signer.name()),
+        });
+    }
+    let log = Arc::new(Log::open(&config.data_dir.join("log"), signer)?);
+    let mut witnesses = Vec::new();
     let client_tls = tls::client_config(&config.tls)?;
     let mut members = std::collections::BTreeMap::new();
     for m in &config.members {
@@ -49,15 +61,23 @@ pub async fn run_notify(
             None => Identity::new(identity.network(), Role::Node, &m.code)?,
         };
         let channel = tls::channel(&m.endpoint, tls::Expect::Identity(expected.clone()), client_tls.clone(), CONNECT_TIMEOUT)?;
+        let log_key = Verifier::parse(&m.log_vkey).map_err(|e| Error::Config { path: "hub.toml".into(), reason: format!("member {}: log_vkey: {e}", m.code) })?;
+        let node_origin = format!("{}/node/{}", identity.network(), m.code);
+        if log_key.name() != node_origin {
+            return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: log_vkey is for {:?}, expected {node_origin:?}", m.code, log_key.name()) });
+        }
+        if m.witness {
+            witnesses.push(crate::witnessing::Witness { member: m.code.clone(), client: WitnessClient::new(channel.clone()), cosigned_size: 0 });
+        }
         let client = NodeClient::new(channel).max_decoding_message_size(16 << 20);
-        members.insert(m.code.clone(), Member { code: m.code.clone(), identity: expected, client });
+        members.insert(m.code.clone(), Member { code: m.code.clone(), identity: expected, client, log_key });
     }
     let server_tls = ServerTls::load(config.tls.clone())?;
     let state = Arc::new(HubState {
         identity: identity.clone(),
         dict,
         members,
-        events,
+        log: log.clone(),
         default_deadline: Duration::from_millis(config.deadline_ms),
         max_deadline: Duration::from_millis(config.max_deadline_ms),
     });
@@ -69,14 +89,28 @@ pub async fn run_notify(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Config { path: "reflection".into(), reason: e.to_string() })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let witnessing = (config.witness_interval_ms > 0 && !witnesses.is_empty()).then(|| {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(crate::witnessing::run(log.clone(), witnesses, Duration::from_millis(config.witness_interval_ms), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }))
+    });
+    let audit = AuditServer::new(AuditService { log, identity: identity.clone(), readers: Readers::Auditors });
     let server = Server::builder()
         .timeout(state.max_deadline + Duration::from_secs(5))
         .add_service(HubServer::new(HubService { state }).max_decoding_message_size(64 * 1024))
+        .add_service(audit)
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), shutdown);
     ready();
-    server.await?;
+    let served = server.await;
+    let _ = stop_tx.send(true);
+    if let Some(w) = witnessing {
+        let _ = w.await;
+    }
+    served?;
     tracing::info!("hub stopped");
     Ok(())
 }

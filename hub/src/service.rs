@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tabadul_audit::{Event, EventStore};
+use prost::Message;
+use tabadul_audit::{Entry, Log};
 use tabadul_certs::tls::peer_of;
 use tabadul_certs::{Identity, Role};
 use tabadul_proto::pb::{self, MemberState};
@@ -20,7 +21,8 @@ pub(crate) struct HubState {
     pub identity: Identity,
     pub dict: Arc<Dictionary>,
     pub members: BTreeMap<String, Member>,
-    pub events: Arc<EventStore>,
+    /// The hub's signed exchange log.
+    pub log: Arc<Log>,
     pub default_deadline: Duration,
     pub max_deadline: Duration,
 }
@@ -52,11 +54,11 @@ impl pb::hub_server::Hub for HubService {
                 let refusal = Status::permission_denied(format!(
                     "{} may not use the operator API: it is open to operators of network {:?} only",
                     peer.identity, state.identity.network()));
-                let mut event = Event::now("federated-query", &peer.identity.to_string());
-                event.query_digest = digest.clone();
-                event.decision = "refused".into();
-                event.detail = refusal.message().to_owned();
-                state.events.append(&event).map_err(internal)?;
+                let mut entry = Entry::now("federated-query", &peer.identity.to_string());
+                entry.query_digest = digest.clone();
+                entry.decision = "refused".into();
+                entry.detail = refusal.message().to_owned();
+                state.log.append(&entry, None).map_err(internal)?;
                 tracing::warn!(reason = %refusal.message(), "refused by role");
                 return Err(refusal);
             }
@@ -80,12 +82,14 @@ impl pb::hub_server::Hub for HubService {
                 ms => Duration::from_millis(u64::from(ms)).min(state.max_deadline),
             };
 
-            let main = fanout::ask_all(&members, flow, &query, deadline);
+            let main = fanout::ask_all(&members, flow, &query, deadline, &state.identity);
             let mut response = pb::FederatedQueryResponse {
                 dimensions: flow.dimensions.iter().cloned().chain([TIME_PERIOD.to_owned()]).collect(),
                 query_digest: digest.clone(),
                 ..Default::default()
             };
+            // Every receipt an answer was built on goes into the hub's leaf.
+            let mut receipts = Vec::new();
             let answers = if req.regional_aggregate {
                 response.aggregate_dimensions = response.dimensions[1..].to_vec();
                 match &flow.measure {
@@ -107,10 +111,11 @@ impl pb::hub_server::Hub for HubService {
                         let dflow = state.dict.dataflow(denominator).ok_or_else(|| internal("denominator missing"))?;
                         let (answers, nums, dens) = tokio::join!(
                             main,
-                            fanout::ask_all(&members, nflow, &nq, deadline),
-                            fanout::ask_all(&members, dflow, &dq, deadline),
+                            fanout::ask_all(&members, nflow, &nq, deadline, &state.identity),
+                            fanout::ask_all(&members, dflow, &dq, deadline, &state.identity),
                         );
                         response.aggregate = merge::rate(&released(&nums), &released(&dens), *scale);
+                        receipts.extend(nums.iter().chain(&dens).filter_map(|a| a.receipt.clone()));
                         response.aggregate_method = format!(
                             "sum of {numerator} / sum of {denominator} x {scale}, over members that released both");
                         answers
@@ -120,19 +125,33 @@ impl pb::hub_server::Hub for HubService {
                 main.await
             };
             response.cells = merge::table(&released(&answers));
+            receipts.extend(answers.iter().filter_map(|a| a.receipt.clone()));
             response.members = answers.into_iter().map(|a| a.status).collect();
 
-            let mut event = Event::now("federated-query", &peer.identity.to_string());
-            event.query_digest = digest;
-            event.decision = "ok".into();
-            event.detail = response
+            let mut entry = Entry::now("federated-query", &peer.identity.to_string());
+            entry.query_digest = digest;
+            entry.decision = "ok".into();
+            entry.detail = response
                 .members
                 .iter()
                 .map(|m| format!("{}={}", m.member, state_word(m.state)))
                 .collect::<Vec<_>>()
                 .join(" ");
-            state.events.append(&event).map_err(internal)?;
-            tracing::info!(cells = response.cells.len(), members = %event.detail, "federated answer");
+            entry.receipts = receipts;
+            // What the operator receives, committed to (salted) before it leaves.
+            let salt = tabadul_audit::new_salt();
+            entry.released = tabadul_audit::released_digest(&salt, &response.encode_to_vec());
+            let log = state.log.clone();
+            let logged = entry.clone();
+            let receipt = tokio::task::spawn_blocking(move || {
+                // Crash point: the answer is durably logged before it is sent.
+                tabadul_audit::receipt::append_with_receipt(&log, &logged, Some(salt))
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+            response.receipt = Some(receipt);
+            tracing::info!(cells = response.cells.len(), members = %entry.detail, "federated answer");
             Ok(Response::new(response))
         }
         .instrument(span)

@@ -12,11 +12,19 @@ use crate::Error;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// RocksDB directories (`store/`, `events/`) and the admin socket live here.
+    /// RocksDB directories (`store/`, `log/`) and the admin socket live here.
     pub data_dir: PathBuf,
     pub dictionary: PathBuf,
     pub policy: PathBuf,
     pub tls: TlsFiles,
+    /// The log signing key (`tabadul-audit keygen`), mode 0600. Its name
+    /// must be `<network>/node/<member>`.
+    #[serde(default = "default_log_key")]
+    pub log_key: PathBuf,
+    /// Verifier keys of the logs this node witnesses (the hub's): it
+    /// cosigns their checkpoints after checking consistency.
+    #[serde(default)]
+    pub witness_logs: Vec<String>,
     /// Largest accepted gRPC request, in bytes.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
@@ -25,6 +33,9 @@ pub struct NodeConfig {
     pub reload_interval_ms: u64,
 }
 
+fn default_log_key() -> PathBuf {
+    PathBuf::from("log.key")
+}
 fn default_max_request_bytes() -> usize {
     64 * 1024
 }
@@ -46,6 +57,7 @@ impl NodeConfig {
         fix(&mut config.data_dir);
         fix(&mut config.dictionary);
         fix(&mut config.policy);
+        fix(&mut config.log_key);
         config.tls = config.tls.relative_to(base);
         Ok(config)
     }
@@ -53,8 +65,8 @@ impl NodeConfig {
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
     }
-    pub fn events_dir(&self) -> PathBuf {
-        self.data_dir.join("events")
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
     }
     pub fn admin_socket(&self) -> PathBuf {
         self.data_dir.join("admin.sock")

@@ -24,7 +24,7 @@ pub enum Error {
     #[error(transparent)]
     Certs(#[from] tabadul_certs::Error),
     #[error(transparent)]
-    Events(#[from] tabadul_audit::Error),
+    Log(#[from] tabadul_audit::Error),
     #[error("store at {path}: {source}")]
     Store {
         path: PathBuf,

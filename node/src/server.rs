@@ -6,11 +6,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tabadul_audit::EventStore;
+use tabadul_audit::service::{AuditService, Readers, WitnessService};
+use tabadul_audit::{Log, Verifier};
 use tabadul_certs::Role;
 use tabadul_certs::tls::{self, ServerTls};
 use tabadul_proto::pb::node_admin_server::NodeAdminServer;
+use tabadul_proto::pb::audit_server::AuditServer;
 use tabadul_proto::pb::node_server::NodeServer;
+use tabadul_proto::pb::witness_server::WitnessServer;
 use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
@@ -47,7 +50,19 @@ pub async fn run_notify(
     let policy = Policy::load(&config.policy, &dict)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
     let store = Arc::new(Store::open(&config.store_dir())?);
-    let events = Arc::new(EventStore::open(&config.events_dir())?);
+    let signer = tabadul_audit::load_signer(&config.log_key)?;
+    let origin = format!("{}/node/{}", identity.network(), identity.id());
+    if signer.name() != origin {
+        return Err(Error::Invalid(format!(
+            "log key {} is for {:?}; this node's log is {origin:?} (make one with tabadul-audit keygen --origin {origin})",
+            config.log_key.display(), signer.name())));
+    }
+    let witness_logs = config
+        .witness_logs
+        .iter()
+        .map(|v| Verifier::parse(v).map_err(|e| Error::Invalid(format!("witness_logs: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let log = Arc::new(Log::open(&config.log_dir(), signer)?);
     let server_tls = ServerTls::load(config.tls.clone())?;
     let withdrawals = RwLock::new(Arc::new(store.withdrawals()?));
     let state = Arc::new(NodeState {
@@ -57,7 +72,7 @@ pub async fn run_notify(
         policy: RwLock::new(Arc::new(policy)),
         policy_path: config.policy.clone(),
         store,
-        events,
+        log: log.clone(),
     });
     tracing::info!(member = %identity.id(), addr = ?listener.local_addr().ok(), policy = %state.policy().version, "node serving");
 
@@ -79,6 +94,8 @@ pub async fn run_notify(
     let public = Server::builder()
         .timeout(Duration::from_secs(60))
         .add_service(node)
+        .add_service(AuditServer::new(AuditService { log: log.clone(), identity: identity.clone(), readers: Readers::AuditorsAndHubProofs }))
+        .add_service(WitnessServer::new(WitnessService::new(log, witness_logs, identity.clone())))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), stopped(stop_rx.clone()));

@@ -4,11 +4,11 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use futures::Stream;
-use tabadul_audit::{Event, EventStore};
+use tabadul_audit::{Entry, Log};
 use tabadul_certs::tls::peer_of;
 use tabadul_certs::{Identity, Role};
 use tabadul_proto::pb::{self, DecisionKind};
-use tabadul_proto::Dictionary;
+use tabadul_proto::{Dictionary, decision_word};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -25,7 +25,8 @@ pub(crate) struct NodeState {
     pub policy: RwLock<Arc<Policy>>,
     pub policy_path: std::path::PathBuf,
     pub store: Arc<Store>,
-    pub events: Arc<EventStore>,
+    /// The signed exchange log.
+    pub log: Arc<Log>,
     /// The store's withdrawals, kept in memory: only this process changes
     /// them (through the admin API), so it refreshes the copy on each change.
     pub withdrawals: RwLock<Arc<Vec<Withdrawal>>>,
@@ -52,22 +53,22 @@ impl NodeState {
     /// Re-reads the policy file; a broken file leaves the current policy in force.
     pub fn reload_policy(&self) -> Result<Arc<Policy>, crate::Error> {
         let result = Policy::load(&self.policy_path, &self.dict);
-        let mut event = Event::now("policy-load", "local");
+        let mut entry = Entry::now("policy-load", "local");
         match result {
             Ok(policy) => {
                 let policy = Arc::new(policy);
-                event.decision = "ok".into();
-                event.policy_version = policy.version.clone();
+                entry.decision = "ok".into();
+                entry.policy_version = policy.version.clone();
                 *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy.clone();
-                self.events.append(&event)?;
+                self.log.append(&entry, None)?;
                 tracing::info!(version = %policy.version, "policy loaded");
                 Ok(policy)
             }
             Err(e) => {
-                event.decision = "failed".into();
-                event.policy_version = self.policy().version.clone();
-                event.detail = e.to_string();
-                self.events.append(&event)?;
+                entry.decision = "failed".into();
+                entry.policy_version = self.policy().version.clone();
+                entry.detail = e.to_string();
+                self.log.append(&entry, None)?;
                 tracing::error!(error = %e, kept = %self.policy().version, "policy rejected; previous policy stays in force");
                 Err(e.into())
             }
@@ -99,12 +100,12 @@ fn authorize(state: &NodeState, who: &Identity) -> Result<(), Status> {
 /// at the wrong door is itself worth an auditor's attention.
 fn authorize_and_record(state: &NodeState, who: &Identity, kind: &str, digest: &str) -> Result<(), Status> {
     let Err(refusal) = authorize(state, who) else { return Ok(()) };
-    let mut event = Event::now(kind, &who.to_string());
-    event.query_digest = digest.to_owned();
-    event.decision = "refused".into();
-    event.policy_version = state.policy().version.clone();
-    event.detail = refusal.message().to_owned();
-    state.events.append(&event).map_err(internal)?;
+    let mut entry = Entry::now(kind, &who.to_string());
+    entry.query_digest = digest.to_owned();
+    entry.decision = "refused".into();
+    entry.policy_version = state.policy().version.clone();
+    entry.detail = refusal.message().to_owned();
+    state.log.append(&entry, None).map_err(internal)?;
     tracing::warn!(reason = %refusal.message(), "refused by role");
     Err(refusal)
 }
@@ -130,37 +131,52 @@ impl pb::node_server::Node for NodeService {
             let state = self.state.clone();
             let who = peer.identity.clone();
             let digest = digest.clone();
-            let answer = tokio::task::spawn_blocking(move || {
+            let answered = tokio::task::spawn_blocking(move || {
                 let policy = state.policy();
                 let withdrawals = state.withdrawals();
                 let today = time::OffsetDateTime::now_utc().date();
                 let answer = query::answer(Some(&state.store), &state.dict, &policy, &withdrawals, &who, &q, today)?;
-                let mut event = Event::now("query", &who.to_string());
-                event.query_digest = digest;
-                event.policy_version = policy.version.clone();
+                let mut entry = Entry::now("query", &who.to_string());
+                entry.query_digest = digest;
+                entry.policy_version = policy.version.clone();
+                let mut salt = None;
                 match &answer {
                     Ok(a) => {
-                        event.decision = decision_word(a.decision.kind).into();
-                        event.rule_id = a.decision.rule_id.clone();
-                        event.detail = format!("{} cells; {}", a.cells.len(), a.decision.reason);
+                        entry.decision = decision_word(a.decision.kind).into();
+                        entry.rule_id = a.decision.rule_id.clone();
+                        entry.detail = format!("{} cells; {}", a.cells.len(), a.decision.reason);
+                        if a.decision.kind != DecisionKind::Refused as i32 {
+                            let s = tabadul_audit::new_salt();
+                            entry.released = tabadul_audit::released_digest(&s, &tabadul_proto::released_canonical(&a.decision, &a.cells));
+                            salt = Some(s);
+                        }
                     }
                     Err(e) => {
-                        event.decision = "invalid".into();
-                        event.detail = e.to_string();
+                        entry.decision = "invalid".into();
+                        entry.detail = e.to_string();
                     }
                 }
-                // Crash point: the decision is recorded before anything is sent.
-                state.events.append(&event)?;
-                Ok::<_, crate::Error>(answer)
+                // Crash point: the decision is durably logged (with a signed
+                // checkpoint covering it) before anything is sent.
+                let receipt = match &answer {
+                    Ok(_) => Some(tabadul_audit::receipt::append_with_receipt(&state.log, &entry, salt)?),
+                    Err(_) => {
+                        state.log.append(&entry, None)?;
+                        None
+                    }
+                };
+                Ok::<_, crate::Error>((answer, receipt))
             })
             .await
             .map_err(internal)?
             .map_err(internal)?;
+            let (answer, receipt) = answered;
             let answer = answer.map_err(|e| Status::invalid_argument(e.to_string()))?;
-            // The event store records every decision; this line is for debugging.
+            // The log records every decision; this line is for debugging.
             tracing::debug!(decision = decision_word(answer.decision.kind), rule = %answer.decision.rule_id, cells = answer.cells.len(), "answered");
             let items = std::iter::once(pb::QueryResponse { item: Some(pb::query_response::Item::Decision(answer.decision)) })
                 .chain(answer.cells.into_iter().map(|c| pb::QueryResponse { item: Some(pb::query_response::Item::Cell(c)) }))
+                .chain(receipt.map(|r| pb::QueryResponse { item: Some(pb::query_response::Item::Receipt(r)) }))
                 .map(Ok);
             Ok(Response::new(Box::pin(tokio_stream::iter(items)) as CellStream))
         }
@@ -175,25 +191,16 @@ impl pb::node_server::Node for NodeService {
         let policy = self.state.policy();
         let withdrawals = self.state.withdrawals();
         let grants = query::grants(&self.state.dict, &policy, &withdrawals, &peer.identity);
-        let mut event = Event::now("describe", &peer.identity.to_string());
-        event.decision = "ok".into();
-        event.policy_version = policy.version.clone();
-        self.state.events.append(&event).map_err(internal)?;
+        let mut entry = Entry::now("describe", &peer.identity.to_string());
+        entry.decision = "ok".into();
+        entry.policy_version = policy.version.clone();
+        self.state.log.append(&entry, None).map_err(internal)?;
         Ok(Response::new(pb::DescribeResponse {
             member: self.state.member().to_owned(),
             policy_version: policy.version.clone(),
             dictionary_version: self.state.dict.version.clone(),
             grants,
         }))
-    }
-}
-
-pub(crate) fn decision_word(kind: i32) -> &'static str {
-    match DecisionKind::try_from(kind) {
-        Ok(DecisionKind::Allowed) => "allowed",
-        Ok(DecisionKind::PartlyAllowed) => "partly-allowed",
-        Ok(DecisionKind::Refused) => "refused",
-        _ => "unspecified",
     }
 }
 
@@ -205,11 +212,11 @@ pub(crate) struct AdminService {
 }
 
 fn admin_event(state: &NodeState, kind: &str, decision: &str, detail: String) -> Result<(), Status> {
-    let mut event = Event::now(kind, "local-admin");
-    event.decision = decision.into();
-    event.policy_version = state.policy().version.clone();
-    event.detail = detail;
-    state.events.append(&event).map(|_| ()).map_err(internal)
+    let mut entry = Entry::now(kind, "local-admin");
+    entry.decision = decision.into();
+    entry.policy_version = state.policy().version.clone();
+    entry.detail = detail;
+    state.log.append(&entry, None).map(|_| ()).map_err(internal)
 }
 
 #[tonic::async_trait]
@@ -275,7 +282,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             dictionary_version: self.state.dict.version.clone(),
             observations,
             withdrawals: withdrawals.iter().map(|w| format!("{}: {} (since {})", w.id(), w.reason, w.at)).collect(),
-            events: self.state.events.len(),
+            events: self.state.log.len(),
         }))
     }
 

@@ -20,6 +20,36 @@ pub fn query_digest(query: &pb::Query) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
 }
 
+/// The canonical bytes of what a node released in answer to a query: the
+/// decision's dimensions, then one line per cell in the order sent. The log
+/// commits to these (salted) so a receipt proves exactly which figures left.
+///
+/// Line format: codes, the value's IEEE-754 bits in hex, OBS_STATUS and
+/// UNIT_MULT, separated by 0x1f; lines end with `\n`.
+pub fn released_canonical(decision: &pb::Decision, cells: &[pb::Cell]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + cells.len() * 48);
+    out.extend_from_slice(decision.dimensions.join("\x1f").as_bytes());
+    out.push(b'\n');
+    for c in cells {
+        for code in &c.key {
+            out.extend_from_slice(code.as_bytes());
+            out.push(0x1f);
+        }
+        out.extend_from_slice(format!("{:016x}\x1f{}\x1f{}\n", c.value.to_bits(), c.obs_status, c.unit_mult).as_bytes());
+    }
+    out
+}
+
+/// The word for a decision kind in logs and CLIs (`allowed`, `refused`, ...).
+pub fn decision_word(kind: i32) -> &'static str {
+    match pb::DecisionKind::try_from(kind) {
+        Ok(pb::DecisionKind::Allowed) => "allowed",
+        Ok(pb::DecisionKind::PartlyAllowed) => "partly-allowed",
+        Ok(pb::DecisionKind::Refused) => "refused",
+        _ => "unspecified",
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

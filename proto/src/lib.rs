@@ -15,7 +15,7 @@ mod query_text;
 mod resolve;
 
 pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure};
-pub use digest::query_digest;
+pub use digest::{decision_word, query_digest, released_canonical};
 pub use query_text::query_from_args;
 pub use resolve::{InvalidQuery, Resolved, resolve};
 

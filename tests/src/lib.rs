@@ -112,6 +112,25 @@ impl Pki {
         self.ca_dir.join("crl.pem")
     }
 
+    /// The signing key of log `origin` (`alo/node/MAR`, `alo/hub/alo`),
+    /// made with `tabadul-audit keygen` on first use; returns its path and
+    /// verifier key.
+    pub fn log_key(&self, origin: &str) -> Result<(PathBuf, String)> {
+        let dir = self.ca_dir.parent().unwrap_or(Path::new(".")).join("log-keys");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.key", origin.replace('/', "_")));
+        if !path.exists() {
+            run_ok(Command::new(bin("tabadul-audit")).args(["keygen", "--origin", origin, "--out"]).arg(&path))?;
+        }
+        let vkey = std::fs::read_to_string(tabadul_audit::vkey_path(&path))?.trim().to_owned();
+        Ok((path, vkey))
+    }
+
+    /// The hub log's key (the hub of the tests and the demo is `alo`).
+    pub fn hub_log_key(&self) -> Result<(PathBuf, String)> {
+        self.log_key(&format!("{NETWORK}/hub/alo"))
+    }
+
     pub fn tls_files(&self, cert: &Cert) -> TlsFiles {
         TlsFiles { ca: self.ca_cert(), cert: cert.cert.clone(), key: cert.key.clone(), crl: Some(self.crl()) }
     }
@@ -124,6 +143,8 @@ pub struct NodeDir {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub policy: PathBuf,
+    /// The verifier key of the node's log.
+    pub log_vkey: String,
 }
 
 impl NodeDir {
@@ -135,14 +156,16 @@ impl NodeDir {
         let policy_path = dir.join("policy.toml");
         std::fs::write(&policy_path, policy)?;
         let config = dir.join("node.toml");
+        let (log_key, log_vkey) = pki.log_key(&format!("{NETWORK}/node/{member}"))?;
+        let (_, hub_vkey) = pki.hub_log_key()?;
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"data\"\ndictionary = {:?}\npolicy = \"policy.toml\"\nreload_interval_ms = 200\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
-                dictionary_path(), pki.ca_cert(), cert.cert, cert.key, pki.crl()
+                "data_dir = \"data\"\ndictionary = {:?}\npolicy = \"policy.toml\"\nreload_interval_ms = 200\nlog_key = {:?}\nwitness_logs = [{:?}]\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
+                dictionary_path(), log_key, hub_vkey, pki.ca_cert(), cert.cert, cert.key, pki.crl()
             ),
         )?;
-        Ok(NodeDir { member: member.to_owned(), dir, config, policy: policy_path })
+        Ok(NodeDir { member: member.to_owned(), dir, config, policy: policy_path, log_vkey })
     }
 
     /// `tabadul-node <args> --config <this node>`.
@@ -230,17 +253,29 @@ impl Drop for Proc {
 pub struct HubMember {
     pub code: String,
     pub endpoint: String,
+    pub log_vkey: String,
+    /// Whether the node witnesses the hub's log.
+    pub witness: bool,
+}
+
+impl HubMember {
+    /// A member at `endpoint` whose log key is the one `pki` holds for it.
+    pub fn new(pki: &Pki, code: &str, endpoint: impl Into<String>) -> Result<Self> {
+        let (_, log_vkey) = pki.log_key(&format!("{NETWORK}/node/{code}"))?;
+        Ok(HubMember { code: code.to_owned(), endpoint: endpoint.into(), log_vkey, witness: true })
+    }
 }
 
 /// Writes `hub.toml` under `dir` and starts the hub.
 pub fn start_hub(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], deadline_ms: u64) -> Result<Proc> {
     std::fs::create_dir_all(dir)?;
+    let (log_key, _) = pki.hub_log_key()?;
     let mut text = format!(
-        "data_dir = \"data\"\ndictionary = {:?}\ndeadline_ms = {deadline_ms}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
-        dictionary_path(), pki.ca_cert(), hub_cert.cert, hub_cert.key, pki.crl()
+        "data_dir = \"data\"\ndictionary = {:?}\ndeadline_ms = {deadline_ms}\nlog_key = {:?}\nwitness_interval_ms = 300\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
+        dictionary_path(), log_key, pki.ca_cert(), hub_cert.cert, hub_cert.key, pki.crl()
     );
     for m in members {
-        text.push_str(&format!("\n[[member]]\ncode = {:?}\nendpoint = {:?}\n", m.code, m.endpoint));
+        text.push_str(&format!("\n[[member]]\ncode = {:?}\nendpoint = {:?}\nlog_vkey = {:?}\nwitness = {}\n", m.code, m.endpoint, m.log_vkey, m.witness));
     }
     let config = dir.join("hub.toml");
     std::fs::write(&config, text)?;
@@ -282,7 +317,7 @@ pub async fn collect(
         match m.item {
             Some(pb::query_response::Item::Decision(d)) => decision = Some(d),
             Some(pb::query_response::Item::Cell(c)) => cells.push(c),
-            None => {}
+            Some(pb::query_response::Item::Receipt(_)) | None => {}
         }
     }
     Ok((decision.ok_or_else(|| tonic::Status::data_loss("no decision"))?, cells))

@@ -36,13 +36,13 @@ fn federation(deadline_ms: u64) -> Federation {
         std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2022..=2024))).unwrap();
         run_ok(node.command(&["import"]).arg(&data)).unwrap();
         let proc = node.start().unwrap();
-        members.push(HubMember { code: member.into(), endpoint: proc.addr.to_string() });
+        members.push(HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
         nodes.insert(member.to_owned(), proc);
     }
-    members.push(HubMember { code: "LBY".into(), endpoint: dead_endpoint().unwrap() });
+    members.push(HubMember::new(&pki, "LBY", dead_endpoint().unwrap()).unwrap());
     // Never accepted: the kernel completes TCP, nobody speaks TLS.
     let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    members.push(HubMember { code: "SAU".into(), endpoint: stall.local_addr().unwrap().to_string() });
+    members.push(HubMember::new(&pki, "SAU", stall.local_addr().unwrap().to_string()).unwrap());
     let hub_cert = pki.issue("hub", "alo").unwrap();
     let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms).unwrap();
     Federation { dir, pki, nodes, hub, _stall: stall }
@@ -171,7 +171,8 @@ async fn only_operators_may_use_the_operator_api() {
     assert!(err.message().contains("XYZ is not a member"), "{}", err.message());
     // Each refused caller is on the hub's record.
     f.hub.kill();
-    let events = tabadul_audit::EventStore::open(&f.dir.path().join("hub/data/events")).unwrap();
+    let (key, _) = f.pki.hub_log_key().unwrap();
+    let events = tabadul_audit::Log::open(&f.dir.path().join("hub/data/log"), tabadul_audit::load_signer(&key).unwrap()).unwrap();
     let refused: Vec<String> = events
         .read(0, events.len())
         .unwrap()

@@ -13,7 +13,11 @@ fn the_local_federation_runs_its_demo() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SYNTHETIC"), "{text}");
     assert!(text.contains("started 21 nodes"), "{text}");
-    for expect in ["refused", "unreachable", "breakdown by SEX", "under embargo", "withdrawn", "Regional aggregate"] {
+    for expect in [
+        "refused", "unreachable", "breakdown by SEX", "under embargo", "withdrawn", "Regional aggregate",
+        // The auditor's step: both logs verify, the hub's with a witness majority.
+        "cosigned by:", "verified: no problems found", "cross-checked the hub log",
+    ] {
         assert!(text.contains(expect), "missing {expect:?}:\n{text}");
     }
 }

@@ -155,7 +155,8 @@ async fn decisions_follow_the_policy_and_name_their_rule() {
     // Every decision was recorded with its rule and policy version.
     let mut proc = f.proc;
     proc.kill();
-    let events = tabadul_audit::EventStore::open(&f.node.dir.join("data/events")).unwrap();
+    let (key, _) = f.pki.log_key("alo/node/MAR").unwrap();
+    let events = tabadul_audit::Log::open(&f.node.dir.join("data/log"), tabadul_audit::load_signer(&key).unwrap()).unwrap();
     let all = events.read(0, events.len()).unwrap();
     let queries: Vec<_> = all.iter().filter(|(_, e)| e.kind == "query").collect();
     assert_eq!(queries.len(), 12, "{all:#?}");

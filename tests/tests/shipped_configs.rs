@@ -18,4 +18,10 @@ fn example_configs_parse_and_the_policy_validates() {
     let hub = HubConfig::load(&examples.join("hub.toml")).unwrap();
     assert_eq!(hub.members.iter().map(|m| m.code.as_str()).collect::<Vec<_>>(), ["MAR", "EGY", "JOR"]);
     assert_eq!(hub.members[1].identity.as_ref().unwrap().to_string(), "spiffe://alo/node/EGY");
+    // The example keys parse, and name the logs they belong to.
+    for m in &hub.members {
+        assert_eq!(tabadul_audit::Verifier::parse(&m.log_vkey).unwrap().name(), format!("alo/node/{}", m.code));
+    }
+    assert_eq!(tabadul_audit::Verifier::parse(&node.witness_logs[0]).unwrap().name(), "alo/hub/alo");
+    assert!(!hub.members[2].witness);
 }

@@ -5,6 +5,11 @@
 //!   tonic service), same run, as a ratio.
 //! - `federation`: federated query latency over 22 local nodes against the
 //!   same query to one node, p50/p99 and their ratio.
+//! - `import`: `tabadul-node import` of a generated SDMX-CSV file.
+//! - `log`: the signed log: durable batched appends against raw RocksDB
+//!   synced `WriteBatch` puts of the same bytes from the same threads;
+//!   append-to-checkpoint latency; proofs made and verified per second;
+//!   bytes per entry; offline `verify` against bare SHA-256 of the entries.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,12 @@ enum Bench {
         #[arg(long)]
         file: std::path::PathBuf,
     },
+    Log {
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: u64,
+    },
 }
 
 const POLICY: &str = "[[rule]]\nid = \"hub\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = [\"SEX\", \"AGE\"]\n";
@@ -50,6 +61,7 @@ fn main() -> Result<()> {
         Bench::QueryRate { seconds, concurrency } => rt.block_on(query_rate(seconds, concurrency)),
         Bench::Federation { queries } => rt.block_on(federation(queries)),
         Bench::Import { rows, file } => import(rows, &file),
+        Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
     }
 }
 
@@ -153,7 +165,7 @@ async fn federation(queries: usize) -> Result<()> {
     for member in synthetic::members() {
         let node = node(&dir.path().join("nodes"), &pki, member)?;
         let proc = node.start()?;
-        members.push(HubMember { code: member.into(), endpoint: proc.addr.to_string() });
+        members.push(HubMember::new(&pki, member, proc.addr.to_string())?);
         procs.push(proc);
     }
     let hub_cert = pki.issue("hub", "alo")?;
@@ -243,5 +255,136 @@ fn import(rows: u64, file: &std::path::Path) -> Result<()> {
     run_ok(node.command(&["import"]).arg(file))?;
     let took = started.elapsed().as_secs_f64();
     println!("| tabadul-node import, {rows} observations ({:.0} MB SDMX-CSV), validated, sorted, one ingested SST | {took:.2} s | {:.0} obs/s |", size as f64 / 1e6, rows as f64 / took);
+    Ok(())
+}
+
+/// A realistic leaf: a node's record of one answered hub query.
+fn sample_entry(i: u64) -> tabadul_audit::Entry {
+    let mut e = tabadul_audit::Entry::now("query", "spiffe://alo/hub/alo");
+    e.query_digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes()));
+    e.decision = "allowed".into();
+    e.rule_id = "hub-aggregates".into();
+    e.policy_version = "mar-2026-11@3f9a0c2e1b7d".into();
+    e.released = e.query_digest.clone();
+    e.detail = format!("{} cells; allowed by rule hub-aggregates", i % 50);
+    e
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |it| {
+        it.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) }).sum()
+    })
+}
+
+fn log_bench(entries: u64, concurrency: u64) -> Result<()> {
+    use std::sync::Arc;
+    use tabadul_audit::{Log, Signer, merkle};
+    let per_thread = entries / concurrency;
+    let total = per_thread * concurrency;
+    let encoded: Arc<Vec<Vec<u8>>> = Arc::new((0..total).map(|i| sample_entry(i).encode()).collect());
+    let avg = encoded.iter().map(Vec::len).sum::<usize>() as f64 / total as f64;
+    println!("entries: {total}, {concurrency} appending threads, {avg:.0} bytes per entry");
+
+    // Raw RocksDB: the same bytes, the same threads, each put a synced WriteBatch.
+    let raw_dir = tempfile::tempdir()?;
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    let db = Arc::new(rocksdb::DB::open(&opts, raw_dir.path())?);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..concurrency {
+            let (db, encoded) = (db.clone(), encoded.clone());
+            s.spawn(move || {
+                let mut sync = rocksdb::WriteOptions::default();
+                sync.set_sync(true);
+                for i in (t * per_thread)..((t + 1) * per_thread) {
+                    let mut b = rocksdb::WriteBatch::default();
+                    b.put(i.to_be_bytes(), &encoded[i as usize]);
+                    db.write_opt(b, &sync).expect("raw write");
+                }
+            });
+        }
+    });
+    let raw_rate = total as f64 / started.elapsed().as_secs_f64();
+    drop(db);
+
+    // The log: entries, subtree hashes, a signed checkpoint per batch.
+    let log_dir = tempfile::tempdir()?;
+    let log = Arc::new(Log::open(log_dir.path(), Signer::generate("alo/node/MAR")?)?);
+    let started = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..concurrency)
+            .map(|t| {
+                let log = log.clone();
+                s.spawn(move || {
+                    let mut lat = Vec::with_capacity(per_thread as usize);
+                    for i in (t * per_thread)..((t + 1) * per_thread) {
+                        let e = sample_entry(i);
+                        let begun = Instant::now();
+                        let a = log.append(&e, Some([7; 16])).expect("append");
+                        // Acknowledged means: durable, under a signed checkpoint.
+                        assert!(a.checkpoint.checkpoint.size > a.index);
+                        lat.push(begun.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("appender")).collect()
+    });
+    let log_rate = total as f64 / started.elapsed().as_secs_f64();
+    let mut sorted = latencies;
+    sorted.sort();
+    let checkpoints = log.checkpoints(0, u64::MAX, usize::MAX)?.len();
+    println!("| durable appends/s (batched, synced, checkpoint per batch) | {log_rate:.0} |");
+    println!("| raw RocksDB synced WriteBatch puts/s, same bytes and threads | {raw_rate:.0} |");
+    println!("| ratio log / raw | {:.2} |", log_rate / raw_rate);
+    println!("| append to signed checkpoint p50 / p99 | {:.2} ms / {:.2} ms |", ms(percentile(&sorted, 0.5)), ms(percentile(&sorted, 0.99)));
+    println!("| checkpoints made (one per batch) | {checkpoints} (mean batch {:.1}) |", total as f64 / checkpoints as f64);
+
+    // Proofs from stored subtree hashes.
+    let size = log.len();
+    let n = 20_000u64;
+    let started = Instant::now();
+    let proofs: Vec<(u64, Vec<Vec<u8>>)> = (0..n)
+        .map(|k| {
+            let index = (k * 7919) % size;
+            (index, log.inclusion_proof(index, size).expect("proof").iter().map(|h| h.to_vec()).collect())
+        })
+        .collect();
+    let made = n as f64 / started.elapsed().as_secs_f64();
+    let root = log.latest().checkpoint.root;
+    let leaves: Vec<merkle::Hash> = (0..n).map(|k| log.leaf_hash((k * 7919) % size).expect("leaf")).collect();
+    let started = Instant::now();
+    for ((index, proof), leaf) in proofs.iter().zip(&leaves) {
+        merkle::verify_inclusion(*index, size, leaf, proof, &root).expect("verifies");
+    }
+    let verified = n as f64 / started.elapsed().as_secs_f64();
+    println!("| inclusion proofs made/s (tree of {size}) | {made:.0} |");
+    println!("| inclusion proofs verified/s | {verified:.0} |");
+
+    // Offline verify of everything, against hashing the same bytes.
+    let all = log.entries(0, size)?;
+    let cps = log.checkpoints(0, u64::MAX, usize::MAX)?;
+    let key = log.signer().verifier();
+    drop(log);
+    println!("| bytes stored per entry (RocksDB directory incl. WAL / entries) | {:.0} |", dir_bytes(log_dir.path()) as f64 / size as f64);
+    let scratch = tempfile::tempdir()?;
+    let info = tabadul_audit::offline::LogInfo { origin: "alo/node/MAR".into(), endpoint: String::new(), fetched_at: String::new(), size };
+    tabadul_audit::offline::LogDir::write(scratch.path(), &info, &all, &cps, &[], None)?;
+    let dir = tabadul_audit::offline::LogDir::load(scratch.path())?;
+    let started = Instant::now();
+    let report = tabadul_audit::offline::verify(&dir, &key, None);
+    let verify_rate = size as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.findings.is_empty(), "verify found {:?}", report.findings);
+    let started = Instant::now();
+    let mut acc = 0u8;
+    for e in &all {
+        acc ^= ring::digest::digest(&ring::digest::SHA256, e).as_ref()[0];
+    }
+    let sha_rate = size as f64 / started.elapsed().as_secs_f64();
+    println!("| verify entries/s ({} checkpoints) | {verify_rate:.0} |", cps.len());
+    println!("| bare SHA-256 of the same entries/s | {sha_rate:.0} (x{acc}) |");
+    println!("| ratio verify / SHA-256 | {:.2} |", verify_rate / sha_rate);
     Ok(())
 }

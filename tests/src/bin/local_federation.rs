@@ -84,7 +84,7 @@ fn main() -> Result<()> {
             running.push(proc);
             endpoint
         };
-        members.push(HubMember { code: node.member.clone(), endpoint });
+        members.push(HubMember { code: node.member.clone(), endpoint, log_vkey: node.log_vkey.clone(), witness: true });
     }
     println!("started {} nodes ({OFFLINE} is configured but offline)", running.len());
     let withdrawn = nodes.iter().find(|n| n.member == WITHDRAWN).context("withdrawn member")?;
@@ -108,6 +108,8 @@ fn main() -> Result<()> {
     )?;
     query(&format!("Unemployed persons, {LATEST_YEAR}, all members (note {EMBARGO}'s embargo)"), &["--dataflow", "UNE_PERS", "--period", &LATEST_YEAR.to_string(), "--aggregate"])?;
     query("Work permits issued by nationality, 2024 (Gulf members)", &["--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024", "--aggregate", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"])?;
+
+    audit_demo(&root, &pki, &hub, &nodes, &members)?;
 
     println!("The federation is running. Query it as the operator with, for example:\n");
     println!(
@@ -136,4 +138,46 @@ fn operator_query(hub: &Proc, pki: &Pki, cert: &Path, key: &Path) -> Command {
         .arg("--cert").arg(cert)
         .arg("--key").arg(key);
     cmd
+}
+
+/// The auditor's view: fetch the hub's log and one node's, verify them
+/// offline (the hub's against a majority-of-witnesses policy), and match
+/// the hub's receipts with the node's leaves.
+fn audit_demo(root: &Path, pki: &Pki, hub: &Proc, nodes: &[NodeDir], members: &[HubMember]) -> Result<()> {
+    let auditor = pki.issue("auditor", "court")?;
+    let audit = bin("tabadul-audit");
+    let dir = root.join("audit");
+    let fetch = |addr: &str, server: &str, out: &Path| -> Result<()> {
+        run_ok(Command::new(&audit).arg("fetch")
+            .arg("--endpoint").arg(addr).arg("--server").arg(server)
+            .arg("--ca").arg(pki.ca_cert()).arg("--crl").arg(pki.crl())
+            .arg("--cert").arg(&auditor.cert).arg("--key").arg(&auditor.key)
+            .arg("--out").arg(out))?;
+        Ok(())
+    };
+    // Witnesses cosign every few hundred milliseconds; give them a moment.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let witnesses: Vec<String> = nodes.iter().filter(|n| n.member != OFFLINE).map(|n| {
+        tabadul_audit::Verifier::parse(&n.log_vkey).map(|v| format!("witness {}", v.cosigner()))
+    }).collect::<Result<_, _>>()?;
+    let quorum = witnesses.len() / 2 + 1;
+    let policy = dir.join("witness-policy.txt");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(&policy, format!("# a majority of the member nodes must cosign\n{}\nquorum {quorum}\n", witnesses.join("\n")))?;
+    let (_, hub_vkey) = pki.hub_log_key()?;
+    fetch(&hub.addr.to_string(), "spiffe://alo/hub/alo", &dir.join("hub"))?;
+    let mar = members.iter().find(|m| m.code == "MAR").context("MAR")?;
+    fetch(&mar.endpoint, "spiffe://alo/node/MAR", &dir.join("MAR"))?;
+    println!("==> The auditor fetches and verifies the signed logs offline\n");
+    for args in [
+        vec!["verify".to_owned(), dir.join("hub").display().to_string(), "--vkey".into(), hub_vkey, "--witness-policy".into(), policy.display().to_string()],
+        vec!["verify".to_owned(), dir.join("MAR").display().to_string(), "--vkey".into(), mar.log_vkey.clone()],
+        vec!["cross-check".to_owned(), "--hub".into(), dir.join("hub").display().to_string(), "--hub-identity".into(), "spiffe://alo/hub/alo".into(), "--node".into(), format!("MAR={}", dir.join("MAR").display())],
+    ] {
+        println!("    tabadul-audit {}", args.join(" "));
+        let out = Command::new(&audit).args(&args).output()?;
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+        anyhow::ensure!(out.status.success(), "audit step failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }

@@ -1,0 +1,257 @@
+//! The leaf encoding: one exchange event as canonical text, version 1.
+//!
+//! ```text
+//! tabadul-exchange/v1
+//! time 1763894400123
+//! kind query
+//! peer spiffe://alo/hub/alo
+//! query 3f1a…(hex SHA-256 of the query)
+//! decision allowed
+//! rule hub-aggregates
+//! policy 2026-11-01.3
+//! released 9c0e…(hex SHA-256, salted, of what was released)
+//! detail 12 cells; allowed by rule hub-aggregates
+//! receipt MAR 41 5be2…(leaf hash hex) 42
+//! ```
+//!
+//! Every field line appears once, in this order; `receipt` lines (hub
+//! leaves only) follow, sorted by member. A line is `key value`, or `key`
+//! alone when the value is empty. Values hold no control characters
+//! (the encoder turns them into spaces). An encoding is valid only if
+//! re-encoding its parse gives the same bytes, so each entry has exactly
+//! one spelling, and a leaf hash commits to one meaning.
+//!
+//! No data values: `released` is `SHA-256("tabadul-released/v1" ‖ salt ‖
+//! canonical cells)`, where the 16-byte salt is kept beside the log, never
+//! in it. Whoever holds the released figures and the salt (the receiving
+//! hub) can prove what was released; an auditor shown the log learns
+//! nothing about the figures.
+
+use crate::Error;
+use crate::merkle::Hash;
+
+/// The first line of every version-1 leaf.
+pub const MAGIC_V1: &str = "tabadul-exchange/v1";
+
+/// One exchange event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Entry {
+    /// Unix time in milliseconds.
+    pub time_ms: i64,
+    /// `query`, `describe`, `withdraw`, `reinstate`, `import`,
+    /// `policy-load`, `federated-query`, `witness`.
+    pub kind: String,
+    /// The verified identity of the requester, or `local-admin`/`local`.
+    pub peer: String,
+    pub query_digest: String,
+    /// `allowed`, `partly-allowed`, `refused`, `invalid`, `ok`, `failed`, ...
+    pub decision: String,
+    pub rule_id: String,
+    pub policy_version: String,
+    /// Salted digest of what was released (hex), empty when nothing was.
+    pub released: String,
+    /// A short human explanation (a refusal reason, member statuses, ...).
+    pub detail: String,
+    /// Hub leaves: the node receipts the answer was built on.
+    pub receipts: Vec<ReceiptRef>,
+}
+
+/// A node's receipt as the hub records it: enough to find and check the
+/// node's leaf (`cross-check`) without the node's salt.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct ReceiptRef {
+    pub member: String,
+    pub index: u64,
+    #[serde(with = "hex_hash")]
+    pub leaf_hash: Hash,
+    /// Size of the node checkpoint that proved inclusion.
+    pub tree_size: u64,
+}
+
+mod hex_hash {
+    pub fn serialize<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(h))
+    }
+}
+
+impl Entry {
+    /// An entry stamped with the current time.
+    pub fn now(kind: &str, peer: &str) -> Self {
+        Entry {
+            time_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+            kind: kind.to_owned(),
+            peer: peer.to_owned(),
+            ..Entry::default()
+        }
+    }
+
+    /// The canonical version-1 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(256);
+        out.push_str(MAGIC_V1);
+        out.push('\n');
+        let mut field = |key: &str, value: &str| {
+            out.push_str(key);
+            let value = clean(value);
+            if !value.is_empty() {
+                out.push(' ');
+                out.push_str(&value);
+            }
+            out.push('\n');
+        };
+        field("time", &self.time_ms.to_string());
+        field("kind", &self.kind);
+        field("peer", &self.peer);
+        field("query", &self.query_digest);
+        field("decision", &self.decision);
+        field("rule", &self.rule_id);
+        field("policy", &self.policy_version);
+        field("released", &self.released);
+        field("detail", &self.detail);
+        let mut receipts = self.receipts.clone();
+        receipts.sort();
+        for r in &receipts {
+            field("receipt", &format!("{} {} {} {}", clean(&r.member).replace(' ', "_"), r.index, hex::encode(r.leaf_hash), r.tree_size));
+        }
+        out.into_bytes()
+    }
+
+    /// Parses canonical version-1 bytes; anything else is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let bad = |why: String| Error::Entry(why);
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
+        let body = text.strip_suffix('\n').ok_or_else(|| bad("does not end with a newline".into()))?;
+        let mut lines = body.split('\n');
+        match lines.next() {
+            Some(MAGIC_V1) => {}
+            other => return Err(bad(format!("first line {other:?} is not {MAGIC_V1:?}"))),
+        }
+        let mut next = |key: &str| -> Result<String, Error> {
+            let line = lines.next().ok_or_else(|| bad(format!("missing line {key:?}")))?;
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            if k != key {
+                return Err(bad(format!("line {line:?}: expected {key:?}")));
+            }
+            Ok(v.to_owned())
+        };
+        let time = next("time")?;
+        let mut e = Entry {
+            time_ms: time.parse().map_err(|_| bad(format!("time {time:?} is not an integer")))?,
+            kind: next("kind")?,
+            peer: next("peer")?,
+            query_digest: next("query")?,
+            decision: next("decision")?,
+            rule_id: next("rule")?,
+            policy_version: next("policy")?,
+            released: next("released")?,
+            detail: next("detail")?,
+            receipts: Vec::new(),
+        };
+        for line in lines {
+            let rest = line.strip_prefix("receipt ").ok_or_else(|| bad(format!("unexpected line {line:?}")))?;
+            let parts: Vec<&str> = rest.split(' ').collect();
+            let [member, index, hash, size] = parts[..] else {
+                return Err(bad(format!("receipt {rest:?} is not: member index leaf-hash tree-size")));
+            };
+            let leaf_hash = hex::decode(hash).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| bad(format!("receipt leaf hash {hash:?} is not 32 hex bytes")))?;
+            e.receipts.push(ReceiptRef {
+                member: member.to_owned(),
+                index: index.parse().map_err(|_| bad(format!("receipt index {index:?}")))?,
+                leaf_hash,
+                tree_size: size.parse().map_err(|_| bad(format!("receipt tree size {size:?}")))?,
+            });
+        }
+        if e.encode() != bytes {
+            return Err(bad("not in canonical form".into()));
+        }
+        Ok(e)
+    }
+}
+
+fn clean(value: &str) -> String {
+    value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned()
+}
+
+/// A fresh random salt for [`released_digest`].
+pub fn new_salt() -> [u8; 16] {
+    let mut salt = [0u8; 16];
+    // The system random source does not fail on supported platforms; a
+    // zero salt would still give a correct (if guessable) commitment.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+    salt
+}
+
+/// The salted commitment to released content (see the module docs).
+/// `canonical` is the released content in a canonical encoding chosen by
+/// the caller (`tabadul-proto` defines the one for query answers).
+pub fn released_digest(salt: &[u8], canonical: &[u8]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"tabadul-released/v1");
+    ctx.update(salt);
+    ctx.update(canonical);
+    hex::encode(ctx.finish())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry {
+            time_ms: 1_763_894_400_123,
+            kind: "federated-query".into(),
+            peer: "spiffe://alo/operator/analyst".into(),
+            query_digest: "ab".repeat(32),
+            decision: "ok".into(),
+            rule_id: String::new(),
+            policy_version: String::new(),
+            released: "cd".repeat(32),
+            detail: "MAR=answered\nEGY=refused".into(),
+            receipts: vec![
+                ReceiptRef { member: "MAR".into(), index: 9, leaf_hash: [2; 32], tree_size: 10 },
+                ReceiptRef { member: "EGY".into(), index: 0, leaf_hash: [1; 32], tree_size: 4 },
+            ],
+        }
+    }
+
+    #[test]
+    fn encoding_is_canonical_and_round_trips() {
+        let e = sample();
+        let bytes = e.encode();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with("tabadul-exchange/v1\ntime 1763894400123\nkind federated-query\n"), "{text}");
+        assert!(text.contains("\nrule\npolicy\n"), "empty values are bare keys: {text}");
+        assert!(text.contains("detail MAR=answered EGY=refused\n"), "control characters become spaces: {text}");
+        let egy = text.find("receipt EGY").unwrap();
+        assert!(egy < text.find("receipt MAR").unwrap(), "receipts sorted by member");
+        let back = Entry::decode(&bytes).unwrap();
+        assert_eq!(back.encode(), bytes);
+        assert_eq!(back.receipts.len(), 2);
+    }
+
+    #[test]
+    fn non_canonical_or_malformed_bytes_are_rejected() {
+        let good = String::from_utf8(sample().encode()).unwrap();
+        for (bad, why) in [
+            (good.replacen("kind", "kinds", 1), "expected"),
+            (good.replacen("time 1", "time 01", 1), "canonical"),
+            (good.replacen("\nrule\n", "\nrule \n", 1), "canonical"),
+            (good.trim_end().to_owned(), "newline"),
+            (good.replacen("tabadul-exchange/v1", "tabadul-exchange/v2", 1), "first line"),
+            (good.replacen("receipt EGY 0", "receipt EGY x", 1), "index"),
+            (format!("{good}extra\n"), "unexpected"),
+        ] {
+            let e = Entry::decode(bad.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_released_digest_depends_on_salt_and_content() {
+        let a = released_digest(&[1; 16], b"cells");
+        assert_eq!(a, released_digest(&[1; 16], b"cells"));
+        assert_ne!(a, released_digest(&[2; 16], b"cells"));
+        assert_ne!(a, released_digest(&[1; 16], b"cellz"));
+    }
+}

@@ -1,0 +1,351 @@
+//! `tabadul-audit`: the auditor's tool. Fetch a log over mutual TLS,
+//! verify it offline, cross-check hub receipts against node logs, pin a
+//! log's checkpoints and catch forks.
+//!
+//! Exit codes: 0 verified, 1 tampered (or a fork found), 2 could not check.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tabadul_audit::offline::{self, FetchedProof, Finding, FraudProof, LogDir, LogInfo, WitnessPolicy};
+use tabadul_audit::{Checkpoint, Verifier, merkle};
+use tabadul_certs::Identity;
+use tabadul_certs::tls::{self, Expect, TlsFiles};
+use tabadul_proto::pb;
+use tabadul_proto::pb::audit_client::AuditClient;
+
+const VERIFIED: u8 = 0;
+const TAMPERED: u8 = 1;
+const COULD_NOT_CHECK: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "tabadul-audit", version, about = "Verify Tabadul's signed exchange logs")]
+struct Cli {
+    /// JSON output instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Remote {
+    /// The log's server, host:port (a node or the hub).
+    #[arg(long)]
+    endpoint: String,
+    /// Identity the server must present, e.g. spiffe://alo/node/MAR.
+    #[arg(long)]
+    server: Identity,
+    #[arg(long, env = "TABADUL_CA")]
+    ca: PathBuf,
+    /// The auditor's certificate.
+    #[arg(long, env = "TABADUL_CERT")]
+    cert: PathBuf,
+    #[arg(long, env = "TABADUL_KEY")]
+    key: PathBuf,
+    #[arg(long, env = "TABADUL_CRL")]
+    crl: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a log signing key (mode 0600) and its verifier key (<out>.vkey).
+    Keygen {
+        /// The log's origin: <network>/node/<ISO3> or <network>/hub/<id>.
+        #[arg(long)]
+        origin: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Download a log's entries, checkpoints and proofs into a directory.
+    Fetch {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a fetched directory offline.
+    Verify {
+        dir: PathBuf,
+        /// The log's verifier key, or @file.
+        #[arg(long)]
+        vkey: String,
+        /// k-of-n witness policy file (`witness <vkey>` lines, `quorum <k>`).
+        #[arg(long)]
+        witness_policy: Option<PathBuf>,
+    },
+    /// Match the hub's receipts with node logs, both ways.
+    CrossCheck {
+        /// The hub's fetched directory.
+        #[arg(long)]
+        hub: PathBuf,
+        /// The hub's identity as nodes log it (spiffe://alo/hub/alo).
+        #[arg(long)]
+        hub_identity: Identity,
+        /// MEMBER=DIR, repeatable: fetched node directories.
+        #[arg(long = "node", value_parser = parse_member_dir)]
+        nodes: Vec<(String, PathBuf)>,
+    },
+    /// Check the log's latest checkpoint against the one pinned in
+    /// `--state`; pin it if consistent, write a fraud proof if not.
+    Watch {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        vkey: String,
+        /// Where the pinned checkpoint is kept.
+        #[arg(long)]
+        state: PathBuf,
+        /// Where a fraud proof is written when a fork is found.
+        #[arg(long, default_value = "fraud-proof.json")]
+        fraud_proof: PathBuf,
+    },
+    /// Check a fraud proof written by `watch`; needs nothing else.
+    CheckFraud { file: PathBuf },
+}
+
+fn parse_member_dir(s: &str) -> Result<(String, PathBuf), String> {
+    let (m, d) = s.split_once('=').ok_or_else(|| format!("{s:?} is not MEMBER=DIR"))?;
+    Ok((m.to_owned(), PathBuf::from(d)))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "outcome": "could-not-check", "error": format!("{e:#}") }));
+            } else {
+                eprintln!("could not check: {e:#}");
+            }
+            ExitCode::from(COULD_NOT_CHECK)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let json = cli.json;
+    match cli.command {
+        Command::Keygen { origin, out } => {
+            let vkey = tabadul_audit::generate_signer(&origin, &out).with_context(|| format!("writing {}", out.display()))?;
+            // The verifier key is public; the signing key never leaves the file.
+            println!("{vkey}");
+            Ok(VERIFIED)
+        }
+        Command::Fetch { remote, out } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let info = rt.block_on(fetch(&remote, &out))?;
+            if json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else {
+                println!("fetched {} entries of {} into {}", info.size, info.origin, out.display());
+            }
+            Ok(VERIFIED)
+        }
+        Command::Verify { dir, vkey, witness_policy } => {
+            let key = offline::read_vkey(&vkey).context("reading --vkey")?;
+            let policy = witness_policy
+                .map(|p| {
+                    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+                    WitnessPolicy::parse(&text).with_context(|| format!("parsing {}", p.display()))
+                })
+                .transpose()?;
+            let log = LogDir::load(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            let report = offline::verify(&log, &key, policy.as_ref());
+            let code = if report.findings.is_empty() { VERIFIED } else { TAMPERED };
+            if json {
+                println!("{}", serde_json::json!({ "outcome": outcome(code), "report": report }));
+            } else {
+                println!("{}: {} entries, {} checkpoints, verified up to size {}", report.origin, report.entries, report.checkpoints, report.verified_size);
+                if !report.witnessed_by.is_empty() {
+                    println!("cosigned by: {}", report.witnessed_by.join(", "));
+                }
+                print_findings(&report.findings);
+            }
+            Ok(code)
+        }
+        Command::CrossCheck { hub, hub_identity, nodes } => {
+            let hub = LogDir::load(&hub).with_context(|| format!("reading {}", hub.display()))?;
+            let mut dirs = BTreeMap::new();
+            for (member, dir) in nodes {
+                dirs.insert(member, LogDir::load(&dir).with_context(|| format!("reading {}", dir.display()))?);
+            }
+            let findings = offline::cross_check(&hub, &dirs, &hub_identity.to_string());
+            let code = if findings.is_empty() { VERIFIED } else { TAMPERED };
+            if json {
+                println!("{}", serde_json::json!({ "outcome": outcome(code), "findings": findings }));
+            } else {
+                println!("cross-checked the hub log ({} entries) with {} node logs", hub.entries.len(), dirs.len());
+                print_findings(&findings);
+            }
+            Ok(code)
+        }
+        Command::Watch { remote, vkey, state, fraud_proof } => {
+            let key = offline::read_vkey(&vkey).context("reading --vkey")?;
+            let rt = tokio::runtime::Runtime::new()?;
+            let (code, message) = rt.block_on(watch(&remote, &key, &state, &fraud_proof))?;
+            if json {
+                println!("{}", serde_json::json!({ "outcome": outcome(code), "message": message }));
+            } else {
+                println!("{message}");
+            }
+            Ok(code)
+        }
+        Command::CheckFraud { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let proof: FraudProof = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+            let (code, message) = match offline::check_fraud(&proof) {
+                Ok(why) => (TAMPERED, format!("fraud proven: {why}")),
+                Err(e) => (VERIFIED, format!("no fraud shown: {e}")),
+            };
+            if json {
+                println!("{}", serde_json::json!({ "outcome": if code == TAMPERED { "fraud-proven" } else { "no-fraud" }, "message": message }));
+            } else {
+                println!("{message}");
+            }
+            Ok(code)
+        }
+    }
+}
+
+fn outcome(code: u8) -> &'static str {
+    match code {
+        VERIFIED => "verified",
+        TAMPERED => "tampered",
+        _ => "could-not-check",
+    }
+}
+
+fn print_findings(findings: &[Finding]) {
+    if findings.is_empty() {
+        println!("verified: no problems found");
+    } else {
+        println!("TAMPERED: {} problem(s)", findings.len());
+        for f in findings {
+            println!("  {f}");
+        }
+    }
+}
+
+fn client(remote: &Remote) -> anyhow::Result<AuditClient<tonic::transport::Channel>> {
+    let files = TlsFiles { ca: remote.ca.clone(), cert: remote.cert.clone(), key: remote.key.clone(), crl: remote.crl.clone() };
+    let channel = tls::channel(&remote.endpoint, Expect::Identity(remote.server.clone()), tls::client_config(&files)?, Duration::from_secs(5))?;
+    Ok(AuditClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+fn status(what: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what}: the server said {:?}: {}", s.code(), s.message())
+}
+
+async fn fetch(remote: &Remote, out: &Path) -> anyhow::Result<LogInfo> {
+    let mut c = client(remote)?;
+    let latest = c.checkpoint(pb::CheckpointRequest { size: 0 }).await.map_err(status("latest checkpoint"))?.into_inner();
+    let top = offline::peek(&latest.checkpoint).context("the latest checkpoint is malformed")?;
+    let mut entries = Vec::with_capacity(top.size as usize);
+    while (entries.len() as u64) < top.size {
+        let start = entries.len() as u64;
+        let got = c.entries(pb::EntriesRequest { start, end: top.size }).await.map_err(status("entries"))?.into_inner().entries;
+        anyhow::ensure!(!got.is_empty(), "the server returned no entries from {start} though its checkpoint has {}", top.size);
+        entries.extend(got);
+    }
+    let mut checkpoints: Vec<(u64, String)> = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = c
+            .checkpoints(pb::CheckpointsRequest { from_size: from, to_size: top.size, limit: 0 })
+            .await
+            .map_err(status("checkpoints"))?
+            .into_inner()
+            .checkpoints;
+        let Some(last) = page.last() else { break };
+        let last_size = offline::peek(last).context("a checkpoint is malformed")?.size;
+        for note in page {
+            // A malformed one is kept under a name verify will flag.
+            let size = offline::peek(&note).map_or(u64::MAX, |c| c.size);
+            checkpoints.push((size, note));
+        }
+        if last_size >= top.size {
+            break;
+        }
+        from = last_size + 1;
+    }
+    let mut proofs = Vec::new();
+    for pair in checkpoints.windows(2) {
+        let (old, new) = (pair[0].0, pair[1].0);
+        if old == 0 || old >= new || new == u64::MAX {
+            continue;
+        }
+        let p = c.consistency_proof(pb::ConsistencyProofRequest { old_size: old, new_size: new }).await.map_err(status("consistency proof"))?.into_inner();
+        proofs.push(FetchedProof { old, new, hashes: p.hashes.iter().map(hex::encode).collect() });
+    }
+    let info = LogInfo {
+        origin: top.origin.clone(),
+        endpoint: remote.endpoint.clone(),
+        fetched_at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        size: top.size,
+    };
+    let cosigned = (!latest.cosigned.is_empty()).then_some(latest.cosigned.as_str());
+    LogDir::write(out, &info, &entries, &checkpoints, &proofs, cosigned)?;
+    Ok(info)
+}
+
+async fn watch(remote: &Remote, key: &Verifier, state: &Path, fraud_path: &Path) -> anyhow::Result<(u8, String)> {
+    let mut c = client(remote)?;
+    let latest = c.checkpoint(pb::CheckpointRequest { size: 0 }).await.map_err(status("latest checkpoint"))?.into_inner().checkpoint;
+    let (new, _) = Checkpoint::open(&latest, key).context("the log's latest checkpoint does not verify")?;
+    let pinned = match std::fs::read_to_string(state) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", state.display()))),
+    };
+    let pin = |note: &str| -> anyhow::Result<()> {
+        let tmp = state.with_extension("tmp");
+        std::fs::write(&tmp, note).and_then(|()| std::fs::rename(&tmp, state)).with_context(|| format!("writing {}", state.display()))
+    };
+    let Some(pinned) = pinned else {
+        pin(&latest)?;
+        return Ok((VERIFIED, format!("pinned {} at size {} (first sight)", new.origin, new.size)));
+    };
+    let (old, _) = Checkpoint::open(&pinned, key).context("the pinned checkpoint does not verify with this key")?;
+    let (proof, verdict) = if old.size > new.size {
+        (Vec::new(), Err(format!("the log went back from size {} to {}", old.size, new.size)))
+    } else if old.size == new.size || old.size == 0 {
+        let same = old.size == 0 || old.root == new.root;
+        (Vec::new(), if same { Ok(()) } else { Err(format!("two different roots for size {}", new.size)) })
+    } else {
+        match c.consistency_proof(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size }).await {
+            Ok(p) => {
+                let hashes = p.into_inner().hashes;
+                let v = merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).map_err(|e| format!("no valid consistency proof from {} to {}: {e}", old.size, new.size));
+                (hashes, v)
+            }
+            Err(s) => (Vec::new(), Err(format!("the log could not prove consistency from {} to {}: {}", old.size, new.size, s.message()))),
+        }
+    };
+    match verdict {
+        Ok(()) => {
+            pin(&latest)?;
+            Ok((VERIFIED, format!("{} grew consistently from size {} to {}; pinned", new.origin, old.size, new.size)))
+        }
+        Err(reason) => {
+            let fraud = FraudProof {
+                origin: new.origin.clone(),
+                vkey: key.to_string(),
+                pinned,
+                conflicting: latest,
+                consistency_proof: proof.iter().map(hex::encode).collect(),
+                reason: reason.clone(),
+            };
+            std::fs::write(fraud_path, serde_json::to_string_pretty(&fraud)?).with_context(|| format!("writing {}", fraud_path.display()))?;
+            Ok((TAMPERED, format!("FORK: {reason}; fraud proof written to {}", fraud_path.display())))
+        }
+    }
+}

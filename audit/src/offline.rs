@@ -1,0 +1,434 @@
+//! What an auditor does without a network: verify a fetched log directory,
+//! cross-check the hub's receipts against node logs, and check fraud proofs.
+//!
+//! A log directory (written by `tabadul-audit fetch`):
+//! - `log.json`: origin, where and when it was fetched;
+//! - `entries.bin`: every entry, each as a u32 big-endian length and the bytes;
+//! - `checkpoints/<size>.note`: every signed checkpoint the log made;
+//! - `proofs.json`: consistency proofs between successive checkpoints, as
+//!   the log served them;
+//! - `cosigned.note`: the latest checkpoint with witness cosignatures (hub).
+//!
+//! Every check reports what failed where ([`Finding`]); nothing stops at
+//! the first problem.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::entry::Entry;
+use crate::merkle::{self, Frontier, Hash};
+use crate::note::{Note, Verifier};
+use crate::Error;
+
+/// `log.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogInfo {
+    pub origin: String,
+    pub endpoint: String,
+    pub fetched_at: String,
+    pub size: u64,
+}
+
+/// A consistency proof as fetched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchedProof {
+    pub old: u64,
+    pub new: u64,
+    pub hashes: Vec<String>,
+}
+
+/// One thing that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// `entry`, `checkpoint`, `proof`, `witness`, `file`, `receipt`, `orphan`.
+    pub what: String,
+    /// Where: an entry index, a checkpoint size, a file name, ...
+    pub at: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.what, self.at, self.reason)
+    }
+}
+
+fn finding(what: &str, at: impl std::fmt::Display, reason: impl Into<String>) -> Finding {
+    Finding { what: what.to_owned(), at: at.to_string(), reason: reason.into() }
+}
+
+/// k-of-n witness policy: lines `witness <vkey>` (cosigner keys, type
+/// 0x04) and `quorum <k>`; `#` starts a comment.
+#[derive(Debug, Clone)]
+pub struct WitnessPolicy {
+    pub witnesses: Vec<Verifier>,
+    pub quorum: usize,
+}
+
+impl WitnessPolicy {
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let mut witnesses = Vec::new();
+        let mut quorum = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let bad = |why: String| Error::Invalid(format!("witness policy line {}: {why}", n + 1));
+            match line.split_once(' ') {
+                None if line.is_empty() => {}
+                Some(("witness", vkey)) => {
+                    let v = Verifier::parse(vkey.trim()).map_err(|e| bad(e.to_string()))?;
+                    if !v.is_cosigner() {
+                        return Err(bad(format!("{} is not a cosignature key (type 0x04)", v.name())));
+                    }
+                    witnesses.push(v);
+                }
+                Some(("quorum", k)) => quorum = Some(k.trim().parse().map_err(|_| bad(format!("quorum {k:?} is not a number")))?),
+                _ => return Err(bad(format!("expected `witness <vkey>` or `quorum <k>`, found {line:?}"))),
+            }
+        }
+        let quorum = quorum.ok_or_else(|| Error::Invalid("witness policy has no `quorum` line".into()))?;
+        if quorum == 0 || quorum > witnesses.len() {
+            return Err(Error::Invalid(format!("quorum {quorum} of {} witnesses is not satisfiable", witnesses.len())));
+        }
+        Ok(WitnessPolicy { witnesses, quorum })
+    }
+}
+
+/// A log directory, loaded.
+#[derive(Debug)]
+pub struct LogDir {
+    pub path: PathBuf,
+    pub info: LogInfo,
+    pub entries: Vec<Vec<u8>>,
+    /// By size: the note text as found.
+    pub checkpoints: BTreeMap<u64, String>,
+    pub proofs: Vec<FetchedProof>,
+    pub cosigned: Option<String>,
+    /// Problems found while reading (framing, names): tampering, not I/O.
+    pub damage: Vec<Finding>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+impl LogDir {
+    /// Reads a directory. I/O failures (missing files) are errors: the
+    /// log could not be checked. Damaged contents are findings.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let info_path = dir.join("log.json");
+        let info: LogInfo = serde_json::from_slice(&read(&info_path)?)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", info_path.display())))?;
+        let mut damage = Vec::new();
+        let raw = read(&dir.join("entries.bin"))?;
+        let mut entries = Vec::new();
+        let mut at = 0usize;
+        while at < raw.len() {
+            let Some(len) = raw.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
+                damage.push(finding("file", "entries.bin", format!("truncated length at byte {at} (after entry {})", entries.len())));
+                break;
+            };
+            let Some(bytes) = raw.get(at + 4..at + 4 + len) else {
+                damage.push(finding("file", "entries.bin", format!("entry {} at byte {at} claims {len} bytes; the file ends first", entries.len())));
+                break;
+            };
+            entries.push(bytes.to_vec());
+            at += 4 + len;
+        }
+        let mut checkpoints = BTreeMap::new();
+        let cdir = dir.join("checkpoints");
+        for item in std::fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))? {
+            let item = item.map_err(|e| Error::io(&cdir, e))?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            let Some(size) = name.strip_suffix(".note").and_then(|s| s.parse::<u64>().ok()) else {
+                damage.push(finding("file", format!("checkpoints/{name}"), "not named <size>.note"));
+                continue;
+            };
+            let bytes = read(&item.path())?;
+            match String::from_utf8(bytes) {
+                Ok(text) => {
+                    checkpoints.insert(size, text);
+                }
+                Err(_) => damage.push(finding("checkpoint", size, "not UTF-8")),
+            }
+        }
+        let proofs_path = dir.join("proofs.json");
+        let proofs = match std::fs::read(&proofs_path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                damage.push(finding("file", "proofs.json", e.to_string()));
+                Vec::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&proofs_path, e)),
+        };
+        let cosigned = match std::fs::read_to_string(dir.join("cosigned.note")) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&dir.join("cosigned.note"), e)),
+        };
+        Ok(LogDir { path: dir.to_owned(), info, entries, checkpoints, proofs, cosigned, damage })
+    }
+
+    /// Writes a directory (what `fetch` produces).
+    pub fn write(dir: &Path, info: &LogInfo, entries: &[Vec<u8>], checkpoints: &[(u64, String)], proofs: &[FetchedProof], cosigned: Option<&str>) -> Result<(), Error> {
+        let cdir = dir.join("checkpoints");
+        std::fs::create_dir_all(&cdir).map_err(|e| Error::io(&cdir, e))?;
+        let mut framed = Vec::with_capacity(entries.iter().map(|e| e.len() + 4).sum());
+        for e in entries {
+            framed.extend_from_slice(&(e.len() as u32).to_be_bytes());
+            framed.extend_from_slice(e);
+        }
+        let put = |path: PathBuf, bytes: &[u8]| std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e));
+        put(dir.join("entries.bin"), &framed)?;
+        for (size, note) in checkpoints {
+            put(cdir.join(format!("{size}.note")), note.as_bytes())?;
+        }
+        put(dir.join("proofs.json"), serde_json::to_string_pretty(proofs).unwrap_or_default().as_bytes())?;
+        if let Some(c) = cosigned {
+            put(dir.join("cosigned.note"), c.as_bytes())?;
+        }
+        // log.json last: its presence marks a complete fetch.
+        put(dir.join("log.json"), serde_json::to_string_pretty(info).unwrap_or_default().as_bytes())?;
+        Ok(())
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub origin: String,
+    pub entries: u64,
+    pub checkpoints: usize,
+    /// Largest checkpoint size whose signature and root verified.
+    pub verified_size: u64,
+    /// Witnesses whose cosignature on `cosigned.note` verified.
+    pub witnessed_by: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+/// Verifies a log directory against the log's key and, optionally, a
+/// witness policy.
+pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) -> Report {
+    let mut findings = dir.damage.clone();
+    if dir.info.origin != log_key.name() {
+        findings.push(finding("file", "log.json", format!("origin {:?} is not the key's {:?}", dir.info.origin, log_key.name())));
+    }
+    // Leaves, and the root at every checkpoint size.
+    let mut leaf_hashes: Vec<Hash> = Vec::with_capacity(dir.entries.len());
+    for (i, bytes) in dir.entries.iter().enumerate() {
+        if let Err(e) = Entry::decode(bytes) {
+            findings.push(finding("entry", i, e.to_string()));
+        }
+        leaf_hashes.push(merkle::leaf_hash(bytes));
+    }
+    let roots = roots_at(&leaf_hashes, dir.checkpoints.keys().copied());
+    let mut verified_size = 0;
+    let mut last_good = 0;
+    let mut good: BTreeMap<u64, Checkpoint> = BTreeMap::new();
+    for (&size, text) in &dir.checkpoints {
+        let cp = match Checkpoint::open(text, log_key) {
+            Ok((cp, _)) => cp,
+            Err(e) => {
+                findings.push(finding("checkpoint", size, e.to_string()));
+                continue;
+            }
+        };
+        if cp.size != size {
+            findings.push(finding("checkpoint", size, format!("file holds the checkpoint of size {}", cp.size)));
+            continue;
+        }
+        match roots.get(&size) {
+            None => findings.push(finding("checkpoint", size, format!("covers {size} entries, but only {} were found", dir.entries.len()))),
+            Some(root) if *root != cp.root => {
+                // Everything below the last verified checkpoint is sound, so
+                // the change is in the entries since.
+                let culprit = if size - last_good == 1 {
+                    format!("entry {last_good} was changed")
+                } else {
+                    format!("one of entries {last_good}..{size} was changed, added or removed")
+                };
+                findings.push(finding("checkpoint", size, format!("signed root does not match entries 0..{size}: {culprit}")));
+            }
+            Some(_) => {
+                verified_size = verified_size.max(size);
+                last_good = size;
+                good.insert(size, cp);
+            }
+        }
+    }
+    if dir.checkpoints.is_empty() {
+        findings.push(finding("checkpoint", "-", "the directory holds no checkpoints"));
+    }
+    // The proofs the log served must agree with its own checkpoints.
+    for p in &dir.proofs {
+        if !dir.checkpoints.contains_key(&p.old) || !dir.checkpoints.contains_key(&p.new) {
+            findings.push(finding("proof", format!("{}->{}", p.old, p.new), "names a tree size with no checkpoint in the directory"));
+            continue;
+        }
+        // A proof between checkpoints that already failed adds nothing.
+        let (Some(a), Some(b)) = (good.get(&p.old), good.get(&p.new)) else { continue };
+        let hashes: Result<Vec<Vec<u8>>, _> = p.hashes.iter().map(hex::decode).collect();
+        let ok = hashes.map_err(|e| e.to_string()).and_then(|h| {
+            merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &h).map_err(|e| e.to_string())
+        });
+        if let Err(e) = ok {
+            findings.push(finding("proof", format!("{}->{}", p.old, p.new), format!("consistency proof served by the log does not verify: {e}")));
+        }
+    }
+    let mut witnessed_by = Vec::new();
+    if let Some(text) = &dir.cosigned {
+        match Checkpoint::open(text, log_key) {
+            Err(e) => findings.push(finding("witness", "cosigned.note", e.to_string())),
+            Ok((cp, note)) => {
+                let n = cp.size as usize;
+                if n > leaf_hashes.len() {
+                    findings.push(finding("witness", "cosigned.note", format!("cosigned size {n} is beyond the {} entries fetched", leaf_hashes.len())));
+                } else if merkle::root(&leaf_hashes[..n]) != cp.root {
+                    findings.push(finding("witness", "cosigned.note", format!("cosigned root for size {n} does not match the entries")));
+                }
+                if let Some(policy) = policy {
+                    for w in &policy.witnesses {
+                        if note.verify_by(w).is_ok() {
+                            witnessed_by.push(w.name().to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(policy) = policy
+        && witnessed_by.len() < policy.quorum
+    {
+        findings.push(finding("witness", "cosigned.note", format!(
+            "{} of the required {} witnesses cosigned{}", witnessed_by.len(), policy.quorum,
+            if dir.cosigned.is_none() { " (no cosigned checkpoint in the directory)" } else { "" })));
+    }
+    Report {
+        origin: dir.info.origin.clone(),
+        entries: dir.entries.len() as u64,
+        checkpoints: dir.checkpoints.len(),
+        verified_size,
+        witnessed_by,
+        findings,
+    }
+}
+
+/// The root after each of `sizes` leaves (those within the leaves given).
+fn roots_at(leaves: &[Hash], sizes: impl Iterator<Item = u64>) -> BTreeMap<u64, Hash> {
+    let wanted: BTreeSet<u64> = sizes.collect();
+    let mut out = BTreeMap::new();
+    let mut f = Frontier::default();
+    if wanted.contains(&0) {
+        out.insert(0, f.root());
+    }
+    for leaf in leaves {
+        f.push(*leaf, |_, _, _| {});
+        if wanted.contains(&f.size()) {
+            out.insert(f.size(), f.root());
+        }
+    }
+    out
+}
+
+/// Matches the hub's receipts with node logs, both ways. `nodes` maps a
+/// member code to its log directory; `hub_peer` is the hub's identity as
+/// nodes record it (`spiffe://alo/hub/alo`).
+pub fn cross_check(hub: &LogDir, nodes: &BTreeMap<String, LogDir>, hub_peer: &str) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut referenced: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    let mut last_hub_time = i64::MIN;
+    for (i, bytes) in hub.entries.iter().enumerate() {
+        let Ok(entry) = Entry::decode(bytes) else {
+            findings.push(finding("entry", format!("hub {i}"), "not a valid entry (run verify)"));
+            continue;
+        };
+        last_hub_time = last_hub_time.max(entry.time_ms);
+        for r in &entry.receipts {
+            let Some(node) = nodes.get(&r.member) else { continue };
+            referenced.entry(node.info.origin.as_str()).or_default().insert(r.index);
+            let at = format!("hub {i} -> {} {}", r.member, r.index);
+            match node.entries.get(r.index as usize) {
+                None => findings.push(finding("receipt", at, format!("the node log has no entry {} (it holds {})", r.index, node.entries.len()))),
+                Some(leaf) if merkle::leaf_hash(leaf) != r.leaf_hash => {
+                    findings.push(finding("receipt", at, "the node's entry at that index is not the one the receipt names (leaf hash differs)"))
+                }
+                Some(leaf) => match Entry::decode(leaf) {
+                    Ok(e) if e.peer != hub_peer => findings.push(finding("receipt", at, format!("the node logged this answer for {}, not the hub", e.peer))),
+                    Ok(_) => {}
+                    Err(e) => findings.push(finding("receipt", at, e.to_string())),
+                },
+            }
+        }
+    }
+    for (member, node) in nodes {
+        let seen = referenced.get(node.info.origin.as_str());
+        for (i, bytes) in node.entries.iter().enumerate() {
+            let Ok(e) = Entry::decode(bytes) else { continue };
+            // Answers the node gave the hub, up to the hub's last entry.
+            let answered = e.kind == "query" && e.peer == hub_peer && e.decision != "invalid";
+            if answered && e.time_ms <= last_hub_time && !seen.is_some_and(|s| s.contains(&(i as u64))) {
+                findings.push(finding("orphan", format!("{member} {i}"), format!(
+                    "the node answered the hub ({} under rule {:?}, query {}) but no hub entry holds its receipt",
+                    e.decision, e.rule_id, e.query_digest.get(..16).unwrap_or(&e.query_digest))));
+            }
+        }
+    }
+    findings
+}
+
+/// Evidence that a log signed two histories that cannot both be true.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FraudProof {
+    pub origin: String,
+    pub vkey: String,
+    /// The checkpoint pinned earlier.
+    pub pinned: String,
+    /// The later checkpoint that does not extend it.
+    pub conflicting: String,
+    /// The consistency proof the log served from `pinned` to `conflicting`, if any.
+    pub consistency_proof: Vec<String>,
+    pub reason: String,
+}
+
+/// Checks a fraud proof: both checkpoints signed by the key, and no
+/// consistency between them. Ok(explanation) if the fraud is proven.
+pub fn check_fraud(proof: &FraudProof) -> Result<String, Error> {
+    let key = Verifier::parse(&proof.vkey)?;
+    let (a, _) = Checkpoint::open(&proof.pinned, &key)?;
+    let (b, _) = Checkpoint::open(&proof.conflicting, &key)?;
+    let (old, new) = if a.size <= b.size { (&a, &b) } else { (&b, &a) };
+    if old.size == new.size {
+        return if old.root == new.root {
+            Err(Error::Invalid("both checkpoints are the same tree: no fraud".into()))
+        } else {
+            Ok(format!("{} signed two different roots for tree size {}", a.origin, a.size))
+        };
+    }
+    if old.size == 0 {
+        return Err(Error::Invalid("every tree extends the empty tree: no fraud".into()));
+    }
+    let hashes: Vec<Vec<u8>> = proof.consistency_proof.iter().map(hex::decode).collect::<Result<_, _>>().map_err(|e| Error::Invalid(e.to_string()))?;
+    match merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes) {
+        Ok(()) => Err(Error::Invalid("the proof shows the checkpoints are consistent: no fraud".into())),
+        Err(e) => Ok(format!(
+            "{} signed tree {} and tree {}, and the consistency proof it served does not verify ({e}); an honest log can always prove consistency",
+            a.origin, old.size, new.size)),
+    }
+}
+
+/// Whether a verifier string names a log key or cosigner key that parses;
+/// accepts the key itself or `@path` to a file holding it.
+pub fn read_vkey(arg: &str) -> Result<Verifier, Error> {
+    if let Some(path) = arg.strip_prefix('@') {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(Path::new(path), e))?;
+        return Verifier::parse(text.trim());
+    }
+    Verifier::parse(arg)
+}
+
+/// Parses the note of a checkpoint without checking signatures.
+pub fn peek(note: &str) -> Result<Checkpoint, Error> {
+    Checkpoint::parse(&Note::parse(note)?.text)
+}

@@ -1,0 +1,416 @@
+//! The signed logs end to end: receipts checked by the hub, logs fetched
+//! and verified offline by an auditor, tampering, dropped leaves, a forked
+//! hub, and a node killed while appending.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tabadul_audit::offline::{self, LogDir, WitnessPolicy};
+use tabadul_audit::{Checkpoint, Entry, Verifier, merkle};
+use tabadul_proto::pb::{self, MemberState};
+use tabadul_tests::{Cert, HubMember, NodeDir, Pki, Proc, bin, eventually, hub_client, node_client, run_ok, start_hub, synthetic};
+
+const POLICY: &str = "[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = []\n";
+
+struct Net {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    nodes: BTreeMap<String, (NodeDir, Proc)>,
+    auditor: Cert,
+}
+
+fn network(members: &[&str]) -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let mut nodes = BTreeMap::new();
+    for member in members {
+        let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, POLICY).unwrap();
+        let data = node.dir.join("data.csv");
+        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2023..=2024))).unwrap();
+        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        let proc = node.start().unwrap();
+        nodes.insert((*member).to_owned(), (node, proc));
+    }
+    let auditor = pki.issue("auditor", "court").unwrap();
+    Net { dir, pki, nodes, auditor }
+}
+
+impl Net {
+    fn members(&self) -> Vec<HubMember> {
+        self.nodes.iter().map(|(m, (_, p))| HubMember::new(&self.pki, m, p.addr.to_string()).unwrap()).collect()
+    }
+
+    fn hub(&self, name: &str, members: &[HubMember]) -> Proc {
+        let cert = self.pki.issue("hub", "alo").unwrap();
+        start_hub(&self.dir.path().join(name), &self.pki, &cert, members, 3000).unwrap()
+    }
+
+    fn audit(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(bin("tabadul-audit")).args(args).output().unwrap();
+        (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
+    fn remote_args(&self, addr: std::net::SocketAddr, server: &str) -> Vec<String> {
+        let mut args = vec!["--endpoint".into(), addr.to_string(), "--server".into(), server.into()];
+        for (flag, path) in [("--ca", self.pki.ca_cert()), ("--cert", self.auditor.cert.clone()), ("--key", self.auditor.key.clone()), ("--crl", self.pki.crl())] {
+            args.push(flag.into());
+            args.push(path.display().to_string());
+        }
+        args
+    }
+
+    /// `tabadul-audit fetch` into a fresh directory.
+    fn fetch(&self, addr: std::net::SocketAddr, server: &str, name: &str) -> PathBuf {
+        let out = self.dir.path().join("fetched").join(name);
+        let mut args: Vec<String> = vec!["fetch".into()];
+        args.extend(self.remote_args(addr, server));
+        args.extend(["--out".into(), out.display().to_string()]);
+        let (code, text) = self.audit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "fetch failed: {text}");
+        out
+    }
+}
+
+fn query(flow: &str, period: &str) -> pb::FederatedQueryRequest {
+    pb::FederatedQueryRequest {
+        query: Some(pb::Query { dataflow: flow.into(), start_period: period.into(), end_period: period.into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn vkey_of(pki: &Pki, origin: &str) -> String {
+    pki.log_key(origin).unwrap().1
+}
+
+#[tokio::test]
+async fn receipts_are_checked_logged_and_verifiable_by_an_auditor() {
+    let net = network(&["MAR", "EGY"]);
+    let hub = net.hub("hub", &net.members());
+    let operator = net.pki.issue("operator", "analyst").unwrap();
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+
+    // Every member's answer carries a receipt the hub checked; the hub's own
+    // receipt lists them and verifies with the hub's published key.
+    let r = client.federated_query(query("UNE_PERS", "2024")).await.unwrap().into_inner();
+    let hub_key = Verifier::parse(&net.pki.hub_log_key().unwrap().1).unwrap();
+    let own = tabadul_audit::receipt::verify(r.receipt.as_ref().unwrap(), &hub_key).unwrap();
+    assert_eq!(own.entry.kind, "federated-query");
+    assert_eq!(own.entry.receipts.len(), 2, "{:?}", own.entry);
+    for m in &r.members {
+        assert_eq!(m.state, MemberState::Answered as i32, "{m:?}");
+        let key = Verifier::parse(&vkey_of(&net.pki, &format!("alo/node/{}", m.member))).unwrap();
+        let v = tabadul_audit::receipt::verify(m.receipt.as_ref().unwrap(), &key).unwrap();
+        assert_eq!(v.entry.peer, "spiffe://alo/hub/alo");
+        assert_eq!(v.entry.query_digest, r.query_digest);
+        // The operator holding the figures and the salt can prove what was released.
+        let cells: Vec<pb::Cell> = r.cells.iter().filter(|c| c.key[0] == m.member).cloned().collect();
+        let d = pb::Decision { dimensions: r.dimensions.clone(), ..Default::default() };
+        let proven = tabadul_audit::released_digest(&m.receipt.as_ref().unwrap().salt, &tabadul_proto::released_canonical(&d, &cells));
+        assert_eq!(v.entry.released, proven);
+        assert!(own.entry.receipts.iter().any(|x| x.member == m.member && x.leaf_hash == v.leaf_hash));
+        // No figure is in the leaf.
+        let leaf = String::from_utf8(m.receipt.as_ref().unwrap().entry.clone()).unwrap();
+        for c in &cells {
+            assert!(!leaf.contains(&format!("{}", c.value)), "a value leaked into the log: {leaf}");
+        }
+    }
+    client.federated_query(query("UNE_RATE", "2023")).await.unwrap();
+
+    // The witnesses (both nodes) cosign the hub's checkpoint.
+    let policy_path = net.dir.path().join("witnesses.txt");
+    let policy = format!(
+        "# both nodes must cosign\nwitness {}\nwitness {}\nquorum 2\n",
+        Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner(),
+        Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner()
+    );
+    std::fs::write(&policy_path, &policy).unwrap();
+    let witnessed = eventually(Duration::from_secs(15), async || {
+        let d = net.fetch(hub.addr, "spiffe://alo/hub/alo", "hub-w");
+        let log = LogDir::load(&d).unwrap();
+        let r = offline::verify(&log, &hub_key, Some(&WitnessPolicy::parse(&policy).unwrap()));
+        r.findings.is_empty() && log.info.size >= 2
+    })
+    .await;
+    assert!(witnessed, "the hub's checkpoint never got both cosignatures");
+
+    // The auditor fetches all three logs and verifies them offline.
+    let hub_dir = net.fetch(hub.addr, "spiffe://alo/hub/alo", "hub");
+    let hub_vkey = net.pki.hub_log_key().unwrap().1;
+    let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey, "--witness-policy", policy_path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("verified: no problems found") && text.contains("cosigned by:"), "{text}");
+    assert!(text.contains("alo/node/MAR") && text.contains("alo/node/EGY"), "{text}");
+    let mut node_dirs = Vec::new();
+    for (member, (_, proc)) in &net.nodes {
+        let d = net.fetch(proc.addr, &format!("spiffe://alo/node/{member}"), member);
+        let (code, text) = net.audit(&["verify", d.to_str().unwrap(), "--vkey", &vkey_of(&net.pki, &format!("alo/node/{member}"))]);
+        assert_eq!(code, 0, "{member}: {text}");
+        node_dirs.push(format!("{member}={}", d.display()));
+    }
+    let mut args = vec!["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo"];
+    for d in &node_dirs {
+        args.extend(["--node", d]);
+    }
+    let (code, text) = net.audit(&args);
+    assert_eq!(code, 0, "{text}");
+
+    // A wrong key, or a witness policy the checkpoint cannot meet, fails.
+    let other = vkey_of(&net.pki, "alo/node/MAR");
+    let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &other]);
+    assert_eq!(code, 1, "{text}");
+    let strict = net.dir.path().join("strict.txt");
+    let outsider = tabadul_audit::Signer::generate("alo/node/JOR").unwrap().cosignature_verifier();
+    std::fs::write(&strict, format!("{policy}witness {outsider}\nquorum 3\n")).unwrap();
+    let (code, text) = net.audit(&["--json", "verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey, "--witness-policy", strict.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("2 of the required 3 witnesses"), "{text}");
+    // A directory that is not there could not be checked.
+    let (code, text) = net.audit(&["verify", "/nonexistent/dir", "--vkey", &hub_vkey]);
+    assert_eq!(code, 2, "{text}");
+
+    // Nodes serve their log to auditors; operators and the hub's entries
+    // requests are refused.
+    let (_, mar) = &net.nodes["MAR"];
+    let mut args: Vec<String> = vec!["fetch".into()];
+    let mut remote = net.remote_args(mar.addr, "spiffe://alo/node/MAR");
+    let pos = remote.iter().position(|a| a == "--cert").unwrap();
+    remote[pos + 1] = operator.cert.display().to_string();
+    remote[pos + 3] = operator.key.display().to_string();
+    args.extend(remote);
+    args.extend(["--out".into(), net.dir.path().join("op").display().to_string()]);
+    let (code, text) = net.audit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("PermissionDenied"), "{text}");
+}
+
+/// Flips one byte at `offset` of `path`.
+fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("checkpoints")).unwrap();
+    for item in walk(from) {
+        let rel = item.strip_prefix(from).unwrap();
+        std::fs::copy(&item, to.join(rel)).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn any_flipped_byte_and_any_dropped_leaf_is_reported() {
+    let net = network(&["MAR"]);
+    let hub = net.hub("hub", &net.members());
+    let operator = net.pki.issue("operator", "analyst").unwrap();
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    for year in ["2023", "2024"] {
+        for flow in ["UNE_PERS", "LF_PERS", "UNE_RATE"] {
+            client.federated_query(query(flow, year)).await.unwrap();
+        }
+    }
+    let (_, mar) = &net.nodes["MAR"];
+    let node_dir = net.fetch(mar.addr, "spiffe://alo/node/MAR", "MAR");
+    let hub_dir = net.fetch(hub.addr, "spiffe://alo/hub/alo", "hub");
+    let key = Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap();
+    assert!(offline::verify(&LogDir::load(&node_dir).unwrap(), &key, None).findings.is_empty());
+
+    // Every byte of every entry and checkpoint, flipped one at a time.
+    let scratch = net.dir.path().join("scratch");
+    let files: Vec<PathBuf> = walk(&node_dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "bin" || e == "note")).collect();
+    let mut flips = 0;
+    for file in &files {
+        let len = std::fs::metadata(file).unwrap().len() as usize;
+        let rel = file.strip_prefix(&node_dir).unwrap();
+        for offset in 0..len {
+            let _ = std::fs::remove_dir_all(&scratch);
+            copy_dir(&node_dir, &scratch);
+            flip(&scratch.join(rel), offset);
+            let report = offline::verify(&LogDir::load(&scratch).unwrap(), &key, None);
+            assert!(!report.findings.is_empty(), "flipping byte {offset} of {} went unnoticed", rel.display());
+            flips += 1;
+        }
+    }
+    assert!(flips > 1000, "only {flips} flips tried");
+    // And through the binary, with a precise report.
+    let _ = std::fs::remove_dir_all(&scratch);
+    copy_dir(&node_dir, &scratch);
+    let entries = LogDir::load(&node_dir).unwrap().entries;
+    let offset = 4 + entries[0].len() + 4 + 30; // inside entry 1
+    flip(&scratch.join("entries.bin"), offset);
+    let (code, text) = net.audit(&["verify", scratch.to_str().unwrap(), "--vkey", &key.to_string()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("TAMPERED") && text.contains("entry 1"), "{text}");
+
+    // Drop a leaf the hub holds a receipt for: cross-check names it.
+    let hub_log = LogDir::load(&hub_dir).unwrap();
+    let receipted: Vec<u64> = hub_log.entries.iter().filter_map(|e| Entry::decode(e).ok()).flat_map(|e| e.receipts).map(|r| r.index).collect();
+    let victim = receipted[2] as usize;
+    let mut dropped = entries.clone();
+    dropped.remove(victim);
+    let dropped_dir = net.dir.path().join("dropped");
+    let info = LogDir::load(&node_dir).unwrap().info;
+    let checkpoints: Vec<(u64, String)> = LogDir::load(&node_dir).unwrap().checkpoints.into_iter().collect();
+    offline::LogDir::write(&dropped_dir, &info, &dropped, &checkpoints, &[], None).unwrap();
+    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", dropped_dir.display())]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("-> MAR {victim}")), "{text}");
+    // And the other way round: a node answer the hub never logged is an orphan.
+    let mut hub_entries = hub_log.entries.clone();
+    let pos = hub_entries.iter().position(|e| Entry::decode(e).unwrap().receipts.iter().any(|r| r.index == receipted[0])).unwrap();
+    hub_entries.remove(pos);
+    let hub_dropped = net.dir.path().join("hub-dropped");
+    offline::LogDir::write(&hub_dropped, &hub_log.info, &hub_entries, &[], &[], None).unwrap();
+    let (code, text) = net.audit(&["--json", "cross-check", "--hub", hub_dropped.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", node_dir.display())]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"orphan\"") && text.contains(&format!("MAR {}", receipted[0])), "{text}");
+}
+
+#[tokio::test]
+async fn a_hub_showing_two_histories_to_two_witnesses_is_caught() {
+    let net = network(&["MAR", "EGY"]);
+    // One hub key, two data directories: the hub forks its log and shows
+    // one branch to MAR, the other to EGY.
+    let mut to_mar = net.members();
+    to_mar.iter_mut().for_each(|m| m.witness = m.code == "MAR");
+    let mut to_egy = net.members();
+    to_egy.iter_mut().for_each(|m| m.witness = m.code == "EGY");
+    let a = net.hub("hub-a", &to_mar);
+    let b = net.hub("hub-b", &to_egy);
+    let operator = net.pki.issue("operator", "analyst").unwrap();
+    hub_client(a.addr, &net.pki.tls_files(&operator)).unwrap().federated_query(query("UNE_PERS", "2024")).await.unwrap();
+    hub_client(b.addr, &net.pki.tls_files(&operator)).unwrap().federated_query(query("LF_PERS", "2023")).await.unwrap();
+
+    // Each witness, seeing one branch only, cosigns it.
+    let hub_vkey = net.pki.hub_log_key().unwrap().1;
+    let hub_key = Verifier::parse(&hub_vkey).unwrap();
+    let mar_w = Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner();
+    let egy_w = Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner();
+    let policy = WitnessPolicy::parse(&format!("witness {mar_w}\nwitness {egy_w}\nquorum 2\n")).unwrap();
+    let one_each = eventually(Duration::from_secs(15), async || {
+        let da = LogDir::load(&net.fetch(a.addr, "spiffe://alo/hub/alo", "a")).unwrap();
+        let db = LogDir::load(&net.fetch(b.addr, "spiffe://alo/hub/alo", "b")).unwrap();
+        offline::verify(&da, &hub_key, Some(&policy)).witnessed_by == ["alo/node/MAR"]
+            && offline::verify(&db, &hub_key, Some(&policy)).witnessed_by == ["alo/node/EGY"]
+    })
+    .await;
+    assert!(one_each, "each branch should carry its own witness's cosignature");
+    // Caught 1: under a 2-of-2 policy neither branch verifies.
+    for name in ["a", "b"] {
+        let r = offline::verify(&LogDir::load(&net.dir.path().join("fetched").join(name)).unwrap(), &hub_key, Some(&policy));
+        assert!(r.findings.iter().any(|f| f.what == "witness" && f.reason.contains("1 of the required 2")), "{:?}", r.findings);
+    }
+    // Caught 2: a witness shown the other branch refuses to cosign it.
+    let b_cp = LogDir::load(&net.dir.path().join("fetched/b")).unwrap();
+    let b_latest = b_cp.checkpoints.values().last().unwrap().clone();
+    let hub_cert = net.pki.issue("hub", "alo").unwrap();
+    let channel = tabadul_certs::tls::channel(
+        &net.nodes["MAR"].1.addr.to_string(),
+        tabadul_certs::tls::Expect::Identity("spiffe://alo/node/MAR".parse().unwrap()),
+        tabadul_certs::tls::client_config(&net.pki.tls_files(&hub_cert)).unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut witness = pb::witness_client::WitnessClient::new(channel);
+    let size = offline::peek(&b_latest).unwrap().size;
+    let err = witness
+        .add_checkpoint(pb::AddCheckpointRequest { old_size: size, consistency_proof: vec![], checkpoint: b_latest.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert!(err.message().contains("conflicting root") || err.message().contains("not consistent"), "{}", err.message());
+    // Caught 3: an auditor who pinned branch A and then meets branch B
+    // writes a fraud proof that anyone can check.
+    let state = net.dir.path().join("pin");
+    let fraud = net.dir.path().join("fraud.json");
+    let watch = |addr: std::net::SocketAddr| {
+        let mut args: Vec<String> = vec!["watch".into()];
+        args.extend(net.remote_args(addr, "spiffe://alo/hub/alo"));
+        args.extend(["--vkey".into(), hub_vkey.clone(), "--state".into(), state.display().to_string(), "--fraud-proof".into(), fraud.display().to_string()]);
+        net.audit(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, text) = watch(a.addr);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = watch(b.addr);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("FORK"), "{text}");
+    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("fraud proven"), "{text}");
+    // A doctored fraud proof (both sides the same checkpoint) proves nothing.
+    let mut doctored: offline::FraudProof = serde_json::from_str(&std::fs::read_to_string(&fraud).unwrap()).unwrap();
+    doctored.conflicting = doctored.pinned.clone();
+    std::fs::write(&fraud, serde_json::to_string(&doctored).unwrap()).unwrap();
+    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+}
+
+#[tokio::test]
+async fn kill_9_while_appending_loses_no_acknowledged_entry() {
+    let mut net = network(&["MAR"]);
+    let hub_cert = net.pki.issue("hub", "alo").unwrap();
+    let files = net.pki.tls_files(&hub_cert);
+    let (node, mut proc) = net.nodes.remove("MAR").unwrap();
+    let key = Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap();
+    // 16 concurrent clients query as fast as they can, keeping every receipt.
+    let receipts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<pb::Receipt>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let receipts = receipts.clone();
+        let mut client = node_client(proc.addr, &files, "MAR").unwrap();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let q = pb::Query { dataflow: "UNE_PERS".into(), start_period: "2024".into(), end_period: "2024".into(), ..Default::default() };
+                let Ok(stream) = client.query(q).await else { return };
+                let mut stream = stream.into_inner();
+                while let Ok(Some(m)) = stream.message().await {
+                    if let Some(pb::query_response::Item::Receipt(r)) = m.item {
+                        receipts.lock().unwrap().push(r);
+                    }
+                }
+            }
+        }));
+    }
+    let busy = eventually(Duration::from_secs(20), async || receipts.lock().unwrap().len() >= 300).await;
+    assert!(busy, "load never got going");
+    // Crash mid-append: no chance to flush anything.
+    proc.signal("-KILL").unwrap();
+    let _ = proc.child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acknowledged = receipts.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 300);
+    // Restart on the same data: the log verifies and holds every entry
+    // whose receipt left the node, under checkpoints consistent with the
+    // ones those receipts carried.
+    let restarted = node.start().unwrap();
+    let out = net.fetch(restarted.addr, "spiffe://alo/node/MAR", "after-crash");
+    let log = LogDir::load(&out).unwrap();
+    let report = offline::verify(&log, &key, None);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    let leaves: Vec<merkle::Hash> = log.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    for r in &acknowledged {
+        assert_eq!(leaves.get(r.index as usize), Some(&merkle::leaf_hash(&r.entry)), "acknowledged entry {} lost", r.index);
+        let (cp, _) = Checkpoint::open(&r.checkpoint, &key).unwrap();
+        assert!(cp.size as usize <= leaves.len());
+        assert_eq!(merkle::root(&leaves[..cp.size as usize]), cp.root, "checkpoint {} was rewritten", cp.size);
+    }
+    // And the restarted log keeps appending where it stopped.
+    let mut client = node_client(restarted.addr, &files, "MAR").unwrap();
+    tabadul_tests::collect(&mut client, pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() }).await.unwrap();
+}
