@@ -168,6 +168,85 @@ impl Entry {
     }
 }
 
+const FIELDS: [&str; 9] = ["time", "kind", "peer", "query", "decision", "rule", "policy", "released", "detail"];
+
+/// Checks that `bytes` are a canonical version-1 entry without building
+/// one: what an audit does for every entry, so it allocates nothing. It
+/// accepts exactly what [`Entry::decode`] accepts (a test flips every byte
+/// of sample entries to hold the two together).
+pub fn check(bytes: &[u8]) -> Result<(), Error> {
+    let bad = |why: &str| Err(Error::Entry(why.to_owned()));
+    let Ok(text) = std::str::from_utf8(bytes) else { return bad("not UTF-8") };
+    let Some(body) = text.strip_suffix('\n') else { return bad("does not end with a newline") };
+    if has_control(body.as_bytes()) {
+        return bad("not in canonical form");
+    }
+    let mut lines = body.split('\n');
+    if lines.next() != Some(MAGIC_V1) {
+        return bad("first line is not tabadul-exchange/v1");
+    }
+    for key in FIELDS {
+        let Some(line) = lines.next() else { return bad("missing line") };
+        let (k, v) = match line.split_once(' ') {
+            // An empty value is written as the bare key, never `key `.
+            Some((_, "")) => return bad("not in canonical form"),
+            Some((k, v)) => (k, v),
+            None => (line, ""),
+        };
+        if k != key {
+            return bad("field out of order");
+        }
+        if !canonical_value(v) {
+            return bad("not in canonical form");
+        }
+        if key == "time" {
+            let digits = v.strip_prefix('-').unwrap_or(v);
+            if !canonical_int(digits) || v == "-0" || v.parse::<i64>().is_err() {
+                return bad("time is not a canonical integer");
+            }
+        }
+    }
+    let mut previous: Option<(&str, u64, &str, u64)> = None;
+    for line in lines {
+        let Some(rest) = line.strip_prefix("receipt ") else { return bad("unexpected line") };
+        let mut parts = rest.split(' ');
+        let (Some(member), Some(index), Some(hash), Some(size), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return bad("receipt is not: member index leaf-hash tree-size");
+        };
+        if member.is_empty() || !canonical_value(member) || !canonical_int(index) || !canonical_int(size) {
+            return bad("receipt not in canonical form");
+        }
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return bad("receipt leaf hash is not 32 lowercase hex bytes");
+        }
+        let (Ok(index), Ok(size)) = (index.parse::<u64>(), size.parse::<u64>()) else { return bad("receipt number out of range") };
+        let this = (member, index, hash, size);
+        if previous.is_some_and(|p| p > this) {
+            return bad("receipts not sorted");
+        }
+        previous = Some(this);
+    }
+    Ok(())
+}
+
+/// Whether UTF-8 `bytes` hold a control character other than `\n`:
+/// C0 (below 0x20), DEL, or C1 (U+0080..U+009F, encoded 0xC2 0x80..0x9F).
+fn has_control(bytes: &[u8]) -> bool {
+    let c0 = bytes.iter().fold(false, |found, &b| found | ((b < 0x20 && b != b'\n') | (b == 0x7f)));
+    c0 || (bytes.contains(&0xc2) && bytes.windows(2).any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1])))
+}
+
+/// What [`clean`] leaves unchanged, for a value already known to hold no
+/// control character: no whitespace at either end.
+fn canonical_value(v: &str) -> bool {
+    !v.starts_with(char::is_whitespace) && !v.ends_with(char::is_whitespace)
+}
+
+/// Decimal digits without a leading zero (`0` itself allowed).
+fn canonical_int(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && (v == "0" || !v.starts_with('0'))
+}
+
 fn clean(value: &str) -> String {
     value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned()
 }
@@ -244,6 +323,31 @@ mod tests {
         ] {
             let e = Entry::decode(bad.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn check_accepts_exactly_what_decode_accepts() {
+        let mut samples = vec![sample().encode(), Entry { time_ms: -5, ..sample() }.encode(), Entry::default().encode()];
+        samples.push(Entry { time_ms: 0, detail: "x".into(), ..Entry::default() }.encode());
+        for bytes in samples {
+            assert!(check(&bytes).is_ok() && Entry::decode(&bytes).is_ok());
+            for i in 0..bytes.len() {
+                for delta in [0x01u8, 0x20, 0x0b, 0x80] {
+                    let mut m = bytes.clone();
+                    m[i] ^= delta;
+                    assert_eq!(check(&m).is_ok(), Entry::decode(&m).is_ok(), "byte {i} ^ {delta:#x}: {:?}", String::from_utf8_lossy(&m));
+                }
+                let mut shorter = bytes.clone();
+                shorter.remove(i);
+                assert_eq!(check(&shorter).is_ok(), Entry::decode(&shorter).is_ok(), "without byte {i}");
+                let mut longer = bytes.clone();
+                longer.insert(i, b' ');
+                assert_eq!(check(&longer).is_ok(), Entry::decode(&longer).is_ok(), "space at {i}");
+                let mut zero = bytes.clone();
+                zero.insert(i, b'0');
+                assert_eq!(check(&zero).is_ok(), Entry::decode(&zero).is_ok(), "zero at {i}: {:?}", String::from_utf8_lossy(&zero));
+            }
         }
     }
 

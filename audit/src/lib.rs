@@ -31,7 +31,7 @@ use std::path::PathBuf;
 
 pub use checkpoint::Checkpoint;
 pub use entry::{Entry, ReceiptRef, new_salt, released_digest};
-pub use log::{Appended, Log, SignedCheckpoint};
+pub use log::{Appended, Log, LogOptions, SignedCheckpoint};
 pub use note::{Note, Signer, Verifier};
 
 /// Why a log operation or a check failed.
@@ -116,4 +116,27 @@ pub fn vkey_path(key: &std::path::Path) -> PathBuf {
     let mut name = key.as_os_str().to_owned();
     name.push(".vkey");
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.key");
+        let vkey = generate_signer("alo/node/MAR", &path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_signer(&path).unwrap().verifier(), vkey);
+        assert_eq!(std::fs::read_to_string(vkey_path(&path)).unwrap().trim(), vkey.to_string());
+        assert!(generate_signer("alo/node/MAR", &path).is_err(), "an existing key was overwritten");
+        assert_eq!(load_signer(&path).unwrap().verifier(), vkey);
+        // A key others can read is refused, with the fix in the message.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_signer(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
 }

@@ -11,14 +11,21 @@
 //!
 //! Appends are group-committed: callers queue entries, one of them (the
 //! leader) extends the tree, signs a checkpoint for the new size, and writes
-//! entries, hashes and checkpoint in one synced RocksDB batch. So every
-//! acknowledged entry is on disk with a checkpoint covering it, and a crash
-//! leaves either all of a batch or none of it.
+//! entries and hashes in one synced RocksDB batch. So every acknowledged
+//! entry is on disk, and its caller holds a signed checkpoint covering it
+//! (for the receipt); a crash leaves either all of a batch or none of it.
+//!
+//! Checkpoints are *published* (stored in `checkpoints`, listed to
+//! auditors) at most once per [`LogOptions::publish_interval`], in the same
+//! batch as the entries they cover, and when the log is closed. Publishing
+//! every batch's checkpoint would make an audit cost one signature check
+//! per batch; the unpublished ones are still signed statements that any
+//! holder can check against the log.
 //!
 //! Recovery runs the normal commit path: it loads the frontier of the last
-//! checkpoint and replays any entries found beyond it (none, with atomic
-//! batches, but a store restored from a file-level copy may have some)
-//! through the same [`Log::commit`] that appends use.
+//! published checkpoint and replays the entries written after it through
+//! the same [`Log::commit`] that appends use, which signs and publishes a
+//! checkpoint for the recovered size.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -57,6 +64,20 @@ pub struct SignedCheckpoint {
     pub note: String,
 }
 
+/// Tuning of a [`Log`].
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Least time between two published checkpoints. Zero publishes the
+    /// checkpoint of every batch.
+    pub publish_interval: std::time::Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { publish_interval: std::time::Duration::from_secs(1) }
+    }
+}
+
 /// The log. Cheap to share behind an `Arc`; appends from many threads
 /// batch together.
 #[derive(Debug)]
@@ -64,8 +85,11 @@ pub struct Log {
     path: PathBuf,
     db: DB,
     signer: Signer,
+    options: LogOptions,
     state: Mutex<AppendState>,
     written: Condvar,
+    /// False only in tests that simulate a crash.
+    publish_on_drop: bool,
 }
 
 #[derive(Debug)]
@@ -82,6 +106,9 @@ struct AppendState {
     /// The durable tree and its latest checkpoint.
     frontier: Frontier,
     latest: Arc<SignedCheckpoint>,
+    /// Size of the last published checkpoint, and when it was published.
+    published: u64,
+    published_at: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -94,6 +121,10 @@ struct Pending {
 impl Log {
     /// Opens (or creates) the log whose origin is the signer's name.
     pub fn open(path: &Path, signer: Signer) -> Result<Self, Error> {
+        Self::open_with(path, signer, LogOptions::default())
+    }
+
+    pub fn open_with(path: &Path, signer: Signer, options: LogOptions) -> Result<Self, Error> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -104,8 +135,19 @@ impl Log {
             path: path.to_owned(),
             db,
             signer,
-            state: Mutex::new(AppendState { next: 0, pending: Vec::new(), writing: false, failed: None, frontier: Frontier::default(), latest: empty }),
+            options,
+            state: Mutex::new(AppendState {
+                next: 0,
+                pending: Vec::new(),
+                writing: false,
+                failed: None,
+                frontier: Frontier::default(),
+                latest: empty,
+                published: 0,
+                published_at: std::time::Instant::now(),
+            }),
             written: Condvar::new(),
+            publish_on_drop: true,
         };
         log.recover()?;
         Ok(log)
@@ -122,8 +164,8 @@ impl Log {
                     self.path.display(), String::from_utf8_lossy(&stored))))
             }
         }
-        // Start from the last checkpoint: its size and root are what the
-        // stored hashes must reproduce.
+        // Start from the last published checkpoint: its size and root are
+        // what the stored hashes must reproduce.
         let (size, root) = match self.last(CHECKPOINTS)? {
             Some((size, note)) => {
                 let text = String::from_utf8(note).map_err(|_| self.corrupt(size, "checkpoint is not UTF-8"))?;
@@ -151,18 +193,20 @@ impl Log {
             replay.push(Pending { index, bytes: bytes.to_vec(), salt });
         }
         if !replay.is_empty() {
-            tracing::warn!(entries = replay.len(), from = size, "replaying entries written after the last checkpoint");
+            tracing::info!(entries = replay.len(), from = size, "replaying the entries written after the last published checkpoint");
         }
         let had_checkpoint = root.is_some();
         let mut state = self.lock();
         state.frontier = frontier;
         state.next = size;
+        state.published = size;
         if !replay.is_empty() || !had_checkpoint {
             // An empty log gets its size-0 checkpoint here, so there is
-            // always a latest checkpoint to serve.
-            let (frontier, latest) = self.commit(&state.frontier, &replay)?;
+            // always a published checkpoint to serve.
+            let (frontier, latest) = self.commit(&state.frontier, &replay, true)?;
             state.frontier = frontier;
             state.next = state.frontier.size();
+            state.published = state.next;
             state.latest = latest;
         } else {
             let (_, note) = self.last(CHECKPOINTS)?.ok_or_else(|| self.corrupt(size, "checkpoint vanished"))?;
@@ -174,9 +218,10 @@ impl Log {
     }
 
     /// Extends `frontier` by `batch`, signs the new checkpoint, and writes
-    /// entries, salts, subtree hashes and the checkpoint in one synced
-    /// batch. The only writer of tree data, for appends and recovery alike.
-    fn commit(&self, frontier: &Frontier, batch: &[Pending]) -> Result<(Frontier, Arc<SignedCheckpoint>), Error> {
+    /// entries, salts, subtree hashes and (if `publish`) the checkpoint in
+    /// one synced batch. The only writer of tree data, for appends and
+    /// recovery alike.
+    fn commit(&self, frontier: &Frontier, batch: &[Pending], publish: bool) -> Result<(Frontier, Arc<SignedCheckpoint>), Error> {
         let mut frontier = frontier.clone();
         let mut wb = WriteBatch::default();
         for p in batch {
@@ -189,7 +234,9 @@ impl Log {
         }
         let checkpoint = Checkpoint { origin: self.signer.name().to_owned(), size: frontier.size(), root: frontier.root(), extensions: vec![] };
         let note = self.signer.sign(&checkpoint.body())?;
-        wb.put_cf(self.cf(CHECKPOINTS), checkpoint.size.to_be_bytes(), note.as_bytes());
+        if publish {
+            wb.put_cf(self.cf(CHECKPOINTS), checkpoint.size.to_be_bytes(), note.as_bytes());
+        }
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         // Crash point: before this write returns nothing of the batch is
@@ -227,13 +274,18 @@ impl Log {
             state.writing = true;
             let batch = std::mem::take(&mut state.pending);
             let frontier = state.frontier.clone();
+            let publish = state.published_at.elapsed() >= self.options.publish_interval;
             drop(state);
-            let result = self.commit(&frontier, &batch);
+            let result = self.commit(&frontier, &batch, publish);
             state = self.lock();
             state.writing = false;
             match result {
                 Ok((frontier, latest)) => {
                     state.frontier = frontier;
+                    if publish {
+                        state.published = latest.checkpoint.size;
+                        state.published_at = std::time::Instant::now();
+                    }
                     state.latest = latest;
                 }
                 Err(e) => state.failed = Some(e.to_string()),
@@ -265,9 +317,23 @@ impl Log {
         self.len() == 0
     }
 
-    /// The latest signed checkpoint.
+    /// The latest signed checkpoint (published or not).
     pub fn latest(&self) -> Arc<SignedCheckpoint> {
         self.lock().latest.clone()
+    }
+
+    /// Publishes the latest checkpoint now if it is not yet (on close, and
+    /// for callers that want an up-to-date published tree).
+    pub fn publish(&self) -> Result<(), Error> {
+        let mut state = self.lock();
+        if state.published == state.latest.checkpoint.size {
+            return Ok(());
+        }
+        let latest = state.latest.clone();
+        self.put_synced(CHECKPOINTS, &latest.checkpoint.size.to_be_bytes(), latest.note.as_bytes())?;
+        state.published = latest.checkpoint.size;
+        state.published_at = std::time::Instant::now();
+        Ok(())
     }
 
     /// Entry bytes for indices `start..end` (clamped to the durable size).
@@ -437,6 +503,19 @@ impl Log {
     }
 }
 
+impl Drop for Log {
+    fn drop(&mut self) {
+        // A clean close leaves the latest checkpoint published; after a
+        // crash, recovery signs and publishes one instead.
+        if !self.publish_on_drop {
+            return;
+        }
+        if let Err(e) = self.publish() {
+            tracing::error!(error = %e, "could not publish the last checkpoint on close");
+        }
+    }
+}
+
 fn node_key(level: u32, index: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = level as u8;
@@ -455,6 +534,10 @@ mod tests {
     use crate::Entry;
     use crate::note::Note;
 
+    fn every_batch() -> LogOptions {
+        LogOptions { publish_interval: std::time::Duration::ZERO }
+    }
+
     fn key() -> Signer {
         Signer::from_skey(&Signer::generate("alo/node/MAR").unwrap().to_skey()).unwrap()
     }
@@ -466,7 +549,7 @@ mod tests {
         let vkey = Signer::from_skey(&skey).unwrap().verifier();
         let mut leaves = Vec::new();
         {
-            let log = Log::open(dir.path(), Signer::from_skey(&skey).unwrap()).unwrap();
+            let log = Log::open_with(dir.path(), Signer::from_skey(&skey).unwrap(), every_batch()).unwrap();
             assert_eq!(log.latest().checkpoint.size, 0);
             for i in 0..5 {
                 let mut e = Entry::now("query", "spiffe://alo/hub/alo");
@@ -477,7 +560,7 @@ mod tests {
                 leaves.push(merkle::leaf_hash(&e.encode()));
             }
         }
-        let log = std::sync::Arc::new(Log::open(dir.path(), Signer::from_skey(&skey).unwrap()).unwrap());
+        let log = std::sync::Arc::new(Log::open_with(dir.path(), Signer::from_skey(&skey).unwrap(), every_batch()).unwrap());
         assert_eq!(log.len(), 5);
         assert_eq!(log.latest().checkpoint.root, merkle::root(&leaves));
         // Concurrent appenders share batches and still get dense indices.
@@ -513,6 +596,37 @@ mod tests {
             merkle::verify_consistency(*size, 325, &root, &log.latest().checkpoint.root, &proof).unwrap();
         }
         assert!(log.inclusion_proof(0, 326).is_err(), "no proofs beyond the durable tree");
+    }
+
+    #[test]
+    fn unpublished_checkpoints_are_recovered_by_replay_and_published_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let skey = key().to_skey();
+        let hour = LogOptions { publish_interval: std::time::Duration::from_secs(3600) };
+        let receipt_root;
+        {
+            let log = Log::open_with(dir.path(), Signer::from_skey(&skey).unwrap(), hour.clone()).unwrap();
+            for _ in 0..10 {
+                log.append(&Entry::now("q", "p"), None).unwrap();
+            }
+            // Signed for receipts, not yet published.
+            assert_eq!(log.latest().checkpoint.size, 10);
+            assert_eq!(log.checkpoints(0, u64::MAX, 100).unwrap().len(), 1, "only the size-0 one");
+            receipt_root = log.latest().checkpoint.root;
+            // A crash: the process dies without closing the log.
+            let mut log = log;
+            log.publish_on_drop = false;
+        }
+        {
+            let log = Log::open_with(dir.path(), Signer::from_skey(&skey).unwrap(), hour.clone()).unwrap();
+            // Recovery replayed the ten entries and published their checkpoint.
+            let cps = log.checkpoints(0, u64::MAX, 100).unwrap();
+            assert_eq!(cps.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [0, 10]);
+            assert_eq!(log.root_at(10).unwrap(), receipt_root);
+            log.append(&Entry::now("q", "p"), None).unwrap();
+        }
+        let log = Log::open_with(dir.path(), Signer::from_skey(&skey).unwrap(), hour).unwrap();
+        assert_eq!(log.checkpoints(0, u64::MAX, 100).unwrap().last().unwrap().0, 11, "published on close");
     }
 
     #[test]

@@ -277,6 +277,10 @@ async fn fetch(remote: &Remote, out: &Path) -> anyhow::Result<LogInfo> {
         }
         from = last_size + 1;
     }
+    // The latest checkpoint may be signed but not yet published.
+    if checkpoints.last().map(|(s, _)| *s) != Some(top.size) {
+        checkpoints.push((top.size, latest.checkpoint.clone()));
+    }
     let mut proofs = Vec::new();
     for pair in checkpoints.windows(2) {
         let (old, new) = (pair[0].0, pair[1].0);

@@ -4,6 +4,8 @@
 //! A log directory (written by `tabadul-audit fetch`):
 //! - `log.json`: origin, where and when it was fetched;
 //! - `entries.bin`: every entry, each as a u32 big-endian length and the bytes;
+//! - `hashes.bin`: the leaf hash of each entry as fetched (32 bytes each),
+//!   which lets `verify` name the entry that changed after the fetch;
 //! - `checkpoints/<size>.note`: every signed checkpoint the log made;
 //! - `proofs.json`: consistency proofs between successive checkpoints, as
 //!   the log served them;
@@ -102,6 +104,8 @@ pub struct LogDir {
     pub path: PathBuf,
     pub info: LogInfo,
     pub entries: Vec<Vec<u8>>,
+    /// `hashes.bin`, if present.
+    pub leaf_hashes: Option<Vec<Hash>>,
     /// By size: the note text as found.
     pub checkpoints: BTreeMap<u64, String>,
     pub proofs: Vec<FetchedProof>,
@@ -137,6 +141,16 @@ impl LogDir {
             entries.push(bytes.to_vec());
             at += 4 + len;
         }
+        let leaf_hashes = match std::fs::read(dir.join("hashes.bin")) {
+            Ok(raw) => {
+                if raw.len() % 32 != 0 {
+                    damage.push(finding("file", "hashes.bin", format!("{} bytes is not a whole number of 32-byte hashes", raw.len())));
+                }
+                Some(raw.chunks_exact(32).map(|c| c.try_into().unwrap_or([0; 32])).collect())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&dir.join("hashes.bin"), e)),
+        };
         let mut checkpoints = BTreeMap::new();
         let cdir = dir.join("checkpoints");
         for item in std::fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))? {
@@ -168,7 +182,7 @@ impl LogDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&dir.join("cosigned.note"), e)),
         };
-        Ok(LogDir { path: dir.to_owned(), info, entries, checkpoints, proofs, cosigned, damage })
+        Ok(LogDir { path: dir.to_owned(), info, entries, leaf_hashes, checkpoints, proofs, cosigned, damage })
     }
 
     /// Writes a directory (what `fetch` produces).
@@ -182,6 +196,8 @@ impl LogDir {
         }
         let put = |path: PathBuf, bytes: &[u8]| std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e));
         put(dir.join("entries.bin"), &framed)?;
+        let hashes: Vec<u8> = entries.iter().flat_map(|e| merkle::leaf_hash(e)).collect();
+        put(dir.join("hashes.bin"), &hashes)?;
         for (size, note) in checkpoints {
             put(cdir.join(format!("{size}.note")), note.as_bytes())?;
         }
@@ -216,14 +232,16 @@ pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) 
         findings.push(finding("file", "log.json", format!("origin {:?} is not the key's {:?}", dir.info.origin, log_key.name())));
     }
     // Leaves, and the root at every checkpoint size.
-    let mut leaf_hashes: Vec<Hash> = Vec::with_capacity(dir.entries.len());
-    for (i, bytes) in dir.entries.iter().enumerate() {
-        if let Err(e) = Entry::decode(bytes) {
-            findings.push(finding("entry", i, e.to_string()));
-        }
-        leaf_hashes.push(merkle::leaf_hash(bytes));
-    }
-    let roots = roots_at(&leaf_hashes, dir.checkpoints.keys().copied());
+    // Checking each entry's form and building the tree are independent:
+    // one thread does each, so an audit goes at the pace of the slower.
+    let (bad_entries, leaf_hashes, roots) = std::thread::scope(|s| {
+        let checker = s.spawn(|| check_entries(&dir.entries));
+        let leaf_hashes: Vec<Hash> = dir.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        let roots = roots_at(&leaf_hashes, dir.checkpoints.keys().copied());
+        let bad = checker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (bad, leaf_hashes, roots)
+    });
+    findings.extend(bad_entries);
     let mut verified_size = 0;
     let mut last_good = 0;
     let mut good: BTreeMap<u64, Checkpoint> = BTreeMap::new();
@@ -260,6 +278,24 @@ pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) 
     }
     if dir.checkpoints.is_empty() {
         findings.push(finding("checkpoint", "-", "the directory holds no checkpoints"));
+    }
+    // Name the entries that changed since the fetch, if the fetched hashes
+    // are there; whether the entries or the hashes changed is told by the
+    // signed roots.
+    if let Some(fetched) = &dir.leaf_hashes {
+        let roots_failed = findings.iter().any(|f| f.what == "checkpoint");
+        if fetched.len() != leaf_hashes.len() {
+            findings.push(finding("file", "hashes.bin", format!("{} hashes for {} entries", fetched.len(), leaf_hashes.len())));
+        }
+        for (i, (now, then)) in leaf_hashes.iter().zip(fetched).enumerate() {
+            if now != then {
+                findings.push(if roots_failed {
+                    finding("entry", i, "changed since it was fetched (its hash differs from hashes.bin)")
+                } else {
+                    finding("file", "hashes.bin", format!("hash {i} was changed (the entries still match the signed checkpoints)"))
+                });
+            }
+        }
     }
     // The proofs the log served must agree with its own checkpoints.
     for p in &dir.proofs {
@@ -315,19 +351,28 @@ pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) 
     }
 }
 
+/// A finding for each entry that is not a canonical v1 entry.
+fn check_entries(entries: &[Vec<u8>]) -> Vec<Finding> {
+    entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, bytes)| crate::entry::check(bytes).err().map(|e| finding("entry", i, e.to_string())))
+        .collect()
+}
+
 /// The root after each of `sizes` leaves (those within the leaves given).
 fn roots_at(leaves: &[Hash], sizes: impl Iterator<Item = u64>) -> BTreeMap<u64, Hash> {
     let wanted: BTreeSet<u64> = sizes.collect();
+    let mut wanted = wanted.into_iter().peekable();
     let mut out = BTreeMap::new();
     let mut f = Frontier::default();
-    if wanted.contains(&0) {
-        out.insert(0, f.root());
-    }
-    for leaf in leaves {
-        f.push(*leaf, |_, _, _| {});
-        if wanted.contains(&f.size()) {
+    loop {
+        while wanted.next_if(|&w| w < f.size()).is_some() {}
+        if wanted.next_if_eq(&f.size()).is_some() {
             out.insert(f.size(), f.root());
         }
+        let Some(leaf) = leaves.get(f.size() as usize) else { break };
+        f.push(*leaf, |_, _, _| {});
     }
     out
 }

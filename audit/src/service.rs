@@ -219,3 +219,65 @@ impl pb::witness_server::Witness for WitnessService {
         Ok(Response::new(pb::AddCheckpointResponse { cosignatures }))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::note::Signer;
+    use crate::{Entry, LogOptions};
+
+    /// A hub log with `n` entries, and its checkpoints at each size.
+    fn hub_log(dir: &std::path::Path, n: usize) -> (Arc<Log>, Vec<String>) {
+        let log = Arc::new(Log::open_with(dir, Signer::generate("alo/hub/alo").unwrap(), LogOptions { publish_interval: std::time::Duration::ZERO }).unwrap());
+        let mut notes = vec![log.latest().note.clone()];
+        for _ in 0..n {
+            log.append(&Entry::now("federated-query", "op"), None).unwrap();
+            notes.push(log.latest().note.clone());
+        }
+        (log, notes)
+    }
+
+    fn request(old_size: u64, proof: Vec<merkle::Hash>, checkpoint: &str) -> pb::AddCheckpointRequest {
+        pb::AddCheckpointRequest { old_size, consistency_proof: proof.iter().map(|h| h.to_vec()).collect(), checkpoint: checkpoint.to_owned() }
+    }
+
+    #[tokio::test]
+    async fn the_witness_follows_tlog_witness() {
+        let (hub_dir, node_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (hub, notes) = hub_log(hub_dir.path(), 6);
+        let node = Arc::new(Log::open(node_dir.path(), Signer::generate("alo/node/MAR").unwrap()).unwrap());
+        let me: Identity = "spiffe://alo/node/MAR".parse().unwrap();
+        let w = WitnessService::new(node.clone(), vec![hub.signer().verifier()], me);
+        let cosigner = node.signer().cosignature_verifier();
+
+        // First sight: old size 0, no proof.
+        let line = w.add_checkpoint(&request(0, vec![], &notes[3])).await.unwrap();
+        let mut n = Note::parse(&notes[3]).unwrap();
+        n.add_lines(&line).unwrap();
+        assert!(n.verify_by(&cosigner).unwrap().is_some());
+        // 409: the caller's old size is not what we cosigned; we say ours.
+        let e = w.add_checkpoint(&request(0, vec![], &notes[5])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(e.metadata().get(TLOG_SIZE_METADATA).unwrap(), "3");
+        // 422: a proof that does not lead from 3 to 5.
+        let mut bad = hub.consistency_proof(3, 5).unwrap();
+        bad[0][0] ^= 1;
+        assert_eq!(w.add_checkpoint(&request(3, bad, &notes[5])).await.unwrap_err().code(), tonic::Code::Aborted);
+        // 200 with the right proof; the state moves to 5.
+        w.add_checkpoint(&request(3, hub.consistency_proof(3, 5).unwrap(), &notes[5])).await.unwrap();
+        assert_eq!(crate::offline::peek(&node.witnessed("alo/hub/alo").unwrap().unwrap()).unwrap().size, 5);
+        // 400: old size beyond the checkpoint (a rollback attempt).
+        assert_eq!(w.add_checkpoint(&request(5, vec![], &notes[4])).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        // 403: signed by someone else under the hub's name.
+        let impostor = Signer::generate("alo/hub/alo").unwrap();
+        let forged = impostor.sign(&Note::parse(&notes[6]).unwrap().text).unwrap();
+        assert_eq!(w.add_checkpoint(&request(5, hub.consistency_proof(5, 6).unwrap(), &forged)).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        // 404: a log this witness does not know.
+        let stranger = Signer::generate("other/log").unwrap();
+        let body = Checkpoint { origin: "other/log".into(), size: 0, root: merkle::empty_root(), extensions: vec![] }.body();
+        assert_eq!(w.add_checkpoint(&request(0, vec![], &stranger.sign(&body).unwrap())).await.unwrap_err().code(), tonic::Code::NotFound);
+        // Nothing above moved the state.
+        assert_eq!(crate::offline::peek(&node.witnessed("alo/hub/alo").unwrap().unwrap()).unwrap().size, 5);
+    }
+}

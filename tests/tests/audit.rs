@@ -185,6 +185,24 @@ async fn receipts_are_checked_logged_and_verifiable_by_an_auditor() {
     let (code, text) = net.audit(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("PermissionDenied"), "{text}");
+    // The hub may read a node's checkpoints and proofs (its receipts), not its entries.
+    let hub_cert = net.pki.issue("hub", "alo").unwrap();
+    let channel = tabadul_certs::tls::channel(
+        &mar.addr.to_string(),
+        tabadul_certs::tls::Expect::Identity("spiffe://alo/node/MAR".parse().unwrap()),
+        tabadul_certs::tls::client_config(&net.pki.tls_files(&hub_cert)).unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut audit = pb::audit_client::AuditClient::new(channel);
+    let latest = audit.checkpoint(pb::CheckpointRequest { size: 0 }).await.unwrap().into_inner();
+    let size = offline::peek(&latest.checkpoint).unwrap().size;
+    audit.inclusion_proof(pb::InclusionProofRequest { index: 0, tree_size: size }).await.unwrap();
+    let err = audit.entries(pb::EntriesRequest { start: 0, end: 1 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    // Proofs beyond the log's end are refused with the reason.
+    let err = audit.inclusion_proof(pb::InclusionProofRequest { index: 0, tree_size: size + 100 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
 }
 
 /// Flips one byte at `offset` of `path`.
@@ -413,4 +431,26 @@ async fn kill_9_while_appending_loses_no_acknowledged_entry() {
     // And the restarted log keeps appending where it stopped.
     let mut client = node_client(restarted.addr, &files, "MAR").unwrap();
     tabadul_tests::collect(&mut client, pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() }).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_answer_whose_receipt_the_member_key_did_not_sign_is_not_used() {
+    // The hub expects MAR's log key; MAR's node signs with another one (a
+    // stolen node certificate with a fresh log key, or a misconfiguration).
+    let net = network(&["MAR", "EGY"]);
+    let mut members = net.members();
+    let impostor = tabadul_audit::Signer::generate("alo/node/MAR").unwrap();
+    members.iter_mut().find(|m| m.code == "MAR").unwrap().log_vkey = impostor.verifier().to_string();
+    let hub = net.hub("hub", &members);
+    let operator = net.pki.issue("operator", "analyst").unwrap();
+    let r = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap().federated_query(query("UNE_PERS", "2024")).await.unwrap().into_inner();
+    let mar = r.members.iter().find(|m| m.member == "MAR").unwrap();
+    assert_eq!(mar.state, MemberState::Failed as i32, "{mar:?}");
+    assert!(mar.detail.contains("receipt") && mar.detail.contains("alo/node/MAR"), "{}", mar.detail);
+    assert!(r.cells.iter().all(|c| c.key[0] != "MAR"), "MAR's unproven figures were used");
+    assert!(r.cells.iter().any(|c| c.key[0] == "EGY"));
+    // The hub's leaf holds EGY's receipt only.
+    let hub_key = Verifier::parse(&net.pki.hub_log_key().unwrap().1).unwrap();
+    let own = tabadul_audit::receipt::verify(r.receipt.as_ref().unwrap(), &hub_key).unwrap();
+    assert_eq!(own.entry.receipts.iter().map(|x| x.member.as_str()).collect::<Vec<_>>(), ["EGY"]);
 }
