@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tabadul_audit::offline::{self, FetchedProof, Finding, FraudProof, LogDir, LogInfo, WitnessPolicy};
+use tabadul_audit::offline::{self, FetchedProof, Finding, FraudProof, FraudVerdict, LogDir, LogInfo, WitnessPolicy};
 use tabadul_audit::{Checkpoint, Verifier, merkle};
 use tabadul_certs::Identity;
 use tabadul_certs::tls::{self, Expect, TlsFiles};
@@ -104,7 +104,8 @@ enum Command {
         #[arg(long, default_value = "fraud-proof.json")]
         fraud_proof: PathBuf,
     },
-    /// Check a fraud proof written by `watch`; needs nothing else.
+    /// Check a fraud proof written by `watch`; needs nothing else. Exit 1:
+    /// fraud proven; 0: no fraud; 2: inconclusive.
     CheckFraud { file: PathBuf },
 }
 
@@ -202,12 +203,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::CheckFraud { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let proof: FraudProof = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
-            let (code, message) = match offline::check_fraud(&proof) {
-                Ok(why) => (TAMPERED, format!("fraud proven: {why}")),
-                Err(e) => (VERIFIED, format!("no fraud shown: {e}")),
+            let (code, word, message) = match offline::check_fraud(&proof).context("checking the fraud proof")? {
+                FraudVerdict::Proven(why) => (TAMPERED, "fraud-proven", format!("fraud proven: {why}")),
+                FraudVerdict::NoFraud(why) => (VERIFIED, "no-fraud", format!("no fraud shown: {why}")),
+                FraudVerdict::Inconclusive(why) => (COULD_NOT_CHECK, "inconclusive", format!("inconclusive: {why}")),
             };
             if json {
-                println!("{}", serde_json::json!({ "outcome": if code == TAMPERED { "fraud-proven" } else { "no-fraud" }, "message": message }));
+                println!("{}", serde_json::json!({ "outcome": word, "message": message }));
             } else {
                 println!("{message}");
             }

@@ -292,6 +292,29 @@ pub fn verify_consistency(
         }
         return if root1 == root2 { Ok(()) } else { Err(ProofError::RootMismatch) };
     }
+    let (fr, sr) = consistency_roots(size1, size2, root1, proof)?;
+    if fr.as_slice() != root1 || sr.as_slice() != root2 {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// The two roots a consistency proof from `size1` to `size2` (0 < size1 <
+/// size2) leads to: the root of the first `size1` leaves and the root of
+/// all `size2`, as the tree the proof came from has them. `root1` is used
+/// only when `size1` is a power of two (the proof then omits it, and the
+/// first root is `root1` by construction).
+///
+/// If the second root is a log's signed root and the first is not the root
+/// it signed earlier for `size1`, the log signed two incompatible trees:
+/// a fraud proof.
+pub fn consistency_roots(size1: u64, size2: u64, root1: &[u8], proof: &[Vec<u8>]) -> Result<(Hash, Hash), ProofError> {
+    if size1 == 0 {
+        return Err(ProofError::EmptyTree);
+    }
+    if size2 <= size1 {
+        return Err(ProofError::SizesOutOfOrder { size1, size2 });
+    }
     if proof.is_empty() {
         return Err(ProofError::WrongLength);
     }
@@ -328,10 +351,7 @@ pub fn verify_consistency(
     if s != 0 {
         return Err(ProofError::WrongLength);
     }
-    if fr.as_slice() != root1 || sr.as_slice() != root2 {
-        return Err(ProofError::RootMismatch);
-    }
-    Ok(())
+    Ok((fr, sr))
 }
 
 #[cfg(test)]

@@ -437,29 +437,46 @@ pub struct FraudProof {
     pub reason: String,
 }
 
-/// Checks a fraud proof: both checkpoints signed by the key, and no
-/// consistency between them. Ok(explanation) if the fraud is proven.
-pub fn check_fraud(proof: &FraudProof) -> Result<String, Error> {
+/// What a fraud proof shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FraudVerdict {
+    /// The log signed two trees that cannot both be true.
+    Proven(String),
+    /// The checkpoints are consistent (or the same): no fraud.
+    NoFraud(String),
+    /// The log has not proven consistency, but nothing here proves it
+    /// cannot: ask it for a consistency proof between the two sizes.
+    Inconclusive(String),
+}
+
+/// Checks a fraud proof using nothing but its contents.
+pub fn check_fraud(proof: &FraudProof) -> Result<FraudVerdict, Error> {
     let key = Verifier::parse(&proof.vkey)?;
     let (a, _) = Checkpoint::open(&proof.pinned, &key)?;
     let (b, _) = Checkpoint::open(&proof.conflicting, &key)?;
     let (old, new) = if a.size <= b.size { (&a, &b) } else { (&b, &a) };
     if old.size == new.size {
-        return if old.root == new.root {
-            Err(Error::Invalid("both checkpoints are the same tree: no fraud".into()))
+        return Ok(if old.root == new.root {
+            FraudVerdict::NoFraud("both checkpoints are the same tree".into())
         } else {
-            Ok(format!("{} signed two different roots for tree size {}", a.origin, a.size))
-        };
+            FraudVerdict::Proven(format!("{} signed two different roots for tree size {}", a.origin, a.size))
+        });
     }
     if old.size == 0 {
-        return Err(Error::Invalid("every tree extends the empty tree: no fraud".into()));
+        return Ok(FraudVerdict::NoFraud("every tree extends the empty tree".into()));
     }
     let hashes: Vec<Vec<u8>> = proof.consistency_proof.iter().map(hex::decode).collect::<Result<_, _>>().map_err(|e| Error::Invalid(e.to_string()))?;
-    match merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes) {
-        Ok(()) => Err(Error::Invalid("the proof shows the checkpoints are consistent: no fraud".into())),
-        Err(e) => Ok(format!(
-            "{} signed tree {} and tree {}, and the consistency proof it served does not verify ({e}); an honest log can always prove consistency",
-            a.origin, old.size, new.size)),
+    if merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).is_ok() {
+        return Ok(FraudVerdict::NoFraud(format!("the proof shows tree {} extends tree {}", new.size, old.size)));
+    }
+    // A proof that leads to the larger signed root commits that tree to a
+    // prefix root; if that is not the smaller signed root, the log signed both.
+    match merkle::consistency_roots(old.size, new.size, &old.root, &hashes) {
+        Ok((prefix, full)) if full == new.root && prefix != old.root => Ok(FraudVerdict::Proven(format!(
+            "{}'s tree {} has, by the log's own proof, a first {} leaves whose root is not the root it signed for tree {}",
+            a.origin, new.size, old.size, old.size))),
+        _ => Ok(FraudVerdict::Inconclusive(format!(
+            "the log has not proven that tree {} extends tree {}; ask it for a consistency proof", new.size, old.size))),
     }
 }
 
@@ -476,4 +493,63 @@ pub fn read_vkey(arg: &str) -> Result<Verifier, Error> {
 /// Parses the note of a checkpoint without checking signatures.
 pub fn peek(note: &str) -> Result<Checkpoint, Error> {
     Checkpoint::parse(&Note::parse(note)?.text)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::note::Signer;
+    use crate::{Entry, Log, LogOptions};
+
+    /// A log under `key` holding entries with the given details.
+    fn log_of(dir: &Path, key: &str, details: &[&str]) -> Log {
+        let log = Log::open_with(dir, Signer::from_skey(key).unwrap(), LogOptions { publish_interval: std::time::Duration::ZERO }).unwrap();
+        for d in details {
+            log.append(&Entry { detail: (*d).to_owned(), ..Entry::default() }, None).unwrap();
+        }
+        log
+    }
+
+    fn fraud(key: &Signer, pinned: String, conflicting: String, proof: Vec<Hash>) -> FraudProof {
+        FraudProof {
+            origin: key.name().to_owned(),
+            vkey: key.verifier().to_string(),
+            pinned,
+            conflicting,
+            consistency_proof: proof.iter().map(hex::encode).collect(),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn fraud_proofs_prove_only_what_they_can() {
+        let key = Signer::generate("alo/hub/alo").unwrap();
+        let skey = key.to_skey();
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = log_of(da.path(), &skey, &["a0", "a1", "a2", "a3", "a4"]);
+        let b = log_of(db.path(), &skey, &["a0", "a1", "x2", "a3", "a4", "b5", "b6", "b7"]);
+        let (a5, b8) = (a.latest().note.clone(), b.latest().note.clone());
+        // B's own proof from 5 to 8 commits B to a first-5 root that is not A's.
+        let v = check_fraud(&fraud(&key, a5.clone(), b8.clone(), b.consistency_proof(5, 8).unwrap())).unwrap();
+        assert!(matches!(v, FraudVerdict::Proven(ref why) if why.contains("first 5 leaves")), "{v:?}");
+        // Without a proof, only suspicion.
+        let v = check_fraud(&fraud(&key, a5.clone(), b8.clone(), vec![])).unwrap();
+        assert!(matches!(v, FraudVerdict::Inconclusive(_)), "{v:?}");
+        // An honest extension of A is no fraud, whatever order the checkpoints come in.
+        for d in ["a5", "a6"] {
+            a.append(&Entry { detail: d.into(), ..Entry::default() }, None).unwrap();
+        }
+        let a7 = a.latest().note.clone();
+        let v = check_fraud(&fraud(&key, a7.clone(), a5.clone(), a.consistency_proof(5, 7).unwrap())).unwrap();
+        assert!(matches!(v, FraudVerdict::NoFraud(_)), "{v:?}");
+        // Same size, two roots: proven with no proof at all.
+        let b7 = b.checkpoint_at(7).unwrap().unwrap();
+        let v = check_fraud(&fraud(&key, a7, b7, vec![])).unwrap();
+        assert!(matches!(v, FraudVerdict::Proven(ref why) if why.contains("two different roots")), "{v:?}");
+        // A checkpoint not signed by the key is no evidence.
+        let other = Signer::generate("alo/hub/alo").unwrap();
+        let forged = other.sign(&Note::parse(&b8).unwrap().text).unwrap();
+        assert!(check_fraud(&fraud(&key, a5, forged, vec![])).is_err());
+    }
 }

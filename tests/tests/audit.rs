@@ -363,12 +363,28 @@ async fn a_hub_showing_two_histories_to_two_witnesses_is_caught() {
     };
     let (code, text) = watch(a.addr);
     assert_eq!(code, 0, "{text}");
+    assert!(text.contains("first sight"), "{text}");
+    let pinned_a1 = std::fs::read_to_string(&state).unwrap();
     let (code, text) = watch(b.addr);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("FORK"), "{text}");
     let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("fraud proven"), "{text}");
+    assert!(text.contains("fraud proven") && text.contains("two different roots for tree size 1"), "{text}");
+    let proven = std::fs::read_to_string(&fraud).unwrap();
+    // Honest growth of branch A is accepted and re-pinned.
+    hub_client(a.addr, &net.pki.tls_files(&operator)).unwrap().federated_query(query("UNE_RATE", "2024")).await.unwrap();
+    std::fs::write(&state, &pinned_a1).unwrap();
+    let (code, text) = watch(a.addr);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("grew consistently from size 1 to"), "{text}");
+    // Branch B, now behind A's pin, is suspicious but proves nothing alone.
+    let (code, text) = watch(b.addr);
+    assert_eq!(code, 1, "{text}");
+    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("inconclusive"), "{text}");
+    std::fs::write(&fraud, proven).unwrap();
     // A doctored fraud proof (both sides the same checkpoint) proves nothing.
     let mut doctored: offline::FraudProof = serde_json::from_str(&std::fs::read_to_string(&fraud).unwrap()).unwrap();
     doctored.conflicting = doctored.pinned.clone();
