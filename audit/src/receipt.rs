@@ -40,14 +40,58 @@ pub fn verify(receipt: &pb::Receipt, log_key: &Verifier) -> Result<Verified, Err
 /// Appends `entry` to `log` and returns its receipt: the leaf, its salt,
 /// the signed checkpoint that covers it and the inclusion proof. Blocks
 /// until the entry is durable.
-pub fn append_with_receipt(log: &crate::Log, entry: &Entry, salt: Option<[u8; 16]>) -> Result<pb::Receipt, Error> {
+///
+/// `known_size` is the size of the caller's last verified checkpoint of
+/// this log; when given (and not beyond the new checkpoint), the receipt
+/// carries the consistency proof from it.
+pub fn append_with_receipt(log: &crate::Log, entry: &Entry, salt: Option<[u8; 16]>, known_size: Option<u64>) -> Result<pb::Receipt, Error> {
     let appended = log.append(entry, salt)?;
-    let proof = log.inclusion_proof(appended.index, appended.checkpoint.checkpoint.size)?;
+    let size = appended.checkpoint.checkpoint.size;
+    let proof = log.inclusion_proof(appended.index, size)?;
+    let (consistency_from, consistency_proof) = match known_size {
+        Some(known) if known > 0 && known < size => (known, log.consistency_proof(known, size)?),
+        _ => (0, Vec::new()),
+    };
     Ok(pb::Receipt {
         entry: entry.encode(),
         index: appended.index,
         salt: salt.map(|s| s.to_vec()).unwrap_or_default(),
         checkpoint: appended.checkpoint.note.clone(),
         inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
+        consistency_from,
+        consistency_proof: consistency_proof.iter().map(|h| h.to_vec()).collect(),
     })
+}
+
+/// gRPC metadata key: the size of the last checkpoint of the callee's log
+/// that the caller verified.
+pub const KNOWN_SIZE_METADATA: &str = "tlog-known-size";
+
+/// What a caller last verified of a log: enough to demand that every later
+/// checkpoint extends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seen {
+    pub size: u64,
+    pub root: merkle::Hash,
+}
+
+/// Checks that a verified receipt's checkpoint extends `seen` (the caller's
+/// last verified checkpoint of that log, sent as `tlog-known-size`): same
+/// size, same root; larger, with a valid consistency proof from it; never
+/// smaller, since a log's receipts only grow.
+pub fn check_extends(receipt: &pb::Receipt, v: &Verified, seen: Option<Seen>) -> Result<(), Error> {
+    let Some(seen) = seen.filter(|s| s.size > 0) else { return Ok(()) };
+    let cp = &v.checkpoint;
+    let bad = |why: String| Err(Error::Receipt(why));
+    if cp.size < seen.size {
+        return bad(format!("the log went back from size {} to {}: entries were removed or the log was replaced", seen.size, cp.size));
+    }
+    if cp.size == seen.size {
+        return if cp.root == seen.root { Ok(()) } else { bad(format!("the log signed two roots for size {}: it forked", cp.size)) };
+    }
+    if receipt.consistency_from != seen.size {
+        return bad(format!("no consistency proof from size {} (the receipt proves from {})", seen.size, receipt.consistency_from));
+    }
+    merkle::verify_consistency(seen.size, cp.size, &seen.root, &cp.root, &receipt.consistency_proof)
+        .or_else(|e| bad(format!("checkpoint {} does not extend checkpoint {} verified earlier: {e}", cp.size, seen.size)))
 }

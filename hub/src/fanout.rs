@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use tabadul_audit::receipt::{KNOWN_SIZE_METADATA, Seen};
 use tabadul_audit::{ReceiptRef, Verifier};
 use tabadul_certs::Identity;
 use tabadul_proto::pb::{self, DecisionKind, MemberState, node_client::NodeClient, query_response::Item};
@@ -22,6 +23,10 @@ pub struct Member {
     pub client: NodeClient<Channel>,
     /// The node's log key: receipts must be signed by it.
     pub log_key: Verifier,
+    /// The node's latest checkpoint the hub verified: every later receipt
+    /// must extend it, so a node that rewrites or forks its log is caught
+    /// at its next answer.
+    pub seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
 }
 
 /// What one member said (or failed to say).
@@ -51,6 +56,14 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
     let mut request = tonic::Request::new(query);
     // Tells the node our deadline (grpc-timeout) so it can give up too.
     request.set_timeout(deadline);
+    // And what we last verified of its log, so its receipt proves the log
+    // extends it.
+    let seen = *member.seen.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = seen
+        && let Ok(v) = s.size.to_string().parse()
+    {
+        request.metadata_mut().insert(KNOWN_SIZE_METADATA, v);
+    }
     let mut client = member.client.clone();
     let work = async move {
         let mut stream = client.query(request).await?.into_inner();
@@ -100,7 +113,7 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
             status.rule_id = d.rule_id.clone();
             status.policy_version = d.policy_version.clone();
             status.detail = d.reason.clone();
-            match check_receipt(member, hub, &digest, &d, &received, receipt.as_ref()) {
+            match check_receipt(member, hub, &digest, &d, &received, receipt.as_ref(), seen) {
                 Ok(r) => logged = Some(r),
                 Err(problem) => {
                     status.state = MemberState::Failed as i32;
@@ -136,9 +149,21 @@ fn check_receipt(
     d: &pb::Decision,
     cells: &[pb::Cell],
     receipt: Option<&pb::Receipt>,
+    seen: Option<Seen>,
 ) -> Result<ReceiptRef, String> {
     let receipt = receipt.ok_or("the node sent no receipt")?;
     let v = tabadul_audit::receipt::verify(receipt, &member.log_key).map_err(|e| e.to_string())?;
+    if let Err(e) = tabadul_audit::receipt::check_extends(receipt, &v, seen) {
+        tracing::error!(member = %member.code, error = %e, "node log inconsistent with what the hub verified before");
+        return Err(e.to_string());
+    }
+    {
+        // Only ever forward: concurrent answers may arrive out of order.
+        let mut latest = member.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if latest.is_none_or(|l| l.size < v.checkpoint.size) {
+            *latest = Some(Seen { size: v.checkpoint.size, root: v.checkpoint.root });
+        }
+    }
     let e = &v.entry;
     let mismatch = |what: &str, logged: &str, got: &str| format!("the receipt logs {what} {logged:?}, the answer says {got:?}");
     if e.kind != "query" {

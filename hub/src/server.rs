@@ -70,7 +70,7 @@ pub async fn run_notify(
             witnesses.push(crate::witnessing::Witness { member: m.code.clone(), client: WitnessClient::new(channel.clone()), cosigned_size: 0 });
         }
         let client = NodeClient::new(channel).max_decoding_message_size(16 << 20);
-        members.insert(m.code.clone(), Member { code: m.code.clone(), identity: expected, client, log_key });
+        members.insert(m.code.clone(), Member { code: m.code.clone(), identity: expected, client, log_key, seen: Default::default() });
     }
     let server_tls = ServerTls::load(config.tls.clone())?;
     let state = Arc::new(HubState {

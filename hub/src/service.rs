@@ -145,7 +145,7 @@ impl pb::hub_server::Hub for HubService {
             let logged = entry.clone();
             let receipt = tokio::task::spawn_blocking(move || {
                 // Crash point: the answer is durably logged before it is sent.
-                tabadul_audit::receipt::append_with_receipt(&log, &logged, Some(salt))
+                tabadul_audit::receipt::append_with_receipt(&log, &logged, Some(salt), None)
             })
             .await
             .map_err(internal)?

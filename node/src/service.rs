@@ -123,6 +123,11 @@ impl pb::node_server::Node for NodeService {
 
     async fn query(&self, request: Request<pb::Query>) -> Result<Response<CellStream>, Status> {
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
+        let known_size = request
+            .metadata()
+            .get(tabadul_audit::receipt::KNOWN_SIZE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let q = request.into_inner();
         let digest = tabadul_proto::query_digest(&q);
         let span = tracing::info_span!("query", peer = %peer.identity, addr = %peer.addr, dataflow = %q.dataflow, digest = %&digest[..16]);
@@ -159,7 +164,7 @@ impl pb::node_server::Node for NodeService {
                 // Crash point: the decision is durably logged (with a signed
                 // checkpoint covering it) before anything is sent.
                 let receipt = match &answer {
-                    Ok(_) => Some(tabadul_audit::receipt::append_with_receipt(&state.log, &entry, salt)?),
+                    Ok(_) => Some(tabadul_audit::receipt::append_with_receipt(&state.log, &entry, salt, known_size)?),
                     Err(_) => {
                         state.log.append(&entry, None)?;
                         None

@@ -183,9 +183,14 @@ impl NodeDir {
     }
 
     pub fn start(&self) -> Result<Proc> {
+        self.start_at("127.0.0.1:0")
+    }
+
+    /// Starts the node on a given address (a restart on the port the hub knows).
+    pub fn start_at(&self, listen: &str) -> Result<Proc> {
         let ready = self.dir.join("ready");
         let _ = std::fs::remove_file(&ready);
-        let mut cmd = self.command(&["serve", "--listen", "127.0.0.1:0", "--ready-file"]);
+        let mut cmd = self.command(&["serve", "--listen", listen, "--ready-file"]);
         cmd.arg(&ready);
         Proc::spawn(cmd, &ready, &self.dir.join("node.log"))
     }

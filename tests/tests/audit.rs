@@ -470,3 +470,30 @@ async fn an_answer_whose_receipt_the_member_key_did_not_sign_is_not_used() {
     let own = tabadul_audit::receipt::verify(r.receipt.as_ref().unwrap(), &hub_key).unwrap();
     assert_eq!(own.entry.receipts.iter().map(|x| x.member.as_str()).collect::<Vec<_>>(), ["EGY"]);
 }
+
+#[tokio::test]
+async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer() {
+    let mut net = network(&["MAR", "EGY"]);
+    let hub = net.hub("hub", &net.members());
+    let operator = net.pki.issue("operator", "analyst").unwrap();
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    for year in ["2023", "2024"] {
+        let r = client.federated_query(query("UNE_PERS", year)).await.unwrap().into_inner();
+        assert!(r.members.iter().all(|m| m.state == MemberState::Answered as i32), "{:?}", r.members);
+    }
+    // MAR's operator wipes its log (same key, same address) and restarts:
+    // a new history that does not extend the one the hub verified.
+    let (node, mut proc) = net.nodes.remove("MAR").unwrap();
+    let addr = proc.addr;
+    proc.kill();
+    std::fs::remove_dir_all(node.dir.join("data/log")).unwrap();
+    let _restarted = node.start_at(&addr.to_string()).unwrap();
+    let r = client.federated_query(query("UNE_PERS", "2024")).await.unwrap().into_inner();
+    let mar = r.members.iter().find(|m| m.member == "MAR").unwrap();
+    assert_eq!(mar.state, MemberState::Failed as i32, "{mar:?}");
+    assert!(mar.detail.contains("went back") || mar.detail.contains("forked"), "{}", mar.detail);
+    assert!(r.cells.iter().all(|c| c.key[0] != "MAR"));
+    let egy = r.members.iter().find(|m| m.member == "EGY").unwrap();
+    assert_eq!(egy.state, MemberState::Answered as i32, "an honest member is unaffected: {egy:?}");
+    assert!(egy.receipt.as_ref().unwrap().consistency_from > 0, "EGY's receipt proves consistency with what the hub saw");
+}
