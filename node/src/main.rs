@@ -172,7 +172,14 @@ async fn main() -> anyhow::Result<()> {
             println!("policy        {}", s.policy_version);
             println!("dictionary    {}", s.dictionary_version);
             println!("observations  {}", s.observations);
-            println!("events        {}", s.events);
+            println!("log entries   {}", s.events);
+            println!("log key       {}", s.log_vkey);
+            if let Ok(cp) = tabadul_audit::offline::peek(&s.log_checkpoint) {
+                println!("checkpoint    size {}, root {}", cp.size, hex::encode(cp.root));
+            }
+            if let Ok(cp) = tabadul_audit::offline::peek(&s.witnessed) {
+                println!("witnessed     {} at size {}", cp.origin, cp.size);
+            }
             for w in s.withdrawals {
                 println!("withdrawn     {w}");
             }

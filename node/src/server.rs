@@ -73,6 +73,7 @@ pub async fn run_notify(
         policy_path: config.policy.clone(),
         store,
         log: log.clone(),
+        witnessed: witness_logs.iter().map(|v| v.name().to_owned()).collect(),
     });
     tracing::info!(member = %identity.id(), addr = ?listener.local_addr().ok(), policy = %state.policy().version, "node serving");
 

@@ -27,6 +27,8 @@ pub(crate) struct NodeState {
     pub store: Arc<Store>,
     /// The signed exchange log.
     pub log: Arc<Log>,
+    /// Origins of the logs this node witnesses.
+    pub witnessed: Vec<String>,
     /// The store's withdrawals, kept in memory: only this process changes
     /// them (through the admin API), so it refreshes the copy on each change.
     pub withdrawals: RwLock<Arc<Vec<Withdrawal>>>,
@@ -288,6 +290,9 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             observations,
             withdrawals: withdrawals.iter().map(|w| format!("{}: {} (since {})", w.id(), w.reason, w.at)).collect(),
             events: self.state.log.len(),
+            log_checkpoint: self.state.log.latest().note.clone(),
+            log_vkey: self.state.log.signer().verifier().to_string(),
+            witnessed: self.state.witnessed.iter().find_map(|origin| self.state.log.witnessed(origin).ok().flatten()).unwrap_or_default(),
         }))
     }
 

@@ -126,6 +126,10 @@ fn a_running_node_imports_through_its_admin_socket() {
     let status = run_ok(&mut node.command(&["status"])).unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     let n: u64 = text.lines().find(|l| l.starts_with("observations")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    // Both imports, the failed one too, are in the signed log, and status
+    // shows its checkpoint and key.
+    assert!(text.contains("log entries   2\n"), "{text}");
+    assert!(text.contains("checkpoint    size 2, root ") && text.contains("log key       alo/node/MAR+"), "{text}");
     drop(proc);
     let store = Store::open(&node.dir.join("data/store")).unwrap();
     assert_eq!(store.count().unwrap(), n);
