@@ -47,6 +47,7 @@ const ALL_CFS: [&str; 5] = [ENTRIES, HASHES, CHECKPOINTS, SALTS, META];
 const META_ORIGIN: &[u8] = b"origin";
 const META_COSIGNED: &[u8] = b"cosigned";
 const META_WITNESSED: &str = "witnessed/";
+const META_PINNED: &str = "pinned/";
 
 /// What an append gives back: where the entry is and a signed checkpoint
 /// whose tree includes it.
@@ -452,6 +453,20 @@ impl Log {
     pub fn set_witnessed(&self, origin: &str, note: &str) -> Result<(), Error> {
         let key = format!("{META_WITNESSED}{origin}");
         self.put_synced(META, key.as_bytes(), note.as_bytes())
+    }
+
+    /// The latest checkpoint of log `origin` that this log's owner verified
+    /// as a client (the hub, of each node's log).
+    pub fn pinned(&self, origin: &str) -> Result<Option<String>, Error> {
+        let key = format!("{META_PINNED}{origin}");
+        self.get(META, key.as_bytes())?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, "pin is not UTF-8"))).transpose()
+    }
+
+    /// Records a newer pin. Not synced: after a crash an older pin comes
+    /// back, which later checkpoints extend just the same.
+    pub fn set_pinned(&self, origin: &str, note: &str) -> Result<(), Error> {
+        let key = format!("{META_PINNED}{origin}");
+        self.db.put_cf(self.cf(META), key.as_bytes(), note.as_bytes()).map_err(|e| self.db_err(e))
     }
 
     /// The latest checkpoint of this log with witness cosignatures.

@@ -27,6 +27,8 @@ pub struct Member {
     /// must extend it, so a node that rewrites or forks its log is caught
     /// at its next answer.
     pub seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
+    /// Where the pin is kept across restarts (the hub's own log).
+    pub pins: Option<std::sync::Arc<tabadul_audit::Log>>,
 }
 
 /// What one member said (or failed to say).
@@ -162,6 +164,11 @@ fn check_receipt(
         let mut latest = member.seen.lock().unwrap_or_else(|p| p.into_inner());
         if latest.is_none_or(|l| l.size < v.checkpoint.size) {
             *latest = Some(Seen { size: v.checkpoint.size, root: v.checkpoint.root });
+            if let Some(pins) = &member.pins
+                && let Err(e) = pins.set_pinned(member.log_key.name(), &receipt.checkpoint)
+            {
+                tracing::warn!(member = %member.code, error = %e, "could not store the pin");
+            }
         }
     }
     let e = &v.entry;

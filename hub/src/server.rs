@@ -70,7 +70,25 @@ pub async fn run_notify(
             witnesses.push(crate::witnessing::Witness { member: m.code.clone(), client: WitnessClient::new(channel.clone()), cosigned_size: 0 });
         }
         let client = NodeClient::new(channel).max_decoding_message_size(16 << 20);
-        members.insert(m.code.clone(), Member { code: m.code.clone(), identity: expected, client, log_key, seen: Default::default() });
+        // The pin survives restarts: a node cannot swap its log while the hub is down.
+        let seen = match log.pinned(&node_origin)? {
+            Some(note) => match tabadul_audit::Checkpoint::open(&note, &log_key) {
+                Ok((cp, _)) => Some(tabadul_audit::receipt::Seen { size: cp.size, root: cp.root }),
+                Err(e) => {
+                    tracing::warn!(member = %m.code, error = %e, "stored pin does not verify with the configured key; starting afresh");
+                    None
+                }
+            },
+            None => None,
+        };
+        members.insert(m.code.clone(), Member {
+            code: m.code.clone(),
+            identity: expected,
+            client,
+            log_key,
+            seen: Arc::new(std::sync::Mutex::new(seen)),
+            pins: Some(log.clone()),
+        });
     }
     let server_tls = ServerTls::load(config.tls.clone())?;
     let state = Arc::new(HubState {

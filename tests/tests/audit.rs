@@ -472,7 +472,7 @@ async fn an_answer_whose_receipt_the_member_key_did_not_sign_is_not_used() {
 }
 
 #[tokio::test]
-async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer() {
+async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer_even_by_a_restarted_hub() {
     let mut net = network(&["MAR", "EGY"]);
     let hub = net.hub("hub", &net.members());
     let operator = net.pki.issue("operator", "analyst").unwrap();
@@ -481,6 +481,12 @@ async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer() {
         let r = client.federated_query(query("UNE_PERS", year)).await.unwrap().into_inner();
         assert!(r.members.iter().all(|m| m.state == MemberState::Answered as i32), "{:?}", r.members);
     }
+    // The hub restarts in between: its pins are kept with its log.
+    drop(client);
+    drop(hub);
+    let members = net.members();
+    let hub = net.hub("hub", &members);
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
     // MAR's operator wipes its log (same key, same address) and restarts:
     // a new history that does not extend the one the hub verified.
     let (node, mut proc) = net.nodes.remove("MAR").unwrap();
