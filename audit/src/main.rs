@@ -106,7 +106,13 @@ enum Command {
     },
     /// Check a fraud proof written by `watch`; needs nothing else. Exit 1:
     /// fraud proven; 0: no fraud; 2: inconclusive.
-    CheckFraud { file: PathBuf },
+    CheckFraud {
+        file: PathBuf,
+        /// The log's verifier key as you know it (or @file): a fraud proof
+        /// counts only against the real key, not the one it carries.
+        #[arg(long)]
+        vkey: String,
+    },
 }
 
 fn parse_member_dir(s: &str) -> Result<(String, PathBuf), String> {
@@ -200,9 +206,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::CheckFraud { file } => {
+        Command::CheckFraud { file, vkey } => {
+            let key = offline::read_vkey(&vkey).context("reading --vkey")?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let proof: FraudProof = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+            anyhow::ensure!(
+                offline::read_vkey(&proof.vkey).ok().as_ref() == Some(&key),
+                "the fraud proof is about key {}, not the log key given ({key})", proof.vkey
+            );
             let (code, word, message) = match offline::check_fraud(&proof).context("checking the fraud proof")? {
                 FraudVerdict::Proven(why) => (TAMPERED, "fraud-proven", format!("fraud proven: {why}")),
                 FraudVerdict::NoFraud(why) => (VERIFIED, "no-fraud", format!("no fraud shown: {why}")),
@@ -251,7 +262,8 @@ async fn fetch(remote: &Remote, out: &Path) -> anyhow::Result<LogInfo> {
     let mut c = client(remote)?;
     let latest = c.checkpoint(pb::CheckpointRequest { size: 0 }).await.map_err(status("latest checkpoint"))?.into_inner();
     let top = offline::peek(&latest.checkpoint).context("the latest checkpoint is malformed")?;
-    let mut entries = Vec::with_capacity(top.size as usize);
+    // The size is the server's claim until verified: do not trust it for memory.
+    let mut entries = Vec::with_capacity(top.size.min(1 << 16) as usize);
     while (entries.len() as u64) < top.size {
         let start = entries.len() as u64;
         let got = c.entries(pb::EntriesRequest { start, end: top.size }).await.map_err(status("entries"))?.into_inner().entries;
@@ -269,6 +281,7 @@ async fn fetch(remote: &Remote, out: &Path) -> anyhow::Result<LogInfo> {
             .checkpoints;
         let Some(last) = page.last() else { break };
         let last_size = offline::peek(last).context("a checkpoint is malformed")?.size;
+        anyhow::ensure!(last_size >= from, "the server returned checkpoints out of order ({last_size} after asking from {from})");
         for note in page {
             // A malformed one is kept under a name verify will flag.
             let size = offline::peek(&note).map_or(u64::MAX, |c| c.size);

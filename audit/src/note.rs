@@ -253,8 +253,11 @@ impl Note {
         if !sigs.ends_with('\n') {
             return Err(bad("the signature block must end with a newline"));
         }
+        if sigs.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(bad("the signature block holds a control character"));
+        }
         let mut signatures = Vec::new();
-        for line in sigs.lines() {
+        for line in sigs[..sigs.len() - 1].split('\n') {
             let rest = line.strip_prefix(DASH).ok_or_else(|| bad(format!("signature line {line:?} does not start with an em dash")))?;
             let (name, sig) = rest.split_once(' ').ok_or_else(|| bad(format!("signature line {line:?} has no signature")))?;
             check_name(name)?;
@@ -374,6 +377,7 @@ mod tests {
             ("text\n\n- name AAAA\n", "em dash"),
             ("text\n\n\u{2014} name !!!!\n", "base64"),
             ("text\n\n\u{2014} name AAA=\n", "too short"),
+            ("text\n\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\r\n", "control character"),
         ] {
             let e = Note::parse(note).unwrap_err().to_string();
             assert!(e.contains(why), "{note:?}: {e}");

@@ -84,6 +84,10 @@ impl WitnessPolicy {
                     if !v.is_cosigner() {
                         return Err(bad(format!("{} is not a cosignature key (type 0x04)", v.name())));
                     }
+                    // A witness listed twice must not count twice towards the quorum.
+                    if witnesses.contains(&v) {
+                        return Err(bad(format!("witness {} is listed twice", v.name())));
+                    }
                     witnesses.push(v);
                 }
                 Some(("quorum", k)) => quorum = Some(k.trim().parse().map_err(|_| bad(format!("quorum {k:?} is not a number")))?),
@@ -156,7 +160,9 @@ impl LogDir {
         for item in std::fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))? {
             let item = item.map_err(|e| Error::io(&cdir, e))?;
             let name = item.file_name().to_string_lossy().into_owned();
-            let Some(size) = name.strip_suffix(".note").and_then(|s| s.parse::<u64>().ok()) else {
+            // One spelling per size: `05.note` beside `5.note` would be a
+            // second, unchecked claim about the same tree.
+            let Some(size) = name.strip_suffix(".note").and_then(|s| s.parse::<u64>().ok()).filter(|n| name == format!("{n}.note")) else {
                 damage.push(finding("file", format!("checkpoints/{name}"), "not named <size>.note"));
                 continue;
             };
@@ -278,6 +284,16 @@ pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) 
     }
     if dir.checkpoints.is_empty() {
         findings.push(finding("checkpoint", "-", "the directory holds no checkpoints"));
+    }
+    // Every entry must be covered by a verified signed checkpoint: entries
+    // past the last one are claims nobody signed.
+    if (dir.entries.len() as u64) > verified_size {
+        findings.push(finding("entry", verified_size, format!(
+            "entries {verified_size}..{} are not covered by any verified signed checkpoint", dir.entries.len())));
+    }
+    if verified_size < dir.info.size {
+        findings.push(finding("file", "log.json", format!(
+            "the log had {} entries when fetched; signed checkpoints verify only {verified_size}", dir.info.size)));
     }
     // Name the entries that changed since the fetch, if the fetched hashes
     // are there; whether the entries or the hashes changed is told by the

@@ -27,6 +27,8 @@ pub struct Member {
     /// must extend it, so a node that rewrites or forks its log is caught
     /// at its next answer.
     pub seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
+    /// The node's `Audit` service, for consistency proofs between receipts.
+    pub audit: tabadul_proto::pb::audit_client::AuditClient<Channel>,
     /// Where the pin is kept across restarts (the hub's own log).
     pub pins: Option<std::sync::Arc<tabadul_audit::Log>>,
 }
@@ -115,7 +117,18 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
             status.rule_id = d.rule_id.clone();
             status.policy_version = d.policy_version.clone();
             status.detail = d.reason.clone();
-            match check_receipt(member, hub, &digest, &d, &received, receipt.as_ref(), seen) {
+            let checked = match check_receipt(member, hub, &digest, &d, &received, receipt.as_ref(), seen) {
+                Ok((r, got)) => {
+                    let note = receipt.as_ref().map_or("", |r| r.checkpoint.as_str());
+                    match tokio::time::timeout(deadline, settle_pin(member, seen, got, note)).await {
+                        Ok(Ok(())) => Ok(r),
+                        Ok(Err(problem)) => Err(problem),
+                        Err(_) => Err("no consistency proof from the node in time".to_owned()),
+                    }
+                }
+                Err(problem) => Err(problem),
+            };
+            match checked {
                 Ok(r) => logged = Some(r),
                 Err(problem) => {
                     status.state = MemberState::Failed as i32;
@@ -152,24 +165,19 @@ fn check_receipt(
     cells: &[pb::Cell],
     receipt: Option<&pb::Receipt>,
     seen: Option<Seen>,
-) -> Result<ReceiptRef, String> {
+) -> Result<(ReceiptRef, Seen), String> {
     let receipt = receipt.ok_or("the node sent no receipt")?;
     let v = tabadul_audit::receipt::verify(receipt, &member.log_key).map_err(|e| e.to_string())?;
     if let Err(e) = tabadul_audit::receipt::check_extends(receipt, &v, seen) {
         tracing::error!(member = %member.code, error = %e, "node log inconsistent with what the hub verified before");
         return Err(e.to_string());
     }
+    // The node appends after our request reached it, so its leaf lies past
+    // everything we had seen: an older leaf is a replayed receipt.
+    if let Some(s) = seen
+        && receipt.index < s.size
     {
-        // Only ever forward: concurrent answers may arrive out of order.
-        let mut latest = member.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if latest.is_none_or(|l| l.size < v.checkpoint.size) {
-            *latest = Some(Seen { size: v.checkpoint.size, root: v.checkpoint.root });
-            if let Some(pins) = &member.pins
-                && let Err(e) = pins.set_pinned(member.log_key.name(), &receipt.checkpoint)
-            {
-                tracing::warn!(member = %member.code, error = %e, "could not store the pin");
-            }
-        }
+        return Err(format!("the receipt names leaf {}, logged before this request (the log had {} entries)", receipt.index, s.size));
     }
     let e = &v.entry;
     let mismatch = |what: &str, logged: &str, got: &str| format!("the receipt logs {what} {logged:?}, the answer says {got:?}");
@@ -195,7 +203,56 @@ fn check_receipt(
             return Err("the cells received are not the ones the node logged as released".into());
         }
     }
-    Ok(v.to_ref(&member.code, receipt.index))
+    Ok((v.to_ref(&member.code, receipt.index), Seen { size: v.checkpoint.size, root: v.checkpoint.root }))
+}
+
+/// Moves the member's pin to `got` (already proven to extend `sent`, the
+/// pin our request carried). If another answer moved the pin meanwhile,
+/// `got` must also be consistent with that one (a proof from the node's
+/// `Audit` service settles it), or a node could answer concurrent queries
+/// from two forks of its log.
+async fn settle_pin(member: &Member, sent: Option<Seen>, got: Seen, note: &str) -> Result<(), String> {
+    let mut base = sent;
+    for _ in 0..8 {
+        let current = {
+            let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *pin == base {
+                if base.is_none_or(|b| b.size < got.size) {
+                    *pin = Some(got);
+                    if let Some(pins) = &member.pins
+                        && let Err(e) = pins.set_pinned(member.log_key.name(), note)
+                    {
+                        tracing::warn!(member = %member.code, error = %e, "could not store the pin");
+                    }
+                }
+                return Ok(());
+            }
+            *pin
+        };
+        let Some(cur) = current else { return Ok(()) };
+        if cur.size == got.size {
+            if cur.root != got.root {
+                tracing::error!(member = %member.code, size = got.size, "node signed two roots for one size");
+                return Err(format!("the node's log forked: two roots for size {}", got.size));
+            }
+        } else {
+            let (old, new) = if cur.size < got.size { (cur, got) } else { (got, cur) };
+            let proof = member
+                .audit
+                .clone()
+                .consistency_proof(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size })
+                .await
+                .map_err(|s| format!("the node could not prove its log consistent ({}): {}", old.size, s.message()))?
+                .into_inner()
+                .hashes;
+            tabadul_audit::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof).map_err(|e| {
+                tracing::error!(member = %member.code, old = old.size, new = new.size, "node log forked between concurrent answers");
+                format!("the node's log forked: checkpoints {} and {} are inconsistent ({e})", old.size, new.size)
+            })?;
+        }
+        base = current;
+    }
+    Err("the pin kept moving; answer not used".into())
 }
 
 /// A node may only speak for its own member state, in the dataflow's shape.

@@ -67,9 +67,14 @@ pub async fn run_notify(
             return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: log_vkey is for {:?}, expected {node_origin:?}", m.code, log_key.name()) });
         }
         if m.witness {
-            witnesses.push(crate::witnessing::Witness { member: m.code.clone(), client: WitnessClient::new(channel.clone()), cosigned_size: 0 });
+            witnesses.push(crate::witnessing::Witness {
+                member: m.code.clone(),
+                client: WitnessClient::new(channel.clone()),
+                key: log_key.cosigner(),
+                cosigned_size: 0,
+            });
         }
-        let client = NodeClient::new(channel).max_decoding_message_size(16 << 20);
+        let client = NodeClient::new(channel.clone()).max_decoding_message_size(16 << 20);
         // The pin survives restarts: a node cannot swap its log while the hub is down.
         let seen = match log.pinned(&node_origin)? {
             Some(note) => match tabadul_audit::Checkpoint::open(&note, &log_key) {
@@ -87,6 +92,7 @@ pub async fn run_notify(
             client,
             log_key,
             seen: Arc::new(std::sync::Mutex::new(seen)),
+            audit: tabadul_proto::pb::audit_client::AuditClient::new(channel.clone()),
             pins: Some(log.clone()),
         });
     }

@@ -58,7 +58,8 @@ impl pb::hub_server::Hub for HubService {
                 entry.query_digest = digest.clone();
                 entry.decision = "refused".into();
                 entry.detail = refusal.message().to_owned();
-                state.log.append(&entry, None).map_err(internal)?;
+                let log = state.log.clone();
+                tokio::task::spawn_blocking(move || log.append(&entry, None)).await.map_err(internal)?.map_err(internal)?;
                 tracing::warn!(reason = %refusal.message(), "refused by role");
                 return Err(refusal);
             }

@@ -17,6 +17,8 @@ use tonic::transport::Channel;
 pub struct Witness {
     pub member: String,
     pub client: WitnessClient<Channel>,
+    /// The witness's cosignature key (the node's log key, type 0x04).
+    pub key: tabadul_audit::Verifier,
     /// Size of our latest checkpoint this witness cosigned (0: unknown; a
     /// conflict answer tells us the real one).
     pub cosigned_size: u64,
@@ -49,9 +51,14 @@ pub async fn run(log: Arc<Log>, mut witnesses: Vec<Witness>, interval: Duration,
         let mut by = Vec::new();
         for (w, r) in witnesses.iter().zip(results) {
             match r {
-                Ok(lines) => match note.add_lines(&lines) {
-                    Ok(()) => by.push(w.member.clone()),
-                    Err(e) => tracing::warn!(witness = %w.member, error = %e, "malformed cosignature ignored"),
+                // Only a line that verifies as this witness's cosignature goes
+                // in: a witness must not be able to spoil the published note.
+                Ok(lines) => match own_cosignature(&latest.note, &lines, &w.key) {
+                    Ok(line) => match note.add_lines(&line) {
+                        Ok(()) => by.push(w.member.clone()),
+                        Err(e) => tracing::warn!(witness = %w.member, error = %e, "cosignature not added"),
+                    },
+                    Err(e) => tracing::warn!(witness = %w.member, error = %e, "cosignature rejected"),
                 },
                 Err(e) => tracing::warn!(witness = %w.member, error = %e, "witness did not cosign"),
             }
@@ -68,6 +75,18 @@ pub async fn run(log: Arc<Log>, mut witnesses: Vec<Witness>, interval: Duration,
             Err(e) => tracing::error!(error = %e, "cannot store the cosigned checkpoint"),
         }
     }
+}
+
+/// The one line of `lines` that is a valid cosignature of `note` by `key`.
+fn own_cosignature(note: &str, lines: &str, key: &tabadul_audit::Verifier) -> Result<String, String> {
+    let text = Note::parse(note).map_err(|e| e.to_string())?.text;
+    for line in lines.lines().take(tabadul_audit::note::MAX_SIGNATURES) {
+        let candidate = format!("{text}\n{line}\n");
+        if Note::parse(&candidate).is_ok_and(|n| n.verify_by(key).is_ok()) {
+            return Ok(format!("{line}\n"));
+        }
+    }
+    Err("no line is a valid cosignature by this witness's key".into())
 }
 
 /// One add-checkpoint exchange, retried once on a size conflict.

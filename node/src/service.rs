@@ -98,16 +98,24 @@ fn authorize(state: &NodeState, who: &Identity) -> Result<(), Status> {
     }
 }
 
-/// [`authorize`], recording a refusal in the event store: a peer knocking
-/// at the wrong door is itself worth an auditor's attention.
-fn authorize_and_record(state: &NodeState, who: &Identity, kind: &str, digest: &str) -> Result<(), Status> {
+/// Appends to the log off the async workers: an append waits for a synced
+/// write, and a peer must not be able to stall the server's threads.
+async fn append(log: &Arc<Log>, entry: Entry) -> Result<(), Status> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || log.append(&entry, None)).await.map_err(internal)?.map_err(internal)?;
+    Ok(())
+}
+
+/// [`authorize`], recording a refusal in the log: a peer knocking at the
+/// wrong door is itself worth an auditor's attention.
+async fn authorize_and_record(state: &NodeState, who: &Identity, kind: &str, digest: &str) -> Result<(), Status> {
     let Err(refusal) = authorize(state, who) else { return Ok(()) };
     let mut entry = Entry::now(kind, &who.to_string());
     entry.query_digest = digest.to_owned();
     entry.decision = "refused".into();
     entry.policy_version = state.policy().version.clone();
     entry.detail = refusal.message().to_owned();
-    state.log.append(&entry, None).map_err(internal)?;
+    append(&state.log, entry).await?;
     tracing::warn!(reason = %refusal.message(), "refused by role");
     Err(refusal)
 }
@@ -134,7 +142,7 @@ impl pb::node_server::Node for NodeService {
         let digest = tabadul_proto::query_digest(&q);
         let span = tracing::info_span!("query", peer = %peer.identity, addr = %peer.addr, dataflow = %q.dataflow, digest = %&digest[..16]);
         async move {
-            authorize_and_record(&self.state, &peer.identity, "query", &digest)?;
+            authorize_and_record(&self.state, &peer.identity, "query", &digest).await?;
             let state = self.state.clone();
             let who = peer.identity.clone();
             let digest = digest.clone();
@@ -193,21 +201,25 @@ impl pb::node_server::Node for NodeService {
 
     async fn describe(&self, request: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
-        let _span = tracing::info_span!("describe", peer = %peer.identity).entered();
-        authorize_and_record(&self.state, &peer.identity, "describe", "")?;
-        let policy = self.state.policy();
-        let withdrawals = self.state.withdrawals();
-        let grants = query::grants(&self.state.dict, &policy, &withdrawals, &peer.identity);
-        let mut entry = Entry::now("describe", &peer.identity.to_string());
-        entry.decision = "ok".into();
-        entry.policy_version = policy.version.clone();
-        self.state.log.append(&entry, None).map_err(internal)?;
-        Ok(Response::new(pb::DescribeResponse {
-            member: self.state.member().to_owned(),
-            policy_version: policy.version.clone(),
-            dictionary_version: self.state.dict.version.clone(),
-            grants,
-        }))
+        let span = tracing::info_span!("describe", peer = %peer.identity);
+        async move {
+            authorize_and_record(&self.state, &peer.identity, "describe", "").await?;
+            let policy = self.state.policy();
+            let withdrawals = self.state.withdrawals();
+            let grants = query::grants(&self.state.dict, &policy, &withdrawals, &peer.identity);
+            let mut entry = Entry::now("describe", &peer.identity.to_string());
+            entry.decision = "ok".into();
+            entry.policy_version = policy.version.clone();
+            append(&self.state.log, entry).await?;
+            Ok(Response::new(pb::DescribeResponse {
+                member: self.state.member().to_owned(),
+                policy_version: policy.version.clone(),
+                dictionary_version: self.state.dict.version.clone(),
+                grants,
+            }))
+        }
+        .instrument(span)
+        .await
     }
 }
 
@@ -218,12 +230,12 @@ pub(crate) struct AdminService {
     pub state: Arc<NodeState>,
 }
 
-fn admin_event(state: &NodeState, kind: &str, decision: &str, detail: String) -> Result<(), Status> {
+async fn admin_event(state: &NodeState, kind: &str, decision: &str, detail: String) -> Result<(), Status> {
     let mut entry = Entry::now(kind, "local-admin");
     entry.decision = decision.into();
     entry.policy_version = state.policy().version.clone();
     entry.detail = detail;
-    state.log.append(&entry, None).map(|_| ()).map_err(internal)
+    append(&state.log, entry).await
 }
 
 #[tonic::async_trait]
@@ -233,7 +245,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let w = new_withdrawal(&self.state.dict, &r.dataflow, &r.series_key, &r.reason).map_err(Status::invalid_argument)?;
         self.state.store.withdraw(&w).map_err(internal)?;
         self.state.refresh_withdrawals().map_err(internal)?;
-        admin_event(&self.state, "withdraw", "ok", format!("{}: {}", w.id(), w.reason))?;
+        admin_event(&self.state, "withdraw", "ok", format!("{}: {}", w.id(), w.reason)).await?;
         tracing::warn!(withdrawal = %w.id(), reason = %w.reason, "withdrawn");
         Ok(Response::new(pb::WithdrawResponse { id: w.id() }))
     }
@@ -242,7 +254,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let r = request.into_inner();
         let removed = self.state.store.reinstate(&r.dataflow, &r.series_key).map_err(internal)?;
         self.state.refresh_withdrawals().map_err(internal)?;
-        admin_event(&self.state, "reinstate", if removed { "ok" } else { "none" }, format!("{} {}", r.dataflow, r.series_key))?;
+        admin_event(&self.state, "reinstate", if removed { "ok" } else { "none" }, format!("{} {}", r.dataflow, r.series_key)).await?;
         Ok(Response::new(pb::ReinstateResponse { removed }))
     }
 
@@ -261,14 +273,14 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         .map_err(internal)?;
         match result {
             Ok(report) => {
-                admin_event(&self.state, "import", "ok", format!("{}: {} observations", r.path, report.observations))?;
+                admin_event(&self.state, "import", "ok", format!("{}: {} observations", r.path, report.observations)).await?;
                 Ok(Response::new(pb::ImportResponse {
                     observations: report.observations,
                     dataflows: report.dataflows.into_iter().collect(),
                 }))
             }
             Err(crate::Error::Import(e)) => {
-                admin_event(&self.state, "import", "failed", format!("{}: {} problems", r.path, e.problems.len()))?;
+                admin_event(&self.state, "import", "failed", format!("{}: {} problems", r.path, e.problems.len())).await?;
                 Err(Status::invalid_argument(e.to_string()))
             }
             Err(e) => Err(internal(e)),

@@ -274,6 +274,21 @@ async fn any_flipped_byte_and_any_dropped_leaf_is_reported() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("TAMPERED") && text.contains("entry 1"), "{text}");
 
+    // Entries no signed checkpoint covers are not "verified", even with
+    // matching hashes beside them.
+    let padded = net.dir.path().join("padded");
+    let mut more = entries.clone();
+    more.push(Entry::now("query", "spiffe://alo/hub/alo").encode());
+    let d = LogDir::load(&node_dir).unwrap();
+    offline::LogDir::write(&padded, &d.info, &more, &d.checkpoints.clone().into_iter().collect::<Vec<_>>(), &[], None).unwrap();
+    let report = offline::verify(&LogDir::load(&padded).unwrap(), &key, None);
+    assert!(report.findings.iter().any(|f| f.reason.contains("not covered by any verified signed checkpoint")), "{:?}", report.findings);
+    // Nor are entries whose only checkpoint is the empty tree's.
+    let bare = net.dir.path().join("bare");
+    let empty: Vec<(u64, String)> = d.checkpoints.iter().filter(|(s, _)| **s == 0).map(|(s, n)| (*s, n.clone())).collect();
+    let info = offline::LogInfo { size: 0, ..d.info.clone() };
+    offline::LogDir::write(&bare, &info, &more, &empty, &[], None).unwrap();
+    assert!(!offline::verify(&LogDir::load(&bare).unwrap(), &key, None).findings.is_empty());
     // Drop a leaf the hub holds a receipt for: cross-check names it.
     let hub_log = LogDir::load(&hub_dir).unwrap();
     let receipted: Vec<u64> = hub_log.entries.iter().filter_map(|e| Entry::decode(e).ok()).flat_map(|e| e.receipts).map(|r| r.index).collect();
@@ -368,7 +383,7 @@ async fn a_hub_showing_two_histories_to_two_witnesses_is_caught() {
     let (code, text) = watch(b.addr);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("FORK"), "{text}");
-    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap()]);
+    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap(), "--vkey", &hub_vkey]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("fraud proven") && text.contains("two different roots for tree size 1"), "{text}");
     let proven = std::fs::read_to_string(&fraud).unwrap();
@@ -381,15 +396,26 @@ async fn a_hub_showing_two_histories_to_two_witnesses_is_caught() {
     // Branch B, now behind A's pin, is suspicious but proves nothing alone.
     let (code, text) = watch(b.addr);
     assert_eq!(code, 1, "{text}");
-    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap()]);
+    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap(), "--vkey", &hub_vkey]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("inconclusive"), "{text}");
     std::fs::write(&fraud, proven).unwrap();
+    // A "fraud proof" made with a look-alike key proves nothing about the real log.
+    let mut fake: offline::FraudProof = serde_json::from_str(&std::fs::read_to_string(&fraud).unwrap()).unwrap();
+    let impostor = tabadul_audit::Signer::generate("alo/hub/alo").unwrap();
+    fake.vkey = impostor.verifier().to_string();
+    fake.pinned = impostor.sign(&tabadul_audit::Note::parse(&fake.pinned).unwrap().text).unwrap();
+    fake.conflicting = impostor.sign(&tabadul_audit::Note::parse(&fake.conflicting).unwrap().text).unwrap();
+    let fake_path = net.dir.path().join("fake.json");
+    std::fs::write(&fake_path, serde_json::to_string(&fake).unwrap()).unwrap();
+    let (code, text) = net.audit(&["check-fraud", fake_path.to_str().unwrap(), "--vkey", &hub_vkey]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not the log key given"), "{text}");
     // A doctored fraud proof (both sides the same checkpoint) proves nothing.
     let mut doctored: offline::FraudProof = serde_json::from_str(&std::fs::read_to_string(&fraud).unwrap()).unwrap();
     doctored.conflicting = doctored.pinned.clone();
     std::fs::write(&fraud, serde_json::to_string(&doctored).unwrap()).unwrap();
-    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap()]);
+    let (code, text) = net.audit(&["check-fraud", fraud.to_str().unwrap(), "--vkey", &hub_vkey]);
     assert_eq!(code, 0, "{text}");
 }
 
