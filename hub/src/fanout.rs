@@ -29,6 +29,8 @@ pub struct Member {
     pub seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
     /// The node's `Audit` service, for consistency proofs between receipts.
     pub audit: tabadul_proto::pb::audit_client::AuditClient<Channel>,
+    /// Set when the node was caught forking its log: its answers are refused.
+    pub forked: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Where the pin is kept across restarts (the hub's own log).
     pub pins: Option<std::sync::Arc<tabadul_audit::Log>>,
 }
@@ -117,16 +119,11 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
             status.rule_id = d.rule_id.clone();
             status.policy_version = d.policy_version.clone();
             status.detail = d.reason.clone();
-            let checked = match check_receipt(member, hub, &digest, &d, &received, receipt.as_ref(), seen) {
-                Ok((r, got)) => {
-                    let note = receipt.as_ref().map_or("", |r| r.checkpoint.as_str());
-                    match tokio::time::timeout(deadline, settle_pin(member, seen, got, note)).await {
-                        Ok(Ok(())) => Ok(r),
-                        Ok(Err(problem)) => Err(problem),
-                        Err(_) => Err("no consistency proof from the node in time".to_owned()),
-                    }
-                }
-                Err(problem) => Err(problem),
+            let forked = member.forked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let checked = match (forked, check_receipt(member, hub, &digest, &d, &received, receipt.as_ref(), seen)) {
+                (Some(reason), _) => Err(reason),
+                (None, Ok((r, got))) => settle_pin(member, seen, got, receipt.as_ref().map_or("", |r| r.checkpoint.as_str())).map(|()| r),
+                (None, Err(problem)) => Err(problem),
             };
             match checked {
                 Ok(r) => logged = Some(r),
@@ -208,51 +205,68 @@ fn check_receipt(
 
 /// Moves the member's pin to `got` (already proven to extend `sent`, the
 /// pin our request carried). If another answer moved the pin meanwhile,
-/// `got` must also be consistent with that one (a proof from the node's
-/// `Audit` service settles it), or a node could answer concurrent queries
-/// from two forks of its log.
-async fn settle_pin(member: &Member, sent: Option<Seen>, got: Seen, note: &str) -> Result<(), String> {
-    let mut base = sent;
-    for _ in 0..8 {
-        let current = {
-            let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if *pin == base {
-                if base.is_none_or(|b| b.size < got.size) {
-                    *pin = Some(got);
-                    if let Some(pins) = &member.pins
-                        && let Err(e) = pins.set_pinned(member.log_key.name(), note)
-                    {
-                        tracing::warn!(member = %member.code, error = %e, "could not store the pin");
-                    }
-                }
-                return Ok(());
-            }
-            *pin
-        };
-        let Some(cur) = current else { return Ok(()) };
-        if cur.size == got.size {
-            if cur.root != got.root {
-                tracing::error!(member = %member.code, size = got.size, "node signed two roots for one size");
-                return Err(format!("the node's log forked: two roots for size {}", got.size));
-            }
-        } else {
-            let (old, new) = if cur.size < got.size { (cur, got) } else { (got, cur) };
-            let proof = member
-                .audit
-                .clone()
-                .consistency_proof(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size })
-                .await
-                .map_err(|s| format!("the node could not prove its log consistent ({}): {}", old.size, s.message()))?
-                .into_inner()
-                .hashes;
-            tabadul_audit::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof).map_err(|e| {
-                tracing::error!(member = %member.code, old = old.size, new = new.size, "node log forked between concurrent answers");
-                format!("the node's log forked: checkpoints {} and {} are inconsistent ({e})", old.size, new.size)
-            })?;
+/// `got` must also be consistent with that one, or a node could answer
+/// concurrent queries from two forks of its log: equal sizes are compared
+/// here; otherwise a proof from the node's `Audit` service settles it in
+/// the background, off the answer's path, and a failure poisons the member
+/// (every later answer is refused and the fork is logged).
+fn settle_pin(member: &Member, sent: Option<Seen>, got: Seen, note: &str) -> Result<(), String> {
+    let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
+    if *pin == sent {
+        if sent.is_none_or(|b| b.size < got.size) {
+            *pin = Some(got);
+            store_pin(member, note);
         }
-        base = current;
+        return Ok(());
     }
-    Err("the pin kept moving; answer not used".into())
+    let Some(cur) = *pin else { return Ok(()) };
+    drop(pin);
+    if cur.size == got.size {
+        return if cur.root == got.root { Ok(()) } else { Err(poison(member, format!("two roots for size {}", got.size))) };
+    }
+    let (member, note) = (member.clone(), note.to_owned());
+    tokio::spawn(async move {
+        let (old, new) = if cur.size < got.size { (cur, got) } else { (got, cur) };
+        let proof = member.audit.clone().consistency_proof(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size }).await;
+        let verdict = match proof {
+            Ok(p) => tabadul_audit::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p.into_inner().hashes)
+                .map_err(|e| format!("checkpoints {} and {} are inconsistent ({e})", old.size, new.size)),
+            Err(s) if s.code() == Code::OutOfRange || s.code() == Code::InvalidArgument => {
+                Err(format!("it cannot prove checkpoint {} extends {}: {}", new.size, old.size, s.message()))
+            }
+            // Unreachable now: the next answer's receipt is checked against the pin anyway.
+            Err(_) => return,
+        };
+        match verdict {
+            Ok(()) => {
+                let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
+                if pin.is_none_or(|p| p.size < got.size) {
+                    *pin = Some(got);
+                    store_pin(&member, &note);
+                }
+            }
+            Err(why) => {
+                poison(&member, why);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn store_pin(member: &Member, note: &str) {
+    if let Some(pins) = &member.pins
+        && let Err(e) = pins.set_pinned(member.log_key.name(), note)
+    {
+        tracing::warn!(member = %member.code, error = %e, "could not store the pin");
+    }
+}
+
+/// Marks the member's log as forked; returns the reason.
+fn poison(member: &Member, why: String) -> String {
+    let reason = format!("the node's log forked: {why}");
+    tracing::error!(member = %member.code, %reason, "node log fork detected; its answers are refused from now on");
+    *member.forked.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+    reason
 }
 
 /// A node may only speak for its own member state, in the dataflow's shape.

@@ -93,6 +93,7 @@ pub async fn run_notify(
             log_key,
             seen: Arc::new(std::sync::Mutex::new(seen)),
             audit: tabadul_proto::pb::audit_client::AuditClient::new(channel.clone()),
+            forked: Default::default(),
             pins: Some(log.clone()),
         });
     }
