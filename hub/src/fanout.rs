@@ -308,3 +308,47 @@ fn describe_transport_error(s: &tonic::Status) -> String {
     }
     detail
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn member(pin: Option<Seen>) -> Member {
+        // Never dialled in these tests: a lazy channel to nowhere.
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        Member {
+            code: "MAR".into(),
+            identity: "spiffe://alo/node/MAR".parse().unwrap(),
+            client: NodeClient::new(channel.clone()),
+            log_key: tabadul_audit::Signer::generate("alo/node/MAR").unwrap().verifier(),
+            seen: std::sync::Arc::new(std::sync::Mutex::new(pin)),
+            audit: tabadul_proto::pb::audit_client::AuditClient::new(channel),
+            forked: Default::default(),
+            pins: None,
+        }
+    }
+
+    fn seen(size: u64, root: u8) -> Seen {
+        Seen { size, root: [root; 32] }
+    }
+
+    #[tokio::test]
+    async fn the_pin_moves_forward_and_a_concurrent_fork_poisons_the_member() {
+        // Nobody else moved the pin: it advances.
+        let m = member(Some(seen(4, 1)));
+        settle_pin(&m, Some(seen(4, 1)), seen(6, 2), "").unwrap();
+        assert_eq!(*m.seen.lock().unwrap(), Some(seen(6, 2)));
+        // An older answer arriving late does not move it back.
+        let m = member(Some(seen(6, 2)));
+        settle_pin(&m, Some(seen(6, 2)), seen(6, 2), "").unwrap();
+        assert_eq!(*m.seen.lock().unwrap(), Some(seen(6, 2)));
+        // Two answers to requests sent at size 4 come back at size 6 with
+        // different roots: the second is refused and the member poisoned.
+        let m = member(Some(seen(6, 2)));
+        let e = settle_pin(&m, Some(seen(4, 1)), seen(6, 3), "").unwrap_err();
+        assert!(e.contains("forked") && e.contains("size 6"), "{e}");
+        assert!(m.forked.lock().unwrap().as_ref().is_some_and(|r| r.contains("two roots")));
+        assert_eq!(*m.seen.lock().unwrap(), Some(seen(6, 2)), "the pin stays on the first root");
+    }
+}
