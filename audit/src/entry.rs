@@ -243,7 +243,7 @@ fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {
         let r = rest?;
-        match r.as_bytes().iter().position(|&b| b == sep) {
+        match find_byte(r.as_bytes(), sep) {
             // An ASCII byte is always a char boundary.
             Some(i) => {
                 rest = r.get(i + 1..);
@@ -257,8 +257,30 @@ fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The first `needle` in `hay`, eight bytes at a time: the classic
+/// "has a zero byte" word trick on `word ^ needle·0x01…01`. The lowest
+/// flagged byte is always a true match (false flags only follow one).
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == needle).map(|p| at + p)
+}
+
 fn split_once_ascii(s: &str, sep: u8) -> Option<(&str, &str)> {
-    let i = s.as_bytes().iter().position(|&b| b == sep)?;
+    let i = find_byte(s.as_bytes(), sep)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
@@ -381,6 +403,19 @@ mod tests {
                 assert_eq!(check(&zero).is_ok(), Entry::decode(&zero).is_ok(), "zero at {i}: {:?}", String::from_utf8_lossy(&zero));
             }
         }
+    }
+
+    #[test]
+    fn find_byte_agrees_with_a_plain_scan() {
+        let hay: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        for needle in [0u8, b'\n', b' ', 0x80, 0xff, 36] {
+            for start in 0..hay.len() {
+                let h = &hay[start..];
+                assert_eq!(find_byte(h, needle), h.iter().position(|&b| b == needle), "needle {needle} from {start}");
+            }
+        }
+        assert_eq!(find_byte(b"", b'x'), None);
+        assert_eq!(find_byte(b"\x01\x00\n", b'\n'), Some(2));
     }
 
     #[test]
