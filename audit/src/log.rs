@@ -439,6 +439,32 @@ impl Log {
         value.try_into().map_err(|_| self.corrupt(index, &format!("subtree hash ({level},{index}) is not 32 bytes")))
     }
 
+    /// Writes a consistent copy of the log (a RocksDB checkpoint: hard
+    /// links where it can) to the new directory `dir`, first publishing the
+    /// latest checkpoint so the copy opens without replay. Returns that
+    /// checkpoint; the copy holds exactly the entries it covers.
+    pub fn backup_to(&self, dir: &Path) -> Result<Arc<SignedCheckpoint>, Error> {
+        // Hold appends (they queue) and let a batch in flight land, so the
+        // copy holds exactly the entries of the checkpoint returned.
+        let mut state = self.lock();
+        while state.writing {
+            state = self.written.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        let latest = state.latest.clone();
+        if state.published != latest.checkpoint.size {
+            self.put_synced(CHECKPOINTS, &latest.checkpoint.size.to_be_bytes(), latest.note.as_bytes())?;
+            state.published = latest.checkpoint.size;
+            state.published_at = std::time::Instant::now();
+        }
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .map_err(|e| self.db_err(e))?;
+        drop(state);
+        // Appends that queued meanwhile need a leader.
+        self.written.notify_all();
+        Ok(latest)
+    }
+
     // ---------------------------------------------------------- witnessing
 
     /// The last checkpoint of log `origin` that this log's owner cosigned

@@ -23,6 +23,10 @@ pub struct HubConfig {
     /// latest checkpoint; 0 turns witnessing off.
     #[serde(default = "default_witness_interval_ms")]
     pub witness_interval_ms: u64,
+    /// On shutdown, how long in-flight queries get before the connections
+    /// still open are closed.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
     /// Default per-member deadline for a federated query.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
@@ -54,6 +58,9 @@ pub struct MemberConfig {
 
 fn yes() -> bool {
     true
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 fn default_log_key() -> PathBuf {
     PathBuf::from("log.key")

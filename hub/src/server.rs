@@ -115,6 +115,7 @@ pub async fn run_notify(
         .build_v1()
         .map_err(|e| Error::Config { path: "reflection".into(), reason: e.to_string() })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let witnessing = (config.witness_interval_ms > 0 && !witnesses.is_empty()).then(|| {
         let mut rx = stop_rx.clone();
         tokio::spawn(crate::witnessing::run(log.clone(), witnesses, Duration::from_millis(config.witness_interval_ms), async move {
@@ -128,9 +129,25 @@ pub async fn run_notify(
         .add_service(audit)
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), shutdown);
+        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), async {
+            let _ = shutdown_rx.clone().wait_for(|s| *s).await;
+        });
     ready();
-    let served = server.await;
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight queries");
+        let _ = shutdown_tx.send(true);
+        // An operator's idle connection must not hold the hub up for ever.
+        tokio::time::sleep(grace).await;
+    };
+    let served = tokio::select! {
+        r = server => r,
+        () = signal => {
+            tracing::warn!("grace period over: closing the connections still open");
+            Ok(())
+        }
+    };
     let _ = stop_tx.send(true);
     if let Some(w) = witnessing {
         let _ = w.await;

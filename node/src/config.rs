@@ -28,11 +28,18 @@ pub struct NodeConfig {
     /// Largest accepted gRPC request, in bytes.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
+    /// On shutdown, how long in-flight requests get before the connections
+    /// still open are closed.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
     /// How often the policy and CRL files are checked for changes.
     #[serde(default = "default_reload_interval_ms")]
     pub reload_interval_ms: u64,
 }
 
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
 fn default_log_key() -> PathBuf {
     PathBuf::from("log.key")
 }

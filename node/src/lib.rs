@@ -4,8 +4,10 @@
 //! The node imports indicator tables into RocksDB ([`import`], [`store`]),
 //! decides every request against a default-deny policy ([`policy`],
 //! [`query`]), honours the national team's withdrawals, records every
-//! decision in its event store, and serves the `Node` gRPC service over
-//! mutual TLS plus a local admin API on a Unix socket ([`server`]).
+//! decision in its signed log (answering with a receipt), and serves the
+//! `Node`, `Audit` and `Witness` gRPC services over mutual TLS plus a local
+//! admin API on a Unix socket ([`server`]). [`backup`] takes online backups
+//! and restores them.
 //!
 //! It never trusts an identity that did not come from a verified client
 //! certificate, never evaluates query strings, and does not talk to other
@@ -13,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backup;
 pub mod config;
 mod error;
 pub mod import;

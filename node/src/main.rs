@@ -62,6 +62,17 @@ enum Command {
     },
     /// What the node holds and which policy is in force.
     Status,
+    /// Take an online backup (store and signed log) into a new directory.
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into this node's data directory (node stopped).
+    /// The data it replaces is moved aside, never deleted.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Check or explain the publication policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -183,6 +194,41 @@ async fn main() -> anyhow::Result<()> {
             for w in s.withdrawals {
                 println!("withdrawn     {w}");
             }
+        }
+        Command::Backup { out } => {
+            let config = load_config(&cli.config)?;
+            let out = std::path::absolute(&out).with_context(|| format!("resolving {}", out.display()))?;
+            let (observations, entries) = match admin::connect(&config.admin_socket()).await {
+                Some(mut client) => {
+                    let r = client
+                        .backup(pb::BackupRequest { path: out.display().to_string() })
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                        .into_inner();
+                    (r.observations, r.log_entries)
+                }
+                None => {
+                    let member = config.tls.own_identity()?.id().to_owned();
+                    let store = tabadul_node::store::Store::open(&config.store_dir())?;
+                    let log = tabadul_audit::Log::open(&config.log_dir(), tabadul_audit::load_signer(&config.log_key)?)?;
+                    let m = tabadul_node::backup::backup(&member, &store, &log, &out)?;
+                    (m.observations, m.log_entries)
+                }
+            };
+            println!("backup in {}: {observations} observations, {entries} log entries", out.display());
+        }
+        Command::Restore { from } => {
+            let config = load_config(&cli.config)?;
+            if admin::connect(&config.admin_socket()).await.is_some() {
+                bail!("the node is running (its admin socket answers): stop it before restoring");
+            }
+            let member = config.tls.own_identity()?.id().to_owned();
+            let (m, moved) = tabadul_node::backup::restore(&config, &member, &from)?;
+            println!("restored the backup of {} taken {}: {} observations, {} log entries", m.member, m.created, m.observations, m.log_entries);
+            if let Some(dir) = moved {
+                println!("the data it replaced is in {}", dir.display());
+            }
+            println!("the log now ends at the backup: the hub will refuse this node's answers until the ALO accepts the rollback");
         }
         Command::Policy(PolicyCommand::Check) => {
             let config = load_config(&cli.config)?;

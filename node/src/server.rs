@@ -111,16 +111,27 @@ pub async fn run_notify(
         .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(admin_listener), stopped(stop_rx));
 
     ready();
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
     let signal = async move {
         shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
+        // In-flight requests get this long; a peer that keeps an idle
+        // connection open must not hold the node up for ever.
+        tokio::time::sleep(grace).await;
     };
-    let (public, admin, ()) = tokio::join!(public, admin, signal);
+    let servers = async { tokio::join!(public, admin) };
+    let outcome = tokio::select! {
+        (public, admin) = servers => public.and(admin).map_err(Error::from),
+        () = signal => {
+            tracing::warn!("grace period over: closing the connections still open");
+            Ok(())
+        }
+    };
     let _ = std::fs::remove_file(&socket);
     reloader.abort();
-    public?;
-    admin?;
+    outcome?;
+    // The log publishes its latest checkpoint when the last handle drops.
     tracing::info!("node stopped");
     Ok(())
 }

@@ -308,6 +308,25 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         }))
     }
 
+    async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<pb::BackupResponse>, Status> {
+        let path = std::path::PathBuf::from(request.into_inner().path);
+        if !path.is_absolute() {
+            return Err(Status::invalid_argument(format!("backup path {} must be absolute (the node's working directory is not yours)", path.display())));
+        }
+        let state = self.state.clone();
+        let result = tokio::task::spawn_blocking(move || crate::backup::backup(state.member(), &state.store, &state.log, &path))
+            .await
+            .map_err(internal)?;
+        match result {
+            Ok(m) => {
+                admin_event(&self.state, "backup", "ok", format!("{} observations, {} log entries", m.observations, m.log_entries)).await?;
+                Ok(Response::new(pb::BackupResponse { observations: m.observations, log_entries: m.log_entries, checkpoint: m.checkpoint }))
+            }
+            Err(crate::Error::Invalid(why)) => Err(Status::invalid_argument(why)),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
     async fn reload(&self, _: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
         match self.state.reload_policy() {
             Ok(p) => Ok(Response::new(pb::ReloadResponse { policy_version: p.version.clone() })),

@@ -195,6 +195,14 @@ impl Store {
     }
 
     /// Number of observations stored (exact; walks the keys).
+    /// Writes a consistent copy of the store (a RocksDB checkpoint) to the
+    /// new directory `dir`.
+    pub fn backup_to(&self, dir: &Path) -> Result<(), Error> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .map_err(|source| Error::Store { path: dir.to_owned(), source })
+    }
+
     pub fn count(&self) -> Result<u64, Error> {
         let mut n = 0;
         for item in self.db.iterator(IteratorMode::Start) {

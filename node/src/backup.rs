@@ -1,0 +1,129 @@
+//! Online backup and offline restore of a node's data: the store and the
+//! signed log, as consistent RocksDB checkpoints, with a manifest.
+//!
+//! A backup directory holds `store/`, `log/` and `backup.json`. Restore
+//! puts them in place of the node's data (moving what was there aside,
+//! never deleting it) and opens both to prove the copy is sound: the log's
+//! recovery recomputes its root against its signed checkpoint.
+//!
+//! Restoring rolls the log back to the backup: entries logged after it are
+//! gone, and the hub, which pins every node's log, will refuse the node's
+//! answers until the ALO accepts the rollback. That is deliberate: a log
+//! that can silently lose entries proves nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tabadul_audit::Log;
+
+use crate::store::Store;
+use crate::{Error, NodeConfig};
+
+/// `backup.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub member: String,
+    /// RFC 3339.
+    pub created: String,
+    pub observations: u64,
+    pub log_entries: u64,
+    /// The latest signed log checkpoint in the backup.
+    pub checkpoint: String,
+}
+
+/// Takes a backup of a running (or stopped) node's store and log into the
+/// new directory `dir`.
+pub fn backup(member: &str, store: &Store, log: &Log, dir: &Path) -> Result<Manifest, Error> {
+    if dir.exists() && std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.next().is_some() {
+        return Err(Error::Invalid(format!("backup directory {} is not empty; choose a new one", dir.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    store.backup_to(&dir.join("store"))?;
+    let latest = log.backup_to(&dir.join("log"))?;
+    let manifest = Manifest {
+        member: member.to_owned(),
+        created: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        observations: store.count()?,
+        log_entries: latest.checkpoint.size,
+        checkpoint: latest.note.clone(),
+    };
+    let path = dir.join("backup.json");
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+    // Written last: a directory without it is an unfinished backup.
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    Ok(manifest)
+}
+
+/// Restores a backup into a stopped node's data directory. The current
+/// `store/` and `log/` are moved to `<data_dir>/before-restore-<time>/`.
+/// Returns the manifest and where the old data went.
+pub fn restore(config: &NodeConfig, member: &str, from: &Path) -> Result<(Manifest, Option<PathBuf>), Error> {
+    let manifest_path = from.join("backup.json");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("{}: {e} (an unfinished or damaged backup?)", manifest_path.display())))?;
+    if manifest.member != member {
+        return Err(Error::Invalid(format!("{} is a backup of {}, not of {member}", from.display(), manifest.member)));
+    }
+    for part in ["store", "log"] {
+        if !from.join(part).is_dir() {
+            return Err(Error::Invalid(format!("{} has no {part}/ directory", from.display())));
+        }
+    }
+    // The backup must open and verify before anything of ours moves.
+    let signer = tabadul_audit::load_signer(&config.log_key)?;
+    {
+        let scratch = tempfile_dir(&config.data_dir)?;
+        copy_tree(&from.join("log"), &scratch.join("log"))?;
+        let log = Log::open(&scratch.join("log"), signer)?;
+        if log.len() != manifest.log_entries {
+            return Err(Error::Invalid(format!(
+                "the backup's log holds {} entries, its manifest says {}", log.len(), manifest.log_entries)));
+        }
+        drop(log);
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    let moved = {
+        let aside = config.data_dir.join(format!("before-restore-{}", time::OffsetDateTime::now_utc().unix_timestamp()));
+        let mut moved = None;
+        for part in ["store", "log"] {
+            let current = config.data_dir.join(part);
+            if current.exists() {
+                std::fs::create_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
+                std::fs::rename(&current, aside.join(part)).map_err(|e| Error::io(&current, e))?;
+                moved = Some(aside.clone());
+            }
+        }
+        moved
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
+    copy_tree(&from.join("store"), &config.store_dir())?;
+    copy_tree(&from.join("log"), &config.log_dir())?;
+    // Both open: the store's files are whole and the log's root matches
+    // its signed checkpoint (recovery checks it).
+    Store::open(&config.store_dir())?;
+    Log::open(&config.log_dir(), tabadul_audit::load_signer(&config.log_key)?)?;
+    Ok((manifest, moved))
+}
+
+fn tempfile_dir(base: &Path) -> Result<PathBuf, Error> {
+    let dir = base.join(format!(".restore-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+/// Copies a directory of files (RocksDB directories are flat).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for item in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let item = item.map_err(|e| Error::io(from, e))?;
+        let target = to.join(item.file_name());
+        if item.path().is_dir() {
+            copy_tree(&item.path(), &target)?;
+        } else {
+            std::fs::copy(item.path(), &target).map_err(|e| Error::io(&target, e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Operating a node: online backup while it serves, restore, and the log
+//! verifying after the restore.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::process::Command;
+
+use tabadul_audit::Verifier;
+use tabadul_audit::offline::{self, LogDir};
+use tabadul_proto::pb;
+use tabadul_tests::{NodeDir, Pki, bin, collect, node_client, run_ok, synthetic};
+
+const POLICY: &str = "[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = []\n";
+
+fn entries_of(status: &str) -> u64 {
+    status.lines().find(|l| l.starts_with("log entries")).unwrap().split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn an_online_backup_restores_to_a_node_whose_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(&node.config, config.replacen("reload_interval_ms", "shutdown_grace_ms = 1000\nreload_interval_ms", 1)).unwrap();
+    let data = node.dir.join("data.csv");
+    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2023..=2024))).unwrap();
+    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    let proc = node.start().unwrap();
+    let hub = pki.issue("hub", "alo").unwrap();
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    let q = || pb::Query { dataflow: "UNE_PERS".into(), start_period: "2024".into(), end_period: "2024".into(), ..Default::default() };
+    for _ in 0..5 {
+        collect(&mut client, q()).await.unwrap();
+    }
+
+    // Online: the node keeps answering while the backup is taken.
+    let backup = dir.path().join("backup-1");
+    let taking = tokio::task::spawn_blocking({
+        let cmd = node.command(&["backup", "--out", backup.to_str().unwrap()]);
+        move || run_ok(cmd)
+    });
+    for _ in 0..5 {
+        collect(&mut client, q()).await.unwrap();
+    }
+    let out = taking.await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("observations") && text.contains("log entries"), "{text}");
+    let manifest: tabadul_node::backup::Manifest = serde_json::from_str(&std::fs::read_to_string(backup.join("backup.json")).unwrap()).unwrap();
+    assert!(manifest.log_entries >= 5 && manifest.observations > 0, "{manifest:?}");
+    // A second backup into the same directory is refused; nothing is overwritten.
+    let again = node.command(&["backup", "--out", backup.to_str().unwrap()]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&again.stderr));
+
+    // More traffic after the backup, then a restore (which needs the node stopped).
+    for _ in 0..3 {
+        collect(&mut client, q()).await.unwrap();
+    }
+    let busy = node.command(&["restore", "--from", backup.to_str().unwrap()]).output().unwrap();
+    assert!(!busy.status.success() && String::from_utf8_lossy(&busy.stderr).contains("stop it"), "{}", String::from_utf8_lossy(&busy.stderr));
+    let status_before = String::from_utf8_lossy(&run_ok(node.command(&["status"])).unwrap().stdout).to_string();
+    // A graceful stop: the client's idle connection is still open, which
+    // the node's grace period (here 1 s) must not wait on for ever.
+    let mut proc = proc;
+    proc.signal("-TERM").unwrap();
+    let stopping = std::time::Instant::now();
+    let exited = tokio::task::spawn_blocking(move || proc.child.wait()).await.unwrap().unwrap();
+    assert!(exited.success(), "{exited:?}");
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(8), "took {:?}", stopping.elapsed());
+    drop(client);
+    let restored = run_ok(node.command(&["restore", "--from", backup.to_str().unwrap()])).unwrap();
+    let text = String::from_utf8_lossy(&restored.stdout).to_string();
+    assert!(text.contains("restored the backup of MAR") && text.contains("before-restore-"), "{text}");
+    // The replaced data was kept.
+    let aside: Vec<_> = std::fs::read_dir(node.dir.join("data")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("before-restore-")).collect();
+    assert_eq!(aside.len(), 1);
+    assert!(aside[0].path().join("log").is_dir() && aside[0].path().join("store").is_dir());
+
+    // The restored node serves; its log ends at the backup and verifies.
+    let proc = node.start().unwrap();
+    let status = String::from_utf8_lossy(&run_ok(node.command(&["status"])).unwrap().stdout).to_string();
+    assert_eq!(entries_of(&status), manifest.log_entries, "{status}");
+    assert!(entries_of(&status_before) > manifest.log_entries);
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    let (d, cells) = collect(&mut client, q()).await.unwrap();
+    assert_eq!(d.kind, pb::DecisionKind::Allowed as i32);
+    assert!(!cells.is_empty());
+    let auditor = pki.issue("auditor", "court").unwrap();
+    let fetched = dir.path().join("fetched");
+    run_ok(
+        Command::new(bin("tabadul-audit"))
+            .args(["fetch", "--endpoint", &proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
+            .arg(&fetched)
+            .arg("--ca").arg(pki.ca_cert())
+            .arg("--cert").arg(&auditor.cert)
+            .arg("--key").arg(&auditor.key),
+    )
+    .unwrap();
+    let key = Verifier::parse(&node.log_vkey).unwrap();
+    let report = offline::verify(&LogDir::load(&fetched).unwrap(), &key, None);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.entries, manifest.log_entries + 1, "the backup's entries and the one query since");
+}
+
+#[test]
+fn a_damaged_backup_is_refused_and_the_data_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let data = node.dir.join("data.csv");
+    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
+    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    drop(node.start().unwrap());
+    // Offline backup (no node running), then damage it.
+    let backup = dir.path().join("b");
+    run_ok(node.command(&["backup", "--out", backup.to_str().unwrap()])).unwrap();
+    std::fs::write(backup.join("backup.json"), "{ not json").unwrap();
+    let out = node.command(&["restore", "--from", backup.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged backup"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A backup of another member is refused too.
+    let other = NodeDir::create(&dir.path().join("other"), &pki, "EGY", POLICY).unwrap();
+    let b2 = dir.path().join("b2");
+    run_ok(other.command(&["backup", "--out", b2.to_str().unwrap()])).unwrap();
+    let out = node.command(&["restore", "--from", b2.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a backup of EGY, not of MAR"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Nothing moved: no before-restore directory, and the node still starts.
+    assert!(!std::fs::read_dir(node.dir.join("data")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("before-restore-")));
+    drop(node.start().unwrap());
+}
