@@ -323,6 +323,13 @@ impl Log {
         self.lock().latest.clone()
     }
 
+    /// The size of the last published checkpoint and how long ago it was
+    /// published (or the log opened).
+    pub fn published(&self) -> (u64, std::time::Duration) {
+        let state = self.lock();
+        (state.published, state.published_at.elapsed())
+    }
+
     /// Publishes the latest checkpoint now if it is not yet (on close, and
     /// for callers that want an up-to-date published tree).
     pub fn publish(&self) -> Result<(), Error> {

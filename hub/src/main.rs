@@ -29,9 +29,13 @@ enum Command {
         config: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: String,
-        /// Write the bound address to this file once serving.
+        /// Write the bound address to this file once serving (and the
+        /// metrics address to <file>.metrics).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Serve Prometheus metrics (plain HTTP, GET /metrics) here.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Run a federated query (operator certificate) and print the table.
     Query {
@@ -77,20 +81,30 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {
-        Command::Serve { config, listen, ready_file } => {
+        Command::Serve { config, listen, ready_file, metrics_listen } => {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
             let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
             let addr = listener.local_addr()?;
+            let metrics = match &metrics_listen {
+                Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding {a}"))?),
+                None => None,
+            };
+            let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
             let ready = move || {
                 if let Some(path) = ready_file {
-                    // Written atomically, so a reader never sees half an address.
-                    let tmp = path.with_extension("tmp");
-                    if let Err(e) = std::fs::write(&tmp, addr.to_string()).and_then(|()| std::fs::rename(&tmp, &path)) {
-                        tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
+                    // The metrics address first: the main ready file is what
+                    // callers wait for. Each written atomically.
+                    let mut files = metrics_addr.map(|a| (path.with_extension("metrics"), a)).into_iter().collect::<Vec<_>>();
+                    files.push((path, addr));
+                    for (path, addr) in files {
+                        let tmp = path.with_extension("tmp");
+                        if let Err(e) = std::fs::write(&tmp, addr.to_string()).and_then(|()| std::fs::rename(&tmp, &path)) {
+                            tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
+                        }
                     }
                 }
             };
-            tabadul_hub::run_notify(listener, config, shutdown_signal(), ready).await?;
+            tabadul_hub::run_notify(listener, metrics, config, shutdown_signal(), ready).await?;
         }
         Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json } => {
             let files = TlsFiles { ca, cert, key, crl };

@@ -26,13 +26,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` completes, then lets in-flight queries finish.
 pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    run_notify(listener, config, shutdown, || ()).await
+    run_notify(listener, None, config, shutdown, || ()).await
 }
 
 /// [`run`], calling `ready` once the configuration is loaded and the
 /// listener is about to accept.
 pub async fn run_notify(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: HubConfig,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
@@ -103,6 +104,7 @@ pub async fn run_notify(
         dict,
         members,
         log: log.clone(),
+        metrics: metrics_registry(),
         default_deadline: Duration::from_millis(config.deadline_ms),
         max_deadline: Duration::from_millis(config.max_deadline_ms),
     });
@@ -119,6 +121,29 @@ pub async fn run_notify(
     let witnessing = (config.witness_interval_ms > 0 && !witnesses.is_empty()).then(|| {
         let mut rx = stop_rx.clone();
         tokio::spawn(crate::witnessing::run(log.clone(), witnesses, Duration::from_millis(config.witness_interval_ms), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }))
+    });
+    let metrics = metrics_listener.map(|l| {
+        let st = state.clone();
+        let cert = config.tls.cert.clone();
+        let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
+            m.set("tabadul_hub_log_entries", &[], st.log.len() as f64);
+            if let Ok(Some(c)) = st.log.cosigned()
+                && let Ok(cp) = tabadul_audit::offline::peek(&c)
+            {
+                m.set("tabadul_hub_cosigned_size", &[], cp.size as f64);
+            }
+            for member in st.members.values() {
+                let forked = member.forked.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+                m.set("tabadul_hub_member_log_forked", &[("member", &member.code)], if forked { 1.0 } else { 0.0 });
+            }
+            if let Ok(t) = tls::not_after(&cert) {
+                m.set("tabadul_hub_certificate_expiry_seconds", &[], (t - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
+            }
+        });
+        let mut rx = stop_rx.clone();
+        tokio::spawn(tabadul_telemetry::serve(l, state.metrics.clone(), refresh, async move {
             let _ = rx.wait_for(|s| *s).await;
         }))
     });
@@ -152,7 +177,23 @@ pub async fn run_notify(
     if let Some(w) = witnessing {
         let _ = w.await;
     }
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     served?;
     tracing::info!("hub stopped");
     Ok(())
+}
+
+fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
+    use tabadul_telemetry::Kind;
+    let m = tabadul_telemetry::Registry::new();
+    m.describe("tabadul_hub_federated_queries_total", Kind::Counter, "Federated queries, by outcome.");
+    m.describe("tabadul_hub_federated_query_seconds", Kind::Histogram, "Time to answer a federated query, fan-out included.");
+    m.describe("tabadul_hub_member_answers_total", Kind::Counter, "Member outcomes of federated queries (answered, refused, unreachable, timed-out, failed).");
+    m.describe("tabadul_hub_log_entries", Kind::Gauge, "Entries in the hub's signed exchange log.");
+    m.describe("tabadul_hub_cosigned_size", Kind::Gauge, "Tree size of the latest checkpoint the witnesses cosigned.");
+    m.describe("tabadul_hub_member_log_forked", Kind::Gauge, "1 when a member's node was caught forking its log.");
+    m.describe("tabadul_hub_certificate_expiry_seconds", Kind::Gauge, "Seconds until the hub's TLS certificate expires.");
+    m
 }

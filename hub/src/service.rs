@@ -23,6 +23,7 @@ pub(crate) struct HubState {
     pub members: BTreeMap<String, Member>,
     /// The hub's signed exchange log.
     pub log: Arc<Log>,
+    pub metrics: Arc<tabadul_telemetry::Registry>,
     pub default_deadline: Duration,
     pub max_deadline: Duration,
 }
@@ -48,6 +49,7 @@ impl pb::hub_server::Hub for HubService {
         let query = req.query.clone().unwrap_or_default();
         let digest = tabadul_proto::query_digest(&query);
         let span = tracing::info_span!("federated_query", peer = %peer.identity, dataflow = %query.dataflow, digest = %&digest[..16]);
+        let started = std::time::Instant::now();
         async move {
             let state = &self.state;
             if peer.identity.role() != Role::Operator || peer.identity.network() != state.identity.network() {
@@ -61,6 +63,7 @@ impl pb::hub_server::Hub for HubService {
                 let log = state.log.clone();
                 tokio::task::spawn_blocking(move || log.append(&entry, None)).await.map_err(internal)?.map_err(internal)?;
                 tracing::warn!(reason = %refusal.message(), "refused by role");
+                state.metrics.inc("tabadul_hub_federated_queries_total", &[("outcome", "refused-role")]);
                 return Err(refusal);
             }
             // The nodes would refuse a malformed query too, but as one
@@ -152,6 +155,11 @@ impl pb::hub_server::Hub for HubService {
             .map_err(internal)?
             .map_err(internal)?;
             response.receipt = Some(receipt);
+            state.metrics.inc("tabadul_hub_federated_queries_total", &[("outcome", "answered")]);
+            state.metrics.observe("tabadul_hub_federated_query_seconds", &[], started.elapsed());
+            for m in &response.members {
+                state.metrics.inc("tabadul_hub_member_answers_total", &[("member", &m.member), ("state", state_word(m.state))]);
+            }
             tracing::info!(cells = response.cells.len(), members = %entry.detail, "federated answer");
             Ok(Response::new(response))
         }

@@ -31,9 +31,13 @@ enum Command {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
-        /// Write the bound address to this file once serving.
+        /// Write the bound address to this file once serving (and the
+        /// metrics address to <file>.metrics).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Serve Prometheus metrics (plain HTTP, GET /metrics) here.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Import SDMX-CSV or ILOSTAT CSV files, all or nothing.
     Import {
@@ -106,18 +110,29 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {
-        Command::Serve { listen, ready_file } => {
+        Command::Serve { listen, ready_file, metrics_listen } => {
             let config = load_config(&cli.config)?;
             let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
             let addr = listener.local_addr()?;
+            let metrics = match &metrics_listen {
+                Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding {a}"))?),
+                None => None,
+            };
+            let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
             let ready = move || {
-                if let Some(path) = ready_file
-                    && let Err(e) = write_ready_file(&path, addr)
-                {
-                    tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
+                if let Some(path) = ready_file {
+                    // The metrics address first: the main ready file is what
+                    // callers wait for.
+                    let mut files = metrics_addr.map(|a| (path.with_extension("metrics"), a)).into_iter().collect::<Vec<_>>();
+                    files.push((path, addr));
+                    for (path, addr) in files {
+                        if let Err(e) = write_ready_file(&path, addr) {
+                            tracing::error!(path = %path.display(), error = %e, "cannot write the ready file");
+                        }
+                    }
                 }
             };
-            tabadul_node::run_notify(listener, config, shutdown_signal(), ready).await?;
+            tabadul_node::run_notify(listener, metrics, config, shutdown_signal(), ready).await?;
         }
         Command::Import { files, format } => {
             let config = load_config(&cli.config)?;

@@ -27,13 +27,16 @@ use crate::{Error, NodeConfig};
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish, and returns.
 pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    run_notify(listener, config, shutdown, || ()).await
+    run_notify(listener, None, config, shutdown, || ()).await
 }
 
 /// [`run`], calling `ready` once the store is open, the policy loaded and
-/// both the network and the admin listeners accept.
+/// both the network and the admin listeners accept; with
+/// `metrics_listener`, Prometheus metrics are served there (plain HTTP,
+/// `GET /metrics`).
 pub async fn run_notify(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: NodeConfig,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
@@ -74,6 +77,7 @@ pub async fn run_notify(
         store,
         log: log.clone(),
         witnessed: witness_logs.iter().map(|v| v.name().to_owned()).collect(),
+        metrics: metrics_registry(),
     });
     tracing::info!(member = %identity.id(), addr = ?listener.local_addr().ok(), policy = %state.policy().version, "node serving");
 
@@ -82,6 +86,20 @@ pub async fn run_notify(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let metrics = metrics_listener.map(|l| {
+        let st = state.clone();
+        let cert = config.tls.cert.clone();
+        let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
+            m.set("tabadul_node_log_entries", &[], st.log.len() as f64);
+            let (_, age) = st.log.published();
+            m.set("tabadul_node_log_published_checkpoint_age_seconds", &[], age.as_secs_f64());
+            m.set("tabadul_node_policy_info", &[("version", &st.policy().version)], 1.0);
+            if let Ok(t) = tls::not_after(&cert) {
+                m.set("tabadul_node_certificate_expiry_seconds", &[], (t - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
+            }
+        });
+        tokio::spawn(tabadul_telemetry::serve(l, state.metrics.clone(), refresh, stopped(stop_rx.clone())))
+    });
     let reloader = tokio::spawn(watch_files(state.clone(), server_tls.clone(), config.reload_interval_ms, stopped(stop_rx.clone())));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -130,6 +148,9 @@ pub async fn run_notify(
     };
     let _ = std::fs::remove_file(&socket);
     reloader.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     outcome?;
     // The log publishes its latest checkpoint when the last handle drops.
     tracing::info!("node stopped");
@@ -169,4 +190,16 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
             }
         }
     }
+}
+
+fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
+    use tabadul_telemetry::Kind;
+    let m = tabadul_telemetry::Registry::new();
+    m.describe("tabadul_node_queries_total", Kind::Counter, "Queries answered, by decision (refused-role: refused before the policy, for the caller's role).");
+    m.describe("tabadul_node_query_seconds", Kind::Histogram, "Time to decide, log and start streaming an answer.");
+    m.describe("tabadul_node_log_entries", Kind::Gauge, "Entries in the signed exchange log.");
+    m.describe("tabadul_node_log_published_checkpoint_age_seconds", Kind::Gauge, "Time since a log checkpoint was last published.");
+    m.describe("tabadul_node_policy_info", Kind::Gauge, "The publication policy in force (its version is the label).");
+    m.describe("tabadul_node_certificate_expiry_seconds", Kind::Gauge, "Seconds until the node's TLS certificate expires.");
+    m
 }

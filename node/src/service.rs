@@ -29,6 +29,7 @@ pub(crate) struct NodeState {
     pub log: Arc<Log>,
     /// Origins of the logs this node witnesses.
     pub witnessed: Vec<String>,
+    pub metrics: Arc<tabadul_telemetry::Registry>,
     /// The store's withdrawals, kept in memory: only this process changes
     /// them (through the admin API), so it refreshes the copy on each change.
     pub withdrawals: RwLock<Arc<Vec<Withdrawal>>>,
@@ -110,6 +111,7 @@ async fn append(log: &Arc<Log>, entry: Entry) -> Result<(), Status> {
 /// wrong door is itself worth an auditor's attention.
 async fn authorize_and_record(state: &NodeState, who: &Identity, kind: &str, digest: &str) -> Result<(), Status> {
     let Err(refusal) = authorize(state, who) else { return Ok(()) };
+    state.metrics.inc("tabadul_node_queries_total", &[("decision", "refused-role")]);
     let mut entry = Entry::now(kind, &who.to_string());
     entry.query_digest = digest.to_owned();
     entry.decision = "refused".into();
@@ -132,6 +134,7 @@ impl pb::node_server::Node for NodeService {
     type QueryStream = CellStream;
 
     async fn query(&self, request: Request<pb::Query>) -> Result<Response<CellStream>, Status> {
+        let started = std::time::Instant::now();
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
         let known_size = request
             .metadata()
@@ -186,6 +189,12 @@ impl pb::node_server::Node for NodeService {
             .map_err(internal)?
             .map_err(internal)?;
             let (answer, receipt) = answered;
+            let word = match &answer {
+                Ok(a) => decision_word(a.decision.kind),
+                Err(_) => "invalid",
+            };
+            self.state.metrics.inc("tabadul_node_queries_total", &[("decision", word)]);
+            self.state.metrics.observe("tabadul_node_query_seconds", &[], started.elapsed());
             let answer = answer.map_err(|e| Status::invalid_argument(e.to_string()))?;
             // The log records every decision; this line is for debugging.
             tracing::debug!(decision = decision_word(answer.decision.kind), rule = %answer.decision.rule_id, cells = answer.cells.len(), "answered");

@@ -190,7 +190,7 @@ impl NodeDir {
     pub fn start_at(&self, listen: &str) -> Result<Proc> {
         let ready = self.dir.join("ready");
         let _ = std::fs::remove_file(&ready);
-        let mut cmd = self.command(&["serve", "--listen", listen, "--ready-file"]);
+        let mut cmd = self.command(&["serve", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--ready-file"]);
         cmd.arg(&ready);
         Proc::spawn(cmd, &ready, &self.dir.join("node.log"))
     }
@@ -202,6 +202,8 @@ pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// Where it serves Prometheus metrics, if it does.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -216,7 +218,8 @@ impl Proc {
             if let Ok(text) = std::fs::read_to_string(ready)
                 && let Ok(addr) = text.trim().parse()
             {
-                return Ok(Proc { child, addr, log: log.to_owned() });
+                let metrics = std::fs::read_to_string(ready.with_extension("metrics")).ok().and_then(|t| t.trim().parse().ok());
+                return Ok(Proc { child, addr, log: log.to_owned(), metrics });
             }
             if let Some(status) = child.try_wait()? {
                 bail!("{cmd:?} exited ({status}) before it was ready:\n{}", std::fs::read_to_string(log).unwrap_or_default());
@@ -231,6 +234,22 @@ impl Proc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub fn scrape(&self) -> Result<String> {
+        use std::io::{Read, Write};
+        let addr = self.metrics.context("this process serves no metrics")?;
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("metrics answered {head}");
+        }
+        Ok(body.to_owned())
     }
 
     /// SIGKILL and reap.
@@ -287,7 +306,7 @@ pub fn start_hub(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], 
     let ready = dir.join("ready");
     let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin("tabadul-hub"));
-    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--ready-file"]).arg(&ready);
+    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file"]).arg(&ready);
     Proc::spawn(cmd, &ready, &dir.join("hub.log"))
 }
 

@@ -129,3 +129,67 @@ fn a_damaged_backup_is_refused_and_the_data_stays() {
     assert!(!std::fs::read_dir(node.dir.join("data")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("before-restore-")));
     drop(node.start().unwrap());
 }
+
+/// The value of a sample line `name{labels} value` in Prometheus text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test]
+async fn node_and_hub_serve_prometheus_metrics_that_follow_the_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let mut procs = Vec::new();
+    let mut members = Vec::new();
+    for (member, breakdowns) in [("MAR", "[\"SEX\"]"), ("EGY", "[]")] {
+        let policy = format!("[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = {breakdowns}\n");
+        let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, &policy).unwrap();
+        let data = node.dir.join("data.csv");
+        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2024..=2024))).unwrap();
+        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        let proc = node.start().unwrap();
+        members.push(tabadul_tests::HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
+        procs.push(proc);
+    }
+    members.push(tabadul_tests::HubMember::new(&pki, "LBY", tabadul_tests::dead_endpoint().unwrap()).unwrap());
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = tabadul_tests::start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 2000).unwrap();
+    let before = procs[0].scrape().unwrap();
+    assert!(before.contains("# TYPE tabadul_node_queries_total counter"), "{before}");
+    assert_eq!(sample(&before, "tabadul_node_log_entries"), Some(0.0), "{before}");
+    let expiry = sample(&before, "tabadul_node_certificate_expiry_seconds").unwrap();
+    assert!(expiry > 0.0 && expiry < 400.0 * 86_400.0, "{expiry}");
+
+    let operator = pki.issue("operator", "analyst").unwrap();
+    let mut client = tabadul_tests::hub_client(hub.addr, &pki.tls_files(&operator)).unwrap();
+    let by_sex = pb::FederatedQueryRequest {
+        query: Some(pb::Query { dataflow: "UNE_RATE".into(), breakdown: vec!["SEX".into()], start_period: "2024".into(), end_period: "2024".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        client.federated_query(by_sex.clone()).await.unwrap();
+    }
+    // A role refusal counts too.
+    let mut as_node = tabadul_tests::hub_client(hub.addr, &pki.tls_files(&pki.issue("node", "MAR").unwrap())).unwrap();
+    as_node.federated_query(by_sex.clone()).await.unwrap_err();
+
+    let mar = procs[0].scrape().unwrap();
+    let egy = procs[1].scrape().unwrap();
+    let hub_text = hub.scrape().unwrap();
+    assert_eq!(sample(&mar, "tabadul_node_queries_total{decision=\"allowed\"}"), Some(3.0), "{mar}");
+    assert_eq!(sample(&egy, "tabadul_node_queries_total{decision=\"refused\"}"), Some(3.0), "{egy}");
+    assert_eq!(sample(&mar, "tabadul_node_query_seconds_count"), Some(3.0), "{mar}");
+    assert_eq!(sample(&mar, "tabadul_node_log_entries"), Some(3.0), "{mar}");
+    assert_eq!(sample(&hub_text, "tabadul_hub_federated_queries_total{outcome=\"answered\"}"), Some(3.0), "{hub_text}");
+    assert_eq!(sample(&hub_text, "tabadul_hub_federated_queries_total{outcome=\"refused-role\"}"), Some(1.0), "{hub_text}");
+    assert_eq!(sample(&hub_text, "tabadul_hub_member_answers_total{member=\"LBY\",state=\"unreachable\"}"), Some(3.0), "{hub_text}");
+    assert_eq!(sample(&hub_text, "tabadul_hub_member_answers_total{member=\"EGY\",state=\"refused\"}"), Some(3.0), "{hub_text}");
+    assert_eq!(sample(&hub_text, "tabadul_hub_member_log_forked{member=\"MAR\"}"), Some(0.0), "{hub_text}");
+    assert_eq!(sample(&hub_text, "tabadul_hub_log_entries"), Some(4.0), "three answers and one refusal: {hub_text}");
+    // Anything but GET /metrics is turned away.
+    let mut s = std::net::TcpStream::connect(hub.metrics.unwrap()).unwrap();
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut s, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+}
