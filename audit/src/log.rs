@@ -502,6 +502,15 @@ impl Log {
         self.db.put_cf(self.cf(META), key.as_bytes(), note.as_bytes()).map_err(|e| self.db_err(e))
     }
 
+    /// Forgets the pin of log `origin` (after its owner restored a backup
+    /// and the rollback was accepted). Synced: an operator's decision.
+    pub fn clear_pinned(&self, origin: &str) -> Result<(), Error> {
+        let key = format!("{META_PINNED}{origin}");
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db.delete_cf_opt(self.cf(META), key.as_bytes(), &sync).map_err(|e| self.db_err(e))
+    }
+
     /// The latest checkpoint of this log with witness cosignatures.
     pub fn cosigned(&self) -> Result<Option<String>, Error> {
         self.get(META, META_COSIGNED)?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, "cosigned checkpoint is not UTF-8"))).transpose()

@@ -37,6 +37,18 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<String>,
     },
+    /// Forget the pin of a member's log, accepting that it rolled back (after
+    /// the member restored a backup). The hub must be stopped; the decision
+    /// is itself logged, with the pin that was dropped.
+    Unpin {
+        #[arg(long, short, default_value = "hub.toml", env = "TABADUL_HUB_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        member: String,
+        /// Why, for the log: a ticket, a name.
+        #[arg(long)]
+        reason: String,
+    },
     /// Run a federated query (operator certificate) and print the table.
     Query {
         /// The hub's address, host:port.
@@ -105,6 +117,14 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             tabadul_hub::run_notify(listener, metrics, config, shutdown_signal(), ready).await?;
+        }
+        Command::Unpin { config, member, reason } => {
+            let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
+            let (dropped, entry) = tabadul_hub::server::unpin(&config, &member, &reason)?;
+            match dropped {
+                Some(size) => println!("dropped the pin of {member}'s log at size {size}; logged as entry {entry}"),
+                None => println!("{member}'s log was not pinned; logged as entry {entry}"),
+            }
         }
         Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json } => {
             let files = TlsFiles { ca, cert, key, crl };

@@ -197,3 +197,34 @@ fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     m.describe("tabadul_hub_certificate_expiry_seconds", Kind::Gauge, "Seconds until the hub's TLS certificate expires.");
     m
 }
+
+/// Drops the hub's pin of `member`'s log (see `tabadul-hub unpin`) and logs
+/// the decision. Needs the hub stopped: it opens the hub's log itself.
+/// Returns the size that was pinned, if any, and the log entry's index.
+pub fn unpin(config: &HubConfig, member: &str, reason: &str) -> Result<(Option<u64>, u64), Error> {
+    let identity = config.tls.own_identity()?;
+    if !config.members.iter().any(|m| m.code == member) {
+        return Err(Error::Config { path: "hub.toml".into(), reason: format!("{member} is not a member configured on this hub") });
+    }
+    if reason.trim().is_empty() {
+        return Err(Error::Config { path: "--reason".into(), reason: "say why the rollback is accepted".into() });
+    }
+    let origin = format!("{}/node/{member}", identity.network());
+    let signer = tabadul_audit::load_signer(&config.log_key)?;
+    let log = Log::open(&config.data_dir.join("log"), signer).map_err(|e| match e {
+        tabadul_audit::Error::Db { .. } => Error::Config {
+            path: config.data_dir.clone(),
+            reason: format!("cannot open the hub's log ({e}); is the hub still running? stop it first"),
+        },
+        other => other.into(),
+    })?;
+    let dropped = log.pinned(&origin)?.and_then(|n| tabadul_audit::offline::peek(&n).ok()).map(|c| c.size);
+    let mut entry = tabadul_audit::Entry::now("pin-reset", "local-admin");
+    entry.decision = "ok".into();
+    entry.detail = format!("{origin} pin at size {} dropped: {}", dropped.map_or("none".to_owned(), |s| s.to_string()), reason.trim());
+    // Crash point: the decision is logged before the pin goes, so an
+    // auditor never finds an unpinned log without its reason.
+    let appended = log.append(&entry, None)?;
+    log.clear_pinned(&origin)?;
+    Ok((dropped, appended.index))
+}

@@ -8,7 +8,8 @@
 //!
 //! Restoring rolls the log back to the backup: entries logged after it are
 //! gone, and the hub, which pins every node's log, will refuse the node's
-//! answers until the ALO accepts the rollback. That is deliberate: a log
+//! answers until the ALO accepts the rollback (`tabadul-hub unpin`, which
+//! logs the decision). That is deliberate: a log
 //! that can silently lose entries proves nothing.
 
 use std::path::{Path, PathBuf};

@@ -243,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(dir) = moved {
                 println!("the data it replaced is in {}", dir.display());
             }
-            println!("the log now ends at the backup: the hub will refuse this node's answers until the ALO accepts the rollback");
+            println!("the log now ends at the backup: the hub will refuse this node's answers until the ALO accepts the rollback (tabadul-hub unpin)");
         }
         Command::Policy(PolicyCommand::Check) => {
             let config = load_config(&cli.config)?;

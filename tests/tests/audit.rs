@@ -528,4 +528,26 @@ async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer_even_by_a_res
     let egy = r.members.iter().find(|m| m.member == "EGY").unwrap();
     assert_eq!(egy.state, MemberState::Answered as i32, "an honest member is unaffected: {egy:?}");
     assert!(egy.receipt.as_ref().unwrap().consistency_from > 0, "EGY's receipt proves consistency with what the hub saw");
+
+    // The ALO accepts the rollback (MAR restored a backup, say): with the
+    // hub stopped, it drops the pin, and the decision is logged.
+    let hub_toml = net.dir.path().join("hub/hub.toml");
+    let unpin = |reason: &str| {
+        Command::new(bin("tabadul-hub")).arg("unpin").arg("--config").arg(&hub_toml).args(["--member", "MAR", "--reason", reason]).output().unwrap()
+    };
+    let running = unpin("ticket 42");
+    assert!(!running.status.success() && String::from_utf8_lossy(&running.stderr).contains("stop it first"), "{}", String::from_utf8_lossy(&running.stderr));
+    drop(client);
+    drop(hub);
+    let out = unpin("ticket 42: MAR restored its backup of 2026-11-20");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dropped the pin of MAR's log at size"), "{}", String::from_utf8_lossy(&out.stdout));
+    let hub = net.hub("hub", &members);
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    let r = client.federated_query(query("UNE_PERS", "2024")).await.unwrap().into_inner();
+    assert!(r.members.iter().all(|m| m.state == MemberState::Answered as i32), "{:?}", r.members);
+    // The reset is on the hub's record for auditors.
+    let hub_dir = net.fetch(hub.addr, "spiffe://alo/hub/alo", "hub-after-unpin");
+    let log = LogDir::load(&hub_dir).unwrap();
+    assert!(log.entries.iter().filter_map(|e| Entry::decode(e).ok()).any(|e| e.kind == "pin-reset" && e.detail.contains("ticket 42")));
 }
