@@ -32,11 +32,21 @@ pub struct NodeConfig {
     /// still open are closed.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Most queries one requester may have in progress at once.
+    #[serde(default = "default_max_concurrent_per_peer")]
+    pub max_concurrent_per_peer: usize,
+    /// Queries per second one requester may make (bursts up to that many);
+    /// 0 means no rate limit.
+    #[serde(default)]
+    pub max_queries_per_second_per_peer: u32,
     /// How often the policy and CRL files are checked for changes.
     #[serde(default = "default_reload_interval_ms")]
     pub reload_interval_ms: u64,
 }
 
+fn default_max_concurrent_per_peer() -> usize {
+    64
+}
 fn default_shutdown_grace_ms() -> u64 {
     10_000
 }

@@ -19,6 +19,7 @@ pub mod backup;
 pub mod config;
 mod error;
 pub mod import;
+pub mod limits;
 pub mod policy;
 pub mod query;
 pub mod server;

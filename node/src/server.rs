@@ -78,6 +78,7 @@ pub async fn run_notify(
         log: log.clone(),
         witnessed: witness_logs.iter().map(|v| v.name().to_owned()).collect(),
         metrics: metrics_registry(),
+        limits: crate::limits::Limits::new(config.max_concurrent_per_peer, config.max_queries_per_second_per_peer),
     });
     tracing::info!(member = %identity.id(), addr = ?listener.local_addr().ok(), policy = %state.policy().version, "node serving");
 
@@ -195,7 +196,7 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
 fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     use tabadul_telemetry::Kind;
     let m = tabadul_telemetry::Registry::new();
-    m.describe("tabadul_node_queries_total", Kind::Counter, "Queries answered, by decision (refused-role: refused before the policy, for the caller's role).");
+    m.describe("tabadul_node_queries_total", Kind::Counter, "Queries, by decision (refused-role: refused for the caller's role before the policy; limited: over a per-requester limit).");
     m.describe("tabadul_node_query_seconds", Kind::Histogram, "Time to decide, log and start streaming an answer.");
     m.describe("tabadul_node_log_entries", Kind::Gauge, "Entries in the signed exchange log.");
     m.describe("tabadul_node_log_published_checkpoint_age_seconds", Kind::Gauge, "Time since a log checkpoint was last published.");

@@ -30,6 +30,7 @@ pub(crate) struct NodeState {
     /// Origins of the logs this node witnesses.
     pub witnessed: Vec<String>,
     pub metrics: Arc<tabadul_telemetry::Registry>,
+    pub limits: Arc<crate::limits::Limits>,
     /// The store's withdrawals, kept in memory: only this process changes
     /// them (through the admin API), so it refreshes the copy on each change.
     pub withdrawals: RwLock<Arc<Vec<Withdrawal>>>,
@@ -145,6 +146,11 @@ impl pb::node_server::Node for NodeService {
         let digest = tabadul_proto::query_digest(&q);
         let span = tracing::info_span!("query", peer = %peer.identity, addr = %peer.addr, dataflow = %q.dataflow, digest = %&digest[..16]);
         async move {
+            let _permit = self.state.limits.admit(&peer.identity.to_string()).map_err(|why| {
+                self.state.metrics.inc("tabadul_node_queries_total", &[("decision", "limited")]);
+                tracing::warn!(%why, "over the limit");
+                Status::resource_exhausted(why)
+            })?;
             authorize_and_record(&self.state, &peer.identity, "query", &digest).await?;
             let state = self.state.clone();
             let who = peer.identity.clone();

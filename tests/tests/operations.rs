@@ -193,3 +193,53 @@ async fn node_and_hub_serve_prometheus_metrics_that_follow_the_traffic() {
     std::io::Read::read_to_string(&mut s, &mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
 }
+
+#[tokio::test]
+async fn a_requester_over_its_limits_is_told_so_and_others_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(&node.config, config.replacen("reload_interval_ms", "max_concurrent_per_peer = 2\nmax_queries_per_second_per_peer = 5\nreload_interval_ms", 1)).unwrap();
+    let data = node.dir.join("data.csv");
+    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
+    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    let proc = node.start().unwrap();
+    let hub = pki.issue("hub", "alo").unwrap();
+    let client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    let q = || pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() };
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { collect(&mut c, q()).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut limited = Vec::new();
+    for t in burst {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                limited.push(s.message().to_owned());
+            }
+        }
+    }
+    assert!((1..=5).contains(&ok), "{ok} answered in a burst of 20 at 5/s");
+    assert!(limited.iter().any(|m| m.contains("per second") || m.contains("in progress")), "{limited:?}");
+    assert!(limited.iter().all(|m| m.contains("spiffe://alo/hub/alo")), "{limited:?}");
+    // Another requester is not held back by the hub's flood.
+    let other = pki.issue("node", "EGY").unwrap();
+    let mut egy = node_client(proc.addr, &pki.tls_files(&other), "MAR").unwrap();
+    let (d, _) = collect(&mut egy, q()).await.unwrap();
+    assert_eq!(d.kind, pb::DecisionKind::Refused as i32, "a policy decision, not a limit");
+    // The limit refills.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let mut c = client.clone();
+    collect(&mut c, q()).await.unwrap();
+    // Limited requests are counted, not logged.
+    let metrics = proc.scrape().unwrap();
+    assert_eq!(sample(&metrics, "tabadul_node_queries_total{decision=\"limited\"}"), Some(limited.len() as f64), "{metrics}");
+    let status = String::from_utf8_lossy(&run_ok(node.command(&["status"])).unwrap().stdout).to_string();
+    assert_eq!(entries_of(&status), ok + 2, "{status}");
+}

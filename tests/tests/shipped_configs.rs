@@ -24,4 +24,5 @@ fn example_configs_parse_and_the_policy_validates() {
     }
     assert_eq!(tabadul_audit::Verifier::parse(&node.witness_logs[0]).unwrap().name(), "alo/hub/alo");
     assert!(!hub.members[2].witness);
+    assert_eq!((node.max_concurrent_per_peer, node.max_queries_per_second_per_peer), (64, 200));
 }
