@@ -174,6 +174,15 @@ pub fn not_after(path: &Path) -> Result<i64, Error> {
     Ok(x509.validity().not_after.timestamp())
 }
 
+/// When the CRL at `path` says a newer one will be published (Unix
+/// seconds): past it, the CRL is stale. `None` if it names no next update.
+pub fn crl_next_update(path: &Path) -> Result<Option<i64>, Error> {
+    let crls = load_crls(path)?;
+    let (_, crl) = x509_parser::parse_x509_crl(&crls[0])
+        .map_err(|_| Error::BadPem { path: path.into(), reason: "not a valid X.509 CRL".into() })?;
+    Ok(crl.next_update().map(|t| t.timestamp()))
+}
+
 /// The server's TLS configuration, swappable at run time so that a new CRL
 /// (or certificate) applies to the next handshake without a restart.
 #[derive(Debug)]

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod doctor;
 mod error;
 pub mod fanout;
 pub mod merge;

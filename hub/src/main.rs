@@ -49,6 +49,12 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Check the certificate, CRL, log key and every member (connection,
+    /// identity, health, log key, clock); exit 1 when something is wrong.
+    Doctor {
+        #[arg(long, short, default_value = "hub.toml", env = "TABADUL_HUB_CONFIG")]
+        config: PathBuf,
+    },
     /// Run a federated query (operator certificate) and print the table.
     Query {
         /// The hub's address, host:port.
@@ -117,6 +123,21 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             tabadul_hub::run_notify(listener, metrics, config, shutdown_signal(), ready).await?;
+        }
+        Command::Doctor { config } => {
+            let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
+            let checks = tabadul_hub::doctor::run(&config).await;
+            let problems = checks.iter().filter(|c| !c.ok).count();
+            for c in &checks {
+                println!("{} {:<12} {}", if c.ok { "ok     " } else { "PROBLEM" }, c.subject, c.detail);
+            }
+            if problems > 0 {
+                println!("
+{problems} problem(s)");
+                std::process::exit(1);
+            }
+            println!("
+all checks passed");
         }
         Command::Unpin { config, member, reason } => {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;

@@ -243,3 +243,41 @@ async fn a_requester_over_its_limits_is_told_so_and_others_are_unaffected() {
     let status = String::from_utf8_lossy(&run_ok(node.command(&["status"])).unwrap().stdout).to_string();
     assert_eq!(entries_of(&status), ok + 2, "{status}");
 }
+
+#[tokio::test]
+async fn hub_doctor_names_each_problem_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let mut procs = Vec::new();
+    let mut members = Vec::new();
+    for member in ["MAR", "EGY"] {
+        let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, POLICY).unwrap();
+        let proc = node.start().unwrap();
+        members.push(tabadul_tests::HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
+        procs.push(proc);
+    }
+    // EGY's key in the hub's configuration is not the one its log signs with.
+    members[1].log_vkey = tabadul_audit::Signer::generate("alo/node/EGY").unwrap().verifier().to_string();
+    members.push(tabadul_tests::HubMember::new(&pki, "LBY", tabadul_tests::dead_endpoint().unwrap()).unwrap());
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = tabadul_tests::start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 2000).unwrap();
+    let doctor = || Command::new(bin("tabadul-hub")).arg("doctor").arg("--config").arg(dir.path().join("hub/hub.toml")).output().unwrap();
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let line = |who: &str, what: &str| text.lines().any(|l| l.contains(who) && l.contains(what));
+    assert!(line("ok", "valid for") && line("ok", "fresh for"), "{text}");
+    assert!(line("MAR", "TLS and identity verified, serving") && line("MAR", "signed with the configured key"), "{text}");
+    assert!(line("MAR", "clock within"), "{text}");
+    assert!(line("PROBLEM", "EGY") && line("EGY", "not signed with the log_vkey in hub.toml"), "{text}");
+    assert!(line("PROBLEM", "LBY") && line("LBY", "unreachable"), "{text}");
+    assert!(text.contains("2 problem(s)"), "{text}");
+    // Fixed configuration: all green.
+    drop(hub);
+    members[1].log_vkey = tabadul_tests::HubMember::new(&pki, "EGY", "x").unwrap().log_vkey;
+    members.pop();
+    let _hub = tabadul_tests::start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 2000).unwrap();
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("all checks passed"), "{text}");
+}

@@ -1,0 +1,159 @@
+//! `tabadul-hub doctor`: checks what the hub depends on and says what is
+//! wrong in plain words: its certificate, the CRL, its log key, and for
+//! every member the connection (TLS, identity, health), the key the
+//! member's log is signed with, and the member's clock.
+
+use std::time::{Duration, Instant};
+
+use tabadul_audit::{Checkpoint, Verifier};
+use tabadul_certs::tls::{self, Expect};
+use tabadul_certs::{Identity, Role};
+use tabadul_proto::pb;
+
+use crate::HubConfig;
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked: `certificate`, `crl`, `log key`, or a member code.
+    pub subject: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(subject: &str, ok: bool, detail: impl Into<String>) -> Check {
+    Check { subject: subject.to_owned(), ok, detail: detail.into() }
+}
+
+/// Largest clock difference with a member that is not reported.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(60);
+
+/// Runs every check; never fails, every problem is a finding.
+pub async fn run(config: &HubConfig) -> Vec<Check> {
+    let mut out = Vec::new();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let identity = match config.tls.own_identity() {
+        Ok(id) if id.role() == Role::Hub => {
+            out.push(check("certificate", true, format!("identity {id}")));
+            Some(id)
+        }
+        Ok(id) => {
+            out.push(check("certificate", false, format!("names {id}, which is not a hub")));
+            None
+        }
+        Err(e) => {
+            out.push(check("certificate", false, format!("cannot be read: {e}")));
+            None
+        }
+    };
+    match tls::not_after(&config.tls.cert) {
+        Ok(t) if t <= now => out.push(check("certificate", false, "has expired: peers refuse it; issue a new one")),
+        Ok(t) if t - now < 14 * 86_400 => out.push(check("certificate", false, format!("expires in {} days: renew it", (t - now) / 86_400))),
+        Ok(t) => out.push(check("certificate", true, format!("valid for {} more days", (t - now) / 86_400))),
+        Err(e) => out.push(check("certificate", false, e.to_string())),
+    }
+    match &config.tls.crl {
+        None => out.push(check("crl", false, "none configured: revoked certificates are not refused")),
+        Some(path) => match tls::crl_next_update(path) {
+            Ok(Some(t)) if t < now => out.push(check("crl", false, format!("stale since {} hours: fetch the CA's new CRL", (now - t) / 3600))),
+            Ok(Some(t)) => out.push(check("crl", true, format!("fresh for {} more hours", (t - now) / 3600))),
+            Ok(None) => out.push(check("crl", true, "loaded (no next-update date)")),
+            Err(e) => out.push(check("crl", false, e.to_string())),
+        },
+    }
+    match (tabadul_audit::load_signer(&config.log_key), &identity) {
+        (Ok(s), Some(id)) if s.name() == format!("{}/hub/{}", id.network(), id.id()) => {
+            out.push(check("log key", true, format!("signs as {}", s.verifier())));
+        }
+        (Ok(s), _) => out.push(check("log key", false, format!("is for {}, not this hub's log", s.name()))),
+        (Err(e), _) => out.push(check("log key", false, e.to_string())),
+    }
+    let Some(identity) = identity else { return out };
+    let client_tls = match tls::client_config(&config.tls) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(check("certificate", false, format!("cannot make a TLS client: {e}")));
+            return out;
+        }
+    };
+    let members = futures::future::join_all(config.members.iter().map(|m| {
+        let client_tls = client_tls.clone();
+        let identity = identity.clone();
+        async move { member(m, &identity, client_tls).await }
+    }))
+    .await;
+    out.extend(members.into_iter().flatten());
+    out
+}
+
+async fn member(m: &crate::config::MemberConfig, hub: &Identity, client_tls: std::sync::Arc<rustls::ClientConfig>) -> Vec<Check> {
+    let code = m.code.as_str();
+    let expected = match &m.identity {
+        Some(id) => id.clone(),
+        None => match Identity::new(hub.network(), Role::Node, code) {
+            Ok(id) => id,
+            Err(e) => return vec![check(code, false, e.to_string())],
+        },
+    };
+    let channel = match tls::channel(&m.endpoint, Expect::Identity(expected.clone()), client_tls, Duration::from_secs(3)) {
+        Ok(c) => c,
+        Err(e) => return vec![check(code, false, format!("endpoint {}: {e}", m.endpoint))],
+    };
+    let mut out = Vec::new();
+    let started = Instant::now();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+    request.set_timeout(Duration::from_secs(3));
+    match tokio::time::timeout(Duration::from_secs(4), health.check(request)).await {
+        Err(_) => return vec![check(code, false, format!("{} accepts connections but does not answer within 4 s", m.endpoint))],
+        Ok(Err(s)) => {
+            let mut why = s.message().to_owned();
+            let mut source = std::error::Error::source(&s);
+            while let Some(e) = source {
+                why.push_str(": ");
+                why.push_str(&e.to_string());
+                source = e.source();
+            }
+            return vec![check(code, false, format!("unreachable at {}: {why}", m.endpoint))];
+        }
+        Ok(Ok(r)) => {
+            let serving = r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+            out.push(check(code, serving, format!(
+                "{} at {}: TLS and identity verified, {} in {} ms",
+                expected, m.endpoint, if serving { "serving" } else { "NOT serving" }, started.elapsed().as_millis())));
+            if let Some(skew) = clock_skew(r.metadata()) {
+                let ok = skew.unsigned_abs() <= CLOCK_TOLERANCE.as_secs();
+                out.push(check(code, ok, if ok {
+                    format!("clock within {} s of ours", skew.unsigned_abs())
+                } else {
+                    format!("clock is {} s {} ours: embargoes and certificate checks will misfire", skew.unsigned_abs(), if skew > 0 { "ahead of" } else { "behind" })
+                }));
+            }
+        }
+    }
+    match Verifier::parse(&m.log_vkey) {
+        Err(e) => out.push(check(code, false, format!("log_vkey in hub.toml: {e}"))),
+        Ok(key) => {
+            let mut audit = pb::audit_client::AuditClient::new(channel);
+            match audit.checkpoint(pb::CheckpointRequest { size: 0 }).await {
+                Err(s) => out.push(check(code, false, format!("cannot read its log checkpoint: {}", s.message()))),
+                Ok(r) => match Checkpoint::open(&r.into_inner().checkpoint, &key) {
+                    Ok((cp, _)) => out.push(check(code, true, format!("log at size {} signed with the configured key", cp.size))),
+                    Err(e) => out.push(check(code, false, format!(
+                        "its log is not signed with the log_vkey in hub.toml ({e}): every answer from it will be rejected"))),
+                },
+            }
+        }
+    }
+    out
+}
+
+/// Peer clock minus ours, in seconds, from the HTTP `date` header.
+fn clock_skew(meta: &tonic::metadata::MetadataMap) -> Option<i64> {
+    let date = meta.get("date")?.to_str().ok()?;
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let theirs = time::PrimitiveDateTime::parse(date, &format).ok()?.assume_utc().unix_timestamp();
+    Some(theirs - time::OffsetDateTime::now_utc().unix_timestamp())
+}
