@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod backup;
 pub mod config;
+pub mod doctor;
 mod error;
 pub mod import;
 pub mod limits;

@@ -66,6 +66,9 @@ enum Command {
     },
     /// What the node holds and which policy is in force.
     Status,
+    /// Check certificate, CRL, dictionary, policy, keys and the running
+    /// server; exit 1 when something is wrong.
+    Doctor,
     /// Take an online backup (store and signed log) into a new directory.
     Backup {
         #[arg(long)]
@@ -189,6 +192,19 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             if r.into_inner().removed { println!("reinstated {dataflow}") } else { println!("{dataflow} was not withdrawn") }
+        }
+        Command::Doctor => {
+            let config = load_config(&cli.config)?;
+            let checks = tabadul_node::doctor::run(&config).await;
+            let problems = checks.iter().filter(|c| !c.ok).count();
+            for c in &checks {
+                println!("{} {:<12} {}", if c.ok { "ok     " } else { "PROBLEM" }, c.subject, c.detail);
+            }
+            if problems > 0 {
+                println!("\n{problems} problem(s)");
+                std::process::exit(1);
+            }
+            println!("\nall checks passed");
         }
         Command::Status => {
             let config = load_config(&cli.config)?;

@@ -281,3 +281,34 @@ async fn hub_doctor_names_each_problem_in_plain_words() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && text.contains("all checks passed"), "{text}");
 }
+
+#[test]
+fn node_doctor_names_each_problem_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let doctor = || {
+        let out = node.command(&["doctor"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    // Stopped: that alone is the problem.
+    let (code, text) = doctor();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not running") && text.contains("1 problem(s)"), "{text}");
+    assert!(text.contains("cosigns alo/hub/alo") && text.contains("signs as alo/node/MAR+"), "{text}");
+    let proc = node.start().unwrap();
+    let (code, text) = doctor();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("running: 0 observations"), "{text}");
+    // A broken policy file and a key others can read are named.
+    std::fs::write(&node.policy, "[[rule]]\nid = \"x\"\nrequester = \"hub\"\ndataflows = [\"NOPE\"]\n").unwrap();
+    let key = node.dir.parent().unwrap().join("log-keys/alo_node_MAR.key");
+    let mut perms = std::fs::metadata(&key).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&key, perms).unwrap();
+    let (code, text) = doctor();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("PROBLEM") && l.contains("policy") && l.contains("NOPE")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("PROBLEM") && l.contains("log key") && l.contains("chmod 600")), "{text}");
+    drop(proc);
+}

@@ -1,0 +1,94 @@
+//! `tabadul-node doctor`: checks what the node depends on and says what is
+//! wrong in plain words: its certificate, the CRL, the dictionary and
+//! policy, its log key, the hub keys it witnesses for, and whether the
+//! running node answers on its admin socket.
+
+use tabadul_certs::Role;
+use tabadul_certs::tls;
+
+use crate::NodeConfig;
+use crate::policy::Policy;
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub subject: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(subject: &str, ok: bool, detail: impl Into<String>) -> Check {
+    Check { subject: subject.to_owned(), ok, detail: detail.into() }
+}
+
+/// Runs every check; never fails, every problem is a finding.
+pub async fn run(config: &NodeConfig) -> Vec<Check> {
+    let mut out = Vec::new();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let identity = match config.tls.own_identity() {
+        Ok(id) if id.role() == Role::Node => {
+            out.push(check("certificate", true, format!("identity {id}")));
+            Some(id)
+        }
+        Ok(id) => {
+            out.push(check("certificate", false, format!("names {id}, which is not a node")));
+            None
+        }
+        Err(e) => {
+            out.push(check("certificate", false, format!("cannot be read: {e}")));
+            None
+        }
+    };
+    match tls::not_after(&config.tls.cert) {
+        Ok(t) if t <= now => out.push(check("certificate", false, "has expired: the hub refuses it; ask the ALO for a new one")),
+        Ok(t) if t - now < 14 * 86_400 => out.push(check("certificate", false, format!("expires in {} days: renew it", (t - now) / 86_400))),
+        Ok(t) => out.push(check("certificate", true, format!("valid for {} more days", (t - now) / 86_400))),
+        Err(e) => out.push(check("certificate", false, e.to_string())),
+    }
+    match &config.tls.crl {
+        None => out.push(check("crl", false, "none configured: revoked certificates are not refused")),
+        Some(path) => match tls::crl_next_update(path) {
+            Ok(Some(t)) if t < now => out.push(check("crl", false, format!("stale since {} hours: fetch the network's new CRL", (now - t) / 3600))),
+            Ok(Some(t)) => out.push(check("crl", true, format!("fresh for {} more hours", (t - now) / 3600))),
+            Ok(None) => out.push(check("crl", true, "loaded (no next-update date)")),
+            Err(e) => out.push(check("crl", false, e.to_string())),
+        },
+    }
+    match tabadul_proto::Dictionary::load(&config.dictionary) {
+        Err(e) => out.push(check("dictionary", false, e.to_string())),
+        Ok(dict) => {
+            out.push(check("dictionary", true, format!("version {}", dict.version)));
+            match Policy::load(&config.policy, &dict) {
+                Ok(p) => out.push(check("policy", true, format!("version {}, {} rules", p.version, p.rules.len()))),
+                Err(e) => out.push(check("policy", false, e.to_string())),
+            }
+        }
+    }
+    match (tabadul_audit::load_signer(&config.log_key), &identity) {
+        (Ok(s), Some(id)) if s.name() == format!("{}/node/{}", id.network(), id.id()) => {
+            out.push(check("log key", true, format!("signs as {} (the ALO needs this key)", s.verifier())));
+        }
+        (Ok(s), _) => out.push(check("log key", false, format!("is for {}, not this node's log", s.name()))),
+        (Err(e), _) => out.push(check("log key", false, e.to_string())),
+    }
+    if config.witness_logs.is_empty() {
+        out.push(check("witness", false, "no hub key in witness_logs: this node cosigns nothing"));
+    }
+    for v in &config.witness_logs {
+        match tabadul_audit::Verifier::parse(v) {
+            Ok(k) => out.push(check("witness", true, format!("cosigns {}", k.name()))),
+            Err(e) => out.push(check("witness", false, format!("witness_logs entry: {e}"))),
+        }
+    }
+    match crate::admin::connect(&config.admin_socket()).await {
+        None => out.push(check("server", false, format!("not running (no admin socket in {})", config.data_dir.display()))),
+        Some(mut admin) => match admin.status(tabadul_proto::pb::StatusRequest {}).await {
+            Ok(s) => {
+                let s = s.into_inner();
+                out.push(check("server", true, format!("running: {} observations, {} log entries, policy {}", s.observations, s.events, s.policy_version)));
+            }
+            Err(e) => out.push(check("server", false, format!("admin socket does not answer: {}", e.message()))),
+        },
+    }
+    out
+}
