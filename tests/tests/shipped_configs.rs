@@ -26,3 +26,24 @@ fn example_configs_parse_and_the_policy_validates() {
     assert!(!hub.members[2].witness);
     assert_eq!((node.max_concurrent_per_peer, node.max_queries_per_second_per_peer), (64, 200));
 }
+
+#[test]
+fn systemd_units_run_commands_the_binaries_accept_and_are_hardened() {
+    let dir = tabadul_tests::repo_root().join("deploy/systemd");
+    for unit in ["tabadul-node.service", "tabadul-hub.service"] {
+        let text = std::fs::read_to_string(dir.join(unit)).unwrap();
+        for line in ["User=tabadul", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=", "ReadOnlyPaths=/etc/tabadul"] {
+            assert!(text.lines().any(|l| l == line), "{unit} lacks {line}");
+        }
+        let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+        let mut words = exec.split_whitespace();
+        let binary = std::path::Path::new(words.next().unwrap()).file_name().unwrap().to_str().unwrap().to_owned();
+        // The same arguments with --help: clap rejects any flag it does not know.
+        let out = std::process::Command::new(tabadul_tests::bin(&binary)).args(words).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{unit}: {exec}\n{}", String::from_utf8_lossy(&out.stderr));
+        let mut bad = exec.split_whitespace().skip(1).map(str::to_owned).collect::<Vec<_>>();
+        bad.push("--no-such-flag".into());
+        let out = std::process::Command::new(tabadul_tests::bin(&binary)).args(&bad).arg("--help").output().unwrap();
+        assert!(!out.status.success(), "the check itself must be able to fail");
+    }
+}
