@@ -551,3 +551,67 @@ async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer_even_by_a_res
     let log = LogDir::load(&hub_dir).unwrap();
     assert!(log.entries.iter().filter_map(|e| Entry::decode(e).ok()).any(|e| e.kind == "pin-reset" && e.detail.contains("ticket 42")));
 }
+
+#[tokio::test]
+async fn a_hub_killed_mid_fan_out_restarts_with_a_log_that_verifies_and_stays_witnessed() {
+    let net = network(&["MAR", "EGY"]);
+    let members = net.members();
+    let mut hub = net.hub("hub", &members);
+    let operator = net.pki.issue("operator", "analyst").unwrap();
+    let hub_vkey = net.pki.hub_log_key().unwrap().1;
+    let hub_key = Verifier::parse(&hub_vkey).unwrap();
+    let policy = WitnessPolicy::parse(&format!(
+        "witness {}\nwitness {}\nquorum 2\n",
+        Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner(),
+        Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner()
+    ))
+    .unwrap();
+    // Witnessed once before the crash.
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    client.federated_query(query("UNE_PERS", "2024")).await.unwrap();
+    let witnessed = eventually(Duration::from_secs(15), async || {
+        let d = LogDir::load(&net.fetch(hub.addr, "spiffe://alo/hub/alo", "before")).unwrap();
+        offline::verify(&d, &hub_key, Some(&policy)).findings.is_empty()
+    })
+    .await;
+    assert!(witnessed);
+    // Federated queries in flight from 8 callers, then kill -9.
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                let mut answered = 0;
+                while c.federated_query(query("UNE_RATE", "2024")).await.is_ok() {
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    hub.signal("-KILL").unwrap();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = hub.child.wait();
+    })
+    .await;
+    let mut answered = 0;
+    for t in load {
+        answered += t.await.unwrap();
+    }
+    assert!(answered > 0, "no query completed before the kill");
+    // Same data, same key: it recovers, answers, its log verifies, and the
+    // nodes, which remember what they cosigned, cosign its new checkpoints.
+    let hub = net.hub("hub", &members);
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    let r = client.federated_query(query("LF_PERS", "2024")).await.unwrap().into_inner();
+    assert!(r.members.iter().all(|m| m.state == MemberState::Answered as i32), "{:?}", r.members);
+    let size_after = tabadul_audit::receipt::verify(r.receipt.as_ref().unwrap(), &hub_key).unwrap().checkpoint.size;
+    let rewitnessed = eventually(Duration::from_secs(15), async || {
+        let d = LogDir::load(&net.fetch(hub.addr, "spiffe://alo/hub/alo", "after")).unwrap();
+        let report = offline::verify(&d, &hub_key, Some(&policy));
+        let cosigned = d.cosigned.as_deref().and_then(|c| offline::peek(c).ok()).map_or(0, |c| c.size);
+        report.findings.is_empty() && cosigned >= size_after
+    })
+    .await;
+    assert!(rewitnessed, "the restarted hub's log does not verify or is not cosigned by both nodes");
+}
