@@ -30,6 +30,10 @@ pub struct HubConfig {
     /// Default per-member deadline for a federated query.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
+    /// Most queries the hub has in progress at one node; more wait (within
+    /// their deadline). Keep it below the nodes' `max_concurrent_per_peer`.
+    #[serde(default = "default_max_in_flight_per_member")]
+    pub max_in_flight_per_member: usize,
     /// Largest deadline an operator may ask for.
     #[serde(default = "default_max_deadline_ms")]
     pub max_deadline_ms: u64,
@@ -58,6 +62,9 @@ pub struct MemberConfig {
 
 fn yes() -> bool {
     true
+}
+fn default_max_in_flight_per_member() -> usize {
+    32
 }
 fn default_shutdown_grace_ms() -> u64 {
     10_000

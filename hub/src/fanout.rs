@@ -29,6 +29,8 @@ pub struct Member {
     pub seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
     /// The node's `Audit` service, for consistency proofs between receipts.
     pub audit: tabadul_proto::pb::audit_client::AuditClient<Channel>,
+    /// Bounds the hub's concurrent queries to this node.
+    pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     /// Set when the node was caught forking its log: its answers are refused.
     pub forked: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Where the pin is kept across restarts (the hub's own log).
@@ -89,7 +91,14 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
         }
         Ok::<_, tonic::Status>((decision, cells, receipt))
     };
-    let outcome = tokio::time::timeout(deadline, work).await;
+    // At most `max_in_flight_per_member` queries per node at once: the rest
+    // wait here, inside their deadline, rather than hit the node's
+    // per-requester limit (the hub is one requester for every operator).
+    let limited = async {
+        let _permit = member.in_flight.acquire().await;
+        work.await
+    };
+    let outcome = tokio::time::timeout(deadline, limited).await;
     let elapsed_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
     let mut status = pb::MemberStatus { member: member.code.clone(), elapsed_ms, ..Default::default() };
     let mut cells = Vec::new();
@@ -325,6 +334,7 @@ mod tests {
             seen: std::sync::Arc::new(std::sync::Mutex::new(pin)),
             audit: tabadul_proto::pb::audit_client::AuditClient::new(channel),
             forked: Default::default(),
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
             pins: None,
         }
     }

@@ -44,6 +44,19 @@ enum Bench {
         #[arg(long)]
         file: std::path::PathBuf,
     },
+    /// Many concurrent federated queries over local nodes for a while:
+    /// completed, failed, member outcomes, latency, peak RSS per process.
+    Load {
+        #[arg(long, default_value_t = 22)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1000)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Per-member deadline of each federated query (ms).
+        #[arg(long, default_value_t = 10_000)]
+        deadline_ms: u64,
+    },
     Log {
         #[arg(long, default_value_t = 100_000)]
         entries: u64,
@@ -62,6 +75,7 @@ fn main() -> Result<()> {
         Bench::Federation { queries } => rt.block_on(federation(queries)),
         Bench::Import { rows, file } => import(rows, &file),
         Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
+        Bench::Load { nodes, concurrency, seconds, deadline_ms } => rt.block_on(load(nodes, concurrency, seconds, deadline_ms)),
     }
 }
 
@@ -411,5 +425,87 @@ fn log_bench(entries: u64, concurrency: u64) -> Result<()> {
     println!("| verify entries/s ({} checkpoints) | {verify_rate:.0} |", cps.len());
     println!("| bare SHA-256 of the same entries/s | {sha_rate:.0} (x{acc}) |");
     println!("| ratio verify / SHA-256 | {:.2} |", verify_rate / sha_rate);
+    Ok(())
+}
+
+/// Peak resident memory of a process (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64) -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let mut procs = Vec::new();
+    let mut members = Vec::new();
+    for member in synthetic::members().into_iter().take(nodes) {
+        let node = node(&dir.path().join("nodes"), &pki, member)?;
+        let proc = node.start()?;
+        members.push(HubMember::new(&pki, member, proc.addr.to_string())?);
+        procs.push(proc);
+    }
+    let hub_cert = pki.issue("hub", "alo")?;
+    let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms)?;
+    let operator = pki.issue("operator", "analyst")?;
+    // Several connections, as many operators would have.
+    let clients: Vec<_> = (0..16).map(|_| hub_client(hub.addr, &pki.tls_files(&operator))).collect::<Result<_>>()?;
+    let request = pb::FederatedQueryRequest {
+        query: Some(pb::Query { dataflow: "UNE_RATE".into(), breakdown: vec!["SEX".into()], start_period: "2024".into(), end_period: "2024".into(), ..Default::default() }),
+        deadline_ms: deadline_ms as u32,
+        ..Default::default()
+    };
+    let (ok, failed, short) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let mut c = clients[i % clients.len()].clone();
+            let (request, ok, failed, short) = (request.clone(), ok.clone(), failed.clone(), short.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    match c.federated_query(request.clone()).await {
+                        Ok(r) => {
+                            lat.push(t.elapsed());
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if r.into_inner().members.iter().any(|m| m.state != pb::MemberState::Answered as i32) {
+                                short.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let took = started.elapsed();
+    lat.sort();
+    let (ok, failed, short) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), short.load(Ordering::Relaxed));
+    println!("| {concurrency} concurrent federated queries over {nodes} nodes for {seconds} s (deadline {deadline_ms} ms) | |");
+    println!("| completed / failed / completed with a member not answering | {ok} / {failed} / {short} |");
+    println!("| federated queries/s | {:.1} |", ok as f64 / took.as_secs_f64());
+    if !lat.is_empty() {
+        println!("| latency p50 / p99 | {:.0} ms / {:.0} ms |", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)));
+    }
+    let node_rss: Vec<f64> = procs.iter().map(|p| peak_rss_mib(p.child.id())).collect();
+    println!("| peak RSS hub | {:.0} MiB |", peak_rss_mib(hub.child.id()));
+    println!(
+        "| peak RSS per node (min / max) | {:.0} / {:.0} MiB |",
+        node_rss.iter().copied().fold(f64::MAX, f64::min),
+        node_rss.iter().copied().fold(0.0, f64::max)
+    );
     Ok(())
 }
