@@ -312,3 +312,54 @@ fn node_doctor_names_each_problem_in_plain_words() {
     assert!(text.lines().any(|l| l.starts_with("PROBLEM") && l.contains("log key") && l.contains("chmod 600")), "{text}");
     drop(proc);
 }
+
+/// The certificate a server presents to a new TLS connection.
+async fn presented_cert(addr: std::net::SocketAddr, files: &tabadul_certs::tls::TlsFiles) -> Vec<u8> {
+    let config = tabadul_certs::tls::client_config(files).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn a_node_certificate_rotates_on_sighup_without_dropping_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let data = node.dir.join("data.csv");
+    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
+    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    let proc = node.start().unwrap();
+    let hub = pki.issue("hub", "alo").unwrap();
+    let files = pki.tls_files(&hub);
+    let old = presented_cert(proc.addr, &files).await;
+    // Queries keep flowing on an open connection throughout.
+    let client = node_client(proc.addr, &files, "MAR").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flowing = {
+        let (mut c, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                collect(&mut c, pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() }).await.expect("a query failed during rotation");
+                n += 1;
+            }
+            n
+        })
+    };
+    // The CA issues a new certificate to the same files; SIGHUP applies it.
+    pki.issue("node", "MAR").unwrap();
+    proc.signal("-HUP").unwrap();
+    let rotated = tabadul_tests::eventually(std::time::Duration::from_secs(10), async || presented_cert(proc.addr, &files).await != old).await;
+    assert!(rotated, "the node still presents its old certificate");
+    let new = presented_cert(proc.addr, &files).await;
+    let on_disk = tabadul_certs::tls::load_certs(&node.dir.parent().unwrap().join("certs/node-MAR.pem")).unwrap().remove(0);
+    assert_eq!(new, on_disk.to_vec(), "it presents the new file's certificate");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = flowing.await.unwrap();
+    assert!(answered > 0);
+    // And new connections with the new certificate are answered.
+    let mut fresh = node_client(proc.addr, &files, "MAR").unwrap();
+    collect(&mut fresh, pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() }).await.unwrap();
+}
