@@ -129,7 +129,15 @@ impl Log {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        // Entries are small: 4 MB memtables flush often enough that a disk
+        // problem shows up within minutes, not after 64 MB of preallocated WAL.
+        let cf_options = || {
+            let mut o = Options::default();
+            o.set_write_buffer_size(4 << 20);
+            o
+        };
+        opts.set_write_buffer_size(4 << 20);
+        let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Db { path: path.to_owned(), source })?;
         let empty = Arc::new(SignedCheckpoint { checkpoint: Checkpoint { origin: String::new(), size: 0, root: merkle::empty_root(), extensions: vec![] }, note: String::new() });
         let log = Log {
@@ -297,6 +305,11 @@ impl Log {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AppendState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the log stopped accepting appends, if it did (a failed write).
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
     }
 
     /// The log's origin line (`<network>/node/MAR`).

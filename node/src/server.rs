@@ -92,6 +92,7 @@ pub async fn run_notify(
         let cert = config.tls.cert.clone();
         let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
             m.set("tabadul_node_log_entries", &[], st.log.len() as f64);
+            m.set("tabadul_node_log_writable", &[], if st.log.failure().is_some() { 0.0 } else { 1.0 });
             let (_, age) = st.log.published();
             m.set("tabadul_node_log_published_checkpoint_age_seconds", &[], age.as_secs_f64());
             m.set("tabadul_node_policy_info", &[("version", &st.policy().version)], 1.0);
@@ -105,6 +106,22 @@ pub async fn run_notify(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NodeServer<NodeService>>().await;
+    // Health follows the log: a node that cannot record decisions is not
+    // serving (it refuses every query), and says so to load balancers.
+    let health_watch = {
+        let (health, st) = (health.clone(), state.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Some(why) = st.log.failure() {
+                    tracing::error!(reason = %why, "log stopped: reporting NOT_SERVING");
+                    health.set_not_serving::<NodeServer<NodeService>>().await;
+                    return;
+                }
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -149,6 +166,7 @@ pub async fn run_notify(
     };
     let _ = std::fs::remove_file(&socket);
     reloader.abort();
+    health_watch.abort();
     if let Some(m) = metrics {
         m.abort();
     }
@@ -199,6 +217,7 @@ fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     m.describe("tabadul_node_queries_total", Kind::Counter, "Queries, by decision (refused-role: refused for the caller's role before the policy; limited: over a per-requester limit).");
     m.describe("tabadul_node_query_seconds", Kind::Histogram, "Time to decide, log and start streaming an answer.");
     m.describe("tabadul_node_log_entries", Kind::Gauge, "Entries in the signed exchange log.");
+    m.describe("tabadul_node_log_writable", Kind::Gauge, "0 once a log write failed: the node then releases nothing until restarted.");
     m.describe("tabadul_node_log_published_checkpoint_age_seconds", Kind::Gauge, "Time since a log checkpoint was last published.");
     m.describe("tabadul_node_policy_info", Kind::Gauge, "The publication policy in force (its version is the label).");
     m.describe("tabadul_node_certificate_expiry_seconds", Kind::Gauge, "Seconds until the node's TLS certificate expires.");

@@ -80,6 +80,18 @@ impl NodeState {
     }
 }
 
+/// A log that cannot be written means nothing may leave: the caller is
+/// told the node is unavailable and why, in words that name no local path.
+fn log_or_internal(e: crate::Error) -> Status {
+    match &e {
+        crate::Error::Log(tabadul_audit::Error::Stopped { .. } | tabadul_audit::Error::Db { .. }) => {
+            tracing::error!(error = %e, "the exchange log cannot be written: answering nothing until an operator fixes it");
+            Status::unavailable("the node cannot write its exchange log (disk full or failing?), so it releases nothing; its operators must act")
+        }
+        _ => internal(e),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "internal error");
     Status::internal("internal error on the node; see its log")
@@ -104,7 +116,7 @@ fn authorize(state: &NodeState, who: &Identity) -> Result<(), Status> {
 /// write, and a peer must not be able to stall the server's threads.
 async fn append(log: &Arc<Log>, entry: Entry) -> Result<(), Status> {
     let log = log.clone();
-    tokio::task::spawn_blocking(move || log.append(&entry, None)).await.map_err(internal)?.map_err(internal)?;
+    tokio::task::spawn_blocking(move || log.append(&entry, None)).await.map_err(internal)?.map_err(|e| log_or_internal(e.into()))?;
     Ok(())
 }
 
@@ -193,7 +205,7 @@ impl pb::node_server::Node for NodeService {
             })
             .await
             .map_err(internal)?
-            .map_err(internal)?;
+            .map_err(log_or_internal)?;
             let (answer, receipt) = answered;
             let word = match &answer {
                 Ok(a) => decision_word(a.decision.kind),

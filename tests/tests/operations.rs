@@ -363,3 +363,113 @@ async fn a_node_certificate_rotates_on_sighup_without_dropping_queries() {
     let mut fresh = node_client(proc.addr, &files, "MAR").unwrap();
     collect(&mut fresh, pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() }).await.unwrap();
 }
+
+/// A small filesystem of its own (tmpfs), unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, megabytes: u32) -> Option<Self> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"]).arg(at).status().ok()?.success();
+        ok.then(|| SmallDisk(at.to_owned()))
+    }
+
+    /// Writes filler until the filesystem refuses.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_releases_but_loses_no_acknowledged_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), 48) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); the disk-full test did not run");
+        return;
+    };
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(&node.config, config.replacen("data_dir = \"data\"", &format!("data_dir = {:?}", disk.0.join("data")), 1)).unwrap();
+    let data = node.dir.join("data.csv");
+    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
+    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    let mut proc = node.start().unwrap();
+    let hub = pki.issue("hub", "alo").unwrap();
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    let q = || pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() };
+    let mut receipts = Vec::new();
+    let query = async |client: &mut pb::node_client::NodeClient<tonic::transport::Channel>| -> Result<pb::Receipt, tonic::Status> {
+        let mut stream = client.query(q()).await?.into_inner();
+        let mut receipt = None;
+        while let Some(m) = stream.message().await? {
+            if let Some(pb::query_response::Item::Receipt(r)) = m.item {
+                receipt = Some(r);
+            }
+        }
+        receipt.ok_or_else(|| tonic::Status::data_loss("no receipt"))
+    };
+    for _ in 0..5 {
+        receipts.push(query(&mut client).await.unwrap());
+    }
+    disk.fill();
+    // Sooner or later an append fails; from then on nothing is released.
+    let mut refusal = None;
+    for _ in 0..40_000 {
+        match query(&mut client).await {
+            Ok(r) => receipts.push(r),
+            Err(s) => {
+                refusal = Some(s);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the node kept answering on a full disk");
+    assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    assert!(refusal.message().contains("cannot write its exchange log"), "{}", refusal.message());
+    for _ in 0..3 {
+        let again = query(&mut client).await.unwrap_err();
+        assert_eq!(again.code(), tonic::Code::Unavailable, "an answer left without being logged: {again:?}");
+    }
+    let metrics = proc.scrape().unwrap();
+    assert_eq!(sample(&metrics, "tabadul_node_log_writable"), Some(0.0), "{metrics}");
+    // The operator frees space and restarts the node: every entry whose
+    // receipt left is there, and the log verifies.
+    disk.free();
+    proc.kill();
+    let proc = node.start().unwrap();
+    let auditor = pki.issue("auditor", "court").unwrap();
+    let fetched = dir.path().join("fetched");
+    run_ok(
+        Command::new(bin("tabadul-audit"))
+            .args(["fetch", "--endpoint", &proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
+            .arg(&fetched)
+            .arg("--ca").arg(pki.ca_cert())
+            .arg("--cert").arg(&auditor.cert)
+            .arg("--key").arg(&auditor.key),
+    )
+    .unwrap();
+    let log = LogDir::load(&fetched).unwrap();
+    let report = offline::verify(&log, &Verifier::parse(&node.log_vkey).unwrap(), None);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    for r in &receipts {
+        assert_eq!(log.entries.get(r.index as usize), Some(&r.entry), "acknowledged entry {} lost", r.index);
+    }
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    query(&mut client).await.unwrap();
+    drop(proc);
+}
