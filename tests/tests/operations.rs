@@ -473,3 +473,36 @@ async fn a_full_disk_stops_releases_but_loses_no_acknowledged_entry() {
     query(&mut client).await.unwrap();
     drop(proc);
 }
+
+#[test]
+fn an_import_onto_a_full_disk_fails_clearly_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), 48) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); the disk-full import test did not run");
+        return;
+    };
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(&node.config, config.replacen("data_dir = \"data\"", &format!("data_dir = {:?}", disk.0.join("data")), 1)).unwrap();
+    let first = node.dir.join("first.csv");
+    std::fs::write(&first, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
+    run_ok(node.command(&["import"]).arg(&first)).unwrap();
+    let count = |node: &NodeDir| {
+        let proc = node.start().unwrap();
+        let status = String::from_utf8_lossy(&run_ok(node.command(&["status"])).unwrap().stdout).to_string();
+        drop(proc);
+        status.lines().find(|l| l.starts_with("observations")).unwrap().split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    let before = count(&node);
+    // Many more years: the sorted SST file does not fit on the full disk.
+    let more = node.dir.join("more.csv");
+    std::fs::write(&more, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 1990..=2023))).unwrap();
+    disk.fill();
+    let out = node.command(&["import"]).arg(&more).output().unwrap();
+    assert!(!out.status.success(), "an import onto a full disk succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.to_lowercase().contains("no space left"), "{err}");
+    disk.free();
+    assert_eq!(count(&node), before, "a failed import left observations behind");
+}
