@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build needs beyond the Rust toolchain, checking first:
-# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings).
+# a C++ compiler and libclang (RocksDB's C++ and its bindgen bindings), and
+# libfaketime for one fault test.
 # Sourced by .ci/run and deploy/local-federation.sh; also sets one shared
 # target directory so that tests, the binaries they start and the demo all
 # use a single build.
@@ -14,8 +15,10 @@ if [ -z "${LIBCLANG_PATH:-}" ] && { ! compgen -G "/usr/lib/llvm-*/lib/libclang.s
         || ! compgen -G "/usr/lib/llvm-*/lib/clang/*/include/stddef.h" >/dev/null; }; then
     need+=(libclang-dev)
 fi
+# The clock-skew fault test runs a node under libfaketime.
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
-    echo "prepare: installing ${need[*]} (needed to build RocksDB)" >&2
+    echo "prepare: installing ${need[*]} (to build RocksDB and run the fault tests)" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -186,6 +186,15 @@ impl NodeDir {
         self.start_at("127.0.0.1:0")
     }
 
+    /// Starts the node with extra environment variables (e.g. libfaketime's).
+    pub fn start_with_env(&self, envs: &[(&str, &str)]) -> Result<Proc> {
+        let ready = self.dir.join("ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = self.command(&["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file"]);
+        cmd.arg(&ready).envs(envs.iter().copied());
+        Proc::spawn(cmd, &ready, &self.dir.join("node.log"))
+    }
+
     /// Starts the node on a given address (a restart on the port the hub knows).
     pub fn start_at(&self, listen: &str) -> Result<Proc> {
         let ready = self.dir.join("ready");

@@ -506,3 +506,49 @@ fn an_import_onto_a_full_disk_fails_clearly_and_changes_nothing() {
     disk.free();
     assert_eq!(count(&node), before, "a failed import left observations behind");
 }
+
+#[tokio::test]
+async fn a_member_whose_clock_is_hours_off_is_named_by_the_hub_doctor() {
+    let lib = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(lib) = lib else {
+        eprintln!("skipped: libfaketime is not installed (scripts/prepare.sh installs it); the clock-skew test did not run");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let mut members = Vec::new();
+    let mut procs = Vec::new();
+    for (member, skew) in [("MAR", None), ("EGY", Some("+2h"))] {
+        let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, POLICY).unwrap();
+        let data = node.dir.join("data.csv");
+        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2024..=2024))).unwrap();
+        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        let proc = match skew {
+            None => node.start().unwrap(),
+            Some(offset) => node.start_with_env(&[("LD_PRELOAD", lib), ("FAKETIME", offset), ("DONT_FAKE_MONOTONIC", "1")]).unwrap(),
+        };
+        members.push(tabadul_tests::HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
+        procs.push(proc);
+    }
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = tabadul_tests::start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 2000).unwrap();
+    let out = Command::new(bin("tabadul-hub")).arg("doctor").arg("--config").arg(dir.path().join("hub/hub.toml")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let skewed = text.lines().find(|l| l.starts_with("PROBLEM") && l.contains("EGY") && l.contains("clock is")).unwrap_or_else(|| panic!("{text}"));
+    assert!(skewed.contains("ahead of ours"), "{skewed}");
+    let secs: i64 = skewed.split("clock is ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((7100..=7300).contains(&secs), "{skewed}");
+    assert!(text.lines().any(|l| l.starts_with("ok") && l.contains("MAR") && l.contains("clock within")), "{text}");
+    // Exchange itself still works within certificate validity: the doctor
+    // warns before embargoes and expiry checks misfire.
+    let operator = pki.issue("operator", "analyst").unwrap();
+    let r = tabadul_tests::hub_client(hub.addr, &pki.tls_files(&operator)).unwrap()
+        .federated_query(pb::FederatedQueryRequest { query: Some(pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() }), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.members.iter().all(|m| m.state == pb::MemberState::Answered as i32), "{:?}", r.members);
+}
