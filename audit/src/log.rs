@@ -464,25 +464,35 @@ impl Log {
     /// latest checkpoint so the copy opens without replay. Returns that
     /// checkpoint; the copy holds exactly the entries it covers.
     pub fn backup_to(&self, dir: &Path) -> Result<Arc<SignedCheckpoint>, Error> {
-        // Hold appends (they queue) and let a batch in flight land, so the
-        // copy holds exactly the entries of the checkpoint returned.
+        // Become the writer (appends queue behind us), so the copy holds
+        // exactly the entries of the checkpoint returned, without holding
+        // the state lock through the flush: readers keep going.
         let mut state = self.lock();
         while state.writing {
             state = self.written.wait(state).unwrap_or_else(|p| p.into_inner());
         }
+        state.writing = true;
         let latest = state.latest.clone();
-        if state.published != latest.checkpoint.size {
-            self.put_synced(CHECKPOINTS, &latest.checkpoint.size.to_be_bytes(), latest.note.as_bytes())?;
+        let publish = state.published != latest.checkpoint.size;
+        drop(state);
+        let result = (|| {
+            if publish {
+                self.put_synced(CHECKPOINTS, &latest.checkpoint.size.to_be_bytes(), latest.note.as_bytes())?;
+            }
+            rocksdb::checkpoint::Checkpoint::new(&self.db)
+                .and_then(|c| c.create_checkpoint(dir))
+                .map_err(|e| self.db_err(e))
+        })();
+        let mut state = self.lock();
+        state.writing = false;
+        if publish && result.is_ok() {
             state.published = latest.checkpoint.size;
             state.published_at = std::time::Instant::now();
         }
-        rocksdb::checkpoint::Checkpoint::new(&self.db)
-            .and_then(|c| c.create_checkpoint(dir))
-            .map_err(|e| self.db_err(e))?;
         drop(state);
         // Appends that queued meanwhile need a leader.
         self.written.notify_all();
-        Ok(latest)
+        result.map(|()| latest)
     }
 
     // ---------------------------------------------------------- witnessing

@@ -135,9 +135,10 @@ async fn member(m: &crate::config::MemberConfig, hub: &Identity, client_tls: std
         Err(e) => out.push(check(code, false, format!("log_vkey in hub.toml: {e}"))),
         Ok(key) => {
             let mut audit = pb::audit_client::AuditClient::new(channel);
-            match audit.checkpoint(pb::CheckpointRequest { size: 0 }).await {
-                Err(s) => out.push(check(code, false, format!("cannot read its log checkpoint: {}", s.message()))),
-                Ok(r) => match Checkpoint::open(&r.into_inner().checkpoint, &key) {
+            match tokio::time::timeout(Duration::from_secs(4), audit.checkpoint(pb::CheckpointRequest { size: 0 })).await {
+                Err(_) => out.push(check(code, false, "does not serve its log checkpoint within 4 s")),
+                Ok(Err(s)) => out.push(check(code, false, format!("cannot read its log checkpoint: {}", s.message()))),
+                Ok(Ok(r)) => match Checkpoint::open(&r.into_inner().checkpoint, &key) {
                     Ok((cp, _)) => out.push(check(code, true, format!("log at size {} signed with the configured key", cp.size))),
                     Err(e) => out.push(check(code, false, format!(
                         "its log is not signed with the log_vkey in hub.toml ({e}): every answer from it will be rejected"))),

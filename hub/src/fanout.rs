@@ -235,31 +235,59 @@ fn settle_pin(member: &Member, sent: Option<Seen>, got: Seen, note: &str) -> Res
     }
     let (member, note) = (member.clone(), note.to_owned());
     tokio::spawn(async move {
-        let (old, new) = if cur.size < got.size { (cur, got) } else { (got, cur) };
-        let proof = member.audit.clone().consistency_proof(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size }).await;
-        let verdict = match proof {
-            Ok(p) => tabadul_audit::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p.into_inner().hashes)
-                .map_err(|e| format!("checkpoints {} and {} are inconsistent ({e})", old.size, new.size)),
-            Err(s) if s.code() == Code::OutOfRange || s.code() == Code::InvalidArgument => {
-                Err(format!("it cannot prove checkpoint {} extends {}: {}", new.size, old.size, s.message()))
-            }
-            // Unreachable now: the next answer's receipt is checked against the pin anyway.
-            Err(_) => return,
-        };
-        match verdict {
-            Ok(()) => {
-                let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
-                if pin.is_none_or(|p| p.size < got.size) {
-                    *pin = Some(got);
-                    store_pin(&member, &note);
-                }
-            }
-            Err(why) => {
-                poison(&member, why);
-            }
+        if let Err(why) = reconcile(&member, cur, got, &note).await {
+            poison(&member, why);
         }
     });
     Ok(())
+}
+
+/// Proves `got` consistent with the member's pin, following the pin as
+/// other answers move it, until `got` is part of the pinned history. A node
+/// that cannot or will not prove it, after retries, is treated as forked:
+/// an answer was already used on the strength of that checkpoint.
+async fn reconcile(member: &Member, mut cur: Seen, got: Seen, note: &str) -> Result<(), String> {
+    let mut failures = 0u32;
+    loop {
+        if cur.size == got.size {
+            return if cur.root == got.root { Ok(()) } else { Err(format!("two roots for size {}", got.size)) };
+        }
+        let (old, new) = if cur.size < got.size { (cur, got) } else { (got, cur) };
+        let mut request = tonic::Request::new(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size });
+        request.set_timeout(Duration::from_secs(5));
+        let proof = tokio::time::timeout(Duration::from_secs(6), member.audit.clone().consistency_proof(request)).await;
+        match proof {
+            Ok(Ok(p)) => {
+                tabadul_audit::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p.into_inner().hashes)
+                    .map_err(|e| format!("checkpoints {} and {} are inconsistent ({e})", old.size, new.size))?;
+            }
+            Ok(Err(s)) if s.code() == Code::OutOfRange || s.code() == Code::InvalidArgument => {
+                return Err(format!("it cannot prove checkpoint {} extends {}: {}", new.size, old.size, s.message()));
+            }
+            Ok(Err(_)) | Err(_) => {
+                failures += 1;
+                if failures >= 5 {
+                    return Err(format!("it gave no consistency proof between checkpoints {} and {} in five tries", old.size, new.size));
+                }
+                tokio::time::sleep(Duration::from_secs(1 << failures)).await;
+                continue;
+            }
+        }
+        // Proven against `cur`. Move the pin forward, unless someone moved
+        // it meanwhile: then `got` must be reconciled with the new pin too.
+        let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match *pin {
+            Some(now) if now == cur => {
+                if got.size > cur.size {
+                    *pin = Some(got);
+                    store_pin(member, note);
+                }
+                return Ok(());
+            }
+            Some(now) => cur = now,
+            None => return Ok(()),
+        }
+    }
 }
 
 fn store_pin(member: &Member, note: &str) {

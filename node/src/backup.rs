@@ -55,7 +55,8 @@ pub fn backup(member: &str, store: &Store, log: &Log, dir: &Path) -> Result<Mani
     Ok(manifest)
 }
 
-/// Restores a backup into a stopped node's data directory. The current
+/// Restores a backup into a stopped node's data directory: copies and
+/// verifies it beside the data first, then swaps it in; the current
 /// `store/` and `log/` are moved to `<data_dir>/before-restore-<time>/`.
 /// Returns the manifest and where the old data went.
 pub fn restore(config: &NodeConfig, member: &str, from: &Path) -> Result<(Manifest, Option<PathBuf>), Error> {
@@ -71,47 +72,66 @@ pub fn restore(config: &NodeConfig, member: &str, from: &Path) -> Result<(Manife
             return Err(Error::Invalid(format!("{} has no {part}/ directory", from.display())));
         }
     }
-    // The backup must open and verify before anything of ours moves.
-    let signer = tabadul_audit::load_signer(&config.log_key)?;
-    {
-        let scratch = tempfile_dir(&config.data_dir)?;
-        copy_tree(&from.join("log"), &scratch.join("log"))?;
-        let log = Log::open(&scratch.join("log"), signer)?;
-        if log.len() != manifest.log_entries {
-            return Err(Error::Invalid(format!(
-                "the backup's log holds {} entries, its manifest says {}", log.len(), manifest.log_entries)));
-        }
-        drop(log);
-        let _ = std::fs::remove_dir_all(&scratch);
+    // The node must be stopped: opening its store takes RocksDB's lock,
+    // which a running node holds.
+    if config.store_dir().exists() {
+        Store::open(&config.store_dir()).map_err(|e| Error::Invalid(format!(
+            "cannot open the node's store ({e}); is the node still running? stop it first")))?;
     }
-    let moved = {
-        let aside = config.data_dir.join(format!("before-restore-{}", time::OffsetDateTime::now_utc().unix_timestamp()));
-        let mut moved = None;
-        for part in ["store", "log"] {
-            let current = config.data_dir.join(part);
+    // Copy the backup next to the data and check it there: nothing of ours
+    // moves until the copy is whole and its log verifies.
+    let staging = config.data_dir.join(".restore-new");
+    let _ = std::fs::remove_dir_all(&staging);
+    let staged = (|| {
+        copy_tree(&from.join("store"), &staging.join("store"))?;
+        copy_tree(&from.join("log"), &staging.join("log"))?;
+        Store::open(&staging.join("store"))?;
+        let log = Log::open(&staging.join("log"), tabadul_audit::load_signer(&config.log_key)?)?;
+        if log.len() != manifest.log_entries {
+            return Err(Error::Invalid(format!("the backup's log holds {} entries, its manifest says {}", log.len(), manifest.log_entries)));
+        }
+        Ok(())
+    })();
+    if let Err(e) = staged {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    // Two renames per part, within one filesystem: the old data goes aside,
+    // the checked copy comes in. On failure the old data is put back.
+    let aside = config.data_dir.join(format!("before-restore-{}", time::OffsetDateTime::now_utc().unix_timestamp()));
+    let mut moved = None;
+    let mut done: Vec<&str> = Vec::new();
+    for part in ["store", "log"] {
+        let current = config.data_dir.join(part);
+        let result = (|| {
             if current.exists() {
                 std::fs::create_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
                 std::fs::rename(&current, aside.join(part)).map_err(|e| Error::io(&current, e))?;
-                moved = Some(aside.clone());
+            }
+            std::fs::rename(staging.join(part), &current).map_err(|e| Error::io(&current, e))
+        })();
+        match result {
+            Ok(()) => {
+                if aside.join(part).exists() {
+                    moved = Some(aside.clone());
+                }
+                done.push(part);
+            }
+            Err(e) => {
+                // Put back what was already swapped, then report.
+                for back in done.iter().copied().chain([part]) {
+                    let current = config.data_dir.join(back);
+                    if aside.join(back).exists() {
+                        let _ = std::fs::remove_dir_all(&current);
+                        let _ = std::fs::rename(aside.join(back), &current);
+                    }
+                }
+                return Err(Error::Invalid(format!("restore failed and was undone ({e}); the node's data is as it was")));
             }
         }
-        moved
-    };
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
-    copy_tree(&from.join("store"), &config.store_dir())?;
-    copy_tree(&from.join("log"), &config.log_dir())?;
-    // Both open: the store's files are whole and the log's root matches
-    // its signed checkpoint (recovery checks it).
-    Store::open(&config.store_dir())?;
-    Log::open(&config.log_dir(), tabadul_audit::load_signer(&config.log_key)?)?;
+    }
+    let _ = std::fs::remove_dir_all(&staging);
     Ok((manifest, moved))
-}
-
-fn tempfile_dir(base: &Path) -> Result<PathBuf, Error> {
-    let dir = base.join(format!(".restore-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    Ok(dir)
 }
 
 /// Copies a directory of files (RocksDB directories are flat).

@@ -33,6 +33,12 @@ impl Drop for Permit {
         let mut peers = self.limits.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = peers.get_mut(&self.peer) {
             p.in_flight = p.in_flight.saturating_sub(1);
+            // Forget an idle peer once forgetting changes nothing: its
+            // bucket would have refilled anyway.
+            let refilled = self.limits.per_second == 0 || p.refilled.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0);
+            if p.in_flight == 0 && refilled {
+                peers.remove(&self.peer);
+            }
         }
     }
 }
@@ -89,5 +95,9 @@ mod tests {
         drop(r.admit("b").unwrap());
         std::thread::sleep(std::time::Duration::from_millis(400));
         drop(r.admit("a").unwrap());
+        // Idle peers without a pending bucket are forgotten.
+        let l = Limits::new(2, 0);
+        drop(l.admit("gone").unwrap());
+        assert!(l.peers.lock().unwrap().is_empty());
     }
 }

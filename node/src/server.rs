@@ -95,6 +95,7 @@ pub async fn run_notify(
             m.set("tabadul_node_log_writable", &[], if st.log.failure().is_some() { 0.0 } else { 1.0 });
             let (_, age) = st.log.published();
             m.set("tabadul_node_log_published_checkpoint_age_seconds", &[], age.as_secs_f64());
+            m.clear("tabadul_node_policy_info");
             m.set("tabadul_node_policy_info", &[("version", &st.policy().version)], 1.0);
             if let Ok(t) = tls::not_after(&cert) {
                 m.set("tabadul_node_certificate_expiry_seconds", &[], (t - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
@@ -117,6 +118,8 @@ pub async fn run_notify(
                 if let Some(why) = st.log.failure() {
                     tracing::error!(reason = %why, "log stopped: reporting NOT_SERVING");
                     health.set_not_serving::<NodeServer<NodeService>>().await;
+                    // The whole server too: load balancers and doctors ask for "".
+                    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                     return;
                 }
             }

@@ -158,7 +158,7 @@ impl pb::node_server::Node for NodeService {
         let digest = tabadul_proto::query_digest(&q);
         let span = tracing::info_span!("query", peer = %peer.identity, addr = %peer.addr, dataflow = %q.dataflow, digest = %&digest[..16]);
         async move {
-            let _permit = self.state.limits.admit(&peer.identity.to_string()).map_err(|why| {
+            let permit = self.state.limits.admit(&peer.identity.to_string()).map_err(|why| {
                 self.state.metrics.inc("tabadul_node_queries_total", &[("decision", "limited")]);
                 tracing::warn!(%why, "over the limit");
                 Status::resource_exhausted(why)
@@ -220,7 +220,13 @@ impl pb::node_server::Node for NodeService {
                 .chain(answer.cells.into_iter().map(|c| pb::QueryResponse { item: Some(pb::query_response::Item::Cell(c)) }))
                 .chain(receipt.map(|r| pb::QueryResponse { item: Some(pb::query_response::Item::Receipt(r)) }))
                 .map(Ok);
-            Ok(Response::new(Box::pin(tokio_stream::iter(items)) as CellStream))
+            // The slot is held until the answer is streamed (or dropped): a
+            // peer that never reads cannot pile up answers in memory.
+            let stream = tokio_stream::StreamExt::map(tokio_stream::iter(items), move |item| {
+                let _held = &permit;
+                item
+            });
+            Ok(Response::new(Box::pin(stream) as CellStream))
         }
         .instrument(span)
         .await
@@ -230,6 +236,10 @@ impl pb::node_server::Node for NodeService {
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
         let span = tracing::info_span!("describe", peer = %peer.identity);
         async move {
+            let _permit = self.state.limits.admit(&peer.identity.to_string()).map_err(|why| {
+                self.state.metrics.inc("tabadul_node_queries_total", &[("decision", "limited")]);
+                Status::resource_exhausted(why)
+            })?;
             authorize_and_record(&self.state, &peer.identity, "describe", "").await?;
             let policy = self.state.policy();
             let withdrawals = self.state.withdrawals();

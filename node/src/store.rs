@@ -194,7 +194,6 @@ impl Store {
         Ok(())
     }
 
-    /// Number of observations stored (exact; walks the keys).
     /// Writes a consistent copy of the store (a RocksDB checkpoint) to the
     /// new directory `dir`.
     pub fn backup_to(&self, dir: &Path) -> Result<(), Error> {
@@ -203,6 +202,7 @@ impl Store {
             .map_err(|source| Error::Store { path: dir.to_owned(), source })
     }
 
+    /// Number of observations stored (exact; walks the keys).
     pub fn count(&self) -> Result<u64, Error> {
         let mut n = 0;
         for item in self.db.iterator(IteratorMode::Start) {

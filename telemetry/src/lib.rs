@@ -21,6 +21,11 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+/// Most metrics connections open at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Longest a metrics connection may live.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Upper bounds (seconds) of the latency histograms' buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -87,6 +92,15 @@ impl Registry {
 
     pub fn inc(&self, name: &str, labels: &[(&str, &str)]) {
         self.add(name, labels, 1.0);
+    }
+
+    /// Drops every series of a metric (an `_info` gauge whose label changed).
+    pub fn clear(&self, name: &str) {
+        self.with(|m| {
+            if let Some(f) = m.get_mut(name) {
+                f.series.clear();
+            }
+        });
     }
 
     pub fn set(&self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -173,6 +187,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    // A scraper needs one short connection at a time; these bounds keep a
+    // client that opens many, or never finishes its request, harmless.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             () = &mut shutdown => return,
@@ -184,13 +201,23 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("metrics: too many open connections; dropping one");
+            continue;
+        };
         let (registry, refresh) = (registry.clone(), refresh.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (registry, refresh) = (registry.clone(), refresh.clone());
                 async move { Ok::<_, Infallible>(respond(&req, &registry, refresh.as_ref())) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
         });
     }
 }

@@ -447,6 +447,22 @@ async fn a_full_disk_stops_releases_but_loses_no_acknowledged_entry() {
     }
     let metrics = proc.scrape().unwrap();
     assert_eq!(sample(&metrics, "tabadul_node_log_writable"), Some(0.0), "{metrics}");
+    // Health says so too, for the whole server (what balancers and doctors ask).
+    let channel = tabadul_certs::tls::channel(
+        &proc.addr.to_string(),
+        tabadul_certs::tls::Expect::Identity("spiffe://alo/node/MAR".parse().unwrap()),
+        tabadul_certs::tls::client_config(&pki.tls_files(&hub)).unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let not_serving = tabadul_tests::eventually(std::time::Duration::from_secs(5), async || {
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok_and(|r| {
+            r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        })
+    })
+    .await;
+    assert!(not_serving, "health still says SERVING with a dead log");
     // The operator frees space and restarts the node: every entry whose
     // receipt left is there, and the log verifies.
     disk.free();
