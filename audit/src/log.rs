@@ -48,6 +48,7 @@ const META_ORIGIN: &[u8] = b"origin";
 const META_COSIGNED: &[u8] = b"cosigned";
 const META_WITNESSED: &str = "witnessed/";
 const META_PINNED: &str = "pinned/";
+const META_FORKED: &str = "forked/";
 
 /// What an append gives back: where the entry is and a signed checkpoint
 /// whose tree includes it.
@@ -525,12 +526,26 @@ impl Log {
         self.db.put_cf(self.cf(META), key.as_bytes(), note.as_bytes()).map_err(|e| self.db_err(e))
     }
 
-    /// Forgets the pin of log `origin` (after its owner restored a backup
-    /// and the rollback was accepted). Synced: an operator's decision.
+    /// Why log `origin` was found forked, if it was (kept until unpinned).
+    pub fn forked(&self, origin: &str) -> Result<Option<String>, Error> {
+        let key = format!("{META_FORKED}{origin}");
+        self.get(META, key.as_bytes())?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, "fork note is not UTF-8"))).transpose()
+    }
+
+    pub fn set_forked(&self, origin: &str, why: &str) -> Result<(), Error> {
+        let key = format!("{META_FORKED}{origin}");
+        self.put_synced(META, key.as_bytes(), why.as_bytes())
+    }
+
+    /// Forgets the pin of log `origin`, and any fork found in it (after its
+    /// owner restored a backup and the rollback was accepted). Synced: an
+    /// operator's decision.
     pub fn clear_pinned(&self, origin: &str) -> Result<(), Error> {
         let key = format!("{META_PINNED}{origin}");
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
+        self.db.delete_cf_opt(self.cf(META), key.as_bytes(), &sync).map_err(|e| self.db_err(e))?;
+        let key = format!("{META_FORKED}{origin}");
         self.db.delete_cf_opt(self.cf(META), key.as_bytes(), &sync).map_err(|e| self.db_err(e))
     }
 

@@ -175,8 +175,7 @@ fn check_receipt(
     let receipt = receipt.ok_or("the node sent no receipt")?;
     let v = tabadul_audit::receipt::verify(receipt, &member.log_key).map_err(|e| e.to_string())?;
     if let Err(e) = tabadul_audit::receipt::check_extends(receipt, &v, seen) {
-        tracing::error!(member = %member.code, error = %e, "node log inconsistent with what the hub verified before");
-        return Err(e.to_string());
+        return Err(poison(member, e.to_string()));
     }
     // The node appends after our request reached it, so its leaf lies past
     // everything we had seen: an older leaf is a replayed receipt.
@@ -303,6 +302,18 @@ fn poison(member: &Member, why: String) -> String {
     let reason = format!("the node's log forked: {why}");
     tracing::error!(member = %member.code, %reason, "node log fork detected; its answers are refused from now on");
     *member.forked.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+    // On the hub's record, and kept across restarts until `tabadul-hub unpin`.
+    if let Some(log) = member.pins.clone() {
+        let (origin, code, detail) = (member.log_key.name().to_owned(), member.code.clone(), reason.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut entry = tabadul_audit::Entry::now("fork-detected", &origin);
+            entry.decision = "refused".into();
+            entry.detail = detail.clone();
+            if let Err(e) = log.set_forked(&origin, &detail).and_then(|()| log.append(&entry, None).map(|_| ())) {
+                tracing::error!(member = %code, error = %e, "could not record the fork");
+            }
+        });
+    }
     reason
 }
 

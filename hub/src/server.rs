@@ -94,7 +94,7 @@ pub async fn run_notify(
             log_key,
             seen: Arc::new(std::sync::Mutex::new(seen)),
             audit: tabadul_proto::pb::audit_client::AuditClient::new(channel.clone()),
-            forked: Default::default(),
+            forked: Arc::new(std::sync::Mutex::new(log.forked(&node_origin)?)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_per_member.max(1))),
             pins: Some(log.clone()),
         });

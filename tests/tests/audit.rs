@@ -535,6 +535,13 @@ async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer_even_by_a_res
     let unpin = |reason: &str| {
         Command::new(bin("tabadul-hub")).arg("unpin").arg("--config").arg(&hub_toml).args(["--member", "MAR", "--reason", reason]).output().unwrap()
     };
+    // The detection reaches the hub's log (written off the answer's path).
+    let recorded = eventually(Duration::from_secs(10), async || {
+        let d = LogDir::load(&net.fetch(hub.addr, "spiffe://alo/hub/alo", "hub-fork")).unwrap();
+        d.entries.iter().filter_map(|e| Entry::decode(e).ok()).any(|e| e.kind == "fork-detected")
+    })
+    .await;
+    assert!(recorded, "the fork never reached the hub's log");
     let running = unpin("ticket 42");
     assert!(!running.status.success() && String::from_utf8_lossy(&running.stderr).contains("stop it first"), "{}", String::from_utf8_lossy(&running.stderr));
     drop(client);
@@ -549,7 +556,10 @@ async fn a_node_that_replaces_its_log_is_caught_at_its_next_answer_even_by_a_res
     // The reset is on the hub's record for auditors.
     let hub_dir = net.fetch(hub.addr, "spiffe://alo/hub/alo", "hub-after-unpin");
     let log = LogDir::load(&hub_dir).unwrap();
-    assert!(log.entries.iter().filter_map(|e| Entry::decode(e).ok()).any(|e| e.kind == "pin-reset" && e.detail.contains("ticket 42")));
+    let entries: Vec<Entry> = log.entries.iter().filter_map(|e| Entry::decode(e).ok()).collect();
+    assert!(entries.iter().any(|e| e.kind == "pin-reset" && e.detail.contains("ticket 42")));
+    // As is the detection itself, with its reason.
+    assert!(entries.iter().any(|e| e.kind == "fork-detected" && e.peer == "alo/node/MAR" && e.detail.contains("forked")), "{entries:#?}");
 }
 
 #[tokio::test]
