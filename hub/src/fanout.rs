@@ -12,6 +12,10 @@ use tabadul_proto::{Dataflow, TIME_PERIOD};
 use tonic::Code;
 use tonic::transport::Channel;
 
+/// How many of a member's most recent leaf indices the hub remembers to
+/// refuse a receipt used twice (older ones lie below its pin anyway).
+pub const MAX_REMEMBERED_LEAVES: usize = 100_000;
+
 /// Most cells the hub accepts from one member for one query.
 pub const MAX_CELLS_PER_MEMBER: usize = 1_000_000;
 
@@ -29,6 +33,8 @@ pub struct Member {
     pub seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
     /// The node's `Audit` service, for consistency proofs between receipts.
     pub audit: tabadul_proto::pb::audit_client::AuditClient<Channel>,
+    /// Leaf indices of this node's receipts already used for an answer.
+    pub used_leaves: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
     /// Bounds the hub's concurrent queries to this node.
     pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     /// Set when the node was caught forking its log: its answers are refused.
@@ -208,6 +214,17 @@ fn check_receipt(
             return Err("the cells received are not the ones the node logged as released".into());
         }
     }
+    // One leaf, one answer: two answers (say to two identical concurrent
+    // queries) on the strength of one logged release would hide a release.
+    {
+        let mut used = member.used_leaves.lock().unwrap_or_else(|p| p.into_inner());
+        if !used.insert(receipt.index) {
+            return Err(format!("the receipt names leaf {}, which another answer already used", receipt.index));
+        }
+        while used.len() > MAX_REMEMBERED_LEAVES {
+            used.pop_first();
+        }
+    }
     Ok((v.to_ref(&member.code, receipt.index), Seen { size: v.checkpoint.size, root: v.checkpoint.root }))
 }
 
@@ -374,8 +391,39 @@ mod tests {
             audit: tabadul_proto::pb::audit_client::AuditClient::new(channel),
             forked: Default::default(),
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
+            used_leaves: Default::default(),
             pins: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_receipt_serves_one_answer_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = tabadul_audit::Signer::generate("alo/node/MAR").unwrap();
+        let mut m = member(None);
+        m.log_key = signer.verifier();
+        let log = tabadul_audit::Log::open(dir.path(), signer).unwrap();
+        let hub: Identity = "spiffe://alo/hub/alo".parse().unwrap();
+        let query = pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() };
+        let digest = tabadul_proto::query_digest(&query);
+        let d = pb::Decision { kind: DecisionKind::Allowed as i32, rule_id: "r".into(), policy_version: "v".into(), query_digest: digest.clone(), ..Default::default() };
+        let salt = [9u8; 16];
+        let mut entry = tabadul_audit::Entry::now("query", &hub.to_string());
+        entry.query_digest = digest.clone();
+        entry.decision = "allowed".into();
+        entry.rule_id = "r".into();
+        entry.policy_version = "v".into();
+        entry.released = tabadul_audit::released_digest(&salt, &tabadul_proto::released_canonical(&d, &[]));
+        let receipt = tabadul_audit::receipt::append_with_receipt(&log, &entry, Some(salt), None).unwrap();
+        check_receipt(&m, &hub, &digest, &d, &[], Some(&receipt), None).unwrap();
+        let e = check_receipt(&m, &hub, &digest, &d, &[], Some(&receipt), None).unwrap_err();
+        assert!(e.contains("already used"), "{e}");
+        // A receipt for another hub, or for other cells, is refused outright.
+        let other: Identity = "spiffe://alo/hub/other".parse().unwrap();
+        let fresh = tabadul_audit::receipt::append_with_receipt(&log, &entry, Some(salt), None).unwrap();
+        assert!(check_receipt(&m, &other, &digest, &d, &[], Some(&fresh), None).unwrap_err().contains("requester"));
+        let cell = pb::Cell { key: vec!["MAR".into()], value: 1.0, ..Default::default() };
+        assert!(check_receipt(&m, &hub, &digest, &d, &[cell], Some(&fresh), None).unwrap_err().contains("not the ones"));
     }
 
     fn seen(size: u64, root: u8) -> Seen {

@@ -95,6 +95,7 @@ pub async fn run_notify(
             seen: Arc::new(std::sync::Mutex::new(seen)),
             audit: tabadul_proto::pb::audit_client::AuditClient::new(channel.clone()),
             forked: Arc::new(std::sync::Mutex::new(log.forked(&node_origin)?)),
+            used_leaves: Default::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_per_member.max(1))),
             pins: Some(log.clone()),
         });
