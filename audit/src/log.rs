@@ -501,8 +501,7 @@ impl Log {
     /// The last checkpoint of log `origin` that this log's owner cosigned
     /// as a witness.
     pub fn witnessed(&self, origin: &str) -> Result<Option<String>, Error> {
-        let key = format!("{META_WITNESSED}{origin}");
-        self.get(META, key.as_bytes())?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, "witness state is not UTF-8"))).transpose()
+        self.meta_text(META_WITNESSED, origin)
     }
 
     /// Records, durably, that checkpoint `note` of `origin` is the latest
@@ -515,8 +514,7 @@ impl Log {
     /// The latest checkpoint of log `origin` that this log's owner verified
     /// as a client (the hub, of each node's log).
     pub fn pinned(&self, origin: &str) -> Result<Option<String>, Error> {
-        let key = format!("{META_PINNED}{origin}");
-        self.get(META, key.as_bytes())?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, "pin is not UTF-8"))).transpose()
+        self.meta_text(META_PINNED, origin)
     }
 
     /// Records a newer pin. Not synced: after a crash an older pin comes
@@ -528,8 +526,7 @@ impl Log {
 
     /// Why log `origin` was found forked, if it was (kept until unpinned).
     pub fn forked(&self, origin: &str) -> Result<Option<String>, Error> {
-        let key = format!("{META_FORKED}{origin}");
-        self.get(META, key.as_bytes())?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, "fork note is not UTF-8"))).transpose()
+        self.meta_text(META_FORKED, origin)
     }
 
     pub fn set_forked(&self, origin: &str, why: &str) -> Result<(), Error> {
@@ -547,6 +544,14 @@ impl Log {
         self.db.delete_cf_opt(self.cf(META), key.as_bytes(), &sync).map_err(|e| self.db_err(e))?;
         let key = format!("{META_FORKED}{origin}");
         self.db.delete_cf_opt(self.cf(META), key.as_bytes(), &sync).map_err(|e| self.db_err(e))
+    }
+
+    /// A text value of the meta column family, keyed `<prefix><origin>`.
+    fn meta_text(&self, prefix: &str, origin: &str) -> Result<Option<String>, Error> {
+        let key = format!("{prefix}{origin}");
+        self.get(META, key.as_bytes())?
+            .map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, &format!("meta value {key} is not UTF-8"))))
+            .transpose()
     }
 
     /// The latest checkpoint of this log with witness cosignatures.

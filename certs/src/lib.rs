@@ -13,6 +13,7 @@
 
 mod error;
 mod identity;
+pub mod checkup;
 pub mod pki;
 pub mod tls;
 

@@ -12,17 +12,10 @@ use tabadul_proto::pb;
 
 use crate::HubConfig;
 
-/// One finding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    /// What was checked: `certificate`, `crl`, `log key`, or a member code.
-    pub subject: String,
-    pub ok: bool,
-    pub detail: String,
-}
+pub use tabadul_certs::checkup::Finding as Check;
 
 fn check(subject: &str, ok: bool, detail: impl Into<String>) -> Check {
-    Check { subject: subject.to_owned(), ok, detail: detail.into() }
+    Check::new(subject, ok, detail)
 }
 
 /// Largest clock difference with a member that is not reported.
@@ -30,37 +23,7 @@ pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(60);
 
 /// Runs every check; never fails, every problem is a finding.
 pub async fn run(config: &HubConfig) -> Vec<Check> {
-    let mut out = Vec::new();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let identity = match config.tls.own_identity() {
-        Ok(id) if id.role() == Role::Hub => {
-            out.push(check("certificate", true, format!("identity {id}")));
-            Some(id)
-        }
-        Ok(id) => {
-            out.push(check("certificate", false, format!("names {id}, which is not a hub")));
-            None
-        }
-        Err(e) => {
-            out.push(check("certificate", false, format!("cannot be read: {e}")));
-            None
-        }
-    };
-    match tls::not_after(&config.tls.cert) {
-        Ok(t) if t <= now => out.push(check("certificate", false, "has expired: peers refuse it; issue a new one")),
-        Ok(t) if t - now < 14 * 86_400 => out.push(check("certificate", false, format!("expires in {} days: renew it", (t - now) / 86_400))),
-        Ok(t) => out.push(check("certificate", true, format!("valid for {} more days", (t - now) / 86_400))),
-        Err(e) => out.push(check("certificate", false, e.to_string())),
-    }
-    match &config.tls.crl {
-        None => out.push(check("crl", false, "none configured: revoked certificates are not refused")),
-        Some(path) => match tls::crl_next_update(path) {
-            Ok(Some(t)) if t < now => out.push(check("crl", false, format!("stale since {} hours: fetch the CA's new CRL", (now - t) / 3600))),
-            Ok(Some(t)) => out.push(check("crl", true, format!("fresh for {} more hours", (t - now) / 3600))),
-            Ok(None) => out.push(check("crl", true, "loaded (no next-update date)")),
-            Err(e) => out.push(check("crl", false, e.to_string())),
-        },
-    }
+    let (mut out, identity) = tabadul_certs::checkup::tls_files(&config.tls, Role::Hub);
     match (tabadul_audit::load_signer(&config.log_key), &identity) {
         (Ok(s), Some(id)) if s.name() == format!("{}/hub/{}", id.network(), id.id()) => {
             out.push(check("log key", true, format!("signs as {}", s.verifier())));

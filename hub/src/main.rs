@@ -126,18 +126,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Doctor { config } => {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
-            let checks = tabadul_hub::doctor::run(&config).await;
-            let problems = checks.iter().filter(|c| !c.ok).count();
-            for c in &checks {
-                println!("{} {:<12} {}", if c.ok { "ok     " } else { "PROBLEM" }, c.subject, c.detail);
-            }
+            let (report, problems) = tabadul_certs::checkup::render(&tabadul_hub::doctor::run(&config).await);
+            print!("{report}");
             if problems > 0 {
-                println!("
-{problems} problem(s)");
                 std::process::exit(1);
             }
-            println!("
-all checks passed");
         }
         Command::Unpin { config, member, reason } => {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;

@@ -4,56 +4,19 @@
 //! running node answers on its admin socket.
 
 use tabadul_certs::Role;
-use tabadul_certs::tls;
 
 use crate::NodeConfig;
 use crate::policy::Policy;
 
-/// One finding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub subject: String,
-    pub ok: bool,
-    pub detail: String,
-}
+pub use tabadul_certs::checkup::Finding as Check;
 
 fn check(subject: &str, ok: bool, detail: impl Into<String>) -> Check {
-    Check { subject: subject.to_owned(), ok, detail: detail.into() }
+    Check::new(subject, ok, detail)
 }
 
 /// Runs every check; never fails, every problem is a finding.
 pub async fn run(config: &NodeConfig) -> Vec<Check> {
-    let mut out = Vec::new();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let identity = match config.tls.own_identity() {
-        Ok(id) if id.role() == Role::Node => {
-            out.push(check("certificate", true, format!("identity {id}")));
-            Some(id)
-        }
-        Ok(id) => {
-            out.push(check("certificate", false, format!("names {id}, which is not a node")));
-            None
-        }
-        Err(e) => {
-            out.push(check("certificate", false, format!("cannot be read: {e}")));
-            None
-        }
-    };
-    match tls::not_after(&config.tls.cert) {
-        Ok(t) if t <= now => out.push(check("certificate", false, "has expired: the hub refuses it; ask the ALO for a new one")),
-        Ok(t) if t - now < 14 * 86_400 => out.push(check("certificate", false, format!("expires in {} days: renew it", (t - now) / 86_400))),
-        Ok(t) => out.push(check("certificate", true, format!("valid for {} more days", (t - now) / 86_400))),
-        Err(e) => out.push(check("certificate", false, e.to_string())),
-    }
-    match &config.tls.crl {
-        None => out.push(check("crl", false, "none configured: revoked certificates are not refused")),
-        Some(path) => match tls::crl_next_update(path) {
-            Ok(Some(t)) if t < now => out.push(check("crl", false, format!("stale since {} hours: fetch the network's new CRL", (now - t) / 3600))),
-            Ok(Some(t)) => out.push(check("crl", true, format!("fresh for {} more hours", (t - now) / 3600))),
-            Ok(None) => out.push(check("crl", true, "loaded (no next-update date)")),
-            Err(e) => out.push(check("crl", false, e.to_string())),
-        },
-    }
+    let (mut out, identity) = tabadul_certs::checkup::tls_files(&config.tls, Role::Node);
     match tabadul_proto::Dictionary::load(&config.dictionary) {
         Err(e) => out.push(check("dictionary", false, e.to_string())),
         Ok(dict) => {

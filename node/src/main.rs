@@ -195,16 +195,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Doctor => {
             let config = load_config(&cli.config)?;
-            let checks = tabadul_node::doctor::run(&config).await;
-            let problems = checks.iter().filter(|c| !c.ok).count();
-            for c in &checks {
-                println!("{} {:<12} {}", if c.ok { "ok     " } else { "PROBLEM" }, c.subject, c.detail);
-            }
+            let (report, problems) = tabadul_certs::checkup::render(&tabadul_node::doctor::run(&config).await);
+            print!("{report}");
             if problems > 0 {
-                println!("\n{problems} problem(s)");
                 std::process::exit(1);
             }
-            println!("\nall checks passed");
         }
         Command::Status => {
             let config = load_config(&cli.config)?;

@@ -12,6 +12,20 @@ use tabadul_tests::{NodeDir, Pki, bin, collect, node_client, run_ok, synthetic};
 
 const POLICY: &str = "[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = []\n";
 
+/// Imports synthetic data for `member` and `years` into a stopped node.
+fn import_synthetic(node: &NodeDir, member: &str, years: std::ops::RangeInclusive<i32>) {
+    let data = node.dir.join("data.csv");
+    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, years))).unwrap();
+    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+}
+
+/// Edits the node's configuration: replaces the first `from` with `to`.
+fn configure(node: &NodeDir, from: &str, to: &str) {
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    assert!(config.contains(from), "{from:?} not in {config}");
+    std::fs::write(&node.config, config.replacen(from, to, 1)).unwrap();
+}
+
 fn entries_of(status: &str) -> u64 {
     status.lines().find(|l| l.starts_with("log entries")).unwrap().split_whitespace().nth(2).unwrap().parse().unwrap()
 }
@@ -21,11 +35,8 @@ async fn an_online_backup_restores_to_a_node_whose_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(dir.path()).unwrap();
     let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
-    let config = std::fs::read_to_string(&node.config).unwrap();
-    std::fs::write(&node.config, config.replacen("reload_interval_ms", "shutdown_grace_ms = 1000\nreload_interval_ms", 1)).unwrap();
-    let data = node.dir.join("data.csv");
-    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2023..=2024))).unwrap();
-    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    configure(&node, "reload_interval_ms", "shutdown_grace_ms = 1000\nreload_interval_ms");
+    import_synthetic(&node, "MAR", 2023..=2024);
     let proc = node.start().unwrap();
     let hub = pki.issue("hub", "alo").unwrap();
     let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
@@ -108,9 +119,7 @@ fn a_damaged_backup_is_refused_and_the_data_stays() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(dir.path()).unwrap();
     let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
-    let data = node.dir.join("data.csv");
-    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
-    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    import_synthetic(&node, "MAR", 2024..=2024);
     drop(node.start().unwrap());
     // Offline backup (no node running), then damage it.
     let backup = dir.path().join("b");
@@ -144,9 +153,7 @@ async fn node_and_hub_serve_prometheus_metrics_that_follow_the_traffic() {
     for (member, breakdowns) in [("MAR", "[\"SEX\"]"), ("EGY", "[]")] {
         let policy = format!("[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = {breakdowns}\n");
         let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, &policy).unwrap();
-        let data = node.dir.join("data.csv");
-        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2024..=2024))).unwrap();
-        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        import_synthetic(&node, member, 2024..=2024);
         let proc = node.start().unwrap();
         members.push(tabadul_tests::HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
         procs.push(proc);
@@ -199,11 +206,8 @@ async fn a_requester_over_its_limits_is_told_so_and_others_are_unaffected() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(dir.path()).unwrap();
     let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
-    let config = std::fs::read_to_string(&node.config).unwrap();
-    std::fs::write(&node.config, config.replacen("reload_interval_ms", "max_concurrent_per_peer = 2\nmax_queries_per_second_per_peer = 5\nreload_interval_ms", 1)).unwrap();
-    let data = node.dir.join("data.csv");
-    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
-    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    configure(&node, "reload_interval_ms", "max_concurrent_per_peer = 2\nmax_queries_per_second_per_peer = 5\nreload_interval_ms");
+    import_synthetic(&node, "MAR", 2024..=2024);
     let proc = node.start().unwrap();
     let hub = pki.issue("hub", "alo").unwrap();
     let client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
@@ -327,9 +331,7 @@ async fn a_node_certificate_rotates_on_sighup_without_dropping_queries() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(dir.path()).unwrap();
     let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
-    let data = node.dir.join("data.csv");
-    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
-    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    import_synthetic(&node, "MAR", 2024..=2024);
     let proc = node.start().unwrap();
     let hub = pki.issue("hub", "alo").unwrap();
     let files = pki.tls_files(&hub);
@@ -403,11 +405,8 @@ async fn a_full_disk_stops_releases_but_loses_no_acknowledged_entry() {
     };
     let pki = Pki::init(dir.path()).unwrap();
     let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
-    let config = std::fs::read_to_string(&node.config).unwrap();
-    std::fs::write(&node.config, config.replacen("data_dir = \"data\"", &format!("data_dir = {:?}", disk.0.join("data")), 1)).unwrap();
-    let data = node.dir.join("data.csv");
-    std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
-    run_ok(node.command(&["import"]).arg(&data)).unwrap();
+    configure(&node, "data_dir = \"data\"", &format!("data_dir = {:?}", disk.0.join("data")));
+    import_synthetic(&node, "MAR", 2024..=2024);
     let mut proc = node.start().unwrap();
     let hub = pki.issue("hub", "alo").unwrap();
     let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
@@ -499,8 +498,7 @@ fn an_import_onto_a_full_disk_fails_clearly_and_changes_nothing() {
     };
     let pki = Pki::init(dir.path()).unwrap();
     let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
-    let config = std::fs::read_to_string(&node.config).unwrap();
-    std::fs::write(&node.config, config.replacen("data_dir = \"data\"", &format!("data_dir = {:?}", disk.0.join("data")), 1)).unwrap();
+    configure(&node, "data_dir = \"data\"", &format!("data_dir = {:?}", disk.0.join("data")));
     let first = node.dir.join("first.csv");
     std::fs::write(&first, synthetic::to_sdmx_csv(&synthetic::generate("MAR", 2024..=2024))).unwrap();
     run_ok(node.command(&["import"]).arg(&first)).unwrap();
@@ -538,9 +536,7 @@ async fn a_member_whose_clock_is_hours_off_is_named_by_the_hub_doctor() {
     let mut procs = Vec::new();
     for (member, skew) in [("MAR", None), ("EGY", Some("+2h"))] {
         let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, POLICY).unwrap();
-        let data = node.dir.join("data.csv");
-        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2024..=2024))).unwrap();
-        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        import_synthetic(&node, member, 2024..=2024);
         let proc = match skew {
             None => node.start().unwrap(),
             Some(offset) => node.start_with_env(&[("LD_PRELOAD", lib), ("FAKETIME", offset), ("DONT_FAKE_MONOTONIC", "1")]).unwrap(),
