@@ -24,6 +24,11 @@ pub fn table(released: &[Released<'_>]) -> Vec<pb::Cell> {
     cells
 }
 
+/// Whether a cell carries a value an aggregate may use.
+fn usable(cell: &pb::Cell) -> bool {
+    !matches!(cell.conf_status.as_str(), "C" | "D") && cell.value.is_finite()
+}
+
 fn scaled(cell: &pb::Cell, to_unit_mult: i32) -> f64 {
     cell.value * 10f64.powi(cell.unit_mult - to_unit_mult)
 }
@@ -32,7 +37,9 @@ fn scaled(cell: &pb::Cell, to_unit_mult: i32) -> f64 {
 pub fn sum(released: &[Released<'_>], unit_mult: i32) -> Vec<pb::AggregateCell> {
     let mut acc: BTreeMap<Vec<String>, (f64, Vec<String>)> = BTreeMap::new();
     for r in released {
-        for c in r.cells {
+        // A withheld cell (CONF_STATUS C or D) has no value to add: the
+        // aggregate then does not cover that member for that cell.
+        for c in r.cells.iter().filter(|c| usable(c)) {
             let e = acc.entry(c.key[1..].to_vec()).or_default();
             e.0 += scaled(c, unit_mult);
             e.1.push(r.member.to_owned());
@@ -51,7 +58,7 @@ pub fn sum(released: &[Released<'_>], unit_mult: i32) -> Vec<pb::AggregateCell> 
 /// that released both parts of that key.
 pub fn rate(numerators: &[Released<'_>], denominators: &[Released<'_>], scale: f64) -> Vec<pb::AggregateCell> {
     let by_key = |r: &Released<'_>| -> BTreeMap<Vec<String>, f64> {
-        r.cells.iter().map(|c| (c.key[1..].to_vec(), scaled(c, 0))).collect()
+        r.cells.iter().filter(|c| usable(c)).map(|c| (c.key[1..].to_vec(), scaled(c, 0))).collect()
     };
     let mut acc: BTreeMap<Vec<String>, (f64, f64, Vec<String>)> = BTreeMap::new();
     for num in numerators {
@@ -81,7 +88,7 @@ mod tests {
     use super::*;
 
     fn cell(key: &[&str], value: f64, unit_mult: i32) -> pb::Cell {
-        pb::Cell { key: key.iter().map(|s| s.to_string()).collect(), value, obs_status: "A".into(), unit_mult }
+        pb::Cell { key: key.iter().map(|s| s.to_string()).collect(), value, obs_status: "A".into(), unit_mult, ..Default::default() }
     }
 
     #[test]

@@ -68,9 +68,15 @@ impl pb::hub_server::Hub for HubService {
             }
             // The nodes would refuse a malformed query too, but as one
             // error here it reads better than as every member failing.
-            let flow = tabadul_proto::resolve(&state.dict, &query)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
-                .flow;
+            let micro_flow;
+            let micro = state.dict.microdata(&query.dataflow);
+            let flow = match micro {
+                Some(table) => {
+                    micro_flow = microdata_shape(table, &query).map_err(Status::invalid_argument)?;
+                    &micro_flow
+                }
+                None => tabadul_proto::resolve(&state.dict, &query).map_err(|e| Status::invalid_argument(e.to_string()))?.flow,
+            };
             let mut members = Vec::new();
             if req.members.is_empty() {
                 members.extend(state.members.values());
@@ -94,7 +100,11 @@ impl pb::hub_server::Hub for HubService {
             };
             // Every receipt an answer was built on goes into the hub's leaf.
             let mut receipts = Vec::new();
-            let answers = if req.regional_aggregate {
+            let statistic = query.aggregation.as_ref().map_or("", |a| a.statistic.as_str());
+            let answers = if req.regional_aggregate && micro.is_some() && !matches!(statistic, "" | "count" | "weighted-count" | "sum") {
+                response.aggregate_method = format!("no regional aggregate: a {statistic} is not additive across members (ask for its sums)");
+                main.await
+            } else if req.regional_aggregate {
                 response.aggregate_dimensions = response.dimensions[1..].to_vec();
                 match &flow.measure {
                     Measure::Count => {
@@ -186,4 +196,26 @@ pub fn state_word(state: i32) -> &'static str {
         Ok(MemberState::Failed) => "failed",
         _ => "unspecified",
     }
+}
+
+/// The shape of a microdata answer as a dataflow (REF_AREA, then the
+/// breakdown dimensions in the table's order; TIME_PERIOD implied), so the
+/// fan-out checks member answers exactly as it checks indicator answers.
+fn microdata_shape(table: &tabadul_proto::MicroTable, query: &pb::Query) -> Result<tabadul_proto::Dataflow, String> {
+    for b in &query.breakdown {
+        if b != tabadul_proto::REF_AREA && b != TIME_PERIOD && !table.dimensions.contains(b) {
+            return Err(format!("invalid query: {} has no dimension {b:?} to break down by", table.id));
+        }
+    }
+    let mut dimensions = vec![tabadul_proto::REF_AREA.to_owned()];
+    dimensions.extend(table.dimensions.iter().filter(|d| query.breakdown.contains(d)).cloned());
+    Ok(tabadul_proto::Dataflow {
+        id: table.id.clone(),
+        name: table.name.clone(),
+        unit: table.unit.clone(),
+        dimensions,
+        measure: Measure::Count,
+        unit_mult: 0,
+        ilostat_indicator: None,
+    })
 }

@@ -1,7 +1,10 @@
 //! A Tabadul country node: it holds one member state's labour-market
 //! statistics and releases them only as its own publication policy allows.
 //!
-//! The node imports indicator tables into RocksDB ([`import`], [`store`]),
+//! The node imports indicator tables into RocksDB ([`import`], [`store`])
+//! and unit-record microdata in column chunks ([`microdata`]), which leave
+//! only as aggregates protected by disclosure control ([`micro_query`],
+//! [`disclosure`], with the release [`ledger`]). It
 //! decides every request against a default-deny policy ([`policy`],
 //! [`query`]), honours the national team's withdrawals, records every
 //! decision in its signed log (answering with a receipt), and serves the
@@ -17,10 +20,14 @@
 pub mod admin;
 pub mod backup;
 pub mod config;
+pub mod disclosure;
 pub mod doctor;
 mod error;
 pub mod import;
+pub mod ledger;
 pub mod limits;
+pub mod micro_query;
+pub mod microdata;
 pub mod policy;
 pub mod query;
 pub mod server;

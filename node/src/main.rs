@@ -39,13 +39,17 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<String>,
     },
-    /// Import SDMX-CSV or ILOSTAT CSV files, all or nothing.
+    /// Import SDMX-CSV or ILOSTAT CSV files, or unit records into a
+    /// microdata table (--table), all or nothing.
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// sdmx-csv or ilostat; by default detected from each header.
         #[arg(long)]
         format: Option<Format>,
+        /// The microdata table the files' records belong to.
+        #[arg(long, conflicts_with = "format")]
+        table: Option<String>,
     },
     /// Take a dataflow (or some of its series) out of circulation now.
     Withdraw {
@@ -106,6 +110,34 @@ enum PolicyCommand {
         #[arg(long)]
         period: Option<String>,
     },
+    /// Show what a query would release, suppress or perturb, computed on
+    /// this node's data and release ledger, under the policy in force or a
+    /// candidate policy file; nothing is recorded.
+    Preview {
+        /// The requester's identity, e.g. spiffe://alo/hub/alo.
+        #[arg(long = "as")]
+        requester: String,
+        #[arg(long)]
+        dataflow: String,
+        #[arg(long, value_delimiter = ',')]
+        breakdown: Vec<String>,
+        /// DIM=CODE[+CODE...], repeatable.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// START:END, either may be empty.
+        #[arg(long)]
+        period: Option<String>,
+        /// count, weighted-count, sum, mean or ratio (microdata).
+        #[arg(long, default_value = "count")]
+        statistic: String,
+        #[arg(long, default_value = "")]
+        variable: String,
+        #[arg(long, default_value = "")]
+        denominator: String,
+        /// A candidate policy file to try instead of the one in force.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -137,7 +169,35 @@ async fn main() -> anyhow::Result<()> {
             };
             tabadul_node::run_notify(listener, metrics, config, shutdown_signal(), ready).await?;
         }
-        Command::Import { files, format } => {
+        Command::Import { files, format: _, table: Some(table) } => {
+            let config = load_config(&cli.config)?;
+            if let Some(mut client) = admin::connect(&config.admin_socket()).await {
+                for file in &files {
+                    let path = std::fs::canonicalize(file).with_context(|| format!("{}", file.display()))?;
+                    let r = client
+                        .import(pb::ImportRequest { path: path.display().to_string(), format: String::new(), table: table.clone() })
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                        .into_inner();
+                    println!("{}: {} records imported into {table} by the running node", file.display(), r.observations);
+                }
+            } else {
+                let dict = Dictionary::load(&config.dictionary)?;
+                let store = Store::open(&config.store_dir())?;
+                for file in &files {
+                    let bar = progress_bar(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0));
+                    let report = tabadul_node::microdata::import_records(&store, &dict, &table, file, &bar);
+                    bar.finish_and_clear();
+                    let report = report?;
+                    println!(
+                        "{}: {} records imported into {} ({} in all); validated in {:.2} s, stored in {:.2} s",
+                        file.display(), report.records, report.table, report.total,
+                        report.validate_time.as_secs_f64(), report.write_time.as_secs_f64(),
+                    );
+                }
+            }
+        }
+        Command::Import { files, format, table: None } => {
             let config = load_config(&cli.config)?;
             if let Some(mut client) = admin::connect(&config.admin_socket()).await {
                 let mut total = 0;
@@ -147,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
                         .import(pb::ImportRequest {
                             path: path.display().to_string(),
                             format: format.map(|f| match f { Format::SdmxCsv => "sdmx-csv", Format::Ilostat => "ilostat" }.into()).unwrap_or_default(),
+                            table: String::new(),
                         })
                         .await
                         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
@@ -262,6 +323,41 @@ async fn main() -> anyhow::Result<()> {
             let policy = Policy::load(&config.policy, &dict)?;
             println!("{}: valid, version {}, {} rules", config.policy.display(), policy.version, policy.rules.len());
         }
+        Command::Policy(PolicyCommand::Preview { requester, dataflow, breakdown, filters, period, statistic, variable, denominator, policy }) => {
+            let config = load_config(&cli.config)?;
+            let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            q.aggregation = Some(pb::Aggregation { statistic, variable, denominator });
+            let candidate = match &policy {
+                Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                None => String::new(),
+            };
+            let (decision, cells) = if let Some(mut client) = admin::connect(&config.admin_socket()).await {
+                let r = client
+                    .preview(pb::PreviewRequest { query: Some(q), requester: requester.clone(), policy: candidate })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner();
+                (r.decision.unwrap_or_default(), r.cells)
+            } else {
+                let dict = Dictionary::load(&config.dictionary)?;
+                let policy = match &policy {
+                    Some(p) => Policy::load(p, &dict)?,
+                    None => Policy::load(&config.policy, &dict)?,
+                };
+                let who: Identity = requester.parse().map_err(|e| anyhow::anyhow!("requester {requester:?}: {e}"))?;
+                let member = config.tls.own_identity()?.id().to_owned();
+                let store = Store::open(&config.store_dir())?;
+                let withdrawals = store.withdrawals()?;
+                let today = time::OffsetDateTime::now_utc().date();
+                let a = if dict.microdata(&q.dataflow).is_some() {
+                    tabadul_node::micro_query::answer(&store, &dict, &member, &policy, &withdrawals, &who, &q, today)??.answer
+                } else {
+                    query::answer(Some(&store), &dict, &policy, &withdrawals, &who, &q, today)??
+                };
+                (a.decision, a.cells)
+            };
+            print_preview(&requester, &decision, &cells);
+        }
         Command::Policy(PolicyCommand::Explain { requester, dataflow, breakdown, filters, period }) => {
             let config = load_config(&cli.config)?;
             let dict = Dictionary::load(&config.dictionary)?;
@@ -309,6 +405,46 @@ async fn running(config: &NodeConfig) -> anyhow::Result<pb::node_admin_client::N
         Some(c) => Ok(c),
         None => bail!("no node is running with data directory {} (its admin socket is absent)", config.data_dir.display()),
     }
+}
+
+/// Prints a preview: the decision, then each cell with what disclosure
+/// control did to it.
+fn print_preview(requester: &str, d: &pb::Decision, cells: &[pb::Cell]) {
+    let kind = tabadul_proto::decision_word(d.kind).to_uppercase();
+    println!("{kind} for {requester}");
+    println!("  rule    {}", if d.rule_id.is_empty() { "(none: default deny)" } else { &d.rule_id });
+    println!("  policy  {}", d.policy_version);
+    println!("  reason  {}", d.reason);
+    for r in &d.rules_fired {
+        println!("  fired   {r}");
+    }
+    if cells.is_empty() {
+        return;
+    }
+    println!();
+    println!("  {}  value  status  rules", d.dimensions.join("  "));
+    let (mut released, mut perturbed, mut withheld) = (0, 0, 0);
+    for c in cells {
+        let value = if c.conf_status == "C" || c.conf_status == "D" {
+            withheld += 1;
+            "withheld".to_owned()
+        } else {
+            released += 1;
+            if !c.flags.is_empty() {
+                perturbed += 1;
+            }
+            if c.value.is_nan() { "(no value)".to_owned() } else { format!("{}", (c.value * 1000.0).round() / 1000.0) }
+        };
+        let status = match c.conf_status.as_str() {
+            "C" => "C primary",
+            "D" => "D secondary",
+            _ if !c.flags.is_empty() => "perturbed",
+            _ => "released",
+        };
+        println!("  {}  {value}  {status}  {}", c.key.join("  "), c.flags.join(","));
+    }
+    println!();
+    println!("  {released} released ({perturbed} perturbed), {withheld} withheld");
 }
 
 fn progress_bar(total: u64) -> indicatif::ProgressBar {

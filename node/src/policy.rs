@@ -13,6 +13,28 @@
 //! embargo = [{ period = "2025", until = "2026-12-15" }]
 //! ```
 //!
+//! Microdata tables (`[microdata.*]` in the dictionary) are granted the same
+//! way, with what may be computed and how it is protected:
+//!
+//! ```toml
+//! [disclosure.PES_JOBSEEKER_RECORDS]   # defaults for a table
+//! threshold = 10                       # fewest contributors per cell
+//! dominance = { n = 2, k = 85 }        # (n,k) rule for magnitudes
+//! p_percent = 10                       # p% rule for magnitudes
+//! group = { max_size = 50, share = 0.9 }
+//! cell_key = { d = 4, v = 2.0, js = 2, magnitude = 0.1 }
+//!
+//! [[rule]]
+//! id = "hub-jobseekers"
+//! requester = "hub"
+//! dataflows = ["PES_JOBSEEKER_RECORDS"]
+//! breakdowns = ["SEX", "REGION", "OCU"]
+//! statistics = ["count", "mean"]       # default: count only
+//! variables = ["MONTHS_REGISTERED"]    # variables magnitudes may use
+//! disclosure = { threshold = 20 }      # per requester: overrides the table's
+//! # dp = { epsilon = 0.5, budget = 10 } # differential privacy for counts
+//! ```
+//!
 //! A request is allowed by the first rule, in file order, that names its
 //! requester and dataflow and grants every dimension it breaks down. If
 //! rules match the requester and dataflow but none grants the breakdown,
@@ -107,6 +129,110 @@ pub struct Rule {
     pub start_period: Option<String>,
     pub end_period: Option<String>,
     pub embargoes: Vec<Embargo>,
+    /// Microdata: statistics and variables granted.
+    pub statistics: Vec<String>,
+    pub variables: Vec<String>,
+    /// Microdata: disclosure settings for this requester (over the table's).
+    pub disclosure: DisclosureSpec,
+}
+
+/// Disclosure-control settings as written; unset fields fall back to the
+/// table's `[disclosure.<table>]`, then to [`crate::disclosure::Params::default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisclosureSpec {
+    pub threshold: Option<u64>,
+    pub dominance: Option<DominanceSpec>,
+    pub p_percent: Option<f64>,
+    pub group: Option<GroupSpec>,
+    pub cell_key: Option<CellKeySpec>,
+    pub dp: Option<DpSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DominanceSpec {
+    pub n: usize,
+    pub k: f64,
+}
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub max_size: u64,
+    pub share: f64,
+}
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellKeySpec {
+    pub d: u32,
+    pub v: f64,
+    #[serde(default)]
+    pub js: u32,
+    /// Noise on sums as a fraction of the cell's largest contribution.
+    #[serde(default = "default_magnitude")]
+    pub magnitude: f64,
+}
+fn default_magnitude() -> f64 {
+    0.1
+}
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpSpec {
+    pub epsilon: f64,
+    pub budget: f64,
+}
+
+impl DisclosureSpec {
+    fn over(&self, base: &DisclosureSpec) -> DisclosureSpec {
+        DisclosureSpec {
+            threshold: self.threshold.or(base.threshold),
+            dominance: self.dominance.or(base.dominance),
+            p_percent: self.p_percent.or(base.p_percent),
+            group: self.group.or(base.group),
+            cell_key: self.cell_key.or(base.cell_key),
+            dp: self.dp.or(base.dp),
+        }
+    }
+
+    /// Checks the settings and builds the parameters (and p-table).
+    pub fn params(&self) -> Result<crate::disclosure::Params, String> {
+        let d = crate::disclosure::Params::default();
+        let threshold = self.threshold.unwrap_or(d.threshold);
+        if threshold == 0 {
+            return Err("threshold must be at least 1".into());
+        }
+        let dominance = match self.dominance {
+            None => d.dominance,
+            Some(x) if (1..=crate::microdata::TOP_K).contains(&x.n) && x.k > 0.0 && x.k <= 100.0 => Some((x.n, x.k)),
+            Some(x) => return Err(format!("dominance n = {} must be 1..={} and k = {} in (0, 100]", x.n, crate::microdata::TOP_K, x.k)),
+        };
+        let p_percent = match self.p_percent {
+            None => d.p_percent,
+            Some(p) if (0.0..=100.0).contains(&p) => (p > 0.0).then_some(p),
+            Some(p) => return Err(format!("p_percent = {p} must be in [0, 100]")),
+        };
+        let group = match self.group {
+            None => d.group,
+            Some(g) if g.share > 0.0 && g.share <= 1.0 => (g.max_size > 0).then_some((g.max_size, g.share)),
+            Some(g) => return Err(format!("group share = {} must be in (0, 1]", g.share)),
+        };
+        let cell_key = match self.cell_key {
+            None => None,
+            Some(c) => {
+                if !(0.0..=1.0).contains(&c.magnitude) {
+                    return Err(format!("cell_key magnitude = {} must be in [0, 1]", c.magnitude));
+                }
+                let t = crate::disclosure::ptable::PTable::new(crate::disclosure::ptable::PTableParams { d: c.d, v: c.v, js: c.js })?;
+                Some((std::sync::Arc::new(t), c.magnitude))
+            }
+        };
+        let dp = match self.dp {
+            None => None,
+            Some(x) if x.epsilon > 0.0 && x.epsilon.is_finite() && x.budget >= x.epsilon && x.budget.is_finite() => Some((x.epsilon, x.budget)),
+            Some(x) => return Err(format!("dp epsilon = {} must be positive and budget = {} at least epsilon", x.epsilon, x.budget)),
+        };
+        Ok(crate::disclosure::Params { threshold, dominance, p_percent, group, cell_key, dp })
+    }
 }
 
 /// A loaded policy. Immutable: a reload builds a new one.
@@ -116,6 +242,10 @@ pub struct Policy {
     /// different file always gets a different id.
     pub version: String,
     pub rules: Vec<Rule>,
+    /// Per microdata table: the disclosure defaults.
+    pub disclosure: std::collections::BTreeMap<String, DisclosureSpec>,
+    /// The parameters in force per (rule id, table), checked at load.
+    params: std::collections::BTreeMap<(String, String), crate::disclosure::Params>,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +254,8 @@ struct RawPolicy {
     version: Option<String>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    disclosure: std::collections::BTreeMap<String, Spanned<DisclosureSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +270,11 @@ struct RawRule {
     end_period: Option<Spanned<String>>,
     #[serde(default)]
     embargo: Vec<Spanned<RawEmbargo>>,
+    #[serde(default)]
+    statistics: Vec<Spanned<String>>,
+    #[serde(default)]
+    variables: Vec<Spanned<String>>,
+    disclosure: Option<Spanned<DisclosureSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +300,13 @@ impl Policy {
         })?;
         let mut rules = Vec::new();
         let mut ids = BTreeSet::new();
+        let mut params = std::collections::BTreeMap::new();
+        for (table, spec) in &raw.disclosure {
+            if dict.microdata(table).is_none() {
+                return Err(err(spec.span().start, format!("[disclosure.{table}]: no microdata table {table:?} in dictionary {}", dict.version)));
+            }
+            spec.get_ref().params().map_err(|m| err(spec.span().start, format!("disclosure for {table}: {m}")))?;
+        }
         for spanned in raw.rule {
             let start = spanned.span().start;
             let r = spanned.into_inner();
@@ -173,12 +317,18 @@ impl Policy {
             if r.dataflows.is_empty() {
                 return Err(err(start, format!("rule {:?} names no dataflow", r.id.get_ref())));
             }
-            let mut flows: Vec<&Dataflow> = Vec::new();
+            // (id, dimensions) of each dataflow or microdata table granted.
+            let mut flows: Vec<(&str, &[String])> = Vec::new();
+            let mut tables = Vec::new();
             for f in &r.dataflows {
-                let flow = dict.dataflow(f.get_ref()).ok_or_else(|| {
-                    err(f.span().start, format!("unknown dataflow {:?} (not in dictionary {})", f.get_ref(), dict.version))
-                })?;
-                flows.push(flow);
+                if let Some(flow) = dict.dataflow(f.get_ref()) {
+                    flows.push((&flow.id, &flow.dimensions));
+                } else if let Some(t) = dict.microdata(f.get_ref()) {
+                    flows.push((&t.id, &t.dimensions));
+                    tables.push(t);
+                } else {
+                    return Err(err(f.span().start, format!("unknown dataflow {:?} (not in dictionary {})", f.get_ref(), dict.version)));
+                }
             }
             let mut breakdowns = BTreeSet::new();
             for b in &r.breakdowns {
@@ -191,8 +341,8 @@ impl Policy {
                 }
                 // A rule may span dataflows of different shapes; a breakdown
                 // applies to those that have the dimension.
-                if flows.iter().all(|f| f.position(dim).is_none()) {
-                    let names: Vec<&str> = flows.iter().map(|f| f.id.as_str()).collect();
+                if flows.iter().all(|f| !f.1.contains(dim)) {
+                    let names: Vec<&str> = flows.iter().map(|f| f.0).collect();
                     return Err(err(b.span().start, format!("{} has no dimension {dim}", names.join(" or "))));
                 }
                 breakdowns.insert(dim.clone());
@@ -214,6 +364,26 @@ impl Policy {
                     .map_err(|_| err(e.span().start, format!("embargo date {:?} is not YYYY-MM-DD", raw.until)))?;
                 embargoes.push(Embargo { period: raw.period.clone(), until });
             }
+            for st in &r.statistics {
+                if crate::disclosure::Statistic::parse(st.get_ref()).is_none() || st.get_ref().is_empty() {
+                    return Err(err(st.span().start, format!("statistic {:?} must be count, weighted-count, sum, mean or ratio", st.get_ref())));
+                }
+            }
+            for v in &r.variables {
+                if !tables.iter().any(|t| t.has_variable(v.get_ref())) {
+                    return Err(err(v.span().start, format!("no microdata table of this rule has a variable {:?}", v.get_ref())));
+                }
+            }
+            if (!r.statistics.is_empty() || !r.variables.is_empty() || r.disclosure.is_some()) && tables.is_empty() {
+                return Err(err(start, format!("rule {:?} sets statistics, variables or disclosure but grants no microdata table", r.id.get_ref())));
+            }
+            let disclosure = r.disclosure.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default();
+            for t in &tables {
+                let base = raw.disclosure.get(&t.id).map(|d| d.get_ref().clone()).unwrap_or_default();
+                let at = r.disclosure.as_ref().map_or(start, |d| d.span().start);
+                let p = disclosure.over(&base).params().map_err(|m| err(at, format!("disclosure for {}: {m}", t.id)))?;
+                params.insert((r.id.get_ref().clone(), t.id.clone()), p);
+            }
             rules.push(Rule {
                 id: r.id.into_inner(),
                 line: line_of(start),
@@ -223,6 +393,9 @@ impl Policy {
                 start_period: period(&r.start_period)?,
                 end_period: period(&r.end_period)?,
                 embargoes,
+                statistics: r.statistics.into_iter().map(Spanned::into_inner).collect(),
+                variables: r.variables.into_iter().map(Spanned::into_inner).collect(),
+                disclosure,
             });
         }
         let digest = hex::encode(&ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref()[..6]);
@@ -230,16 +403,27 @@ impl Policy {
             Some(label) => format!("{label}@{digest}"),
             None => digest,
         };
-        Ok(Policy { version, rules })
+        let disclosure = raw.disclosure.into_iter().map(|(t, s)| (t, s.into_inner())).collect();
+        Ok(Policy { version, rules, disclosure, params })
+    }
+
+    /// The disclosure parameters a rule applies to a microdata table.
+    pub fn disclosure_params(&self, rule: &str, table: &str) -> Option<&crate::disclosure::Params> {
+        self.params.get(&(rule.to_owned(), table.to_owned()))
     }
 
     /// Decides a request from what it asks, before any data is read.
     pub fn decide(&self, who: &Identity, flow: &Dataflow, released: &BTreeSet<String>) -> Grant {
+        self.decide_id(who, &flow.id, released)
+    }
+
+    /// [`Policy::decide`] for a dataflow or microdata table by id.
+    pub fn decide_id(&self, who: &Identity, id: &str, released: &BTreeSet<String>) -> Grant {
         let mut lacks = Vec::new();
-        for rule in self.rules.iter().filter(|r| r.requester.matches(who) && r.dataflows.contains(&flow.id)) {
+        for rule in self.rules.iter().filter(|r| r.requester.matches(who) && r.dataflows.iter().any(|d| d == id)) {
             let missing: Vec<&str> = released.difference(&rule.breakdowns).map(String::as_str).collect();
             if missing.is_empty() {
-                return Grant::Allowed(rule.clone());
+                return Grant::Allowed(Box::new(rule.clone()));
             }
             lacks.push(format!(
                 "rule {} (line {}) does not grant a breakdown by {} (it grants {})",
@@ -252,13 +436,13 @@ impl Policy {
         if lacks.is_empty() {
             Grant::Refused {
                 rule_id: String::new(),
-                reason: format!("default deny: no rule grants {who} access to {}", flow.id),
+                reason: format!("default deny: no rule grants {who} access to {id}"),
             }
         } else {
             let rule_id = self
                 .rules
                 .iter()
-                .find(|r| r.requester.matches(who) && r.dataflows.contains(&flow.id))
+                .find(|r| r.requester.matches(who) && r.dataflows.iter().any(|d| d == id))
                 .map(|r| r.id.clone())
                 .unwrap_or_default();
             Grant::Refused { rule_id, reason: lacks.join("; ") }
@@ -269,7 +453,7 @@ impl Policy {
 /// The policy's answer to a request.
 #[derive(Debug, Clone)]
 pub enum Grant {
-    Allowed(Rule),
+    Allowed(Box<Rule>),
     Refused { rule_id: String, reason: String },
 }
 

@@ -99,6 +99,7 @@ pub fn answer(
                 value: o.value,
                 obs_status: o.obs_status,
                 unit_mult: i32::from(o.unit_mult),
+                ..Default::default()
             });
         })?;
     }

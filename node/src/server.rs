@@ -79,6 +79,7 @@ pub async fn run_notify(
         witnessed: witness_logs.iter().map(|v| v.name().to_owned()).collect(),
         metrics: metrics_registry(),
         limits: crate::limits::Limits::new(config.max_concurrent_per_peer, config.max_queries_per_second_per_peer),
+        release_lock: std::sync::Mutex::new(()),
     });
     tracing::info!(member = %identity.id(), addr = ?listener.local_addr().ok(), policy = %state.policy().version, "node serving");
 

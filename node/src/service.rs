@@ -34,6 +34,40 @@ pub(crate) struct NodeState {
     /// The store's withdrawals, kept in memory: only this process changes
     /// them (through the admin API), so it refreshes the copy on each change.
     pub withdrawals: RwLock<Arc<Vec<Withdrawal>>>,
+    /// Held from computing a microdata answer until its release is in the
+    /// ledger: two concurrent answers must each see the other's release,
+    /// or together they could reveal what neither would alone.
+    pub release_lock: std::sync::Mutex<()>,
+}
+
+/// Answers a query on an indicator dataflow or a microdata table. With
+/// `record`, a microdata release is written to the ledger (synced) before
+/// this returns; without it (preview) nothing is written.
+pub(crate) fn answer_any(
+    state: &NodeState,
+    policy: &Policy,
+    who: &Identity,
+    q: &pb::Query,
+    record: bool,
+) -> Result<Result<query::Answer, tabadul_proto::InvalidQuery>, crate::Error> {
+    let withdrawals = state.withdrawals();
+    let today = time::OffsetDateTime::now_utc().date();
+    if state.dict.microdata(&q.dataflow).is_none() {
+        return query::answer(Some(&state.store), &state.dict, policy, &withdrawals, who, q, today);
+    }
+    let _serial = state.release_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let answer = crate::micro_query::answer(&state.store, &state.dict, state.member(), policy, &withdrawals, who, q, today)?;
+    Ok(match answer {
+        Ok(a) => {
+            if record && let Some(release) = &a.release {
+                // Crash point: the ledger holds the release before the log
+                // does and before anything is sent.
+                crate::ledger::record(&state.store, release)?;
+            }
+            Ok(a.answer)
+        }
+        Err(e) => Err(e),
+    })
 }
 
 impl NodeState {
@@ -169,9 +203,7 @@ impl pb::node_server::Node for NodeService {
             let digest = digest.clone();
             let answered = tokio::task::spawn_blocking(move || {
                 let policy = state.policy();
-                let withdrawals = state.withdrawals();
-                let today = time::OffsetDateTime::now_utc().date();
-                let answer = query::answer(Some(&state.store), &state.dict, &policy, &withdrawals, &who, &q, today)?;
+                let answer = answer_any(&state, &policy, &who, &q, true)?;
                 let mut entry = Entry::now("query", &who.to_string());
                 entry.query_digest = digest;
                 entry.policy_version = policy.version.clone();
@@ -181,6 +213,9 @@ impl pb::node_server::Node for NodeService {
                         entry.decision = decision_word(a.decision.kind).into();
                         entry.rule_id = a.decision.rule_id.clone();
                         entry.detail = format!("{} cells; {}", a.cells.len(), a.decision.reason);
+                        if !a.decision.rules_fired.is_empty() {
+                            entry.detail.push_str(&format!("; disclosure control: {}", a.decision.rules_fired.join(", ")));
+                        }
                         if a.decision.kind != DecisionKind::Refused as i32 {
                             let s = tabadul_audit::new_salt();
                             entry.released = tabadul_audit::released_digest(&s, &tabadul_proto::released_canonical(&a.decision, &a.cells));
@@ -301,6 +336,27 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             "" => None,
             f => Some(f.parse::<Format>().map_err(Status::invalid_argument)?),
         };
+        if !r.table.is_empty() {
+            let state = self.state.clone();
+            let (path, table) = (std::path::PathBuf::from(&r.path), r.table.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                crate::microdata::import_records(&state.store, &state.dict, &table, &path, &indicatif::ProgressBar::hidden())
+            })
+            .await
+            .map_err(internal)?;
+            return match result {
+                Ok(report) => {
+                    admin_event(&self.state, "import", "ok", format!("{}: {} records into {}", r.path, report.records, report.table)).await?;
+                    Ok(Response::new(pb::ImportResponse { observations: report.records, dataflows: vec![report.table] }))
+                }
+                Err(crate::Error::Import(e)) => {
+                    admin_event(&self.state, "import", "failed", format!("{}: {} problems", r.path, e.problems.len())).await?;
+                    Err(Status::invalid_argument(e.to_string()))
+                }
+                Err(e @ (crate::Error::Invalid(_) | crate::Error::Io { .. })) => Err(Status::invalid_argument(e.to_string())),
+                Err(e) => Err(internal(e)),
+            };
+        }
         let state = self.state.clone();
         let path = std::path::PathBuf::from(&r.path);
         let result = tokio::task::spawn_blocking(move || {
@@ -364,6 +420,24 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         }
     }
 
+    async fn preview(&self, request: Request<pb::PreviewRequest>) -> Result<Response<pb::PreviewResponse>, Status> {
+        let r = request.into_inner();
+        let who: Identity = r.requester.parse().map_err(|e| Status::invalid_argument(format!("requester {:?}: {e}", r.requester)))?;
+        let q = r.query.ok_or_else(|| Status::invalid_argument("a preview needs a query"))?;
+        let policy = if r.policy.is_empty() {
+            self.state.policy()
+        } else {
+            Arc::new(Policy::parse(&r.policy, std::path::Path::new("candidate policy"), &self.state.dict).map_err(|e| Status::invalid_argument(e.to_string()))?)
+        };
+        let state = self.state.clone();
+        let answer = tokio::task::spawn_blocking(move || answer_any(&state, &policy, &who, &q, false))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::PreviewResponse { decision: Some(answer.decision), cells: answer.cells }))
+    }
+
     async fn reload(&self, _: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
         match self.state.reload_policy() {
             Ok(p) => Ok(Response::new(pb::ReloadResponse { policy_version: p.version.clone() })),
@@ -374,10 +448,21 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
 
 /// Checks a withdrawal request against the dictionary.
 pub fn new_withdrawal(dict: &Dictionary, dataflow: &str, series_key: &str, reason: &str) -> Result<Withdrawal, String> {
-    let flow = dict.dataflow(dataflow).ok_or_else(|| format!("unknown dataflow {dataflow:?}"))?;
     if reason.trim().is_empty() {
         return Err("a withdrawal needs a reason".into());
     }
+    if dict.microdata(dataflow).is_some() {
+        if !series_key.is_empty() {
+            return Err(format!("{dataflow} is a microdata table: it is withdrawn whole (no series key)"));
+        }
+        return Ok(Withdrawal {
+            dataflow: dataflow.to_owned(),
+            series_key: String::new(),
+            reason: reason.trim().to_owned(),
+            at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        });
+    }
+    let flow = dict.dataflow(dataflow).ok_or_else(|| format!("unknown dataflow {dataflow:?}"))?;
     if !series_key.is_empty() {
         let parts: Vec<&str> = series_key.split('.').collect();
         if parts.len() != flow.dimensions.len() {

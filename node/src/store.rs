@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 const CF_WITHDRAWALS: &str = "withdrawals";
+/// Microdata column chunks and table metadata (see [`crate::microdata`]).
+pub(crate) const CF_MICRO: &str = "micro";
+/// The release ledger and differential-privacy budgets (see [`crate::ledger`]).
+pub(crate) const CF_LEDGER: &str = "ledger";
 const KEY_SEP: u8 = 0x1f;
 /// Codes plus the period: more than any dataflow has.
 const MAX_KEY_PARTS: usize = 32;
@@ -64,6 +68,23 @@ impl Withdrawal {
 pub struct Store {
     path: PathBuf,
     db: DB,
+    micro_cache: MicroCache,
+}
+
+/// Microdata columns already read, per (table, column): one byte buffer per
+/// chunk. Records are append-only and an import invalidates its table, so
+/// a cached column is never stale.
+#[derive(Default)]
+struct MicroCache(std::sync::Mutex<std::collections::HashMap<(String, String), ColumnChunks>>);
+
+/// One microdata column: a byte buffer per chunk.
+pub(crate) type ColumnChunks = std::sync::Arc<Vec<std::sync::Arc<[u8]>>>;
+
+impl std::fmt::Debug for MicroCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "MicroCache({n} columns)")
+    }
 }
 
 impl Store {
@@ -74,6 +95,8 @@ impl Store {
         let cfs = vec![
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Options::default()),
             ColumnFamilyDescriptor::new(CF_WITHDRAWALS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_MICRO, Options::default()),
+            ColumnFamilyDescriptor::new(CF_LEDGER, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| store_err(path, e))?;
         // An import killed while writing its SST file leaves it behind. We
@@ -87,11 +110,46 @@ impl Store {
                 }
             }
         }
-        Ok(Store { path: path.to_owned(), db })
+        Ok(Store { path: path.to_owned(), db, micro_cache: MicroCache::default() })
     }
 
-    fn err(&self, e: rocksdb::Error) -> Error {
+    pub(crate) fn err(&self, e: rocksdb::Error) -> Error {
         store_err(&self.path, e)
+    }
+
+    /// One column of a microdata table, every chunk, from the cache or the store.
+    pub(crate) fn micro_column(&self, table: &str, column: &str, chunks: u32) -> Result<ColumnChunks, Error> {
+        let key = (table.to_owned(), column.to_owned());
+        if let Some(c) = self.micro_cache.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && c.len() == chunks as usize
+        {
+            return Ok(c.clone());
+        }
+        let cf = self.cf(CF_MICRO);
+        let keys: Vec<Vec<u8>> = (0..chunks).map(|c| crate::microdata::chunk_key(table, c, column)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, got) in keys.iter().zip(self.db.batched_multi_get_cf(cf, &keys, false)) {
+            let value = got.map_err(|e| self.err(e))?.ok_or_else(|| {
+                Error::Invalid(format!("microdata table {table}: chunk {} of column {column} is missing from the store", String::from_utf8_lossy(k)))
+            })?;
+            out.push(std::sync::Arc::<[u8]>::from(&value[..]));
+        }
+        let out = std::sync::Arc::new(out);
+        self.micro_cache.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, out.clone());
+        Ok(out)
+    }
+
+    /// Forgets the cached columns of `table` (after an import).
+    pub(crate) fn invalidate_micro(&self, table: &str) {
+        self.micro_cache.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|(t, _), _| t != table);
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("the store opens every column family it names")
     }
 
     /// Writes observations atomically (imports use [`Store::put_sorted`]).
@@ -212,15 +270,19 @@ impl Store {
         Ok(n)
     }
 
-    /// Every key and value, for tests that prove an import changed nothing.
+    /// Every key and value of every column family, for tests that prove an
+    /// import or a refused query changed nothing.
     pub fn snapshot_digest(&self) -> Result<String, Error> {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for item in self.db.iterator(IteratorMode::Start) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            ctx.update(&(k.len() as u64).to_le_bytes());
-            ctx.update(&k);
-            ctx.update(&(v.len() as u64).to_le_bytes());
-            ctx.update(&v);
+        for cf in [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, CF_WITHDRAWALS, CF_MICRO, CF_LEDGER] {
+            ctx.update(cf.as_bytes());
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                ctx.update(&(k.len() as u64).to_le_bytes());
+                ctx.update(&k);
+                ctx.update(&(v.len() as u64).to_le_bytes());
+                ctx.update(&v);
+            }
         }
         Ok(hex::encode(ctx.finish()))
     }

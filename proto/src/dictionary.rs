@@ -80,6 +80,31 @@ impl Dataflow {
     }
 }
 
+/// A table of unit records (survey respondents, registered job seekers,
+/// work permits) that never leaves the node: only protected aggregates of
+/// it do. Its categorical columns are dictionary dimensions; its numeric
+/// columns are variables to sum, average or divide.
+#[derive(Debug, Clone)]
+pub struct MicroTable {
+    pub id: String,
+    pub name: String,
+    /// What one record is ("persons", "vacancies", "permits"): the
+    /// contributors that disclosure control counts.
+    pub unit: String,
+    /// Categorical columns, each a dimension with a total code, in file order.
+    pub dimensions: Vec<String>,
+    /// Numeric columns: id and name.
+    pub variables: Vec<(String, String)>,
+    /// The survey-weight column, for tables that estimate a population.
+    pub weight: Option<String>,
+}
+
+impl MicroTable {
+    pub fn has_variable(&self, id: &str) -> bool {
+        self.variables.iter().any(|(v, _)| v == id)
+    }
+}
+
 /// A loaded, validated data dictionary.
 #[derive(Debug, Clone)]
 pub struct Dictionary {
@@ -90,6 +115,7 @@ pub struct Dictionary {
     codelists: BTreeMap<String, Codelist>,
     dimensions: BTreeMap<String, Dimension>,
     dataflows: BTreeMap<String, Dataflow>,
+    microdata: BTreeMap<String, MicroTable>,
     ilostat_codes: HashMap<String, (String, String)>,
     ilostat_indicators: HashMap<String, String>,
 }
@@ -103,7 +129,20 @@ struct RawDictionary {
     dimensions: BTreeMap<String, RawDimension>,
     dataflows: BTreeMap<String, RawDataflow>,
     #[serde(default)]
+    microdata: BTreeMap<String, RawMicroTable>,
+    #[serde(default)]
     ilostat: RawIlostat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMicroTable {
+    name: String,
+    unit: String,
+    dimensions: Vec<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    weight: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +307,46 @@ impl Dictionary {
             );
         }
 
+        let mut microdata = BTreeMap::new();
+        for (id, t) in raw.microdata {
+            let item = format!("microdata.{id}");
+            if !valid_code(&id) {
+                return Err(invalid(item, "a table id is 1-32 characters of A-Z, 0-9, '_' and '-'".into()));
+            }
+            if dataflows.contains_key(&id) {
+                return Err(invalid(item, "a dataflow has the same id; queries could not tell them apart".into()));
+            }
+            if t.dimensions.is_empty() {
+                return Err(invalid(item, "a microdata table needs at least one dimension".into()));
+            }
+            let mut columns = std::collections::BTreeSet::from([TIME_PERIOD.to_owned()]);
+            for d in &t.dimensions {
+                let dim = dimensions.get(d).ok_or_else(|| invalid(item.clone(), format!("unknown dimension {d:?}")))?;
+                if d == REF_AREA || dim.total.is_none() {
+                    return Err(invalid(item.clone(), format!("dimension {d} cannot be a record column (REF_AREA is the member; others need a total code)")));
+                }
+                if !columns.insert(d.clone()) {
+                    return Err(invalid(item.clone(), format!("column {d} listed twice")));
+                }
+            }
+            for v in t.variables.keys().chain(t.weight.iter()) {
+                if !valid_code(v) || !columns.insert(v.clone()) {
+                    return Err(invalid(item.clone(), format!("variable {v:?} is not a valid, unique column name")));
+                }
+            }
+            microdata.insert(
+                id.clone(),
+                MicroTable {
+                    id,
+                    name: t.name,
+                    unit: t.unit,
+                    dimensions: t.dimensions,
+                    variables: t.variables.into_iter().collect(),
+                    weight: t.weight,
+                },
+            );
+        }
+
         let mut ilostat_codes = HashMap::new();
         for (code, m) in raw.ilostat.codes {
             let item = format!("ilostat.codes.{code}");
@@ -287,6 +366,7 @@ impl Dictionary {
             codelists,
             dimensions,
             dataflows,
+            microdata,
             ilostat_codes,
             ilostat_indicators,
         })
@@ -297,6 +377,19 @@ impl Dictionary {
     }
     pub fn dataflows(&self) -> impl Iterator<Item = &Dataflow> {
         self.dataflows.values()
+    }
+    /// A microdata table by id.
+    pub fn microdata(&self, id: &str) -> Option<&MicroTable> {
+        self.microdata.get(id)
+    }
+    pub fn microdata_tables(&self) -> impl Iterator<Item = &MicroTable> {
+        self.microdata.values()
+    }
+    /// The codes of a dimension's codelist, in codelist order (the order a
+    /// microdata column stores them by index).
+    pub fn codes_of(&self, dimension: &str) -> Option<Vec<&str>> {
+        let d = self.dimensions.get(dimension)?;
+        Some(self.codelists.get(&d.codelist)?.codes.keys().map(String::as_str).collect())
     }
     pub fn dimension(&self, id: &str) -> Option<&Dimension> {
         self.dimensions.get(id)

@@ -25,7 +25,11 @@ pub fn query_digest(query: &pb::Query) -> String {
 /// commits to these (salted) so a receipt proves exactly which figures left.
 ///
 /// Line format: codes, the value's IEEE-754 bits in hex, OBS_STATUS and
-/// UNIT_MULT, separated by 0x1f; lines end with `\n`.
+/// UNIT_MULT, separated by 0x1f; lines end with `\n`. A cell that carries
+/// disclosure-control marks adds CONF_STATUS and its flags (joined by `,`)
+/// as two more fields, so the log commits to what was suppressed and
+/// perturbed too. The number of fields per line is fixed by the dimensions,
+/// so the two forms cannot be confused.
 pub fn released_canonical(decision: &pb::Decision, cells: &[pb::Cell]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + cells.len() * 48);
     out.extend_from_slice(decision.dimensions.join("\x1f").as_bytes());
@@ -35,7 +39,11 @@ pub fn released_canonical(decision: &pb::Decision, cells: &[pb::Cell]) -> Vec<u8
             out.extend_from_slice(code.as_bytes());
             out.push(0x1f);
         }
-        out.extend_from_slice(format!("{:016x}\x1f{}\x1f{}\n", c.value.to_bits(), c.obs_status, c.unit_mult).as_bytes());
+        out.extend_from_slice(format!("{:016x}\x1f{}\x1f{}", c.value.to_bits(), c.obs_status, c.unit_mult).as_bytes());
+        if !c.conf_status.is_empty() || !c.flags.is_empty() {
+            out.extend_from_slice(format!("\x1f{}\x1f{}", c.conf_status, c.flags.join(",")).as_bytes());
+        }
+        out.push(b'\n');
     }
     out
 }

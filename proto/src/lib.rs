@@ -14,7 +14,7 @@ mod digest;
 mod query_text;
 mod resolve;
 
-pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure};
+pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure, MicroTable};
 pub use digest::{decision_word, query_digest, released_canonical};
 pub use query_text::query_from_args;
 pub use resolve::{InvalidQuery, Resolved, resolve};

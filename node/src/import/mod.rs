@@ -286,7 +286,7 @@ impl<'a> Sink<'a> {
 const OBS_STATUS: &[&str] = &["A", "B", "D", "E", "F", "G", "I", "K", "L", "M", "N", "O", "P", "Q", "S", "U", "V"];
 
 /// SDMX period forms, accepting ILOSTAT's `2023Q1` / `2023M01` spellings.
-fn normalise_period(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn normalise_period(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let s = raw.trim();
     let b = s.as_bytes();
     let year = b.len() >= 4 && b[..4].iter().all(u8::is_ascii_digit);

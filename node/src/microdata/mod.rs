@@ -1,0 +1,108 @@
+//! Unit-record microdata: the records that never leave the node.
+//!
+//! A table (declared under `[microdata.*]` in the dictionary) is stored in
+//! column chunks of up to [`CHUNK`] records: one RocksDB value per chunk and
+//! column, so a scan reads only the columns a query touches, as flat arrays,
+//! never a record at a time. Categorical columns (TIME_PERIOD and the
+//! dimensions) hold `u16` code indices; numeric columns `f64`; every record
+//! also has a permanent random key byte (`_KEY`) drawn at import, which the
+//! cell-key method sums ([`crate::disclosure`]). Records are only ever
+//! appended, so keys never change.
+//!
+//! Layout in the store's `micro` column family:
+//! - `m 0x1f <table>`: [`TableMeta`] (JSON);
+//! - `c 0x1f <table> 0x1f <chunk: 8 hex> 0x1f <column>`: one column of one chunk.
+//!
+//! An import is validated in full first and then written as one synced
+//! `WriteBatch` (chunks and the new meta together): all or nothing.
+
+mod import;
+mod scan;
+
+pub use import::{MicroImportReport, import_records};
+pub use scan::{AtomStats, Grouping, TOP_K, scan};
+
+use serde::{Deserialize, Serialize};
+use tabadul_proto::{Dictionary, MicroTable};
+
+use crate::Error;
+use crate::store::{CF_MICRO, Store};
+
+/// Records per chunk.
+pub const CHUNK: usize = 65_536;
+/// The column of record keys.
+pub const KEY_COLUMN: &str = "_KEY";
+
+/// What the store knows about one table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TableMeta {
+    pub records: u64,
+    pub chunks: u32,
+    /// TIME_PERIOD codes by stored index.
+    pub periods: Vec<String>,
+    pub imports: u32,
+}
+
+/// A table's columns as stored: categorical first (TIME_PERIOD, then the
+/// dimensions in dictionary order), then numeric (variables, then weight).
+#[derive(Debug, Clone)]
+pub struct Schema {
+    pub table: MicroTable,
+    /// Categorical column names; index 0 is TIME_PERIOD.
+    pub categorical: Vec<String>,
+    /// For each categorical column, its codes in codelist order (empty for
+    /// TIME_PERIOD, whose codes are in [`TableMeta::periods`]).
+    pub codes: Vec<Vec<String>>,
+    /// For each categorical column, its total code (None for TIME_PERIOD).
+    pub totals: Vec<Option<String>>,
+    /// Numeric column names: variables, then the weight column if any.
+    pub numeric: Vec<String>,
+}
+
+impl Schema {
+    pub fn of(dict: &Dictionary, table: &MicroTable) -> Schema {
+        let mut categorical = vec![tabadul_proto::TIME_PERIOD.to_owned()];
+        let mut codes = vec![Vec::new()];
+        let mut totals = vec![None];
+        for d in &table.dimensions {
+            categorical.push(d.clone());
+            codes.push(dict.codes_of(d).unwrap_or_default().into_iter().map(str::to_owned).collect());
+            totals.push(dict.dimension(d).and_then(|d| d.total.clone()));
+        }
+        let mut numeric: Vec<String> = table.variables.iter().map(|(v, _)| v.clone()).collect();
+        numeric.extend(table.weight.iter().cloned());
+        Schema { table: table.clone(), categorical, codes, totals, numeric }
+    }
+
+    pub fn categorical_index(&self, name: &str) -> Option<usize> {
+        self.categorical.iter().position(|c| c == name)
+    }
+    pub fn numeric_index(&self, name: &str) -> Option<usize> {
+        self.numeric.iter().position(|c| c == name)
+    }
+    pub fn weight_index(&self) -> Option<usize> {
+        self.table.weight.as_ref().and_then(|w| self.numeric_index(w))
+    }
+}
+
+pub(crate) fn meta_key(table: &str) -> Vec<u8> {
+    format!("m\x1f{table}").into_bytes()
+}
+
+pub(crate) fn chunk_key(table: &str, chunk: u32, column: &str) -> Vec<u8> {
+    format!("c\x1f{table}\x1f{chunk:08x}\x1f{column}").into_bytes()
+}
+
+/// The stored meta of a table (empty when nothing was imported).
+pub fn meta(store: &Store, table: &str) -> Result<TableMeta, Error> {
+    match store.db().get_cf(store.cf(CF_MICRO), meta_key(table)).map_err(|e| store.err(e))? {
+        None => Ok(TableMeta::default()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("stored metadata of microdata table {table} is damaged: {e}"))),
+    }
+}
+
+/// Records held in every microdata table, for `status`.
+pub fn record_counts(store: &Store, dict: &Dictionary) -> Result<Vec<(String, u64)>, Error> {
+    dict.microdata_tables().map(|t| Ok((t.id.clone(), meta(store, &t.id)?.records))).collect()
+}
