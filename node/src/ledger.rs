@@ -5,7 +5,8 @@
 //! definition ("box": per dimension the codes it covers) that was released
 //! or withheld, so secondary suppression can reason about everything the
 //! requester already holds. Keys:
-//! - `r 0x1f <requester> 0x1f <table> 0x1f <box>` → flags (1 released, 2 withheld);
+//! - `r 0x1f <requester> 0x1f <table> 0x1f <box>` → flags (1 released, 2 withheld,
+//!   4 withheld for its magnitudes only);
 //! - `b 0x1f <requester> 0x1f <table>` → ε spent so far (f64 LE).
 //!
 //! A box's text is canonical: dimensions in order, codes sorted and joined
@@ -25,6 +26,9 @@ pub type BoxDef = BTreeMap<String, Vec<String>>;
 
 pub const RELEASED: u8 = 1;
 pub const WITHHELD: u8 = 2;
+/// Withheld only because a magnitude was dominated (dominance, p%): its
+/// count may still be released.
+pub const WITHHELD_MAGNITUDE: u8 = 4;
 
 /// The canonical text of a box.
 pub fn box_text(b: &BoxDef) -> String {

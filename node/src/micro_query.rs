@@ -295,6 +295,17 @@ pub fn answer(
         Target { atoms, classes }
     };
 
+    // Categories no record holds are left out of the answer (a Moroccan
+    // table has no Egyptian regions); that they are empty is no secret.
+    let occurs: Vec<Vec<bool>> = breakdown
+        .iter()
+        .map(|c| {
+            let (pos, (_, map, _)) = grouping.dims.iter().enumerate().find(|(_, d)| d.0 == *c).expect("breakdown columns are grouped");
+            let held: BTreeSet<u32> = atom_classes.iter().map(|ac| ac[pos]).collect();
+            map.iter().map(|class| held.contains(class)).collect()
+        })
+        .collect();
+
     // ---- every cell
     let mut cells: Vec<CellDef> = Vec::with_capacity(combos);
     let per_period: usize = per_axis.iter().map(Vec::len).product();
@@ -306,6 +317,9 @@ pub fn answer(
             for k in (0..breakdown.len()).rev() {
                 coords[k] = per_axis[k][rest % per_axis[k].len()];
                 rest /= per_axis[k].len();
+            }
+            if coords.iter().zip(&occurs).any(|(c, held)| c.is_some_and(|code| !held[code as usize])) {
+                continue;
             }
             let mut sets_c: Vec<Option<BTreeSet<u32>>> = vec![None; ncols];
             sets_c[0] = Some(BTreeSet::from([period]));
@@ -342,7 +356,8 @@ pub fn answer(
     // ---- secondary suppression against this answer and the ledger
     let ledger_targets: Vec<(Target, u8)> = history_sets.iter().map(|(s, f)| (target_of(s), *f)).collect();
     let ledger_rows: Vec<&[u32]> = ledger_targets.iter().filter(|(_, f)| f & ledger::RELEASED != 0).map(|(t, _)| t.atoms.as_slice()).collect();
-    let mut fixed: Vec<Target> = ledger_targets.iter().filter(|(_, f)| f & ledger::WITHHELD != 0).map(|(t, _)| t.clone()).collect();
+    let protected_flags = if statistic.magnitude() { ledger::WITHHELD | ledger::WITHHELD_MAGNITUDE } else { ledger::WITHHELD };
+    let mut fixed: Vec<Target> = ledger_targets.iter().filter(|(_, f)| f & protected_flags != 0).map(|(t, _)| t.clone()).collect();
     for (a, ac) in nonempty.iter().zip(&atom_classes) {
         if !disclosure::primary(&params, statistic, &atoms[*a as usize]).is_empty() {
             fixed.push(Target { atoms: vec![*a], classes: ac.iter().map(|c| vec![*c]).collect() });
@@ -429,7 +444,17 @@ pub fn answer(
         boxes: cells
             .iter()
             .zip(&released)
-            .map(|(c, r)| (c.boxdef.clone(), if *r { ledger::RELEASED } else { ledger::WITHHELD }))
+            .zip(&flags)
+            .map(|((c, r), why)| {
+                let flag = if *r {
+                    ledger::RELEASED
+                } else if why.iter().all(|f| matches!(*f, "dominance" | "p-percent")) {
+                    ledger::WITHHELD_MAGNITUDE
+                } else {
+                    ledger::WITHHELD
+                };
+                (c.boxdef.clone(), flag)
+            })
             .collect(),
         epsilon,
     };

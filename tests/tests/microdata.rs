@@ -1,0 +1,521 @@
+//! Unit-record microdata on a real node: import, aggregate queries, and the
+//! attacks disclosure control must defeat. Each attack is played with only
+//! the hub's rights (its certificate, against the node's gRPC service) and
+//! checked by an attacker's own linear algebra, independent of the node's.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::collections::BTreeMap;
+
+use tabadul_proto::pb::{self, DecisionKind};
+use tabadul_tests::microdata::{self as md, JobSeeker, OCUS, REGIONS};
+use tabadul_tests::{NodeDir, Pki, collect, node_client, run_ok};
+
+const TABLE: &str = "PES_JOBSEEKER_RECORDS";
+
+const POLICY: &str = r#"version = "micro-1"
+
+[disclosure.PES_JOBSEEKER_RECORDS]
+threshold = 10
+
+[[rule]]
+id = "hub-js"
+requester = "hub"
+dataflows = ["PES_JOBSEEKER_RECORDS"]
+breakdowns = ["SEX", "AGE", "REGION", "OCU"]
+statistics = ["count", "sum", "mean"]
+variables = ["MONTHS_REGISTERED"]
+
+[[rule]]
+id = "egy-cellkey"
+requester = "member:EGY"
+dataflows = ["PES_JOBSEEKER_RECORDS"]
+breakdowns = ["SEX", "REGION", "OCU"]
+statistics = ["count", "mean"]
+variables = ["MONTHS_REGISTERED"]
+disclosure = { cell_key = { d = 4, v = 2.0, js = 2, magnitude = 0.2 } }
+
+[[rule]]
+id = "jor-dp"
+requester = "member:JOR"
+dataflows = ["PES_JOBSEEKER_RECORDS"]
+breakdowns = ["REGION"]
+disclosure = { dp = { epsilon = 1.0, budget = 2.5 } }
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    node: NodeDir,
+    proc: tabadul_tests::Proc,
+    records: Vec<JobSeeker>,
+}
+
+fn start() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let records = md::jobseekers(20_000, 7);
+    let csv = dir.path().join("jobseekers.csv");
+    std::fs::write(&csv, md::to_csv(&records)).unwrap();
+    run_ok(node.command(&["import", "--table", TABLE]).arg(&csv)).unwrap();
+    let proc = node.start().unwrap();
+    Fixture { dir, pki, node, proc, records }
+}
+
+impl Fixture {
+    fn client(&self, role: &str, id: &str) -> pb::node_client::NodeClient<tonic::transport::Channel> {
+        let cert = self.pki.issue(role, id).unwrap();
+        node_client(self.proc.addr, &self.pki.tls_files(&cert), "MAR").unwrap()
+    }
+}
+
+fn query(breakdown: &[&str], filters: &[(&str, &[&str])], statistic: &str) -> pb::Query {
+    pb::Query {
+        dataflow: TABLE.into(),
+        breakdown: breakdown.iter().map(|s| s.to_string()).collect(),
+        filters: filters
+            .iter()
+            .map(|(d, codes)| pb::DimensionFilter { dimension: d.to_string(), codes: codes.iter().map(|c| c.to_string()).collect() })
+            .collect(),
+        aggregation: Some(pb::Aggregation {
+            statistic: statistic.into(),
+            variable: if statistic == "count" { String::new() } else { "MONTHS_REGISTERED".into() },
+            denominator: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn withheld(c: &pb::Cell) -> bool {
+    c.conf_status == "C" || c.conf_status == "D"
+}
+
+/// The attacker's view of a released cell: which (region, occupation, sex)
+/// atoms it covers, and its value.
+#[derive(Debug, Clone)]
+struct Known {
+    atoms: Vec<usize>,
+    value: f64,
+}
+
+/// Atoms are region × occupation × sex.
+fn atom(region: &str, ocu: &str, sex: &str) -> usize {
+    let r = REGIONS.iter().position(|x| *x == region).unwrap();
+    let o = OCUS.iter().position(|x| *x == ocu).unwrap();
+    (r * OCUS.len() + o) * 2 + usize::from(sex == "M")
+}
+const ATOMS: usize = REGIONS.len() * OCUS.len() * 2;
+
+/// The atoms a cell covers: the query's filters, then the cell's own codes
+/// for the breakdown dimensions (a total code covers them all).
+fn atoms_of(q: &pb::Query, d: &pb::Decision, c: &pb::Cell) -> Vec<usize> {
+    let mut allowed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    allowed.insert("REGION", REGIONS.to_vec());
+    allowed.insert("OCU", OCUS.to_vec());
+    allowed.insert("SEX", vec!["F", "M"]);
+    for f in &q.filters {
+        allowed.insert(f.dimension.as_str(), f.codes.iter().map(String::as_str).collect());
+    }
+    for (dim, code) in d.dimensions.iter().zip(&c.key) {
+        if let Some(a) = allowed.get_mut(dim.as_str())
+            && !matches!(code.as_str(), "_T" | "T")
+        {
+            *a = vec![code.as_str()];
+        }
+    }
+    let mut out = Vec::new();
+    for r in &allowed["REGION"] {
+        for o in &allowed["OCU"] {
+            for s in &allowed["SEX"] {
+                out.push(atom(r, o, s));
+            }
+        }
+    }
+    out
+}
+
+/// The attacker's linear algebra (f64, independent of the node's): can
+/// the sum over `target` be computed from the released rows? Atoms known to
+/// be empty are known (the strongest attacker).
+fn determined(known: &[Known], empty: &[bool], target: &[usize]) -> bool {
+    let dense = |atoms: &[usize]| -> Vec<f64> {
+        let mut v = vec![0.0; ATOMS];
+        for a in atoms {
+            if !empty[*a] {
+                v[*a] = 1.0;
+            }
+        }
+        v
+    };
+    let mut rows: Vec<Vec<f64>> = known.iter().map(|k| dense(&k.atoms)).collect();
+    let r0 = rank(rows.clone());
+    rows.push(dense(target));
+    rank(rows) == r0
+}
+
+fn rank(mut m: Vec<Vec<f64>>) -> usize {
+    let mut rank = 0;
+    for c in 0..ATOMS {
+        let Some(p) = (rank..m.len()).max_by(|a, b| m[*a][c].abs().total_cmp(&m[*b][c].abs())) else { break };
+        if m[p][c].abs() < 1e-9 {
+            continue;
+        }
+        m.swap(rank, p);
+        let pivot = m[rank].clone();
+        for (i, row) in m.iter_mut().enumerate() {
+            if i != rank && row[c] != 0.0 {
+                let f = row[c] / pivot[c];
+                for (x, p) in row.iter_mut().zip(&pivot) {
+                    *x -= f * p;
+                }
+            }
+        }
+        rank += 1;
+    }
+    rank
+}
+
+fn empties(records: &[JobSeeker]) -> Vec<bool> {
+    let mut n = vec![0u64; ATOMS];
+    for r in records {
+        n[atom(r.region, r.ocu, r.sex)] += 1;
+    }
+    n.iter().map(|n| *n == 0).collect()
+}
+
+/// Groups of 1..=9 people the attacker must not be able to count.
+fn small_groups(records: &[JobSeeker]) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for r in REGIONS {
+        for o in OCUS {
+            let n = md::count(records, |x| x.region == r && x.ocu == o);
+            if (1..10).contains(&n) {
+                out.push((format!("{r}/{o} ({n} people)"), vec![atom(r, o, "F"), atom(r, o, "M")]));
+            }
+            for s in ["F", "M"] {
+                let n = md::count(records, |x| x.region == r && x.ocu == o && x.sex == s);
+                if (1..10).contains(&n) {
+                    out.push((format!("{r}/{o}/{s} ({n} people)"), vec![atom(r, o, s)]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs a query as the attacker and adds what it released to `known`.
+async fn ask(
+    client: &mut pb::node_client::NodeClient<tonic::transport::Channel>,
+    q: pb::Query,
+    known: &mut Vec<Known>,
+) -> (pb::Decision, Vec<pb::Cell>) {
+    let (d, cells) = collect(client, q.clone()).await.unwrap();
+    for c in &cells {
+        if !withheld(c) && c.value.is_finite() {
+            known.push(Known { atoms: atoms_of(&q, &d, c), value: c.value });
+        }
+    }
+    (d, cells)
+}
+
+#[tokio::test]
+async fn counts_means_and_flags_on_a_real_node() {
+    let f = start();
+    let mut hub = f.client("hub", "alo");
+    let (d, cells) = collect(&mut hub, query(&["REGION", "SEX"], &[], "count")).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
+    assert_eq!(d.dimensions, ["REF_AREA", "SEX", "REGION", "TIME_PERIOD"]);
+    assert_eq!(cells.len(), 3 * 5, "(M, F, total) × (4 regions + total)");
+    // No perturbation for the hub: released counts are exact.
+    for c in cells.iter().filter(|c| !withheld(c)) {
+        let (sex, region) = (c.key[1].as_str(), c.key[2].as_str());
+        let truth = md::count(&f.records, |r| (sex == "T" || r.sex == sex) && (region == "_T" || r.region == region));
+        assert_eq!(c.value, truth as f64, "{:?}", c.key);
+        assert_eq!(c.conf_status, "F");
+        assert_eq!(c.key[0], "MAR");
+    }
+    // Mean months by region: exact for regions without a dominant person.
+    let (_, cells) = collect(&mut hub, query(&["REGION"], &[("OCU", &["1", "2"])], "mean")).await.unwrap();
+    let ma06 = cells.iter().find(|c| c.key[1] == "MA-06").unwrap();
+    let group: Vec<&JobSeeker> = f.records.iter().filter(|r| r.region == "MA-06" && (r.ocu == "1" || r.ocu == "2")).collect();
+    let truth = group.iter().map(|r| r.months).sum::<f64>() / group.len() as f64;
+    assert!((ma06.value - truth).abs() < 1e-9, "{} vs {truth}", ma06.value);
+
+    // Dominance: in MA-01, occupation 0 has 12 people, one registered 900 months.
+    let (d, cells) = collect(&mut hub, query(&["REGION", "OCU"], &[("OCU", &["0"])], "sum")).await.unwrap();
+    let dominated = cells.iter().find(|c| c.key[1] == "MA-01" && c.key[2] == "0").unwrap();
+    assert_eq!(dominated.conf_status, "C", "{dominated:?}");
+    assert!(dominated.flags.contains(&"dominance".to_owned()) && dominated.flags.contains(&"p-percent".to_owned()), "{dominated:?}");
+    assert!(dominated.value.is_nan());
+    assert!(d.rules_fired.iter().any(|r| r.starts_with("dominance")), "{:?}", d.rules_fired);
+    // Counting those 12 people reveals no magnitude: released.
+    let (_, cells) = collect(&mut hub, query(&["REGION"], &[("OCU", &["0"])], "count")).await.unwrap();
+    let c = cells.iter().find(|c| c.key[1] == "MA-01").unwrap();
+    assert_eq!((c.value, c.conf_status.as_str()), (12.0, "F"));
+
+    // The group rule: those 12 are all 25 or older; a breakdown by age would say so.
+    let (d, cells) = collect(&mut hub, query(&["OCU", "AGE"], &[("OCU", &["0"]), ("REGION", &["MA-01"])], "count")).await.unwrap();
+    assert_eq!(d.dimensions, ["REF_AREA", "AGE", "OCU", "TIME_PERIOD"]);
+    let by_age: Vec<&pb::Cell> = cells.iter().filter(|c| c.key[1] != "Y_GE15" && c.key[2] != "_T").collect();
+    assert!(!by_age.is_empty());
+    for c in by_age {
+        assert!(withheld(c) && c.flags.contains(&"group".to_owned()), "{c:?}");
+    }
+    assert!(d.rules_fired.iter().any(|r| r.starts_with("group")), "{:?}", d.rules_fired);
+
+    // What the policy does not grant is refused, with the reason.
+    let (d, _) = collect(&mut hub, query(&["EDUCATION"], &[], "count")).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Refused as i32);
+    assert!(d.reason.contains("EDUCATION"), "{}", d.reason);
+    let mut jor = f.client("node", "JOR");
+    let (d, _) = collect(&mut jor, query(&["REGION"], &[], "mean")).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Refused as i32);
+    assert!(d.reason.contains("grants count") || d.reason.contains("differential"), "{}", d.reason);
+    let err = collect(&mut hub, query(&["REGION"], &[("OCU", &["99"])], "count")).await.unwrap_err();
+    assert!(err.message().contains("unknown code \"99\" for OCU"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn suppressed_cells_cannot_be_recomputed_from_margins_now_or_before() {
+    let f = start();
+    let mut hub = f.client("hub", "alo");
+    let empty = empties(&f.records);
+    let mut known = Vec::new();
+    // Margins first (in earlier answers), then the full table with its margins.
+    ask(&mut hub, query(&["REGION"], &[], "count"), &mut known).await;
+    ask(&mut hub, query(&["OCU"], &[], "count"), &mut known).await;
+    ask(&mut hub, query(&["SEX", "REGION"], &[], "count"), &mut known).await;
+    let q = query(&["SEX", "REGION", "OCU"], &[], "count");
+    let (d, cells) = ask(&mut hub, q.clone(), &mut known).await;
+    let suppressed: Vec<&pb::Cell> = cells.iter().filter(|c| withheld(c)).collect();
+    assert!(suppressed.iter().any(|c| c.conf_status == "C"), "the planted small groups are primary suppressions");
+    assert!(suppressed.iter().any(|c| c.conf_status == "D"), "and they need complements: {:?}", d.rules_fired);
+    // Every cell with 1..9 people is withheld, and none can be recomputed.
+    for c in &cells {
+        let n = md::count(&f.records, |r| {
+            (c.key[1] == "T" || r.sex == c.key[1]) && (c.key[2] == "_T" || r.region == c.key[2]) && (c.key[3] == "_T" || r.ocu == c.key[3])
+        });
+        if (1..10).contains(&n) {
+            assert_eq!(c.conf_status, "C", "{:?} holds {n}", c.key);
+        }
+    }
+    for c in &suppressed {
+        let atoms = atoms_of(&q, &d, c);
+        // An empty cell withheld by the group rule (its group is all in
+        // another category) is known to be empty: zeros are not protected.
+        if atoms.iter().all(|a| empty[*a]) {
+            continue;
+        }
+        assert!(!determined(&known, &empty, &atoms), "withheld {:?} can be recomputed", c.key);
+    }
+    for (name, atoms) in small_groups(&f.records) {
+        assert!(!determined(&known, &empty, &atoms), "{name} can be counted");
+    }
+    // The attacker's own check is not vacuous: the interior cells it got
+    // are determined.
+    let free = cells.iter().find(|c| !withheld(c) && c.key[1] != "T" && c.key[2] != "_T" && c.key[3] != "_T").unwrap();
+    assert!(determined(&known, &empty, &atoms_of(&q, &d, free)));
+}
+
+#[tokio::test]
+async fn differencing_and_trackers_are_defeated_even_across_a_restart() {
+    let mut f = start();
+    let empty = empties(&f.records);
+    let mut known = Vec::new();
+    let target = vec![atom("MA-04", "0", "F"), atom("MA-04", "0", "M")];
+    assert_eq!(md::count(&f.records, |r| r.region == "MA-04" && r.ocu == "0"), 1);
+    {
+        let mut hub = f.client("hub", "alo");
+        // Total of MA-04 ...
+        ask(&mut hub, query(&["REGION"], &[("REGION", &["MA-04"])], "count"), &mut known).await;
+    }
+    // (the node restarts between the two halves of the attack)
+    f.proc.kill();
+    f.proc = f.node.start().unwrap();
+    let mut hub = f.client("hub", "alo");
+    // ... minus MA-04 without occupation 0 (a filter).
+    let others: Vec<&str> = OCUS.iter().copied().filter(|o| *o != "0").collect();
+    let (_, cells) = ask(&mut hub, query(&["REGION"], &[("REGION", &["MA-04"]), ("OCU", &others)], "count"), &mut known).await;
+    let cell = cells.iter().find(|c| c.key[1] == "MA-04").unwrap();
+    assert_eq!(cell.conf_status, "D", "the second half of a difference is withheld: {cell:?}");
+    assert!(cell.flags.contains(&"secondary".to_owned()));
+    // The same by a breakdown: MA-04 by occupation (its total is known).
+    ask(&mut hub, query(&["REGION", "OCU"], &[("REGION", &["MA-04"])], "count"), &mut known).await;
+    // And the sum of months, which would reveal the person's 97.
+    let (_, sums) = collect(&mut hub, query(&["REGION"], &[("REGION", &["MA-04"]), ("OCU", &others)], "sum")).await.unwrap();
+    assert!(withheld(&sums[0]) || sums.iter().all(withheld), "{sums:?}");
+    // A tracker: pad the one person with a large group (occupation 1), then
+    // ask for the padding alone.
+    ask(&mut hub, query(&[], &[("REGION", &["MA-06", "MA-04"]), ("OCU", &["0", "1"])], "count"), &mut known).await;
+    ask(&mut hub, query(&[], &[("REGION", &["MA-06", "MA-04"]), ("OCU", &["1"])], "count"), &mut known).await;
+    ask(&mut hub, query(&[], &[("REGION", &["MA-06"]), ("OCU", &["0", "1"])], "count"), &mut known).await;
+    assert!(!determined(&known, &empty, &target), "MA-04/0 can be counted from {} released cells", known.len());
+    for (name, atoms) in small_groups(&f.records) {
+        assert!(!determined(&known, &empty, &atoms), "{name} can be counted");
+    }
+    // The ledger is per requester: another member's history starts empty.
+    let mut egy = f.client("node", "EGY");
+    let (_, a) = collect(&mut egy, query(&["REGION"], &[("REGION", &["MA-04"])], "count")).await.unwrap();
+    assert!(a.iter().all(|c| !withheld(c)));
+}
+
+#[tokio::test]
+async fn linear_reconstruction_from_many_overlapping_queries_fails() {
+    let f = start();
+    let mut hub = f.client("hub", "alo");
+    let empty = empties(&f.records);
+    let mut known = Vec::new();
+    let mut rng = md::Rng::new(99);
+    let mut answered = 0;
+    for _ in 0..80 {
+        let regions: Vec<&str> = REGIONS.iter().copied().filter(|_| rng.unit() < 0.5).collect();
+        let ocus: Vec<&str> = OCUS.iter().copied().filter(|_| rng.unit() < 0.5).collect();
+        if regions.is_empty() || ocus.is_empty() {
+            continue;
+        }
+        let (_, cells) = ask(&mut hub, query(&[], &[("REGION", &regions), ("OCU", &ocus)], "count"), &mut known).await;
+        answered += cells.iter().filter(|c| !withheld(c)).count();
+    }
+    assert!(answered >= 20, "the defence must not simply refuse everything ({answered} released)");
+    // The attacker's least squares would now pin down any atom in the span;
+    // no small group is.
+    for (name, atoms) in small_groups(&f.records) {
+        assert!(!determined(&known, &empty, &atoms), "{name} can be reconstructed");
+    }
+    // And what it does determine is exact (no perturbation here), so the
+    // check has teeth: the released values fit the truth.
+    for k in &known {
+        let truth = f.records.iter().filter(|r| k.atoms.contains(&atom(r.region, r.ocu, r.sex))).count() as f64;
+        assert_eq!(k.value, truth);
+    }
+}
+
+#[tokio::test]
+async fn cell_key_noise_is_the_same_for_the_same_people_however_asked() {
+    let f = start();
+    let mut egy = f.client("node", "EGY");
+    let q = query(&["REGION", "OCU"], &[], "count");
+    let (_, first) = collect(&mut egy, q.clone()).await.unwrap();
+    for _ in 0..20 {
+        let (_, again) = collect(&mut egy, q.clone()).await.unwrap();
+        let a: Vec<u64> = first.iter().map(|c| c.value.to_bits()).collect();
+        let b: Vec<u64> = again.iter().map(|c| c.value.to_bits()).collect();
+        assert_eq!(a, b, "a repeated query got different noise");
+    }
+    let value = |cells: &[pb::Cell], region: &str, ocu: &str| {
+        cells.iter().find(|c| c.key.contains(&region.to_owned()) && c.key.contains(&ocu.to_owned())).map(|c| c.value.to_bits())
+    };
+    // Equivalent: all occupations listed explicitly, and a reshaped query
+    // (by sex, whose margin holds the same people).
+    let all: Vec<&str> = OCUS.to_vec();
+    let (_, listed) = collect(&mut egy, query(&["REGION"], &[("OCU", &all)], "count")).await.unwrap();
+    let (_, reshaped) = collect(&mut egy, query(&["REGION", "SEX"], &[], "count")).await.unwrap();
+    for region in REGIONS {
+        let base = value(&first, region, "_T").unwrap();
+        assert_eq!(Some(base), listed.iter().find(|c| c.key[1] == region).map(|c| c.value.to_bits()));
+        assert_eq!(Some(base), reshaped.iter().find(|c| c.key[1] == "T" && c.key[2] == region).map(|c| c.value.to_bits()));
+    }
+    // The noise is real, bounded by d and unbiased-looking.
+    let mut diffs = Vec::new();
+    for c in first.iter().filter(|c| !withheld(c)) {
+        let (region, ocu) = (c.key[1].as_str(), c.key[2].as_str());
+        let truth = md::count(&f.records, |r| (region == "_T" || r.region == region) && (ocu == "_T" || r.ocu == ocu)) as f64;
+        assert!((c.value - truth).abs() <= 4.0, "{:?}: {} vs {truth}", c.key, c.value);
+        assert!(c.flags.contains(&"cell-key".to_owned()));
+        diffs.push(c.value - truth);
+    }
+    assert!(diffs.iter().any(|d| *d != 0.0), "no cell was perturbed");
+    // Averaging 20 repeats of the mean of a small-ish group gives the same
+    // figure 20 times: nothing to average.
+    let mq = query(&["REGION"], &[("OCU", &["2"])], "mean");
+    let means: std::collections::BTreeSet<u64> =
+        futures::future::join_all((0..5).map(|_| { let mut c = egy.clone(); let q = mq.clone(); async move { collect(&mut c, q).await.unwrap().1[0].value.to_bits() } })).await.into_iter().collect();
+    assert_eq!(means.len(), 1);
+}
+
+#[tokio::test]
+async fn differential_privacy_budget_is_enforced_and_survives_a_restart() {
+    let mut f = start();
+    let q = query(&["REGION"], &[], "count");
+    let mut values = Vec::new();
+    {
+        let mut jor = f.client("node", "JOR");
+        for _ in 0..2 {
+            let (d, cells) = collect(&mut jor, q.clone()).await.unwrap();
+            assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
+            assert!(cells.iter().all(|c| c.flags == ["dp-laplace"]), "{cells:?}");
+            values.push(cells.iter().map(|c| c.value).collect::<Vec<_>>());
+        }
+        assert_ne!(values[0], values[1], "fresh noise per query (that is what the budget pays for)");
+        let (d, cells) = collect(&mut jor, q.clone()).await.unwrap();
+        assert_eq!(d.kind, DecisionKind::Refused as i32);
+        assert!(cells.is_empty());
+        assert!(d.reason.contains("budget") && d.reason.contains("0.5000 of its 2.5"), "{}", d.reason);
+    }
+    f.proc.kill();
+    f.proc = f.node.start().unwrap();
+    let mut jor = f.client("node", "JOR");
+    let (d, _) = collect(&mut jor, q).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Refused as i32, "the budget must survive a restart: {}", d.reason);
+}
+
+#[tokio::test]
+async fn imports_are_all_or_nothing_with_precise_errors() {
+    let f = start();
+    let mut hub = f.client("hub", "alo");
+    let (_, before) = collect(&mut hub, query(&["REGION"], &[], "count")).await.unwrap();
+    let bad = f.dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        format!("{}\n2025,F,Y_GE25,MA-01,X2,1,3\n2025,Q,Y_GE25,MA-01,X2,1,3\n2025,F,Y_GE25,_T,X2,1,3\n2025,F,Y_GE25,MA-01,X2,1,lots\n", md::HEADER),
+    )
+    .unwrap();
+    let out = f.node.command(&["import", "--table", TABLE]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.csv:3: column 2 (SEX): unknown code \"Q\" for SEX"), "{err}");
+    assert!(err.contains("bad.csv:4: column 4 (REGION): \"_T\" is the total code of REGION"), "{err}");
+    assert!(err.contains("bad.csv:5: column 7 (MONTHS_REGISTERED): \"lots\" is not a finite number"), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
+    let missing = f.dir.path().join("missing.csv");
+    std::fs::write(&missing, "TIME_PERIOD,SEX,AGE,REGION,EDUCATION,SALARY\n2025,F,Y_GE25,MA-01,X2,1\n").unwrap();
+    let out = f.node.command(&["import", "--table", TABLE]).arg(&missing).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no column \"SALARY\"") && err.contains("column OCU of PES_JOBSEEKER_RECORDS is missing"), "{err}");
+    let out = f.node.command(&["import", "--table", "NOPE"]).arg(&missing).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown microdata table \"NOPE\""));
+    let (_, after) = collect(&mut hub, query(&["REGION"], &[], "count")).await.unwrap();
+    assert_eq!(before, after, "a rejected import changed what the node holds");
+    // A good import through the running node adds its records.
+    let good = f.dir.path().join("good.csv");
+    std::fs::write(&good, md::to_csv(&md::jobseekers(500, 8)[..500])).unwrap();
+    run_ok(f.node.command(&["import", "--table", TABLE]).arg(&good)).unwrap();
+    let (_, grown) = collect(&mut hub, query(&[], &[], "count")).await.unwrap();
+    assert_eq!(grown[0].value, (f.records.len() + 500) as f64);
+}
+
+#[tokio::test]
+async fn preview_shows_what_would_leave_and_records_nothing() {
+    let f = start();
+    let candidate = f.dir.path().join("candidate.toml");
+    std::fs::write(&candidate, POLICY.replace("threshold = 10", "threshold = 20")).unwrap();
+    let preview = |extra: &[&str]| {
+        let mut cmd = f.node.command(&["policy", "preview", "--as", "spiffe://alo/hub/alo", "--dataflow", TABLE, "--breakdown", "REGION,OCU"]);
+        cmd.args(extra);
+        String::from_utf8(run_ok(cmd).unwrap().stdout).unwrap()
+    };
+    let now = preview(&[]);
+    assert!(now.contains("ALLOWED for spiffe://alo/hub/alo") && now.contains("C primary") && now.contains("threshold"), "{now}");
+    let stricter = preview(&["--policy", candidate.to_str().unwrap()]);
+    let withheld_count = |s: &str| s.lines().filter(|l| l.contains("withheld")).count();
+    assert!(withheld_count(&stricter) > withheld_count(&now), "a higher threshold withholds more:\n{now}\n{stricter}");
+    // Nothing was recorded: the first half of a difference previewed, the
+    // second asked for real, is released.
+    let mut cmd = f.node.command(&["policy", "preview", "--as", "spiffe://alo/hub/alo", "--dataflow", TABLE, "--breakdown", "REGION", "--filter", "REGION=MA-04"]);
+    run_ok(&mut cmd).unwrap();
+    let mut hub = f.client("hub", "alo");
+    let others: Vec<&str> = OCUS.iter().copied().filter(|o| *o != "0").collect();
+    let (_, cells) = collect(&mut hub, query(&["REGION"], &[("REGION", &["MA-04"]), ("OCU", &others)], "count")).await.unwrap();
+    assert!(cells.iter().all(|c| !withheld(c)), "the preview wrote to the ledger: {cells:?}");
+}
