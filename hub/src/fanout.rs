@@ -347,8 +347,14 @@ fn check(member: &Member, flow: &Dataflow, d: &pb::Decision, cells: &[pb::Cell])
         if c.key[0] != member.code {
             return Err(format!("cell for {} from the node of {}", c.key[0], member.code));
         }
-        if !c.value.is_finite() {
+        // Withheld (CONF_STATUS C/D) and missing (OBS_STATUS M) cells carry
+        // no value; every other cell must carry a real number.
+        let valueless = matches!(c.conf_status.as_str(), "C" | "D") || c.obs_status == "M";
+        if !c.value.is_finite() && !valueless {
             return Err("a cell value is not a finite number".into());
+        }
+        if !matches!(c.conf_status.as_str(), "" | "F" | "C" | "D") {
+            return Err(format!("a cell has CONF_STATUS {:?} (expected F, C or D)", c.conf_status));
         }
     }
     Ok(())

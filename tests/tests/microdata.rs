@@ -519,3 +519,59 @@ async fn preview_shows_what_would_leave_and_records_nothing() {
     let (_, cells) = collect(&mut hub, query(&["REGION"], &[("REGION", &["MA-04"]), ("OCU", &others)], "count")).await.unwrap();
     assert!(cells.iter().all(|c| !withheld(c)), "the preview wrote to the ledger: {cells:?}");
 }
+
+#[tokio::test]
+async fn the_hub_federates_protected_aggregates_and_skips_withheld_cells() {
+    use tabadul_tests::{HubMember, hub_client, start_hub};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let mut procs = Vec::new();
+    let mut members = Vec::new();
+    for (member, seed) in [("MAR", 7), ("JOR", 8)] {
+        let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, POLICY).unwrap();
+        let csv = node.dir.join("records.csv");
+        // JOR has no planted small groups: only MAR's cells get withheld.
+        let records = if member == "MAR" { md::jobseekers(20_000, seed) } else { md::jobseekers(20_000, seed)[..20_000].to_vec() };
+        std::fs::write(&csv, md::to_csv(&records)).unwrap();
+        run_ok(node.command(&["import", "--table", TABLE]).arg(&csv)).unwrap();
+        let proc = node.start().unwrap();
+        members.push(HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
+        procs.push(proc);
+    }
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 10_000).unwrap();
+    let operator = pki.issue("operator", "ana").unwrap();
+    let mut client = hub_client(hub.addr, &pki.tls_files(&operator)).unwrap();
+    let r = client
+        .federated_query(pb::FederatedQueryRequest { query: Some(query(&["REGION", "OCU"], &[], "count")), regional_aggregate: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    for m in &r.members {
+        assert_eq!(m.state, pb::MemberState::Answered as i32, "{}: {}", m.member, m.detail);
+        assert!(m.receipt.is_some(), "the hub verified and kept {}'s receipt", m.member);
+    }
+    assert_eq!(r.dimensions, ["REF_AREA", "REGION", "OCU", "TIME_PERIOD"]);
+    let mar_withheld: Vec<&pb::Cell> = r.cells.iter().filter(|c| c.key[0] == "MAR" && withheld(c)).collect();
+    assert!(!mar_withheld.is_empty(), "MAR's small cells arrive withheld, flags intact");
+    assert!(r.cells.iter().filter(|c| c.key[0] == "JOR").all(|c| !withheld(c)));
+    for c in &mar_withheld {
+        let agg = r.aggregate.iter().find(|a| a.key == c.key[1..]);
+        // A regional figure never includes a withheld cell: it covers JOR only.
+        if let Some(a) = agg {
+            assert_eq!(a.covers, ["JOR"], "{:?}", a.key);
+            let jor = r.cells.iter().find(|x| x.key[0] == "JOR" && x.key[1..] == c.key[1..]).unwrap();
+            assert_eq!(a.value, jor.value);
+        }
+    }
+    let both = r.aggregate.iter().find(|a| a.key == ["MA-06", "_T", "2025"]).unwrap();
+    assert_eq!(both.covers, ["JOR", "MAR"]);
+    // Means are not additive across members: no aggregate, and it says why.
+    let r = client
+        .federated_query(pb::FederatedQueryRequest { query: Some(query(&["REGION"], &[], "mean")), regional_aggregate: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.aggregate.is_empty() && r.aggregate_method.contains("not additive"), "{}", r.aggregate_method);
+    assert!(r.cells.iter().all(|c| c.value.is_finite()));
+}
