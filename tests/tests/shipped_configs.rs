@@ -13,7 +13,14 @@ fn example_configs_parse_and_the_policy_validates() {
     let node = NodeConfig::load(&examples.join("node.toml")).unwrap();
     let dict = Dictionary::load(&node.dictionary).unwrap();
     let policy = Policy::load(&node.policy, &dict).unwrap();
-    assert_eq!(policy.rules.len(), 3);
+    assert_eq!(policy.rules.len(), 5);
+    // The microdata rules carry checked disclosure settings: the table's
+    // defaults (cell key) and the rule's own (differential privacy).
+    let hub_js = policy.disclosure_params("hub-jobseekers", "PES_JOBSEEKER_RECORDS").unwrap();
+    assert_eq!(hub_js.threshold, 10);
+    assert!(hub_js.cell_key.is_some() && hub_js.dp.is_none());
+    let jor = policy.disclosure_params("jor-jobseekers-dp", "PES_JOBSEEKER_RECORDS").unwrap();
+    assert_eq!(jor.dp, Some((0.5, 10.0)));
     assert!(policy.version.starts_with("mar-2026-11@"));
     let hub = HubConfig::load(&examples.join("hub.toml")).unwrap();
     assert_eq!(hub.members.iter().map(|m| m.code.as_str()).collect::<Vec<_>>(), ["MAR", "EGY", "JOR"]);

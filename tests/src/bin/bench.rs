@@ -10,6 +10,10 @@
 //!   synced `WriteBatch` puts of the same bytes from the same threads;
 //!   append-to-checkpoint latency; proofs made and verified per second;
 //!   bytes per entry; offline `verify` against bare SHA-256 of the entries.
+//! - `microdata`: import of N job-seeker records, then count and mean by
+//!   region × ISCO group × sex end to end (gRPC, mTLS, policy, disclosure
+//!   control, ledger, log), cold and warm, and the node's peak memory. The
+//!   DuckDB side of the comparison runs in `scripts/bench.sh` on the same file.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +61,19 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         deadline_ms: u64,
     },
+    Microdata {
+        #[arg(long, default_value_t = 10_000_000)]
+        records: usize,
+        /// The records' CSV (written if missing).
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Warm repetitions of the query pair.
+        #[arg(long, default_value_t = 7)]
+        repeats: usize,
+        /// Write the warm median (seconds) here, for the DuckDB comparison.
+        #[arg(long)]
+        median_out: Option<std::path::PathBuf>,
+    },
     Log {
         #[arg(long, default_value_t = 100_000)]
         entries: u64,
@@ -75,6 +92,7 @@ fn main() -> Result<()> {
         Bench::Federation { queries } => rt.block_on(federation(queries)),
         Bench::Import { rows, file } => import(rows, &file),
         Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
+        Bench::Microdata { records, file, repeats, median_out } => rt.block_on(microdata(records, &file, repeats, median_out.as_deref())),
         Bench::Load { nodes, concurrency, seconds, deadline_ms } => rt.block_on(load(nodes, concurrency, seconds, deadline_ms)),
     }
 }
@@ -507,5 +525,78 @@ async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64) 
         node_rss.iter().copied().fold(f64::MAX, f64::min),
         node_rss.iter().copied().fold(0.0, f64::max)
     );
+    Ok(())
+}
+
+const MICRO_POLICY: &str = r#"[[rule]]
+id = "hub-js"
+requester = "hub"
+dataflows = ["PES_JOBSEEKER_RECORDS"]
+breakdowns = ["SEX", "REGION", "OCU"]
+statistics = ["count", "mean"]
+variables = ["MONTHS_REGISTERED"]
+disclosure = { cell_key = { d = 4, v = 2.0, js = 2 } }
+"#;
+
+async fn microdata(records: usize, file: &std::path::Path, repeats: usize, median_out: Option<&std::path::Path>) -> Result<()> {
+    use tabadul_tests::microdata as md;
+    if !file.exists() {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(file)?);
+        // In slices, so 10 M records never sit in memory twice.
+        let mut written = 0;
+        let mut seed = 1;
+        while written < records {
+            let n = (records - written).min(1_000_000);
+            let slice = md::jobseekers(n, seed);
+            let text = md::to_csv(&slice[..n]);
+            let body = if written == 0 { &text[..] } else { &text[md::HEADER.len() + 1..] };
+            out.write_all(body.as_bytes())?;
+            written += n;
+            seed += 1;
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+    }
+    let size = std::fs::metadata(file)?.len();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let node = NodeDir::create(dir.path(), &pki, "MAR", MICRO_POLICY)?;
+    let started = Instant::now();
+    run_ok(node.command(&["import", "--table", "PES_JOBSEEKER_RECORDS"]).arg(file))?;
+    let took = started.elapsed().as_secs_f64();
+    println!("| tabadul-node import, {records} job-seeker records ({:.0} MB CSV), validated, column chunks, one synced batch | {took:.2} s | {:.0} records/s |", size as f64 / 1e6, records as f64 / took);
+    let proc = node.start()?;
+    let hub = pki.issue("hub", "alo")?;
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR")?;
+    let q = |statistic: &str| pb::Query {
+        dataflow: "PES_JOBSEEKER_RECORDS".into(),
+        breakdown: vec!["REGION".into(), "OCU".into(), "SEX".into()],
+        aggregation: Some(pb::Aggregation {
+            statistic: statistic.into(),
+            variable: if statistic == "mean" { "MONTHS_REGISTERED".into() } else { String::new() },
+            denominator: String::new(),
+        }),
+        ..Default::default()
+    };
+    let mut pair = async || -> Result<(Duration, usize)> {
+        let t = Instant::now();
+        let (_, a) = tabadul_tests::collect(&mut client, q("count")).await?;
+        let (_, b) = tabadul_tests::collect(&mut client, q("mean")).await?;
+        Ok((t.elapsed(), a.len() + b.len()))
+    };
+    let (cold, cells) = pair().await?;
+    let mut warm = Vec::new();
+    for _ in 0..repeats {
+        warm.push(pair().await?.0);
+    }
+    warm.sort();
+    let median = warm[warm.len() / 2];
+    println!("| count + mean by region × ISCO × sex ({cells} cells with margins), first (columns read from RocksDB) | {:.1} ms |", ms(cold));
+    println!("| same, warm: median of {repeats} (min {:.1}, max {:.1}) | {:.1} ms |", ms(warm[0]), ms(warm[warm.len() - 1]), ms(median));
+    println!("| node peak RSS (VmHWM) over import-free serving and these queries | {:.0} MiB |", peak_rss_mib(proc.child.id()));
+    if let Some(path) = median_out {
+        std::fs::write(path, format!("{}", median.as_secs_f64()))?;
+    }
     Ok(())
 }
