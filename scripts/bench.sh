@@ -48,8 +48,15 @@ def timed(sql, n=7):
     return statistics.median(runs)
 plain = timed("SELECT REGION, OCU, SEX, count(*), avg(MONTHS_REGISTERED) FROM js GROUP BY REGION, OCU, SEX")
 cube = timed("SELECT REGION, OCU, SEX, count(*), avg(MONTHS_REGISTERED) FROM js GROUP BY CUBE (REGION, OCU, SEX)")
-print(f"| DuckDB {duckdb.__version__} in-process GROUP BY, table in memory, median of 7 | {plain*1000:.1} ms |")
-print(f"| DuckDB GROUP BY CUBE (the same margins Tabadul releases) | {cube*1000:.1} ms |")
-print(f"| **ratio Tabadul / DuckDB GROUP BY** | **{ours/plain:.2}** (goal <= 2) |")
-print(f"| ratio Tabadul / DuckDB GROUP BY CUBE | {ours/cube:.2} |")
+print(f"| DuckDB {duckdb.__version__} in-process GROUP BY, table in memory, median of 7 | {plain*1000:.1f} ms |")
+print(f"| DuckDB GROUP BY CUBE (the same margins Tabadul releases) | {cube*1000:.1f} ms |")
+print(f"| **ratio Tabadul / DuckDB GROUP BY** | **{ours/plain:.2f}** (goal <= 2) |")
+print(f"| ratio Tabadul / DuckDB GROUP BY CUBE | {ours/cube:.2f} |")
+# The stronger baseline: categories dictionary-encoded, as Tabadul stores them.
+for c in ["SEX", "REGION", "OCU"]:
+    con.execute(f"CREATE TYPE e_{c} AS ENUM (SELECT DISTINCT {c} FROM js)")
+con.execute("CREATE TABLE je AS SELECT SEX::e_SEX AS SEX, REGION::e_REGION AS REGION, OCU::e_OCU AS OCU, MONTHS_REGISTERED::DOUBLE AS MONTHS_REGISTERED FROM js")
+encoded = timed("SELECT REGION, OCU, SEX, count(*), avg(MONTHS_REGISTERED) FROM je GROUP BY REGION, OCU, SEX")
+print(f"| DuckDB GROUP BY on ENUM columns (dictionary-encoded like Tabadul's) | {encoded*1000:.1f} ms |")
+print(f"| ratio Tabadul / DuckDB GROUP BY on ENUM columns | {ours/encoded:.2f} |")
 PY

@@ -120,6 +120,10 @@ pub fn record(store: &Store, release: &Release) -> Result<(), Error> {
         let total = spent(store, &release.requester, &release.table)? + release.epsilon;
         batch.put_cf(cf, budget_key(&release.requester, &release.table), total.to_le_bytes());
     }
+    if batch.is_empty() {
+        // Nothing new (a repeated query): no write, no fsync.
+        return Ok(());
+    }
     let mut wo = WriteOptions::default();
     wo.set_sync(true);
     store.db().write_opt(batch, &wo).map_err(|e| store.err(e))

@@ -267,7 +267,9 @@ pub fn answer(
             "this query together with the {} cells already released to {requester} from {} would need {} groups of records to check; at most {MAX_ATOMS}",
             history.len(), table.id, grouping.atoms()))));
     }
+    let scan_started = std::time::Instant::now();
     let atoms = microdata::scan(store, &schema, &meta, &grouping)?;
+    let scanned = scan_started.elapsed();
     let nonempty: Vec<u32> = (0..atoms.len() as u32).filter(|a| atoms[*a as usize].n > 0).collect();
     let atom_classes: Vec<Vec<u32>> = nonempty.iter().map(|a| grouping.classes_of(*a as usize)).collect();
 
@@ -339,6 +341,8 @@ pub fn answer(
             cells.push(CellDef { coords, period, boxdef: sets_to_box(&schema, &meta.periods, &sets_c), target, stats });
         }
     }
+
+    let cells_built = scan_started.elapsed();
 
     // ---- primary rules and the group rule
     let mut fired: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -436,6 +440,9 @@ pub fn answer(
         }
         out.push(cell);
     }
+    tracing::debug!(records = meta.records, atoms = atoms.len(), cells = cells.len(), ledger = history.len(),
+        scan_ms = scanned.as_secs_f64() * 1e3, cells_ms = (cells_built - scanned).as_secs_f64() * 1e3,
+        disclosure_ms = (scan_started.elapsed() - cells_built).as_secs_f64() * 1e3, "microdata answer computed");
     decision.rules_fired = fired.iter().map(|(r, n)| format!("{r}: {n} cell{}", if *n == 1 { "" } else { "s" })).collect();
 
     let release = Release {

@@ -7,11 +7,10 @@
 //! keeps what the rules need: contributors, weights, the record-key sum,
 //! sums of up to two variables and the largest contributions.
 
-use std::sync::Arc;
 
 use super::{KEY_COLUMN, Schema, TableMeta};
 use crate::Error;
-use crate::store::Store;
+use crate::store::{ColumnChunks, Store};
 
 /// How many of the largest contributions an atom keeps (enough for the
 /// (n,k) rule with n ≤ 4 and the p% rule).
@@ -89,7 +88,7 @@ impl AtomStats {
 /// (dense, in mixed-radix order of `grouping.dims`).
 pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Grouping) -> Result<Vec<AtomStats>, Error> {
     let table = &schema.table.id;
-    let cat: Vec<Arc<Vec<Arc<[u8]>>>> = grouping
+    let cat: Vec<ColumnChunks> = grouping
         .dims
         .iter()
         .map(|(c, _, _)| store.micro_column(table, &schema.categorical[*c], meta.chunks))
@@ -125,31 +124,47 @@ pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Groupin
                         idx.clear();
                         idx.resize(k.len(), 0u32);
                         for (col, off) in cat.iter().zip(offsets) {
+                            if off.iter().all(|o| *o == 0) {
+                                continue; // one class: contributes nothing to the index
+                            }
                             for (slot, b) in idx.iter_mut().zip(col[chunk].chunks_exact(2)) {
                                 // A code beyond the map (a newer codelist) joins class 0.
                                 *slot += off.get(usize::from(u16::from_le_bytes([b[0], b[1]]))).copied().unwrap_or(0);
                             }
                         }
-                        let f64s = |c: &Option<Arc<Vec<Arc<[u8]>>>>| {
-                            c.as_ref().map(|c| c[chunk].chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect::<Vec<f64>>())
-                        };
-                        let (v0, v1, w) = (f64s(&values[0]), f64s(&values[1]), f64s(weight));
+                        let column = |c: &Option<ColumnChunks>| c.as_ref().map(|c| c[chunk].clone());
+                        let (v0, v1, w) = (column(&values[0]), column(&values[1]), column(weight));
+                        let at = |bytes: &[u8], i: usize| f64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+                        if v0.is_none() && v1.is_none() && w.is_none() {
+                            // Counts: contributors and keys only (weights are 1, set below).
+                            for (&a, &key) in idx.iter().zip(k.iter()) {
+                                let s = &mut acc[a as usize];
+                                s.n += 1;
+                                s.key = s.key.wrapping_add(key);
+                            }
+                            continue;
+                        }
                         for (i, &a) in idx.iter().enumerate() {
                             let s = &mut acc[a as usize];
                             s.n += 1;
                             s.key = s.key.wrapping_add(k[i]);
-                            let wi = w.as_ref().map_or(1.0, |w| w[i]);
+                            let wi = w.as_ref().map_or(1.0, |w| at(w, i));
                             s.w += wi;
                             if let Some(v) = &v0 {
-                                let c = v[i] * wi;
+                                let c = at(v, i) * wi;
                                 s.s[0] += c;
                                 if grouping.top {
                                     s.push_top(c.abs());
                                 }
                             }
                             if let Some(v) = &v1 {
-                                s.s[1] += v[i] * wi;
+                                s.s[1] += at(v, i) * wi;
                             }
+                        }
+                    }
+                    if grouping.values == [None, None] && grouping.weight.is_none() {
+                        for s in &mut acc {
+                            s.w = s.n as f64;
                         }
                     }
                     acc

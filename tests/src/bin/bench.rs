@@ -595,6 +595,10 @@ async fn microdata(records: usize, file: &std::path::Path, repeats: usize, media
     println!("| count + mean by region × ISCO × sex ({cells} cells with margins), first (columns read from RocksDB) | {:.1} ms |", ms(cold));
     println!("| same, warm: median of {repeats} (min {:.1}, max {:.1}) | {:.1} ms |", ms(warm[0]), ms(warm[warm.len() - 1]), ms(median));
     println!("| node peak RSS (VmHWM) over import-free serving and these queries | {:.0} MiB |", peak_rss_mib(proc.child.id()));
+    // With RUST_LOG=tabadul_node=debug the node logs where each answer's time went.
+    for line in proc.log_text().lines().filter(|l| l.contains("microdata answer computed")).rev().take(2) {
+        println!("  node: {line}");
+    }
     if let Some(path) = median_out {
         std::fs::write(path, format!("{}", median.as_secs_f64()))?;
     }
