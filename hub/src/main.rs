@@ -91,6 +91,15 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// For a microdata table: count, weighted-count, sum, mean or ratio.
+        #[arg(long)]
+        statistic: Option<String>,
+        /// The variable of a sum, mean or ratio.
+        #[arg(long, default_value = "")]
+        variable: String,
+        /// The denominator variable of a ratio.
+        #[arg(long, default_value = "")]
+        denominator: String,
     },
 }
 
@@ -140,11 +149,14 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("{member}'s log was not pinned; logged as entry {entry}"),
             }
         }
-        Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json } => {
+        Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json, statistic, variable, denominator } => {
             let files = TlsFiles { ca, cert, key, crl };
             let channel = tls::channel(&hub, Expect::Role(Role::Hub), tls::client_config(&files)?, Duration::from_secs(5))?;
             let mut client = pb::hub_client::HubClient::new(channel).max_decoding_message_size(256 << 20);
-            let q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            if statistic.is_some() || !variable.is_empty() {
+                q.aggregation = Some(pb::Aggregation { statistic: statistic.unwrap_or_default(), variable, denominator });
+            }
             let request = pb::FederatedQueryRequest {
                 query: Some(q),
                 members,
@@ -165,12 +177,20 @@ async fn main() -> anyhow::Result<()> {
 fn print_table(r: &pb::FederatedQueryResponse) {
     let mut header: Vec<String> = r.dimensions.clone();
     header.extend(["VALUE".into(), "UNIT_MULT".into(), "OBS_STATUS".into()]);
+    let protected = r.cells.iter().any(|c| !c.conf_status.is_empty());
+    if protected {
+        header.extend(["CONF_STATUS".into(), "FLAGS".into()]);
+    }
     let rows: Vec<Vec<String>> = r
         .cells
         .iter()
         .map(|c| {
             let mut row = c.key.clone();
-            row.extend([format_value(c.value), c.unit_mult.to_string(), c.obs_status.clone()]);
+            let value = if matches!(c.conf_status.as_str(), "C" | "D") { "withheld".to_owned() } else { format_value(c.value) };
+            row.extend([value, c.unit_mult.to_string(), c.obs_status.clone()]);
+            if protected {
+                row.extend([c.conf_status.clone(), c.flags.join(",")]);
+            }
             row
         })
         .collect();
@@ -238,7 +258,7 @@ fn print_json(r: &pb::FederatedQueryResponse) {
     let value = json!({
         "query_digest": r.query_digest,
         "dimensions": r.dimensions,
-        "cells": r.cells.iter().map(|c| json!({"key": c.key, "value": c.value, "unit_mult": c.unit_mult, "obs_status": c.obs_status})).collect::<Vec<_>>(),
+        "cells": r.cells.iter().map(|c| json!({"key": c.key, "value": c.value, "unit_mult": c.unit_mult, "obs_status": c.obs_status, "conf_status": c.conf_status, "flags": c.flags})).collect::<Vec<_>>(),
         "aggregate_method": r.aggregate_method,
         "aggregate_dimensions": r.aggregate_dimensions,
         "aggregate": r.aggregate.iter().map(|a| json!({"key": a.key, "value": a.value, "unit_mult": a.unit_mult, "covers": a.covers})).collect::<Vec<_>>(),

@@ -270,6 +270,9 @@ async fn main() -> anyhow::Result<()> {
             println!("policy        {}", s.policy_version);
             println!("dictionary    {}", s.dictionary_version);
             println!("observations  {}", s.observations);
+            for m in &s.microdata {
+                println!("microdata     {m}");
+            }
             println!("log entries   {}", s.events);
             println!("log key       {}", s.log_vkey);
             if let Ok(cp) = tabadul_audit::offline::peek(&s.log_checkpoint) {

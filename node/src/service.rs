@@ -382,8 +382,8 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
 
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let state = self.state.clone();
-        let (observations, withdrawals) = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::Error>((state.store.count()?, state.store.withdrawals()?))
+        let (observations, withdrawals, microdata) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::Error>((state.store.count()?, state.store.withdrawals()?, crate::microdata::record_counts(&state.store, &state.dict)?))
         })
         .await
         .map_err(internal)?
@@ -398,6 +398,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             log_checkpoint: self.state.log.latest().note.clone(),
             log_vkey: self.state.log.signer().verifier().to_string(),
             witnessed: self.state.witnessed.iter().find_map(|origin| self.state.log.witnessed(origin).ok().flatten()).unwrap_or_default(),
+            microdata: microdata.into_iter().filter(|(_, n)| *n > 0).map(|(t, n)| format!("{t}: {n} records")).collect(),
         }))
     }
 

@@ -70,6 +70,22 @@ pub fn jobseekers(n: usize, seed: u64) -> Vec<JobSeeker> {
     out
 }
 
+/// `n` random records over `regions`, plus three people in armed-forces
+/// occupations in the first region (a small cell to be withheld): for the
+/// demo, where each member has its own regions.
+pub fn jobseekers_in(regions: &[&'static str], n: usize, seed: u64) -> Vec<JobSeeker> {
+    let mut out = jobseekers(n, seed);
+    out.truncate(n);
+    let mut rng = Rng::new(seed ^ 0xA5A5);
+    for r in &mut out {
+        r.region = regions[rng.below(regions.len())];
+    }
+    for i in 0..3 {
+        out.push(JobSeeker { period: "2025", sex: if i == 0 { "F" } else { "M" }, age: "Y_GE25", region: regions[0], education: "X3T4", ocu: "0", months: 6.0 });
+    }
+    out
+}
+
 /// The groups disclosure control must protect.
 /// - one woman in MA-04 in armed-forces occupations (the differencing
 ///   target), registered 97 months;

@@ -15,6 +15,8 @@ fn the_local_federation_runs_its_demo() {
     assert!(text.contains("started 21 nodes"), "{text}");
     for expect in [
         "refused", "unreachable", "breakdown by SEX", "under embargo", "withdrawn", "Regional aggregate",
+        // Job-seeker records: small cells withheld, the rest perturbed.
+        "PES_JOBSEEKER_RECORDS", "threshold", "cell-key",
         // The auditor's step: both logs verify, the hub's with a witness majority.
         "cosigned by:", "verified: no problems found", "cross-checked the hub log",
     ] {

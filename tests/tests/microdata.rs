@@ -27,6 +27,14 @@ statistics = ["count", "sum", "mean"]
 variables = ["MONTHS_REGISTERED"]
 
 [[rule]]
+id = "hub-lfs"
+requester = "hub"
+dataflows = ["LFS_PERSONS"]
+breakdowns = ["SEX", "LF_STATUS"]
+statistics = ["count", "weighted-count", "ratio"]
+variables = ["MONTHLY_EARNINGS", "HOURS_WORKED"]
+
+[[rule]]
 id = "egy-cellkey"
 requester = "member:EGY"
 dataflows = ["PES_JOBSEEKER_RECORDS"]
@@ -574,4 +582,44 @@ async fn the_hub_federates_protected_aggregates_and_skips_withheld_cells() {
         .into_inner();
     assert!(r.aggregate.is_empty() && r.aggregate_method.contains("not additive"), "{}", r.aggregate_method);
     assert!(r.cells.iter().all(|c| c.value.is_finite()));
+}
+
+#[tokio::test]
+async fn survey_tables_estimate_with_their_weights() {
+    let f = start();
+    let csv = f.dir.path().join("lfs.csv");
+    let mut text = String::from("TIME_PERIOD,SEX,AGE,REGION,EDUCATION,LF_STATUS,HOURS_WORKED,MONTHLY_EARNINGS,WEIGHT\n");
+    let mut rng = md::Rng::new(5);
+    let mut truth: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+    for _ in 0..600 {
+        let status = ["EMP", "UNE", "OLF"][rng.below(3)];
+        let weight = 50.0 + rng.below(400) as f64;
+        let e = truth.entry(status).or_default();
+        e.0 += 1;
+        e.1 += weight;
+        text.push_str(&format!("2025-Q2,{},Y_GE25,MA-06,X3T4,{status},40,{},{weight}\n", ["M", "F"][rng.below(2)], 3000 + rng.below(2000)));
+    }
+    std::fs::write(&csv, text).unwrap();
+    run_ok(f.node.command(&["import", "--table", "LFS_PERSONS"]).arg(&csv)).unwrap();
+    let mut hub = f.client("hub", "alo");
+    let q = |statistic: &str, variable: &str, denominator: &str| pb::Query {
+        dataflow: "LFS_PERSONS".into(),
+        breakdown: vec!["LF_STATUS".into()],
+        aggregation: Some(pb::Aggregation { statistic: statistic.into(), variable: variable.into(), denominator: denominator.into() }),
+        ..Default::default()
+    };
+    let (d, cells) = collect(&mut hub, q("weighted-count", "", "")).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
+    for (status, (n, w)) in &truth {
+        let c = cells.iter().find(|c| c.key[1] == *status && c.key[2] == "2025-Q2").unwrap();
+        assert!(*n >= 10);
+        assert!((c.value - w).abs() < 1e-6, "{status}: {} vs {w}", c.value);
+    }
+    // Earnings per hour worked: a ratio of two weighted sums.
+    let (_, cells) = collect(&mut hub, q("ratio", "MONTHLY_EARNINGS", "HOURS_WORKED")).await.unwrap();
+    let emp = cells.iter().find(|c| c.key[1] == "EMP").unwrap();
+    assert!(emp.value > 3000.0 / 40.0 && emp.value < 5000.0 / 40.0, "{emp:?}");
+    // A table without weights has no weighted count.
+    let err = collect(&mut hub, query(&["REGION"], &[], "weighted-count")).await.unwrap_err();
+    assert!(err.message().contains("has no survey weight"), "{}", err.message());
 }

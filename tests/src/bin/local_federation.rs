@@ -26,6 +26,9 @@ const NO_SEX_BREAKDOWN: &str = "EGY";
 const EMBARGO: &str = "JOR";
 const WITHDRAWN: &str = "TUN";
 const LATEST_YEAR: i32 = 2025;
+/// Members that hold SYNTHETIC job-seeker records in the demo, and their regions.
+const JOBSEEKER_REGIONS: &[(&str, &[&str])] =
+    &[("MAR", &["MA-01", "MA-04", "MA-06", "MA-03"]), ("TUN", &["TN-11", "TN-61", "TN-51"]), ("JOR", &["JO-AM", "JO-IR", "JO-AZ"])];
 
 fn policy_for(member: &str) -> String {
     let all = r#"["UNE_RATE", "UNE_PERS", "LF_PERS", "POP_WA", "LFPR", "EMP_ECO", "PES_JOBSEEKERS", "WP_ISSUED"]"#;
@@ -40,7 +43,12 @@ fn policy_for(member: &str) -> String {
     };
     format!(
         "# Publication policy of {member} (SYNTHETIC demo network).\nversion = \"{member}-demo-1\"\n\n\
-         [[rule]]\nid = \"{}-hub\"\nrequester = \"hub\"\ndataflows = {all}\nbreakdowns = {breakdowns}\nstart_period = \"2015\"\n{extra}",
+         [[rule]]\nid = \"{}-hub\"\nrequester = \"hub\"\ndataflows = {all}\nbreakdowns = {breakdowns}\nstart_period = \"2015\"\n{extra}\n\
+         # Job-seeker records never leave; counts and mean months do, protected.\n\
+         [[rule]]\nid = \"{}-hub-jobseekers\"\nrequester = \"hub\"\ndataflows = [\"PES_JOBSEEKER_RECORDS\"]\n\
+         breakdowns = [\"SEX\", \"REGION\", \"OCU\"]\nstatistics = [\"count\", \"mean\"]\nvariables = [\"MONTHS_REGISTERED\"]\n\
+         disclosure = {{ threshold = 10, cell_key = {{ d = 4, v = 2.0, js = 2 }} }}\n",
+        member.to_lowercase(),
         member.to_lowercase()
     )
 }
@@ -71,6 +79,11 @@ fn main() -> Result<()> {
         let data = node.dir.join(format!("synthetic-{member}.csv"));
         std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2015..=LATEST_YEAR)))?;
         run_ok(node.command(&["import"]).arg(&data)).with_context(|| format!("importing {member}"))?;
+        if let Some(regions) = JOBSEEKER_REGIONS.iter().find(|(m, _)| *m == member).map(|(_, r)| *r) {
+            let records = node.dir.join(format!("synthetic-jobseekers-{member}.csv"));
+            std::fs::write(&records, tabadul_tests::microdata::to_csv(&tabadul_tests::microdata::jobseekers_in(regions, 20_000, member.len() as u64 * 31 + u64::from(member.as_bytes()[0]))))?;
+            run_ok(node.command(&["import", "--table", "PES_JOBSEEKER_RECORDS"]).arg(&records)).with_context(|| format!("importing {member}'s job seekers"))?;
+        }
         nodes.push(node);
     }
     let mut running: Vec<Proc> = Vec::new();
@@ -108,6 +121,11 @@ fn main() -> Result<()> {
     )?;
     query(&format!("Unemployed persons, {LATEST_YEAR}, all members (note {EMBARGO}'s embargo)"), &["--dataflow", "UNE_PERS", "--period", &LATEST_YEAR.to_string(), "--aggregate"])?;
     query("Work permits issued by nationality, 2024 (Gulf members)", &["--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024", "--aggregate", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"])?;
+
+    query(
+        "Job seekers by occupation, from unit records that never leave their country (small cells withheld, counts perturbed)",
+        &["--dataflow", "PES_JOBSEEKER_RECORDS", "--breakdown", "OCU", "--members", "MAR,TUN,JOR", "--aggregate"],
+    )?;
 
     audit_demo(&root, &pki, &hub, &nodes, &members)?;
 
