@@ -24,6 +24,10 @@ use crate::store::{CF_LEDGER, Store};
 /// One cell definition: dimension → codes (absent dimension: all codes).
 pub type BoxDef = BTreeMap<String, Vec<String>>;
 
+/// The pseudo-dimension of a box that records how many imports the table
+/// held when the box was released.
+pub const VERSION: &str = "_VERSION";
+
 pub const RELEASED: u8 = 1;
 pub const WITHHELD: u8 = 2;
 /// Withheld only because a magnitude was dominated (dominance, p%): its

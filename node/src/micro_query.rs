@@ -229,9 +229,18 @@ pub fn answer(
 
     // ---- the atoms: per column, the coarsest partition of codes that every
     // current cell and every ledger box respects.
+    // One more pseudo-column, VERSION: the import that brought each record.
+    // A box released when the table held its first v imports covers only
+    // their records, so the same box asked again after an import is a new
+    // equation, and "before minus after" isolates the records added.
     let ncols = schema.categorical.len();
-    let code_count = |c: usize| if c == 0 { meta.periods.len() } else { schema.codes[c].len() };
-    let mut sets: Vec<Vec<BTreeSet<u32>>> = vec![Vec::new(); ncols];
+    let version_col = ncols;
+    let code_count = |c: usize| match c {
+        0 => meta.periods.len(),
+        c if c == version_col => meta.imports as usize,
+        c => schema.codes[c].len(),
+    };
+    let mut sets: Vec<Vec<BTreeSet<u32>>> = vec![Vec::new(); ncols + 1];
     sets[0].extend(periods.iter().map(|p| BTreeSet::from([*p])));
     for c in &breakdown {
         let base = filters.get(c).cloned().unwrap_or_else(|| all_categories(*c));
@@ -243,7 +252,7 @@ pub fn answer(
     }
     let history_sets: Vec<(Vec<Option<BTreeSet<u32>>>, u8)> = history
         .iter()
-        .map(|(b, flags)| (box_to_sets(&schema, &meta.periods, b), *flags))
+        .map(|(b, flags)| (box_to_sets(&schema, &meta, b), *flags))
         .collect();
     for (hs, _) in &history_sets {
         for (c, s) in hs.iter().enumerate() {
@@ -253,13 +262,11 @@ pub fn answer(
         }
     }
     let mut grouping = Grouping { values, weight: schema.weight_index(), top: statistic.magnitude(), ..Default::default() };
-    let mut class_of: Vec<Option<Vec<u32>>> = vec![None; ncols];
     for (c, s) in sets.iter().enumerate() {
         if s.is_empty() {
             continue;
         }
         let (classes, count) = partition(code_count(c), s);
-        class_of[c] = Some(classes.clone());
         grouping.dims.push((c, classes, count));
     }
     if grouping.atoms() > MAX_ATOMS {
@@ -323,7 +330,7 @@ pub fn answer(
             if coords.iter().zip(&occurs).any(|(c, held)| c.is_some_and(|code| !held[code as usize])) {
                 continue;
             }
-            let mut sets_c: Vec<Option<BTreeSet<u32>>> = vec![None; ncols];
+            let mut sets_c: Vec<Option<BTreeSet<u32>>> = vec![None; ncols + 1];
             sets_c[0] = Some(BTreeSet::from([period]));
             for (c, f) in &filters {
                 sets_c[*c] = Some(f.clone());
@@ -338,7 +345,9 @@ pub fn answer(
             for a in &target.atoms {
                 stats.add(&atoms[*a as usize]);
             }
-            cells.push(CellDef { coords, period, boxdef: sets_to_box(&schema, &meta.periods, &sets_c), target, stats });
+            let mut boxdef = sets_to_box(&schema, &meta.periods, &sets_c);
+            boxdef.insert(ledger::VERSION.to_owned(), vec![meta.imports.to_string()]);
+            cells.push(CellDef { coords, period, boxdef, target, stats });
         }
     }
 
@@ -560,12 +569,20 @@ fn partition(n: usize, sets: &[BTreeSet<u32>]) -> (Vec<u32>, u32) {
     (classes, count)
 }
 
-/// A ledger box as code-index sets per column (None = every code).
-fn box_to_sets(schema: &Schema, periods: &[String], b: &BoxDef) -> Vec<Option<BTreeSet<u32>>> {
-    let mut out = vec![None; schema.categorical.len()];
+/// A ledger box as code-index sets per column (None = every code), plus
+/// the version pseudo-column last: the imports the table held at release.
+fn box_to_sets(schema: &Schema, meta: &microdata::TableMeta, b: &BoxDef) -> Vec<Option<BTreeSet<u32>>> {
+    let mut out = vec![None; schema.categorical.len() + 1];
     for (dim, codes) in b {
+        if dim == ledger::VERSION {
+            let held = codes.first().and_then(|v| v.parse::<u32>().ok()).unwrap_or(meta.imports).min(meta.imports);
+            if held < meta.imports {
+                out[schema.categorical.len()] = Some((0..held).collect());
+            }
+            continue;
+        }
         let Some(c) = schema.categorical_index(dim) else { continue };
-        let universe: &[String] = if c == 0 { periods } else { &schema.codes[c] };
+        let universe: &[String] = if c == 0 { &meta.periods } else { &schema.codes[c] };
         out[c] = Some(codes.iter().filter_map(|code| universe.iter().position(|x| x == code)).map(|i| i as u32).collect());
     }
     out
@@ -574,7 +591,7 @@ fn box_to_sets(schema: &Schema, periods: &[String], b: &BoxDef) -> Vec<Option<BT
 /// Code-index sets as a ledger box (a column covering every category is left out).
 fn sets_to_box(schema: &Schema, periods: &[String], sets: &[Option<BTreeSet<u32>>]) -> BoxDef {
     let mut b = BoxDef::new();
-    for (c, s) in sets.iter().enumerate() {
+    for (c, s) in sets.iter().enumerate().take(schema.categorical.len()) {
         let Some(s) = s else { continue };
         if c > 0 && s.iter().copied().eq(category_indices(schema, c)) {
             continue;

@@ -623,3 +623,32 @@ async fn survey_tables_estimate_with_their_weights() {
     let err = collect(&mut hub, query(&["REGION"], &[], "weighted-count")).await.unwrap_err();
     assert!(err.message().contains("has no survey weight"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_difference_across_an_import_is_defeated() {
+    let f = start();
+    let mut hub = f.client("hub", "alo");
+    let q = query(&["REGION"], &[("REGION", &["MA-04"])], "count");
+    let (_, before) = collect(&mut hub, q.clone()).await.unwrap();
+    assert!(before.iter().all(|c| !withheld(c)));
+    // One new job seeker in MA-04: asking the same again would reveal them.
+    let one = f.dir.path().join("one.csv");
+    std::fs::write(&one, format!("{}\n2025,F,Y15T24,MA-04,X2,7,3\n", md::HEADER)).unwrap();
+    run_ok(f.node.command(&["import", "--table", TABLE]).arg(&one)).unwrap();
+    let (_, after) = collect(&mut hub, q.clone()).await.unwrap();
+    let cell = after.iter().find(|c| c.key[1] == "MA-04").unwrap();
+    assert_eq!(cell.conf_status, "D", "before minus after would count the one new record: {cell:?}");
+    // By sex, the new person's category would show too.
+    let (_, by_sex) = collect(&mut hub, query(&["REGION", "SEX"], &[("REGION", &["MA-04"])], "count")).await.unwrap();
+    let f_cell = by_sex.iter().find(|c| c.key[1] == "F" && c.key[2] == "MA-04").unwrap();
+    assert!(withheld(f_cell) || by_sex.iter().filter(|c| c.key[2] == "MA-04" && c.key[1] == "T").all(withheld), "{by_sex:?}");
+    // A large import changes the same figure by many people: released again.
+    let many = f.dir.path().join("many.csv");
+    let more: Vec<JobSeeker> = md::jobseekers(2_000, 11).into_iter().take(2_000).map(|mut r| { r.region = "MA-04"; r }).collect();
+    std::fs::write(&many, md::to_csv(&more)).unwrap();
+    run_ok(f.node.command(&["import", "--table", TABLE]).arg(&many)).unwrap();
+    let (_, grown) = collect(&mut hub, q).await.unwrap();
+    let cell = grown.iter().find(|c| c.key[1] == "MA-04").unwrap();
+    let truth = md::count(&f.records, |r| r.region == "MA-04") + 1 + 2_000;
+    assert_eq!((cell.conf_status.as_str(), cell.value), ("F", truth as f64), "{cell:?}");
+}

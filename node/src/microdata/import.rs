@@ -83,6 +83,7 @@ pub fn import_records(
         }
         batch.put_cf(cf, chunk_key(table, chunk, KEY_COLUMN), &keys[start..end]);
     }
+    meta.import_starts.push(meta.chunks);
     meta.chunks += u32::try_from(records.div_ceil(CHUNK)).map_err(|_| Error::Invalid("too many chunks".into()))?;
     meta.records += records as u64;
     meta.imports += 1;

@@ -41,6 +41,16 @@ pub struct TableMeta {
     /// TIME_PERIOD codes by stored index.
     pub periods: Vec<String>,
     pub imports: u32,
+    /// The first chunk of each import, in order (records never move).
+    #[serde(default)]
+    pub import_starts: Vec<u32>,
+}
+
+impl TableMeta {
+    /// The import (0-based) that wrote `chunk`.
+    pub fn import_of(&self, chunk: u32) -> u32 {
+        self.import_starts.partition_point(|s| *s <= chunk).saturating_sub(1) as u32
+    }
 }
 
 /// A table's columns as stored: categorical first (TIME_PERIOD, then the

@@ -19,7 +19,9 @@ pub const TOP_K: usize = 4;
 /// How to group: per categorical column used, the class of each code index.
 #[derive(Debug, Clone, Default)]
 pub struct Grouping {
-    /// (categorical column index, class of each code index, number of classes).
+    /// (categorical column index, class of each code index, number of
+    /// classes). Index `schema.categorical.len()` is the version
+    /// pseudo-column: the import each record came with (class per import).
     pub dims: Vec<(usize, Vec<u32>, u32)>,
     /// Numeric columns to sum (the statistic's variable and denominator).
     pub values: [Option<usize>; 2],
@@ -88,10 +90,13 @@ impl AtomStats {
 /// (dense, in mixed-radix order of `grouping.dims`).
 pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Grouping) -> Result<Vec<AtomStats>, Error> {
     let table = &schema.table.id;
-    let cat: Vec<ColumnChunks> = grouping
+    // The column one past the categorical ones is the version pseudo-column:
+    // constant within a chunk (an import writes whole chunks).
+    let version_col = schema.categorical.len();
+    let cat: Vec<Option<ColumnChunks>> = grouping
         .dims
         .iter()
-        .map(|(c, _, _)| store.micro_column(table, &schema.categorical[*c], meta.chunks))
+        .map(|(c, _, _)| if *c == version_col { Ok(None) } else { store.micro_column(table, &schema.categorical[*c], meta.chunks).map(Some) })
         .collect::<Result<_, _>>()?;
     let num = |i: Option<usize>| i.map(|i| store.micro_column(table, &schema.numeric[i], meta.chunks)).transpose();
     let values = [num(grouping.values[0])?, num(grouping.values[1])?];
@@ -127,6 +132,11 @@ pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Groupin
                             if off.iter().all(|o| *o == 0) {
                                 continue; // one class: contributes nothing to the index
                             }
+                            let Some(col) = col else {
+                                let add = off.get(meta.import_of(chunk as u32) as usize).copied().unwrap_or(0);
+                                idx.iter_mut().for_each(|slot| *slot += add);
+                                continue;
+                            };
                             for (slot, b) in idx.iter_mut().zip(col[chunk].chunks_exact(2)) {
                                 // A code beyond the map (a newer codelist) joins class 0.
                                 *slot += off.get(usize::from(u16::from_le_bytes([b[0], b[1]]))).copied().unwrap_or(0);
