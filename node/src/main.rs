@@ -366,6 +366,10 @@ async fn main() -> anyhow::Result<()> {
             let dict = Dictionary::load(&config.dictionary)?;
             let policy = Policy::load(&config.policy, &dict)?;
             let q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            if let Some(table) = dict.microdata(&q.dataflow) {
+                explain_microdata(&policy, &requester, table, &q);
+                return Ok(());
+            }
             let today = time::OffsetDateTime::now_utc().date();
             let answer = query::answer(None, &dict, &policy, &[], &requester, &q, today)??;
             let d = answer.decision;
@@ -407,6 +411,54 @@ async fn running(config: &NodeConfig) -> anyhow::Result<pb::node_admin_client::N
     match admin::connect(&config.admin_socket()).await {
         Some(c) => Ok(c),
         None => bail!("no node is running with data directory {} (its admin socket is absent)", config.data_dir.display()),
+    }
+}
+
+/// `policy explain` for a microdata table: the rule, what it grants, and
+/// the disclosure control it applies (the figures need `policy preview`).
+fn explain_microdata(policy: &Policy, requester: &Identity, table: &tabadul_proto::MicroTable, q: &pb::Query) {
+    let released: std::collections::BTreeSet<String> = q
+        .breakdown
+        .iter()
+        .chain(q.filters.iter().map(|f| &f.dimension))
+        .filter(|d| d.as_str() != tabadul_proto::REF_AREA && d.as_str() != tabadul_proto::TIME_PERIOD)
+        .cloned()
+        .collect();
+    match policy.decide_id(requester, &table.id, &released) {
+        tabadul_node::policy::Grant::Refused { rule_id, reason } => {
+            println!("REFUSED for {requester}");
+            println!("  rule    {}", if rule_id.is_empty() { "(none: default deny)" } else { &rule_id });
+            println!("  reason  {reason}");
+        }
+        tabadul_node::policy::Grant::Allowed(rule) => {
+            println!("ALLOWED for {requester}: aggregates of {} (unit records never leave)", table.id);
+            println!("  rule        {}", rule.id);
+            println!("  policy      {}", policy.version);
+            let stats = if rule.statistics.is_empty() { "count".to_owned() } else { rule.statistics.join(", ") };
+            println!("  statistics  {stats}");
+            if !rule.variables.is_empty() {
+                println!("  variables   {}", rule.variables.join(", "));
+            }
+            if let Some(p) = policy.disclosure_params(&rule.id, &table.id) {
+                println!("  threshold   {} contributors per cell", p.threshold);
+                if let Some((n, k)) = p.dominance {
+                    println!("  dominance   ({n},{k}) rule on magnitudes");
+                }
+                if let Some(pp) = p.p_percent {
+                    println!("  p%          {pp}");
+                }
+                if let Some((size, share)) = p.group {
+                    println!("  group rule  groups of at most {size}, one category at {:.0}% or more", share * 100.0);
+                }
+                println!("  secondary   against everything released to this requester before (release ledger)");
+                match (&p.cell_key, p.dp) {
+                    (_, Some((eps, budget))) => println!("  noise       differential privacy, ε {eps} per query, budget {budget}"),
+                    (Some((t, m)), None) => println!("  noise       cell key: d {}, V {}, js {}, magnitudes {m}", t.params.d, t.params.v, t.params.js),
+                    (None, None) => println!("  noise       none"),
+                }
+            }
+            println!("  (run `policy preview` to see which cells this would release)");
+        }
     }
 }
 

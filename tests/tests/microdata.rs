@@ -513,6 +513,8 @@ async fn preview_shows_what_would_leave_and_records_nothing() {
         cmd.args(extra);
         String::from_utf8(run_ok(cmd).unwrap().stdout).unwrap()
     };
+    let explain = String::from_utf8(run_ok(f.node.command(&["policy", "explain", "--as", "spiffe://alo/node/JOR", "--dataflow", TABLE, "--breakdown", "REGION"])).unwrap().stdout).unwrap();
+    assert!(explain.contains("rule        jor-dp") && explain.contains("differential privacy, ε 1 per query, budget 2.5"), "{explain}");
     let now = preview(&[]);
     assert!(now.contains("ALLOWED for spiffe://alo/hub/alo") && now.contains("C primary") && now.contains("threshold"), "{now}");
     let stricter = preview(&["--policy", candidate.to_str().unwrap()]);
