@@ -28,6 +28,10 @@ pub type BoxDef = BTreeMap<String, Vec<String>>;
 /// held when the box was released.
 pub const VERSION: &str = "_VERSION";
 
+/// The pseudo-dimension naming the variables a magnitude release (sum,
+/// mean, ratio) revealed; absent for counts.
+pub const MEASURE: &str = "_MEASURE";
+
 pub const RELEASED: u8 = 1;
 pub const WITHHELD: u8 = 2;
 /// Withheld only because a magnitude was dominated (dominance, p%): its

@@ -187,6 +187,11 @@ pub fn answer(
 
     // ---- periods
     let meta = microdata::meta(store, &table.id)?;
+    if meta.import_starts.len() != meta.imports as usize {
+        return Err(crate::Error::Invalid(format!(
+            "microdata table {} was stored without its import history ({} imports, {} recorded); re-import it so the release ledger can tell its versions apart",
+            table.id, meta.imports, meta.import_starts.len())));
+    }
     let mut withheld: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut periods: Vec<u32> = Vec::new();
     for (i, p) in meta.periods.iter().enumerate() {
@@ -222,7 +227,12 @@ pub fn answer(
         let codes: Vec<u32> = filters.get(c).map_or_else(|| all_categories(*c).into_iter().collect(), |f| f.iter().copied().collect());
         per_axis.push(codes.into_iter().map(Some).chain(std::iter::once(None)).collect());
     }
-    let combos: usize = per_axis.iter().map(Vec::len).product::<usize>() * periods.len();
+    let combos: usize = per_axis
+        .iter()
+        .map(Vec::len)
+        .chain(std::iter::once(periods.len()))
+        .try_fold(1usize, |acc, n| acc.checked_mul(n))
+        .unwrap_or(usize::MAX);
     if combos > MAX_CELLS {
         return Ok(Ok(refuse(&mut decision, format!("the answer would have {combos} cells; at most {MAX_CELLS} are computed at once (narrow the breakdown or the periods)"))));
     }
@@ -306,12 +316,20 @@ pub fn answer(
 
     // Categories no record holds are left out of the answer (a Moroccan
     // table has no Egyptian regions); that they are empty is no secret.
+    // A category counts as held if a record of the granted periods holds it
+    // (a category seen only in an embargoed period must not show). Filters
+    // are ignored on purpose: dropping a category because no record of a
+    // filtered group holds it would reveal that zero, which the group rule
+    // may be hiding. Under differential privacy every category is listed.
+    let mut universe: Vec<Option<BTreeSet<u32>>> = vec![None; ncols + 1];
+    universe[0] = Some(periods.iter().copied().collect());
+    let inside = target_of(&universe).atoms;
     let occurs: Vec<Vec<bool>> = breakdown
         .iter()
         .map(|c| {
-            let (pos, (_, map, _)) = grouping.dims.iter().enumerate().find(|(_, d)| d.0 == *c).expect("breakdown columns are grouped");
-            let held: BTreeSet<u32> = atom_classes.iter().map(|ac| ac[pos]).collect();
-            map.iter().map(|class| held.contains(class)).collect()
+            let Some((pos, (_, map, _))) = grouping.dims.iter().enumerate().find(|(_, d)| d.0 == *c) else { return Vec::new() };
+            let held: BTreeSet<u32> = inside.iter().map(|a| grouping.classes_of(*a as usize)[pos]).collect();
+            map.iter().map(|class| params.dp.is_some() || held.contains(class)).collect()
         })
         .collect();
 
@@ -327,7 +345,7 @@ pub fn answer(
                 coords[k] = per_axis[k][rest % per_axis[k].len()];
                 rest /= per_axis[k].len();
             }
-            if coords.iter().zip(&occurs).any(|(c, held)| c.is_some_and(|code| !held[code as usize])) {
+            if coords.iter().zip(&occurs).any(|(c, held)| c.is_some_and(|code| !held.get(code as usize).copied().unwrap_or(false))) {
                 continue;
             }
             let mut sets_c: Vec<Option<BTreeSet<u32>>> = vec![None; ncols + 1];
@@ -355,10 +373,15 @@ pub fn answer(
 
     // ---- primary rules and the group rule
     let mut fired: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut flags: Vec<Vec<&'static str>> = cells.iter().map(|c| disclosure::primary(&params, statistic, &c.stats)).collect();
+    // Under differential privacy nothing is suppressed on exact counts: a
+    // cell withheld because it holds 1..9 people (or released because it
+    // holds 0) would itself reveal what the noise hides.
+    let dp = params.dp.is_some();
+    let mut flags: Vec<Vec<&'static str>> =
+        cells.iter().map(|c| if dp { Vec::new() } else { disclosure::primary(&params, statistic, &c.stats) }).collect();
     let coords_p: Vec<Vec<Option<u32>>> = cells.iter().map(|c| c.coords.iter().copied().chain(std::iter::once(Some(c.period))).collect()).collect();
     let ns: Vec<u64> = cells.iter().map(|c| c.stats.n).collect();
-    for i in disclosure::group_rule(&params, &coords_p, &ns) {
+    for i in if dp { Vec::new() } else { disclosure::group_rule(&params, &coords_p, &ns) } {
         if !flags[i].contains(&"group") {
             flags[i].push("group");
         }
@@ -367,23 +390,76 @@ pub fn answer(
     let primary_out: Vec<bool> = released.iter().map(|r| !r).collect();
 
     // ---- secondary suppression against this answer and the ledger
-    let ledger_targets: Vec<(Target, u8)> = history_sets.iter().map(|(s, f)| (target_of(s), *f)).collect();
-    let ledger_rows: Vec<&[u32]> = ledger_targets.iter().filter(|(_, f)| f & ledger::RELEASED != 0).map(|(t, _)| t.atoms.as_slice()).collect();
+    // What the requester can compute depends on what it was given: counts
+    // of a box say nothing of its sum of months, so a magnitude answer is
+    // checked against magnitude releases of the same variables, and a
+    // count answer (conservatively) against every release.
+    let measured: Vec<&str> = [agg.variable.as_str(), agg.denominator.as_str()].into_iter().filter(|v| statistic.magnitude() && !v.is_empty()).collect();
+    let relevant = |measure: &Option<Vec<String>>| -> bool {
+        match measure {
+            None => !statistic.magnitude(),
+            Some(vars) => !statistic.magnitude() || vars.iter().any(|v| measured.contains(&v.as_str())),
+        }
+    };
     let protected_flags = if statistic.magnitude() { ledger::WITHHELD | ledger::WITHHELD_MAGNITUDE } else { ledger::WITHHELD };
-    let mut fixed: Vec<Target> = ledger_targets.iter().filter(|(_, f)| f & protected_flags != 0).map(|(t, _)| t.clone()).collect();
-    for (a, ac) in nonempty.iter().zip(&atom_classes) {
-        if !disclosure::primary(&params, statistic, &atoms[*a as usize]).is_empty() {
-            fixed.push(Target { atoms: vec![*a], classes: ac.iter().map(|c| vec![*c]).collect() });
+    let ledger_targets: Vec<(Target, u8, bool)> = history_sets
+        .iter()
+        .zip(&history)
+        .map(|((sets, f), (b, _))| (target_of(sets), *f, relevant(&b.get(ledger::MEASURE).cloned())))
+        .collect();
+    let ledger_rows: Vec<&[u32]> = ledger_targets
+        .iter()
+        .filter(|(_, f, relevant)| *relevant && f & ledger::RELEASED != 0)
+        .map(|(t, _, _)| t.atoms.as_slice())
+        .collect();
+    let mut fixed: Vec<Target> = ledger_targets
+        .iter()
+        .filter(|(_, f, relevant)| (f & ledger::WITHHELD != 0) || (*relevant && f & protected_flags != 0))
+        .map(|(t, _, _)| t.clone())
+        .collect();
+    if !dp {
+        for (a, ac) in nonempty.iter().zip(&atom_classes) {
+            if !disclosure::primary(&params, statistic, &atoms[*a as usize]).is_empty() {
+                fixed.push(Target { atoms: vec![*a], classes: ac.iter().map(|c| vec![*c]).collect() });
+            }
+        }
+        // Nested differences: a cell of this answer inside (or around) a
+        // cell released now or before differs from it by a group of
+        // records; if that group is small, it is a target too. (Any small
+        // difference has 0 < n(A) − n(B) < threshold, which filters pairs
+        // before the subset test.)
+        let count_of = |t: &Target| t.atoms.iter().map(|a| atoms[*a as usize].n).sum::<u64>();
+        let others: Vec<(&Target, u64)> = ledger_targets
+            .iter()
+            .filter(|(_, f, relevant)| *relevant && f & ledger::RELEASED != 0)
+            .map(|(t, _, _)| t)
+            .chain(cells.iter().map(|c| &c.target))
+            .map(|t| (t, count_of(t)))
+            .collect();
+        for c in &cells {
+            let n = c.stats.n;
+            for (other, m) in &others {
+                let (big, small, gap) = if n > *m { (&c.target, *other, n - m) } else { (*other, &c.target, m.saturating_sub(n)) };
+                if gap == 0 || gap >= params.threshold || !is_subset(&small.atoms, &big.atoms) {
+                    continue;
+                }
+                let atoms_d: Vec<u32> = big.atoms.iter().copied().filter(|a| small.atoms.binary_search(a).is_err()).collect();
+                fixed.push(Target { atoms: atoms_d, classes: big.classes.clone() });
+            }
         }
     }
     let candidates: Vec<Candidate<'_>> =
         cells.iter().map(|c| Candidate { target: &c.target, n: c.stats.n, margin: c.coords.iter().any(Option::is_none) }).collect();
-    let outcome = match disclosure::secondary(atoms.len(), &ledger_rows, &fixed, &candidates, &mut released) {
-        Ok(o) => o,
-        Err(e) => {
-            return Ok(Ok(refuse(&mut decision, format!(
-                "checking this answer against the {} cells already released to {requester} from {} needs {} unknowns; too many to check, so nothing is released",
-                history.len(), table.id, e.unknown_atoms))));
+    let outcome = if dp {
+        disclosure::secondary::SecondaryOutcome::default()
+    } else {
+        match disclosure::secondary(atoms.len(), &ledger_rows, &fixed, &candidates, &mut released) {
+            Ok(o) => o,
+            Err(_) => {
+                return Ok(Ok(refuse(&mut decision, format!(
+                    "checking this answer against the {} cells already released to {requester} from {} is too large a problem to solve here, so nothing is released (narrow the query)",
+                    history.len(), table.id))));
+            }
         }
     };
     for i in &outcome.withheld {
@@ -427,7 +503,7 @@ pub fn answer(
             cell.flags = flags[i].iter().map(|f| (*f).to_owned()).collect();
         } else {
             let s = &c.stats;
-            let (value, how) = value_of(statistic, s, &params, epsilon, sensitivity, &rng)?;
+            let (value, how) = value_of(statistic, [agg.variable.as_str(), agg.denominator.as_str()], s, &params, epsilon, sensitivity, &rng)?;
             cell.value = value;
             if value.is_nan() {
                 cell.obs_status = "M".into();
@@ -469,7 +545,11 @@ pub fn answer(
                 } else {
                     ledger::WITHHELD
                 };
-                (c.boxdef.clone(), flag)
+                let mut b = c.boxdef.clone();
+                if !measured.is_empty() {
+                    b.insert(ledger::MEASURE.to_owned(), measured.iter().map(|v| (*v).to_owned()).collect());
+                }
+                (b, flag)
             })
             .collect(),
         epsilon,
@@ -492,6 +572,7 @@ pub fn answer(
 /// The released value of a cell and how it was perturbed.
 fn value_of(
     statistic: Statistic,
+    variables: [&str; 2],
     s: &AtomStats,
     params: &Params,
     epsilon: f64,
@@ -511,36 +592,42 @@ fn value_of(
     };
     // A second and third key for magnitudes: a bijection of the cell key, so
     // the noise on a sum is as consistent as the noise on its count.
-    let magnitude = |sum: f64, key: u8| -> (f64, Option<&'static str>) {
+    // The noise on a sum is keyed by the cell and the variable (the same
+    // variable always gets the same noise, whichever statistic asks) and
+    // scaled by that variable's largest contribution.
+    let magnitude = |sum: f64, key: u8, top: f64| -> (f64, Option<&'static str>) {
         match &params.cell_key {
             Some((t, m)) if *m > 0.0 => {
                 let u = t.perturbation(u64::MAX, key) as f64 / f64::from(t.params.d);
-                (sum + s.top[0] * m * u, Some("cell-key"))
+                (sum + top * m * u, Some("cell-key"))
             }
             _ => (sum, None),
         }
     };
-    let k2 = s.key.wrapping_mul(167).wrapping_add(89);
-    let k3 = s.key.wrapping_mul(197).wrapping_add(61);
+    let key_of = |variable: &str| -> u8 {
+        let salt = variable.bytes().fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(b));
+        s.key.wrapping_mul(167).wrapping_add(89).wrapping_add(salt.wrapping_mul(2).wrapping_add(1))
+    };
+    let (k2, k3) = (key_of(variables[0]), key_of(variables[1]));
     Ok(match statistic {
         Statistic::Count => noisy_count(s.n)?,
         Statistic::WeightedCount => {
             let (n2, how) = noisy_count(s.n)?;
             if s.n == 0 { (0.0, None) } else { (s.w * n2 / s.n as f64, how) }
         }
-        Statistic::Sum => magnitude(s.s[0], k2),
+        Statistic::Sum => magnitude(s.s[0], k2, s.top[0]),
         Statistic::Mean => {
             if s.n == 0 {
                 return Ok((f64::NAN, None));
             }
-            let (sum, how) = magnitude(s.s[0], k2);
+            let (sum, how) = magnitude(s.s[0], k2, s.top[0]);
             let (n2, _) = noisy_count(s.n)?;
             let denominator = if n2 > 0.0 { s.w * n2 / s.n as f64 } else { s.w };
             (sum / denominator, how)
         }
         Statistic::Ratio => {
-            let (a, how) = magnitude(s.s[0], k2);
-            let (b, _) = magnitude(s.s[1], k3);
+            let (a, how) = magnitude(s.s[0], k2, s.top[0]);
+            let (b, _) = magnitude(s.s[1], k3, s.top2[0]);
             if b == 0.0 { (f64::NAN, None) } else { (a / b, how) }
         }
     })
@@ -548,6 +635,24 @@ fn value_of(
 
 fn variables_of(t: &tabadul_proto::MicroTable) -> String {
     t.variables.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether sorted `small` is a subset of sorted `big`.
+fn is_subset(small: &[u32], big: &[u32]) -> bool {
+    if small.len() > big.len() {
+        return false;
+    }
+    let mut j = 0;
+    for a in small {
+        while j < big.len() && big[j] < *a {
+            j += 1;
+        }
+        if j == big.len() || big[j] != *a {
+            return false;
+        }
+        j += 1;
+    }
+    true
 }
 
 /// The code indices of a dimension column that a record may hold (all but the total).

@@ -47,7 +47,7 @@ disclosure = { cell_key = { d = 4, v = 2.0, js = 2, magnitude = 0.2 } }
 id = "jor-dp"
 requester = "member:JOR"
 dataflows = ["PES_JOBSEEKER_RECORDS"]
-breakdowns = ["REGION"]
+breakdowns = ["REGION", "OCU"]
 disclosure = { dp = { epsilon = 1.0, budget = 2.5 } }
 "#;
 
@@ -670,4 +670,66 @@ async fn a_difference_across_an_import_is_defeated() {
     let cell = grown.iter().find(|c| c.key[1] == "MA-04").unwrap();
     let truth = md::count(&f.records, |r| r.region == "MA-04") + 1 + 2_000;
     assert_eq!((cell.conf_status.as_str(), cell.value), ("F", truth as f64), "{cell:?}");
+}
+
+#[tokio::test]
+async fn counts_released_before_do_not_unlock_a_dominated_sum() {
+    let f = start();
+    // Armed-forces job seekers in MA-03: ten women registered 100 months
+    // each; ten men, one of them 1000 months, the others 1.
+    let extra = f.dir.path().join("extra.csv");
+    let mut text = format!("{}\n", md::HEADER);
+    for i in 0..10 {
+        text.push_str(&format!("2025,F,Y_GE25,MA-03,X2,0,100\n2025,M,Y_GE25,MA-03,X2,0,{}\n", if i == 0 { 1000 } else { 1 }));
+    }
+    std::fs::write(&extra, text).unwrap();
+    run_ok(f.node.command(&["import", "--table", TABLE]).arg(&extra)).unwrap();
+    let mut hub = f.client("hub", "alo");
+    let filters: &[(&str, &[&str])] = &[("REGION", &["MA-03"]), ("OCU", &["0"])];
+    // Counts by sex are harmless and released ...
+    let (_, counts) = collect(&mut hub, query(&["SEX"], filters, "count")).await.unwrap();
+    assert!(counts.iter().all(|c| !withheld(c)), "{counts:?}");
+    // ... then the sum of months by sex: the men's sum is dominated, the
+    // total is not, and total − women must not give the men's back.
+    let (_, sums) = collect(&mut hub, query(&["SEX"], filters, "sum")).await.unwrap();
+    let men = sums.iter().find(|c| c.key[1] == "M").unwrap();
+    assert_eq!(men.conf_status, "C", "{sums:?}");
+    assert!(men.flags.contains(&"dominance".to_owned()));
+    let women = sums.iter().find(|c| c.key[1] == "F").unwrap();
+    let total = sums.iter().find(|c| c.key[1] == "T").unwrap();
+    assert!(withheld(women) || withheld(total), "sum(M) = total − F: {sums:?}");
+    assert!(!withheld(women) || women.flags == ["secondary"], "{sums:?}");
+}
+
+#[tokio::test]
+async fn a_small_group_cannot_be_had_as_a_difference_of_nested_filters() {
+    let f = start();
+    // Occupation 0: 1 person in MA-04, 3 in MA-06, 12 in MA-01, and now 30 in MA-03.
+    let extra = f.dir.path().join("extra.csv");
+    std::fs::write(&extra, format!("{}\n{}", md::HEADER, "2025,M,Y_GE25,MA-03,X2,0,5\n".repeat(30))).unwrap();
+    run_ok(f.node.command(&["import", "--table", TABLE]).arg(&extra)).unwrap();
+    let mut hub = f.client("hub", "alo");
+    let ask = |regions: &'static [&'static str]| query(&[], &[("OCU", &["0"]), ("REGION", regions)], "count");
+    // {MA-04, MA-06, MA-01} = 16, then {MA-04, MA-03} = 31 (which splits
+    // MA-04 from MA-06, so no single group of records is small enough to
+    // be caught alone), then {MA-01} = 12: 16 − 12 = the 4 people of MA-04
+    // and MA-06 together.
+    let (_, a) = collect(&mut hub, ask(&["MA-04", "MA-06", "MA-01"])).await.unwrap();
+    let (_, b) = collect(&mut hub, ask(&["MA-04", "MA-03"])).await.unwrap();
+    assert_eq!((a[0].value, b[0].value), (16.0, 31.0), "{a:?} {b:?}");
+    let (_, c) = collect(&mut hub, ask(&["MA-01"])).await.unwrap();
+    assert!(withheld(&c[0]), "16 − 12 = the 4 people of MA-04 and MA-06: {c:?}");
+}
+
+#[tokio::test]
+async fn differential_privacy_does_not_reveal_through_suppression() {
+    let f = start();
+    let mut jor = f.client("node", "JOR");
+    // MA-04 / occupation 0 holds one person: under DP the cell is released
+    // with noise like any other, not withheld (which would say "1 to 9").
+    let (d, cells) = collect(&mut jor, query(&["REGION"], &[("OCU", &["0"])], "count")).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
+    assert!(cells.iter().all(|c| !withheld(c) && c.flags == ["dp-laplace"]), "{cells:?}");
+    // Every region of the codelist is listed, held or not.
+    assert!(cells.len() > 5, "{cells:?}");
 }

@@ -109,19 +109,36 @@ pub fn primary(params: &Params, statistic: Statistic, s: &AtomStats) -> Vec<&'st
         fired.push("threshold");
     }
     if statistic.magnitude() {
-        let total: f64 = s.s[0].abs().max(s.top.iter().take(s.n as usize).sum());
-        if let Some((n, k)) = params.dominance
-            && total > 0.0
-            && s.top.iter().take(n.min(s.n as usize)).sum::<f64>() > k / 100.0 * total
-        {
-            fired.push("dominance");
+        // Both parts of a ratio are magnitudes the requester could isolate.
+        let parts: &[(f64, &[f64; crate::microdata::TOP_K])] =
+            if statistic == Statistic::Ratio { &[(s.s[0], &s.top), (s.s[1], &s.top2)] } else { &[(s.s[0], &s.top)] };
+        for (sum, top) in parts {
+            for rule in dominated(params, s.n, *sum, top) {
+                if !fired.contains(&rule) {
+                    fired.push(rule);
+                }
+            }
         }
-        if let Some(p) = params.p_percent
-            && s.n >= 2
-            && total - s.top[0] - s.top[1] < p / 100.0 * s.top[0]
-        {
-            fired.push("p-percent");
-        }
+    }
+    fired
+}
+
+/// The dominance rules a magnitude breaks, given its contributors, sum and
+/// largest contributions.
+fn dominated(params: &Params, n: u64, sum: f64, top: &[f64; crate::microdata::TOP_K]) -> Vec<&'static str> {
+    let mut fired = Vec::new();
+    let total: f64 = sum.abs().max(top.iter().take(n as usize).sum());
+    if let Some((k_n, k)) = params.dominance
+        && total > 0.0
+        && top.iter().take(k_n.min(n as usize)).sum::<f64>() > k / 100.0 * total
+    {
+        fired.push("dominance");
+    }
+    if let Some(p) = params.p_percent
+        && n >= 2
+        && total - top[0] - top[1] < p / 100.0 * top[0]
+    {
+        fired.push("p-percent");
     }
     fired
 }

@@ -42,6 +42,10 @@ pub struct SecondaryOutcome {
     pub already_revealed: usize,
 }
 
+/// More complements than this for one answer: the check gives up (and the
+/// caller releases nothing) rather than hold the node for minutes.
+pub const MAX_ROUNDS: usize = 2_000;
+
 /// Withholds cells of the answer (`released[i] = false`) until no target is
 /// computable from `ledger` rows plus the released cells.
 ///
@@ -67,7 +71,14 @@ pub fn secondary(
             live.push(t);
         }
     }
+    // Withholding a cell the ledger already reveals protects nothing.
+    let useful: Vec<bool> = cells.iter().map(|c| !c.target.atoms.is_empty() && !base.determines(&c.target.atoms)).collect();
+    let mut rounds = 0usize;
     loop {
+        rounds += 1;
+        if rounds > MAX_ROUNDS {
+            return Err(TooComplex { unknown_atoms: 0 });
+        }
         let mut rows: Vec<&[u32]> = ledger.to_vec();
         rows.extend(cells.iter().enumerate().filter(|(i, _)| released[*i]).map(|(_, c)| c.target.atoms.as_slice()));
         let span = Span::new(atoms, &rows)?;
@@ -81,7 +92,7 @@ pub fn secondary(
         let choice = exposed
             .iter()
             .flat_map(|t| {
-                cells.iter().enumerate().filter(|(i, c)| released[*i] && !c.target.atoms.is_empty()).map(move |(i, c)| {
+                cells.iter().enumerate().filter(|(i, c)| released[*i] && useful[*i] && !c.target.atoms.is_empty()).map(move |(i, c)| {
                     let tier = if sibling(&c.target.classes, &t.classes) {
                         0
                     } else if c.target.atoms.iter().any(|a| t.atoms.binary_search(a).is_ok()) {

@@ -19,6 +19,8 @@ use crate::Error;
 use crate::import::{ImportError, MAX_REPORTED_PROBLEMS, Problem};
 use crate::store::{CF_MICRO, Store};
 
+static IMPORT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What an import stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MicroImportReport {
@@ -50,6 +52,8 @@ pub fn import_records(
         Error::Invalid(format!("unknown microdata table {table:?} (the dictionary has {})", known.join(", ")))
     })?;
     let schema = Schema::of(dict, t);
+    // Two imports at once would both append at the same chunk numbers.
+    let _one_at_a_time = IMPORT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let mut meta = meta(store, table)?;
     let columns = parse(&schema, &mut meta, path, progress)?;
     let validate_time = started.elapsed();

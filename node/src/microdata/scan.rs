@@ -33,8 +33,9 @@ pub struct Grouping {
 
 impl Grouping {
     /// Number of atoms (the product of the class counts).
+    /// Number of atoms (saturating: an overflow reads as too many).
     pub fn atoms(&self) -> usize {
-        self.dims.iter().map(|d| d.2 as usize).product()
+        self.dims.iter().try_fold(1usize, |acc, d| acc.checked_mul(d.2 as usize)).unwrap_or(usize::MAX)
     }
     /// The class of each grouped column for dense atom index `atom`.
     pub fn classes_of(&self, mut atom: usize) -> Vec<u32> {
@@ -60,6 +61,8 @@ pub struct AtomStats {
     pub s: [f64; 2],
     /// Largest absolute contributions of `values[0]`, descending.
     pub top: [f64; TOP_K],
+    /// The same for `values[1]` (a ratio's denominator).
+    pub top2: [f64; TOP_K],
 }
 
 impl AtomStats {
@@ -70,20 +73,30 @@ impl AtomStats {
         self.s[0] += other.s[0];
         self.s[1] += other.s[1];
         for v in other.top {
-            self.push_top(v);
+            push_top(&mut self.top, v);
+        }
+        for v in other.top2 {
+            push_top(&mut self.top2, v);
         }
     }
     fn push_top(&mut self, v: f64) {
-        if v <= self.top[TOP_K - 1] {
-            return;
-        }
-        let mut i = TOP_K - 1;
-        while i > 0 && self.top[i - 1] < v {
-            self.top[i] = self.top[i - 1];
-            i -= 1;
-        }
-        self.top[i] = v;
+        push_top(&mut self.top, v);
     }
+}
+
+fn push_top(top: &mut [f64; TOP_K], v: f64) {
+    if v <= top[TOP_K - 1] {
+        return;
+    }
+    let mut i = TOP_K - 1;
+    while i > 0 && top[i - 1] < v {
+        top[i] = top[i - 1];
+        i -= 1;
+    }
+    top[i] = v;
+}
+
+impl AtomStats {
 }
 
 /// Scans every record of `table` and returns the stats of every atom
@@ -168,7 +181,11 @@ pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Groupin
                                 }
                             }
                             if let Some(v) = &v1 {
-                                s.s[1] += at(v, i) * wi;
+                                let c = at(v, i) * wi;
+                                s.s[1] += c;
+                                if grouping.top {
+                                    push_top(&mut s.top2, c.abs());
+                                }
                             }
                         }
                     }
@@ -181,7 +198,8 @@ pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Groupin
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
+        // A panicking scan thread must not turn into missing records.
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     let mut out = vec![AtomStats::default(); atoms];
     for p in partials {
