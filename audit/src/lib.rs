@@ -20,17 +20,21 @@
 
 pub mod checkpoint;
 pub mod entry;
+#[cfg(feature = "store")]
 pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod offline;
+#[cfg(feature = "store")]
 pub mod receipt;
+#[cfg(feature = "store")]
 pub mod service;
 
 use std::path::PathBuf;
 
 pub use checkpoint::Checkpoint;
 pub use entry::{Entry, ReceiptRef, new_salt, released_digest};
+#[cfg(feature = "store")]
 pub use log::{Appended, Log, LogOptions, SignedCheckpoint};
 pub use note::{Note, Signer, Verifier};
 
@@ -38,6 +42,7 @@ pub use note::{Note, Signer, Verifier};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    #[cfg(feature = "store")]
     #[error("log at {path}: {source}")]
     Db {
         path: PathBuf,

@@ -11,11 +11,17 @@ pub fn query_digest(query: &pb::Query) -> String {
     let mut canonical = query.clone();
     canonical.breakdown.sort();
     canonical.breakdown.dedup();
-    for f in &mut canonical.filters {
-        f.codes.sort();
-        f.codes.dedup();
+    // Two filters on one dimension mean the union of their codes (as
+    // `resolve` reads them), so they are merged: otherwise their order
+    // would change the digest (found by the `query` fuzz target).
+    let mut merged: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = std::collections::BTreeMap::new();
+    for f in &canonical.filters {
+        merged.entry(f.dimension.clone()).or_default().extend(f.codes.iter().cloned());
     }
-    canonical.filters.sort_by(|a, b| a.dimension.cmp(&b.dimension));
+    canonical.filters = merged
+        .into_iter()
+        .map(|(dimension, codes)| pb::DimensionFilter { dimension, codes: codes.into_iter().collect() })
+        .collect();
     let bytes = canonical.encode_to_vec();
     hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
 }
@@ -75,5 +81,15 @@ mod tests {
         assert_eq!(query_digest(&a), query_digest(&b));
         b.start_period = "2020".into();
         assert_ne!(query_digest(&a), query_digest(&b));
+        // Two filters on one dimension are their union, in any order.
+        let filter = |codes: &[&str]| pb::DimensionFilter { dimension: "OCU".into(), codes: codes.iter().map(|c| c.to_string()).collect() };
+        let mut c = a.clone();
+        c.filters = vec![filter(&["5", "1"]), filter(&["0", "1"])];
+        let mut d = a.clone();
+        d.filters = vec![filter(&["0", "1"]), filter(&["1", "5"])];
+        let mut e = a.clone();
+        e.filters = vec![filter(&["0", "1", "5"])];
+        assert_eq!(query_digest(&c), query_digest(&d));
+        assert_eq!(query_digest(&c), query_digest(&e));
     }
 }
