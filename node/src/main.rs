@@ -50,6 +50,9 @@ enum Command {
         /// The microdata table the files' records belong to.
         #[arg(long, conflicts_with = "format")]
         table: Option<String>,
+        /// Only validate the files (every problem reported); store nothing.
+        #[arg(long)]
+        check: bool,
     },
     /// Take a dataflow (or some of its series) out of circulation now.
     Withdraw {
@@ -169,7 +172,20 @@ async fn main() -> anyhow::Result<()> {
             };
             tabadul_node::run_notify(listener, metrics, config, shutdown_signal(), ready).await?;
         }
-        Command::Import { files, format: _, table: Some(table) } => {
+        Command::Import { files, format, table, check: true } => {
+            let config = load_config(&cli.config)?;
+            let dict = Dictionary::load(&config.dictionary)?;
+            let member = config.tls.own_identity()?.id().to_owned();
+            for file in &files {
+                let n = match &table {
+                    Some(t) => tabadul_node::microdata::check_records(&dict, t, file)?,
+                    None => import::check(&dict, &member, &[(file.clone(), format)])?,
+                };
+                let what = if table.is_some() { "records" } else { "observations" };
+                println!("{}: {n} {what}, all valid (checked only: nothing was stored)", file.display());
+            }
+        }
+        Command::Import { files, format: _, table: Some(table), check: false } => {
             let config = load_config(&cli.config)?;
             if let Some(mut client) = admin::connect(&config.admin_socket()).await {
                 for file in &files {
@@ -197,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Import { files, format, table: None } => {
+        Command::Import { files, format, table: None, check: false } => {
             let config = load_config(&cli.config)?;
             if let Some(mut client) = admin::connect(&config.admin_socket()).await {
                 let mut total = 0;

@@ -496,6 +496,10 @@ async fn imports_are_all_or_nothing_with_precise_errors() {
         format!("{}\n2025,F,Y_GE25,MA-01,X2,1,3\n2025,Q,Y_GE25,MA-01,X2,1,3\n2025,F,Y_GE25,_T,X2,1,3\n2025,F,Y_GE25,MA-01,X2,1,lots\n", md::HEADER),
     )
     .unwrap();
+    // A dry run finds the same problems.
+    let out = f.node.command(&["import", "--check", "--table", TABLE]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.csv:3: column 2 (SEX): unknown code \"Q\" for SEX"));
     let out = f.node.command(&["import", "--table", TABLE]).arg(&bad).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -515,6 +519,10 @@ async fn imports_are_all_or_nothing_with_precise_errors() {
     // A good import through the running node adds its records.
     let good = f.dir.path().join("good.csv");
     std::fs::write(&good, md::to_csv(&md::jobseekers(500, 8)[..500])).unwrap();
+    let checked = run_ok(f.node.command(&["import", "--check", "--table", TABLE]).arg(&good)).unwrap();
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("500 records, all valid (checked only"));
+    let (_, unchanged) = collect(&mut hub, query(&[], &[], "count")).await.unwrap();
+    assert_eq!(unchanged[0].value, f.records.len() as f64, "--check stored something");
     run_ok(f.node.command(&["import", "--table", TABLE]).arg(&good)).unwrap();
     let (_, grown) = collect(&mut hub, query(&[], &[], "count")).await.unwrap();
     assert_eq!(grown[0].value, (f.records.len() + 500) as f64);

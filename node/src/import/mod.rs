@@ -328,6 +328,13 @@ pub fn detect_format(path: &Path) -> Result<Format, Problem> {
 }
 
 /// Parses and validates `files` without touching any store.
+/// Parses and validates files exactly as [`import`] does, writing nothing:
+/// the number of observations they hold, or every problem found. (The fuzz
+/// targets use this; so could a dry run.)
+pub fn check(dict: &Dictionary, member: &str, files: &[(PathBuf, Option<Format>)]) -> Result<u64, ImportError> {
+    validate(dict, member, files, &indicatif::ProgressBar::hidden()).map(|v| v.rows.len() as u64)
+}
+
 pub(crate) fn validate(
     dict: &Dictionary,
     member: &str,

@@ -108,6 +108,15 @@ pub fn import_records(
     })
 }
 
+/// Parses and validates a records file for `table` as [`import_records`]
+/// does, writing nothing: the number of records, or every problem found.
+pub fn check_records(dict: &Dictionary, table: &str, path: &Path) -> Result<u64, Error> {
+    let t = dict.microdata(table).ok_or_else(|| Error::Invalid(format!("unknown microdata table {table:?}")))?;
+    let schema = Schema::of(dict, t);
+    let columns = parse(&schema, &mut TableMeta::default(), path, &indicatif::ProgressBar::hidden())?;
+    Ok(columns.categorical.first().map_or(0, Vec::len) as u64)
+}
+
 /// Where each file column goes.
 enum Target {
     Categorical(usize),

@@ -19,7 +19,7 @@
 mod import;
 mod scan;
 
-pub use import::{MicroImportReport, import_records};
+pub use import::{MicroImportReport, check_records, import_records};
 pub use scan::{AtomStats, Grouping, TOP_K, scan};
 
 use serde::{Deserialize, Serialize};
