@@ -44,7 +44,8 @@ pub fn backup(member: &str, store: &Store, log: &Log, dir: &Path) -> Result<Mani
     let manifest = Manifest {
         member: member.to_owned(),
         created: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        observations: store.count()?,
+        // Counted in the copy, not the live store, which may have grown since.
+        observations: Store::count_at(&dir.join("store"))?,
         log_entries: latest.checkpoint.size,
         checkpoint: latest.note.clone(),
     };

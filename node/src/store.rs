@@ -260,6 +260,19 @@ impl Store {
             .map_err(|source| Error::Store { path: dir.to_owned(), source })
     }
 
+    /// Number of observations in the store at `path` (a backup, say),
+    /// opened read-only so that it is left byte for byte as it was.
+    pub fn count_at(path: &Path) -> Result<u64, Error> {
+        let cfs = [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, CF_WITHDRAWALS, CF_MICRO, CF_LEDGER];
+        let db = DB::open_cf_for_read_only(&Options::default(), path, cfs, false).map_err(|e| store_err(path, e))?;
+        let mut n = 0;
+        for item in db.iterator(IteratorMode::Start) {
+            item.map_err(|e| store_err(path, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Number of observations stored (exact; walks the keys).
     pub fn count(&self) -> Result<u64, Error> {
         let mut n = 0;
