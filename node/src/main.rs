@@ -98,38 +98,15 @@ enum PolicyCommand {
     Check,
     /// Show the decision for a query without a running server.
     Explain {
-        /// The requester's identity, e.g. spiffe://alo/hub/alo.
-        #[arg(long = "as")]
-        requester: Identity,
-        #[arg(long)]
-        dataflow: String,
-        /// Dimensions to break down by (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        breakdown: Vec<String>,
-        /// DIM=CODE[+CODE...], repeatable.
-        #[arg(long = "filter")]
-        filters: Vec<String>,
-        /// START:END, either may be empty.
-        #[arg(long)]
-        period: Option<String>,
+        #[command(flatten)]
+        ask: QueryArgs,
     },
     /// Show what a query would release, suppress or perturb, computed on
     /// this node's data and release ledger, under the policy in force or a
     /// candidate policy file; nothing is recorded.
     Preview {
-        /// The requester's identity, e.g. spiffe://alo/hub/alo.
-        #[arg(long = "as")]
-        requester: String,
-        #[arg(long)]
-        dataflow: String,
-        #[arg(long, value_delimiter = ',')]
-        breakdown: Vec<String>,
-        /// DIM=CODE[+CODE...], repeatable.
-        #[arg(long = "filter")]
-        filters: Vec<String>,
-        /// START:END, either may be empty.
-        #[arg(long)]
-        period: Option<String>,
+        #[command(flatten)]
+        ask: QueryArgs,
         /// count, weighted-count, sum, mean or ratio (microdata).
         #[arg(long, default_value = "count")]
         statistic: String,
@@ -141,6 +118,32 @@ enum PolicyCommand {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+}
+
+/// Who asks what: the arguments `policy explain` and `policy preview` share.
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// The requester's identity, e.g. spiffe://alo/hub/alo.
+    #[arg(long = "as")]
+    requester: Identity,
+    #[arg(long)]
+    dataflow: String,
+    /// Dimensions to break down by (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    breakdown: Vec<String>,
+    /// DIM=CODE[+CODE...], repeatable.
+    #[arg(long = "filter")]
+    filters: Vec<String>,
+    /// START:END, either may be empty.
+    #[arg(long)]
+    period: Option<String>,
+}
+
+impl QueryArgs {
+    fn query(self) -> anyhow::Result<(Identity, pb::Query)> {
+        let q = tabadul_proto::query_from_args(self.dataflow, self.breakdown, &self.filters, self.period.as_deref()).map_err(anyhow::Error::msg)?;
+        Ok((self.requester, q))
+    }
 }
 
 #[tokio::main]
@@ -342,9 +345,10 @@ async fn main() -> anyhow::Result<()> {
             let policy = Policy::load(&config.policy, &dict)?;
             println!("{}: valid, version {}, {} rules", config.policy.display(), policy.version, policy.rules.len());
         }
-        Command::Policy(PolicyCommand::Preview { requester, dataflow, breakdown, filters, period, statistic, variable, denominator, policy }) => {
+        Command::Policy(PolicyCommand::Preview { ask, statistic, variable, denominator, policy }) => {
             let config = load_config(&cli.config)?;
-            let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            let (who, mut q) = ask.query()?;
+            let requester = who.to_string();
             q.aggregation = Some(pb::Aggregation { statistic, variable, denominator });
             let candidate = match &policy {
                 Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -363,7 +367,6 @@ async fn main() -> anyhow::Result<()> {
                     Some(p) => Policy::load(p, &dict)?,
                     None => Policy::load(&config.policy, &dict)?,
                 };
-                let who: Identity = requester.parse().map_err(|e| anyhow::anyhow!("requester {requester:?}: {e}"))?;
                 let member = config.tls.own_identity()?.id().to_owned();
                 let store = Store::open(&config.store_dir())?;
                 let withdrawals = store.withdrawals()?;
@@ -377,11 +380,11 @@ async fn main() -> anyhow::Result<()> {
             };
             print_preview(&requester, &decision, &cells);
         }
-        Command::Policy(PolicyCommand::Explain { requester, dataflow, breakdown, filters, period }) => {
+        Command::Policy(PolicyCommand::Explain { ask }) => {
             let config = load_config(&cli.config)?;
             let dict = Dictionary::load(&config.dictionary)?;
             let policy = Policy::load(&config.policy, &dict)?;
-            let q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            let (requester, q) = ask.query()?;
             if let Some(table) = dict.microdata(&q.dataflow) {
                 explain_microdata(&policy, &requester, table, &q);
                 return Ok(());
