@@ -146,13 +146,7 @@ pub fn answer(
     let mut dimensions = vec![REF_AREA.to_owned()];
     dimensions.extend(breakdown.iter().map(|c| schema.categorical[*c].clone()));
     dimensions.push(TIME_PERIOD.to_owned());
-    let mut decision = pb::Decision {
-        kind: DecisionKind::Refused as i32,
-        policy_version: policy.version.clone(),
-        dimensions,
-        query_digest: tabadul_proto::query_digest(q),
-        ..Default::default()
-    };
+    let mut decision = crate::query::refused_until_decided(policy, dimensions, q);
 
     // ---- the policy
     let released_dims: BTreeSet<String> =

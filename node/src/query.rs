@@ -36,13 +36,7 @@ pub fn answer(
     };
     let mut dimensions = r.flow.dimensions.clone();
     dimensions.push(TIME_PERIOD.to_owned());
-    let mut decision = pb::Decision {
-        kind: DecisionKind::Refused as i32,
-        policy_version: policy.version.clone(),
-        dimensions,
-        query_digest: tabadul_proto::query_digest(q),
-        ..Default::default()
-    };
+    let mut decision = refused_until_decided(policy, dimensions, q);
     let rule = match policy.decide(who, r.flow, &r.released) {
         Grant::Refused { rule_id, reason } => {
             decision.rule_id = rule_id;
@@ -119,6 +113,18 @@ pub fn answer(
         _ => format!("everything asked for is withheld: {}", decision.withheld.join("; ")),
     };
     Ok(Ok(Answer { decision, cells }))
+}
+
+/// The decision every answer starts from: refused, under this policy, for
+/// cells of these dimensions, until a rule allows it.
+pub(crate) fn refused_until_decided(policy: &Policy, dimensions: Vec<String>, q: &pb::Query) -> pb::Decision {
+    pb::Decision {
+        kind: DecisionKind::Refused as i32,
+        policy_version: policy.version.clone(),
+        dimensions,
+        query_digest: tabadul_proto::query_digest(q),
+        ..Default::default()
+    }
 }
 
 /// The grants a requester holds, for `Describe` and `policy explain`.
