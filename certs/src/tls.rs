@@ -131,6 +131,24 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
     Ok(Arc::new(config))
 }
 
+/// A server configuration for the hub's HTTPS front door: a client
+/// certificate from the network CA is checked (CRL included) when one is
+/// presented, but not demanded, because browsers, SDMX tools and the public
+/// tier come without one. HTTP/2 and HTTP/1.1.
+pub fn https_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
+        .with_crls(crls(files)?)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| Error::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client configuration that presents our certificate and checks the
 /// server against the network CA and CRL.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {

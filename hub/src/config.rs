@@ -39,6 +39,68 @@ pub struct HubConfig {
     pub max_deadline_ms: u64,
     #[serde(default, rename = "member")]
     pub members: Vec<MemberConfig>,
+    /// The HTTP front door (SDMX REST, JSON API, dashboard).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Federated answers kept for reuse (revalidated with every member
+    /// before each use; see `cache.rs`).
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// `[http]`: the front door for analysts, SDMX tools and the dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve plain HTTP instead of HTTPS. Operator tokens then cross the
+    /// network in clear text: only behind a TLS-terminating proxy on the
+    /// same host, or on loopback.
+    pub dangerous_plain_http: bool,
+    /// Answer anonymous requests with what the nodes publish to the public
+    /// (their `requester = "public"` rules).
+    pub public_tier: bool,
+    /// Operator tokens (hashed), managed with `tabadul-hub token`;
+    /// relative to `data_dir`.
+    pub tokens: PathBuf,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most observations in one answer; larger answers get 413.
+    pub max_cells: usize,
+    /// Requests per minute for each operator (and for each address of the
+    /// public tier), with bursts up to `burst`.
+    pub rate_per_minute: u32,
+    pub burst: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            dangerous_plain_http: false,
+            public_tier: true,
+            tokens: PathBuf::from("tokens.json"),
+            max_body_bytes: 64 * 1024,
+            max_cells: 200_000,
+            rate_per_minute: 600,
+            burst: 60,
+        }
+    }
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most answers kept; 0 turns the cache off.
+    pub max_entries: usize,
+    /// Longest an answer is kept, whatever the members say: bounds how long
+    /// an embargo lifted meanwhile goes unseen.
+    pub max_age_s: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { max_entries: 1024, max_age_s: 300 }
+    }
 }
 
 /// One member state's node.
@@ -95,6 +157,9 @@ impl HubConfig {
             }
         }
         config.tls = config.tls.relative_to(base);
+        if config.http.tokens.is_relative() {
+            config.http.tokens = config.data_dir.join(&config.http.tokens);
+        }
         let mut seen = std::collections::BTreeSet::new();
         for m in &config.members {
             if !seen.insert(m.code.clone()) {

@@ -50,6 +50,8 @@ pub struct MemberAnswer {
     pub cells: Vec<pb::Cell>,
     /// The checked receipt, as the hub logs it.
     pub receipt: Option<ReceiptRef>,
+    /// The node's generation when it decided (empty if it did not say).
+    pub generation: String,
 }
 
 impl MemberAnswer {
@@ -109,6 +111,7 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
     let mut status = pb::MemberStatus { member: member.code.clone(), elapsed_ms, ..Default::default() };
     let mut cells = Vec::new();
     let mut logged = None;
+    let mut generation = String::new();
     match outcome {
         Err(_) => {
             status.state = MemberState::TimedOut as i32;
@@ -133,6 +136,7 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
         Ok(Ok((Some(d), received, receipt))) => {
             status.rule_id = d.rule_id.clone();
             status.policy_version = d.policy_version.clone();
+            generation = d.generation.clone();
             status.detail = d.reason.clone();
             let forked = member.forked.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let checked = match (forked, check_receipt(member, hub, &digest, &d, &received, receipt.as_ref(), seen)) {
@@ -146,7 +150,7 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
                     status.state = MemberState::Failed as i32;
                     status.detail = format!("answer rejected by the hub: {problem}");
                     tracing::warn!(member = %member.code, %problem, "receipt rejected");
-                    return MemberAnswer { status, cells, receipt: None };
+                    return MemberAnswer { status, cells, receipt: None, generation: String::new() };
                 }
             }
             status.receipt = receipt;
@@ -164,7 +168,23 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
         }
     }
     tracing::debug!(member = %member.code, state = status.state, elapsed_ms, "member answered");
-    MemberAnswer { status, cells, receipt: logged }
+    MemberAnswer { status, cells, receipt: logged, generation }
+}
+
+/// The member's current generation (see `Node.Generation`), or `None` if
+/// it did not answer within `deadline`.
+pub async fn generation(member: &Member, deadline: Duration) -> Option<String> {
+    let mut request = tonic::Request::new(pb::GenerationRequest {});
+    request.set_timeout(deadline);
+    let mut client = member.client.clone();
+    match tokio::time::timeout(deadline, client.generation(request)).await {
+        Ok(Ok(r)) => Some(r.into_inner().generation),
+        Ok(Err(e)) => {
+            tracing::debug!(member = %member.code, error = %e, "no generation");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// A node's answer counts only with a receipt that proves the node logged

@@ -9,17 +9,27 @@
 //! member's status (answered, refused with the node's reason, unreachable,
 //! timed out) travels with the answer.
 //!
-//! The hub serves only operators ([`server`]); it stores no country data,
-//! decides nothing on a member's behalf, and never depends on the node crate.
+//! Operators reach it over gRPC ([`server`]) or through the HTTP front
+//! door: SDMX 2.1 REST, a JSON API and a bilingual dashboard, with operator
+//! tokens ([`tokens`]) and an anonymous public tier that nodes answer under
+//! their public rules only. Answers may be reused from a cache ([`cache`])
+//! only while every member that contributed is unchanged since.
+//!
+//! It stores no country data beyond that cache, decides nothing on a
+//! member's behalf, and never depends on the node crate.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod doctor;
 mod error;
 pub mod fanout;
+mod federate;
+mod http;
 pub mod merge;
 pub mod server;
 mod service;
+pub mod tokens;
 pub mod witnessing;
 
 pub use config::HubConfig;

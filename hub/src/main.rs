@@ -38,6 +38,18 @@ enum Command {
         /// Serve Prometheus metrics (plain HTTP, GET /metrics) here.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Serve the HTTP front door (SDMX REST, JSON API, dashboard) here;
+        /// its address goes to <ready file>.http.
+        #[arg(long)]
+        http_listen: Option<String>,
+    },
+    /// Issue, revoke and list operator tokens for the HTTP front door. The
+    /// running hub picks changes up at once (and logs them).
+    Token {
+        #[arg(long, short, default_value = "hub.toml", env = "TABADUL_HUB_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Forget the pin of a member's log, accepting that it rolled back (after
     /// the member restored a backup). The hub must be stopped; the decision
@@ -105,12 +117,48 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Issue a token for an operator; it is printed once and never stored.
+    Issue {
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke an operator's live token (by operator name or token id).
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+    /// List the tokens (names, ids, dates; never the tokens themselves).
+    List,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {
-        Command::Serve { config, listen, ready_file, metrics_listen } => {
+        Command::Token { config, action } => {
+            let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
+            let path = &config.http.tokens;
+            match action {
+                TokenAction::Issue { name } => {
+                    let (token, record) = tabadul_hub::tokens::issue(path, &name)?;
+                    eprintln!("issued token {} for {}; it is shown once, keep it secret:", record.id, record.name);
+                    println!("{token}");
+                }
+                TokenAction::Revoke { name } => {
+                    let n = tabadul_hub::tokens::revoke(path, &name)?;
+                    println!("revoked {n} token(s) of {name}");
+                }
+                TokenAction::List => {
+                    for t in tabadul_hub::tokens::list(path)? {
+                        println!("{}  {:<24} created {}  {}", t.id, t.name, t.created, t.revoked.map_or("live".to_owned(), |r| format!("revoked {r}")));
+                    }
+                }
+            }
+        }
+        Command::Serve { config, listen, ready_file, metrics_listen, http_listen } => {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
             let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
             let addr = listener.local_addr()?;
@@ -119,11 +167,17 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             let metrics_addr = metrics.as_ref().map(|l| l.local_addr()).transpose()?;
+            let http = match &http_listen {
+                Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding {a}"))?),
+                None => None,
+            };
+            let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
             let ready = move || {
                 if let Some(path) = ready_file {
                     // The metrics address first: the main ready file is what
                     // callers wait for. Each written atomically.
                     let mut files = metrics_addr.map(|a| (path.with_extension("metrics"), a)).into_iter().collect::<Vec<_>>();
+                    files.extend(http_addr.map(|a| (path.with_extension("http"), a)));
                     files.push((path, addr));
                     for (path, addr) in files {
                         let tmp = path.with_extension("tmp");
@@ -133,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             };
-            tabadul_hub::run_notify(listener, metrics, config, shutdown_signal(), ready).await?;
+            tabadul_hub::run_notify(listener, metrics, http, config, shutdown_signal(), ready).await?;
         }
         Command::Doctor { config } => {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;

@@ -26,7 +26,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` completes, then lets in-flight queries finish.
 pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    run_notify(listener, None, config, shutdown, || ()).await
+    run_notify(listener, None, None, config, shutdown, || ()).await
 }
 
 /// [`run`], calling `ready` once the configuration is loaded and the
@@ -34,6 +34,7 @@ pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future
 pub async fn run_notify(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
     config: HubConfig,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
@@ -109,6 +110,7 @@ pub async fn run_notify(
         metrics: metrics_registry(),
         default_deadline: Duration::from_millis(config.deadline_ms),
         max_deadline: Duration::from_millis(config.max_deadline_ms),
+        cache: crate::cache::AnswerCache::new(config.cache.max_entries, Duration::from_secs(config.cache.max_age_s)),
     });
     tracing::info!(hub = %identity, addr = ?listener.local_addr().ok(), members = state.members.len(), "hub serving");
 
@@ -149,6 +151,30 @@ pub async fn run_notify(
             let _ = rx.wait_for(|s| *s).await;
         }))
     });
+    let http = match http_listener {
+        Some(l) => {
+            let tls = if config.http.dangerous_plain_http {
+                tracing::warn!("the HTTP front door serves plain HTTP (dangerous_plain_http): operator tokens cross the network in clear text");
+                None
+            } else {
+                Some(tls::https_server_config(&config.tls)?)
+            };
+            let front = Arc::new(crate::http::Front {
+                hub: state.clone(),
+                tokens: crate::tokens::Tokens::new(config.http.tokens.clone()),
+                limiter: crate::http::RateLimiter::new(config.http.rate_per_minute, config.http.burst),
+                config: config.http.clone(),
+            });
+            let _ = front.tokens.refresh();
+            tracing::info!(addr = ?l.local_addr().ok(), tls = tls.is_some(), public_tier = config.http.public_tier, "HTTP front door serving");
+            let mut rx = shutdown_rx.clone();
+            let grace = Duration::from_millis(config.shutdown_grace_ms);
+            Some(tokio::spawn(crate::http::serve(l, front, tls, grace, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
     let audit = AuditServer::new(AuditService { log, identity: identity.clone(), readers: Readers::Auditors });
     let server = Server::builder()
         .timeout(state.max_deadline + Duration::from_secs(5))
@@ -181,6 +207,9 @@ pub async fn run_notify(
     }
     if let Some(m) = metrics {
         let _ = m.await;
+    }
+    if let Some(h) = http {
+        let _ = h.await;
     }
     served?;
     tracing::info!("hub stopped");

@@ -407,6 +407,17 @@ impl Policy {
         Ok(Policy { version, rules, disclosure, params })
     }
 
+    /// This policy as it applies to the public: its `requester = "public"`
+    /// rules only. Used when the hub asks on behalf of its anonymous tier.
+    pub fn public_only(&self) -> Policy {
+        Policy {
+            version: self.version.clone(),
+            rules: self.rules.iter().filter(|r| r.requester == Requester::Public).cloned().collect(),
+            disclosure: self.disclosure.clone(),
+            params: self.params.clone(),
+        }
+    }
+
     /// The disclosure parameters a rule applies to a microdata table.
     pub fn disclosure_params(&self, rule: &str, table: &str) -> Option<&crate::disclosure::Params> {
         self.params.get(&(rule.to_owned(), table.to_owned()))

@@ -38,6 +38,11 @@ pub(crate) struct NodeState {
     /// ledger: two concurrent answers must each see the other's release,
     /// or together they could reveal what neither would alone.
     pub release_lock: std::sync::Mutex<()>,
+    /// Random per process start, so a restart (which may follow a restore
+    /// or an offline import) is a new generation too.
+    pub boot: String,
+    /// Bumped after every change that may alter an answer given before.
+    pub changes: std::sync::atomic::AtomicU64,
 }
 
 /// Answers a query on an indicator dataflow or a microdata table. With
@@ -50,14 +55,37 @@ pub(crate) fn answer_any(
     q: &pb::Query,
     record: bool,
 ) -> Result<Result<query::Answer, tabadul_proto::InvalidQuery>, crate::Error> {
+    // Read before anything the answer depends on: a change racing with
+    // this answer then shows as a newer generation, never an older one.
+    let generation = state.generation();
+    let public_only;
+    let policy = match q.audience.as_str() {
+        "" => policy,
+        "public" => {
+            public_only = policy.public_only();
+            &public_only
+        }
+        other => {
+            return Ok(Err(tabadul_proto::InvalidQuery(format!(
+                "invalid query: audience {other:?} is unknown (empty, or \"public\" for the hub's anonymous tier)"
+            ))));
+        }
+    };
     let withdrawals = state.withdrawals();
     let today = time::OffsetDateTime::now_utc().date();
+    let stamp = |mut a: query::Answer| {
+        a.decision.generation = generation.clone();
+        a
+    };
     if state.dict.microdata(&q.dataflow).is_none() {
-        return query::answer(Some(&state.store), &state.dict, policy, &withdrawals, who, q, today);
+        return Ok(query::answer(Some(&state.store), &state.dict, policy, &withdrawals, who, q, today)?.map(stamp));
     }
     let _serial = state.release_lock.lock().unwrap_or_else(|p| p.into_inner());
     let answer = crate::micro_query::answer(&state.store, &state.dict, state.member(), policy, &withdrawals, who, q, today)?;
-    Ok(match answer {
+    Ok(match answer.map(|mut a| {
+        a.answer = stamp(a.answer);
+        a
+    }) {
         Ok(a) => {
             if record && let Some(release) = &a.release {
                 // Crash point: the ledger holds the release before the log
@@ -73,6 +101,17 @@ pub(crate) fn answer_any(
 impl NodeState {
     pub fn member(&self) -> &str {
         self.identity.id()
+    }
+
+    /// See `Node.Generation`.
+    pub fn generation(&self) -> String {
+        format!("{}-{}", self.boot, self.changes.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Called once a change is in force and before it is acknowledged, so
+    /// whoever learns that it happened also sees a new generation.
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     pub fn withdrawals(&self) -> Arc<Vec<Withdrawal>> {
         self.withdrawals.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -98,6 +137,7 @@ impl NodeState {
                 entry.decision = "ok".into();
                 entry.policy_version = policy.version.clone();
                 *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+                self.changed();
                 self.log.append(&entry, None)?;
                 tracing::info!(version = %policy.version, "policy loaded");
                 Ok(policy)
@@ -213,6 +253,9 @@ impl pb::node_server::Node for NodeService {
                         entry.decision = decision_word(a.decision.kind).into();
                         entry.rule_id = a.decision.rule_id.clone();
                         entry.detail = format!("{} cells; {}", a.cells.len(), a.decision.reason);
+                        if q.audience == "public" {
+                            entry.detail.push_str("; on behalf of the public");
+                        }
                         if !a.decision.rules_fired.is_empty() {
                             entry.detail.push_str(&format!("; disclosure control: {}", a.decision.rules_fired.join(", ")));
                         }
@@ -267,6 +310,14 @@ impl pb::node_server::Node for NodeService {
         .await
     }
 
+    async fn generation(&self, request: Request<pb::GenerationRequest>) -> Result<Response<pb::GenerationResponse>, Status> {
+        let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
+        // Not logged: it reveals no data, and the hub asks it on every
+        // cached answer it serves.
+        authorize(&self.state, &peer.identity)?;
+        Ok(Response::new(pb::GenerationResponse { generation: self.state.generation() }))
+    }
+
     async fn describe(&self, request: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
         let span = tracing::info_span!("describe", peer = %peer.identity);
@@ -317,6 +368,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let w = new_withdrawal(&self.state.dict, &r.dataflow, &r.series_key, &r.reason).map_err(Status::invalid_argument)?;
         self.state.store.withdraw(&w).map_err(internal)?;
         self.state.refresh_withdrawals().map_err(internal)?;
+        self.state.changed();
         admin_event(&self.state, "withdraw", "ok", format!("{}: {}", w.id(), w.reason)).await?;
         tracing::warn!(withdrawal = %w.id(), reason = %w.reason, "withdrawn");
         Ok(Response::new(pb::WithdrawResponse { id: w.id() }))
@@ -326,6 +378,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         let r = request.into_inner();
         let removed = self.state.store.reinstate(&r.dataflow, &r.series_key).map_err(internal)?;
         self.state.refresh_withdrawals().map_err(internal)?;
+        self.state.changed();
         admin_event(&self.state, "reinstate", if removed { "ok" } else { "none" }, format!("{} {}", r.dataflow, r.series_key)).await?;
         Ok(Response::new(pb::ReinstateResponse { removed }))
     }
@@ -344,6 +397,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             })
             .await
             .map_err(internal)?;
+            self.state.changed();
             return match result {
                 Ok(report) => {
                     admin_event(&self.state, "import", "ok", format!("{}: {} records into {}", r.path, report.records, report.table)).await?;
@@ -364,6 +418,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         })
         .await
         .map_err(internal)?;
+        self.state.changed();
         match result {
             Ok(report) => {
                 admin_event(&self.state, "import", "ok", format!("{}: {} observations", r.path, report.observations)).await?;

@@ -118,6 +118,8 @@ pub struct Dictionary {
     microdata: BTreeMap<String, MicroTable>,
     ilostat_codes: HashMap<String, (String, String)>,
     ilostat_indicators: HashMap<String, String>,
+    /// Arabic names, keyed as [`Dictionary::name_ar`] documents.
+    names_ar: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +140,7 @@ struct RawDictionary {
 #[serde(deny_unknown_fields)]
 struct RawMicroTable {
     name: String,
+    name_ar: Option<String>,
     unit: String,
     dimensions: Vec<String>,
     #[serde(default)]
@@ -149,13 +152,18 @@ struct RawMicroTable {
 #[serde(deny_unknown_fields)]
 struct RawCodelist {
     name: String,
+    name_ar: Option<String>,
     codes: BTreeMap<String, String>,
+    /// Arabic names of (some of) the codes.
+    #[serde(default)]
+    codes_ar: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDimension {
     name: String,
+    name_ar: Option<String>,
     codelist: String,
     total: Option<String>,
 }
@@ -164,6 +172,7 @@ struct RawDimension {
 #[serde(deny_unknown_fields)]
 struct RawDataflow {
     name: String,
+    name_ar: Option<String>,
     unit: String,
     dimensions: Vec<String>,
     measure: String,
@@ -205,6 +214,29 @@ impl Dictionary {
             reason,
         };
 
+        let mut names_ar = HashMap::new();
+        for (id, c) in &raw.codelists {
+            if let Some(n) = &c.name_ar {
+                names_ar.insert(format!("codelist:{id}"), n.clone());
+            }
+            for (code, n) in &c.codes_ar {
+                if !c.codes.contains_key(code) {
+                    return Err(invalid(format!("codelists.{id}.codes_ar"), format!("{code:?} is not a code of {id}")));
+                }
+                names_ar.insert(format!("code:{id}:{code}"), n.clone());
+            }
+        }
+        for (kind, id, name) in raw
+            .dimensions
+            .iter()
+            .map(|(id, d)| ("dimension", id, &d.name_ar))
+            .chain(raw.dataflows.iter().map(|(id, f)| ("dataflow", id, &f.name_ar)))
+            .chain(raw.microdata.iter().map(|(id, t)| ("dataflow", id, &t.name_ar)))
+        {
+            if let Some(n) = name {
+                names_ar.insert(format!("{kind}:{id}"), n.clone());
+            }
+        }
         let codelists: BTreeMap<String, Codelist> = raw
             .codelists
             .into_iter()
@@ -369,7 +401,20 @@ impl Dictionary {
             microdata,
             ilostat_codes,
             ilostat_indicators,
+            names_ar,
         })
+    }
+
+    /// The Arabic name of an item, if the dictionary gives one. `kind` is
+    /// `dataflow` (microdata tables too), `dimension`, `codelist`, or
+    /// `code` with `id` = `CODELIST:CODE`.
+    pub fn name_ar(&self, kind: &str, id: &str) -> Option<&str> {
+        self.names_ar.get(&format!("{kind}:{id}")).map(String::as_str)
+    }
+
+    /// The codelists, by id.
+    pub fn codelists(&self) -> impl Iterator<Item = &Codelist> {
+        self.codelists.values()
     }
 
     pub fn dataflow(&self, id: &str) -> Option<&Dataflow> {

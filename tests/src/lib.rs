@@ -6,6 +6,7 @@
 //! `tabadul-certs`, imports from `tabadul-node import`, and so on.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod microdata;
 pub mod synthetic;
 
@@ -214,6 +215,8 @@ pub struct Proc {
     pub log: PathBuf,
     /// Where it serves Prometheus metrics, if it does.
     pub metrics: Option<SocketAddr>,
+    /// Where the hub serves its HTTP front door.
+    pub http: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -229,7 +232,8 @@ impl Proc {
                 && let Ok(addr) = text.trim().parse()
             {
                 let metrics = std::fs::read_to_string(ready.with_extension("metrics")).ok().and_then(|t| t.trim().parse().ok());
-                return Ok(Proc { child, addr, log: log.to_owned(), metrics });
+                let http = std::fs::read_to_string(ready.with_extension("http")).ok().and_then(|t| t.trim().parse().ok());
+                return Ok(Proc { child, addr, log: log.to_owned(), metrics, http });
             }
             if let Some(status) = child.try_wait()? {
                 bail!("{cmd:?} exited ({status}) before it was ready:\n{}", std::fs::read_to_string(log).unwrap_or_default());
@@ -300,8 +304,15 @@ impl HubMember {
     }
 }
 
-/// Writes `hub.toml` under `dir` and starts the hub.
+/// Writes `hub.toml` under `dir` and starts the hub (its HTTP front door
+/// over HTTPS).
 pub fn start_hub(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], deadline_ms: u64) -> Result<Proc> {
+    start_hub_with(dir, pki, hub_cert, members, deadline_ms, "")
+}
+
+/// [`start_hub`] with more configuration (`[http]`, `[cache]` tables)
+/// appended to `hub.toml`.
+pub fn start_hub_with(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], deadline_ms: u64, extra: &str) -> Result<Proc> {
     std::fs::create_dir_all(dir)?;
     let (log_key, _) = pki.hub_log_key()?;
     let mut text = format!(
@@ -311,12 +322,14 @@ pub fn start_hub(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], 
     for m in members {
         text.push_str(&format!("\n[[member]]\ncode = {:?}\nendpoint = {:?}\nlog_vkey = {:?}\nwitness = {}\n", m.code, m.endpoint, m.log_vkey, m.witness));
     }
+    text.push('\n');
+    text.push_str(extra);
     let config = dir.join("hub.toml");
     std::fs::write(&config, text)?;
     let ready = dir.join("ready");
     let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin("tabadul-hub"));
-    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--ready-file"]).arg(&ready);
+    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--ready-file"]).arg(&ready);
     Proc::spawn(cmd, &ready, &dir.join("hub.log"))
 }
 

@@ -1,0 +1,241 @@
+//! `/data/{flowRef}/{key}[/{providerRef}]`: an SDMX data query turned into
+//! a federated query, and its answer written in the negotiated format.
+//!
+//! Key parts map to the query like this: REF_AREA codes choose the members
+//! to ask; a wildcard in any other dimension breaks the answer down by it
+//! (every series, its total included); listed codes filter it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tabadul_proto::pb;
+use tabadul_proto::{Dataflow, REF_AREA};
+
+use super::negotiate::{self, DataFormat};
+use super::write::{self, Detail, MemberNote, Obs};
+use crate::federate::{Failure, federate};
+use crate::http::{ApiError, Front, Principal};
+use crate::service::state_word;
+
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Params {
+    start_period: Option<String>,
+    end_period: Option<String>,
+    dimension_at_observation: Option<String>,
+    last_n_observations: Option<usize>,
+    first_n_observations: Option<usize>,
+    detail: Option<String>,
+    updated_after: Option<String>,
+    include_history: Option<bool>,
+    format: Option<String>,
+}
+
+fn bad(m: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, m).sdmx()
+}
+fn not_found(m: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, m).sdmx()
+}
+
+/// `UNE_RATE`, `ALO,UNE_RATE` or `ALO,UNE_RATE,<version>|latest`.
+fn flow<'d>(front: &'d Front, flow_ref: &str) -> Result<&'d Dataflow, ApiError> {
+    let dict = &front.hub.dict;
+    let parts: Vec<&str> = flow_ref.split(',').collect();
+    let (agency, id, version) = match parts.as_slice() {
+        [id] => (None, *id, None),
+        [agency, id] => (Some(*agency), *id, None),
+        [agency, id, version] => (Some(*agency), *id, Some(*version)),
+        _ => return Err(bad(format!("flowRef {flow_ref:?} must be ID, AGENCY,ID or AGENCY,ID,VERSION"))),
+    };
+    if let Some(a) = agency.filter(|a| !matches!(*a, "all" | "*") && *a != dict.agency) {
+        return Err(not_found(format!("no dataflow of agency {a}: this hub's are maintained by {}", dict.agency)));
+    }
+    if let Some(v) = version.filter(|v| !matches!(*v, "latest" | "*" | "all") && *v != dict.version) {
+        return Err(not_found(format!("no dataflow {id} in version {v}: the dictionary in force is version {}", dict.version)));
+    }
+    dict.dataflow(id).ok_or_else(|| {
+        let what = if dict.microdata(id).is_some() { " (a microdata table: ask it through POST /api/v1/query)" } else { "" };
+        not_found(format!("no dataflow {id:?} in dictionary {}{what}", dict.version))
+    })
+}
+
+/// A member code, or `AGENCY,CODE` as SDMX writes data providers.
+fn provider_codes(provider: &str) -> Vec<String> {
+    provider.split('+').map(|p| p.rsplit(',').next().unwrap_or(p).to_owned()).collect()
+}
+
+pub(crate) async fn handle(
+    State(front): State<Arc<Front>>,
+    who: Principal,
+    Path(parts): Path<BTreeMap<String, String>>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = negotiate::data_format(&headers, params.format.as_deref())?;
+    let flow = flow(&front, parts.get("flow").map(String::as_str).unwrap_or_default())?;
+    let dict = &front.hub.dict;
+    if params.updated_after.is_some() {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "updatedAfter is not offered: nodes keep no revision history to answer it from").sdmx());
+    }
+    if params.include_history == Some(true) {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "includeHistory=true is not offered: nodes keep no revision history").sdmx());
+    }
+    let detail = match params.detail.as_deref() {
+        None | Some("full") => Detail::Full,
+        Some("dataonly") => Detail::DataOnly,
+        Some("serieskeysonly") => Detail::SeriesKeysOnly,
+        Some("nodata") => Detail::NoData,
+        Some(d) => return Err(bad(format!("detail={d} must be full, dataonly, serieskeysonly or nodata"))),
+    };
+    let all_dimensions = match params.dimension_at_observation.as_deref() {
+        None | Some("TIME_PERIOD") => false,
+        Some("AllDimensions") => true,
+        Some(d) if flow.position(d).is_some() => {
+            return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, format!(
+                "dimensionAtObservation={d} is not offered; use TIME_PERIOD or AllDimensions")).sdmx());
+        }
+        Some(d) => return Err(bad(format!("dimensionAtObservation={d}: {} has no such dimension", flow.id))),
+    };
+
+    // The key, in the DSD's dimension order.
+    let key = parts.get("key").map(String::as_str).unwrap_or("all");
+    let pieces: Vec<&str> = if key == "all" || key.is_empty() { vec![""; flow.dimensions.len()] } else { key.split('.').collect() };
+    if pieces.len() != flow.dimensions.len() {
+        return Err(bad(format!(
+            "key {key:?} has {} parts; {} has {} dimensions: {}",
+            pieces.len(),
+            flow.id,
+            flow.dimensions.len(),
+            flow.dimensions.join(".")
+        )));
+    }
+    let mut query = pb::Query {
+        dataflow: flow.id.clone(),
+        start_period: params.start_period.clone().unwrap_or_default(),
+        end_period: params.end_period.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut members: Vec<String> = Vec::new();
+    for (dim, piece) in flow.dimensions.iter().zip(&pieces) {
+        let codes: Vec<String> = piece.split('+').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+        for c in &codes {
+            if !dict.has_code(dim, c) {
+                let codelist = dict.dimension(dim).map(|d| d.codelist.as_str()).unwrap_or_default();
+                return Err(not_found(format!("no data for {dim}={c}: {c:?} is not a code of {codelist}")));
+            }
+        }
+        if dim == REF_AREA {
+            members = codes;
+        } else if codes.is_empty() {
+            query.breakdown.push(dim.clone());
+        } else {
+            query.filters.push(pb::DimensionFilter { dimension: dim.clone(), codes });
+        }
+    }
+    if let Some(provider) = parts.get("provider").filter(|p| !matches!(p.as_str(), "all" | "*")) {
+        let providers = provider_codes(provider);
+        members = if members.is_empty() { providers } else { members.into_iter().filter(|m| providers.contains(m)).collect() };
+        if members.is_empty() {
+            return Err(not_found(format!("no data: the key's REF_AREA and the provider {provider} have no member in common")));
+        }
+    }
+    for m in &members {
+        if !front.hub.members.contains_key(m) {
+            return Err(not_found(format!("no data for {m}: it is not a member this hub federates")));
+        }
+    }
+    let request = pb::FederatedQueryRequest { query: Some(query), members, regional_aggregate: false, deadline_ms: 0 };
+    let answer = federate(&front.hub, &who.caller(), request).await.map_err(|f| match f {
+        Failure::Invalid(m) => bad(m),
+        Failure::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m).sdmx(),
+    })?;
+    let response = &answer.response;
+    if response.cells.len() > front.config.max_cells {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!(
+            "the answer has {} observations; the limit is {}: ask fewer members, periods or codes",
+            response.cells.len(), front.config.max_cells)).sdmx());
+    }
+    let notes: Vec<MemberNote> = response
+        .members
+        .iter()
+        .map(|m| MemberNote { member: m.member.clone(), state: state_word(m.state), detail: m.detail.clone() })
+        .collect();
+    let status_header = notes.iter().map(|n| format!("{}={}", n.member, n.state)).collect::<Vec<_>>().join(", ");
+
+    // Series: every dimension but the last (TIME_PERIOD).
+    let n = flow.dimensions.len();
+    let mut series: BTreeMap<Vec<String>, Vec<Obs>> = BTreeMap::new();
+    for c in &response.cells {
+        if c.key.len() != n + 1 {
+            continue;
+        }
+        series.entry(c.key[..n].to_vec()).or_default().push(Obs {
+            period: c.key[n].clone(),
+            value: c.value,
+            obs_status: c.obs_status.clone(),
+            conf_status: c.conf_status.clone(),
+            unit_mult: c.unit_mult,
+            flags: c.flags.clone(),
+        });
+    }
+    for obs in series.values_mut() {
+        obs.sort_by(|a, b| a.period.cmp(&b.period));
+        if let Some(first) = params.first_n_observations {
+            obs.truncate(first);
+        }
+        if let Some(last) = params.last_n_observations {
+            let drop = obs.len().saturating_sub(last);
+            obs.drain(..drop);
+        }
+    }
+    series.retain(|_, obs| !obs.is_empty());
+    let mut extra = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&status_header) {
+        extra.insert("x-tabadul-members", v);
+    }
+    extra.insert("x-tabadul-cache", HeaderValue::from_static(if answer.from_cache { "hit" } else { "miss" }));
+    if let Ok(v) = HeaderValue::from_str(&answer.hub_leaf.to_string()) {
+        extra.insert("x-tabadul-hub-leaf", v);
+    }
+    if series.is_empty() {
+        let why = notes.iter().map(|n| format!("{} {}: {}", n.member, n.state, n.detail)).collect::<Vec<_>>().join("; ");
+        let mut r = not_found(format!("no observations match; members: {why}")).into_response();
+        r.headers_mut().extend(extra);
+        return Ok(r);
+    }
+    let mut code_names: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for d in &flow.dimensions {
+        if let Some(cl) = dict.dimension(d).and_then(|x| dict.codelist(&x.codelist)) {
+            code_names.insert(d.clone(), cl.codes.clone());
+        }
+    }
+    let ds = write::DataSet {
+        agency: &dict.agency,
+        version: &dict.version,
+        flow: &flow.id,
+        flow_name: &flow.name,
+        dimensions: &flow.dimensions,
+        series,
+        members: notes,
+        detail,
+        all_dimensions,
+        code_names,
+    };
+    let body = write::render(&ds, format);
+    let mut r = ([(header::CONTENT_TYPE, format.media_type())], body).into_response();
+    r.headers_mut().extend(extra);
+    if params.format.is_some()
+        && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{}\"", flow.id, format.extension()))
+    {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    if format == DataFormat::Csv1 || format == DataFormat::Csv2 {
+        // SDMX-CSV is UTF-8; say so for spreadsheet programs.
+        r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    Ok(r)
+}

@@ -1,0 +1,275 @@
+//! The hub's HTTP front door against real nodes: SDMX REST in every
+//! format, the stock Python SDMX clients, the JSON API, operator tokens and
+//! certificates, the public tier, limits, the cache under withdrawals and
+//! policy changes, and the dashboard in headless Chromium.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use tabadul_tests::http::{Answer, Client};
+use tabadul_tests::{HubMember, NodeDir, Pki, Proc, bin, dead_endpoint, run_ok, start_hub_with, synthetic};
+
+/// Hubs grant SEX and AGE breakdowns; the public gets SEX only, and EGY
+/// publishes nothing to the public and no breakdown to the hub.
+fn policy(member: &str) -> String {
+    let flows = "[\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]";
+    if member == "EGY" {
+        return format!("[[rule]]\nid = \"hub-totals\"\nrequester = \"hub\"\ndataflows = {flows}\nbreakdowns = []\n");
+    }
+    format!(
+        "[[rule]]\nid = \"hub-detail\"\nrequester = \"hub\"\ndataflows = {flows}\nbreakdowns = [\"SEX\", \"AGE\"]\n\n\
+         [[rule]]\nid = \"open-data\"\nrequester = \"public\"\ndataflows = {flows}\nbreakdowns = [\"SEX\"]\n"
+    )
+}
+
+struct Federation {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    nodes: BTreeMap<String, (NodeDir, Proc)>,
+    hub: Proc,
+    hub_config: PathBuf,
+}
+
+impl Federation {
+    /// MAR, EGY and JOR with synthetic data for 2022–2024, plus LBY
+    /// configured but down when `with_dead` is set.
+    fn start(with_dead: bool, extra: &str) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::init(dir.path()).unwrap();
+        let mut nodes = BTreeMap::new();
+        let mut members = Vec::new();
+        for member in ["MAR", "EGY", "JOR"] {
+            let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, &policy(member)).unwrap();
+            let data = node.dir.join("data.csv");
+            std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2022..=2024))).unwrap();
+            run_ok(node.command(&["import"]).arg(&data)).unwrap();
+            let proc = node.start().unwrap();
+            members.push(HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
+            nodes.insert(member.to_owned(), (node, proc));
+        }
+        if with_dead {
+            members.push(HubMember::new(&pki, "LBY", dead_endpoint().unwrap()).unwrap());
+        }
+        let hub_cert = pki.issue("hub", "alo").unwrap();
+        let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 2000, extra).unwrap();
+        let hub_config = dir.path().join("hub/hub.toml");
+        Federation { dir, pki, nodes, hub, hub_config }
+    }
+
+    fn client(&self) -> Client {
+        Client::plain(self.hub.http.unwrap())
+    }
+
+    /// `tabadul-hub token issue`: the token it prints.
+    fn issue_token(&self, name: &str) -> String {
+        let out = run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(&self.hub_config).args(["issue", "--name", name])).unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// The hub's log entries (the hub must be stopped).
+    fn hub_log(&mut self) -> Vec<tabadul_audit::Entry> {
+        self.hub.kill();
+        let (key, _) = self.pki.hub_log_key().unwrap();
+        let log = tabadul_audit::Log::open(&self.dir.path().join("hub/data/log"), tabadul_audit::load_signer(&key).unwrap()).unwrap();
+        log.read(0, log.len()).unwrap().into_iter().map(|(_, e)| e).collect()
+    }
+}
+
+const PLAIN: &str = "[http]\ndangerous_plain_http = true\n";
+const KEY: &str = "MAR+EGY+JOR+LBY.F+M.Y_GE15._T";
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// OBS_VALUE by series key and period, from SDMX-CSV 1.0.
+fn csv_values(a: &Answer) -> BTreeMap<String, f64> {
+    let text = a.text();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let (time, value) = (col("TIME_PERIOD"), col("OBS_VALUE"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (format!("{}.{}", f[1..time].join("."), f[time]), f[value].parse().unwrap())
+        })
+        .collect()
+}
+
+/// The same from the JSON API answer.
+fn api_values(v: &Value) -> BTreeMap<String, f64> {
+    v["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let key: Vec<&str> = c["key"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+            (key.join("."), c["value"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn sdmx_rest_answers_in_every_format_and_reports_every_member() {
+    let f = Federation::start(true, PLAIN);
+    let token = f.issue_token("alice");
+    let auth = bearer(&token);
+    let http = f.client();
+
+    // Structures: anyone may read them.
+    let flows = http.get("/sdmx/dataflow", &[]).unwrap();
+    assert_eq!(flows.status, 200, "{}", flows.text());
+    assert_eq!(flows.header("content-type"), Some("application/vnd.sdmx.structure+xml; version=2.1"));
+    let text = flows.text();
+    assert!(text.contains("<str:Dataflow id=\"UNE_RATE\" agencyID=\"ALO\" version=\"2026.3\""), "{text}");
+    assert!(text.contains("<com:Name xml:lang=\"ar\">معدل البطالة</com:Name>"), "Arabic names travel in the structures");
+    let dsd = http.get("/sdmx/datastructure/ALO/DSD_UNE_RATE/latest", &[]).unwrap().text();
+    for needle in ["<str:Codelist id=\"CL_SEX\"", "<str:Codelist id=\"CL_CONF_STATUS\"", "<str:ConceptScheme id=\"CS_TABADUL\"", "<str:TimeDimension id=\"TIME_PERIOD\" position=\"5\""] {
+        assert!(dsd.contains(needle), "{needle} missing: every referenced artefact is included");
+    }
+    let refs = dsd.matches("<Ref ").count();
+    assert!(refs > 10);
+    assert_eq!(
+        dsd.split("<Ref ").skip(1).filter(|r| r.split("/>").next().is_some_and(|r| r.contains("class=") && r.contains("package="))).count(),
+        refs,
+        "every Ref names its class and package"
+    );
+    assert!(http.get("/sdmx/dataflow/ALO/UNE_RATE?references=all", &[]).unwrap().text().contains("<str:DataStructure id=\"DSD_UNE_RATE\""));
+    assert_eq!(http.get("/sdmx/codelist/ALO/CL_NOPE", &[]).unwrap().status, 404);
+    assert_eq!(http.get("/sdmx/dataflow/IMF", &[]).unwrap().status, 404);
+    assert_eq!(http.get("/sdmx/datastructure", &[("accept", "application/vnd.sdmx.structure+json;version=1.0.0")]).unwrap().status, 406);
+
+    // The JSON API's answer is the reference for every SDMX format.
+    let q = json!({"dataflow": "UNE_RATE", "breakdown": ["SEX"], "filters": {"SEX": ["F", "M"]}, "start_period": "2022", "end_period": "2024", "aggregate": true});
+    let api = http.post_json("/api/v1/query", &[("authorization", &auth)], &q).unwrap();
+    assert_eq!(api.status, 200, "{}", api.text());
+    let api = api.json().unwrap();
+    let states: BTreeMap<&str, &str> = api["members"].as_array().unwrap().iter().map(|m| (m["member"].as_str().unwrap(), m["state"].as_str().unwrap())).collect();
+    assert_eq!(states, BTreeMap::from([("EGY", "refused"), ("JOR", "answered"), ("LBY", "unreachable"), ("MAR", "answered")]));
+    let expected = api_values(&api);
+    assert_eq!(expected.len(), 12, "MAR and JOR x F, M x 3 years");
+    assert_eq!(api["aggregate"]["cells"][0]["covers"], json!(["JOR", "MAR"]));
+
+    let path = format!("/sdmx/data/ALO,UNE_RATE,latest/{KEY}?startPeriod=2022&endPeriod=2024");
+    let get = |accept: &str| {
+        let a = http.get(&path, &[("authorization", &auth), ("accept", accept)]).unwrap();
+        assert_eq!(a.status, 200, "{accept}: {}", a.text());
+        let members = a.header("x-tabadul-members").unwrap();
+        assert!(members.contains("EGY=refused") && members.contains("LBY=unreachable") && members.contains("MAR=answered"), "{members}");
+        a
+    };
+    let csv1 = get("application/vnd.sdmx.data+csv;version=1.0.0");
+    assert_eq!(csv1.header("content-type"), Some("application/vnd.sdmx.data+csv; version=1.0.0"));
+    let got = csv_values(&csv1);
+    assert_eq!(got.len(), expected.len());
+    for (k, v) in &expected {
+        // CSV keys carry AGE and REGION too: match on area, sex and period.
+        let parts: Vec<&str> = k.split('.').collect();
+        let csv_key = format!("{}.{}.Y_GE15._T.{}", parts[0], parts[1], parts[parts.len() - 1]);
+        assert_eq!(got.get(&csv_key), Some(v), "{csv_key}");
+    }
+    let csv2 = get("application/vnd.sdmx.data+csv;version=2.0.0").text();
+    assert!(csv2.starts_with("STRUCTURE,STRUCTURE_ID,ACTION,REF_AREA,SEX,AGE,REGION,TIME_PERIOD,OBS_VALUE"), "{csv2}");
+    assert_eq!(csv2.lines().count(), 13);
+    let generic = get("application/vnd.sdmx.genericdata+xml;version=2.1").text();
+    assert_eq!(generic.matches("<gen:Series>").count(), 4);
+    assert_eq!(generic.matches("<gen:Obs>").count(), 12);
+    assert!(generic.contains("<footer:Message code=\"403\" severity=\"Warning\"><com:Text xml:lang=\"en\">EGY refused:"), "the refusal is in the message");
+    assert!(generic.contains("LBY unreachable"));
+    let specific = get("application/vnd.sdmx.structurespecificdata+xml;version=2.1").text();
+    assert_eq!(specific.matches("<Obs TIME_PERIOD=").count(), 12);
+    assert!(specific.contains("xsi:type=\"ns1:DataSetType\""));
+    let sdmx_json = get("application/vnd.sdmx.data+json;version=1.0.0").json().unwrap();
+    let series = sdmx_json["dataSets"][0]["series"].as_object().unwrap();
+    assert_eq!(series.len(), 4);
+    let observations: usize = series.values().map(|s| s["observations"].as_object().unwrap().len()).sum();
+    assert_eq!(observations, 12);
+    let annotations = sdmx_json["structure"]["annotations"].to_string();
+    assert!(annotations.contains("EGY") && annotations.contains("refused"), "{annotations}");
+
+    // Query parameters.
+    let last = http.get(&format!("/sdmx/data/UNE_RATE/{KEY}?lastNObservations=1&format=csv"), &[("authorization", &auth)]).unwrap();
+    assert_eq!(csv_values(&last).len(), 4, "one observation per series");
+    assert!(last.header("content-disposition").unwrap().contains("UNE_RATE.csv"));
+    let flat = http.get(&format!("{path}&dimensionAtObservation=AllDimensions"), &[("authorization", &auth)]).unwrap().text();
+    assert_eq!(flat.matches("<gen:ObsKey>").count(), 12);
+    let keys = http.get(&format!("{path}&detail=serieskeysonly"), &[("authorization", &auth)]).unwrap().text();
+    assert_eq!((keys.matches("<gen:Series>").count(), keys.matches("<gen:Obs>").count()), (4, 0));
+    let wildcard = http.get("/sdmx/data/UNE_RATE/MAR.....?startPeriod=2024&endPeriod=2024&format=csv", &[("authorization", &auth)]).unwrap();
+    assert_eq!(wildcard.status, 400, "five dots make six parts");
+    let wildcard = http.get("/sdmx/data/UNE_RATE/MAR..Y_GE15._T?startPeriod=2024&endPeriod=2024&format=csv", &[("authorization", &auth)]).unwrap();
+    assert_eq!(csv_values(&wildcard).len(), 3, "a wildcard SEX gives every series: T, M and F");
+
+    // Errors, each with its status and a precise SDMX error message.
+    let status = |p: &str, accept: &str| {
+        let a = http.get(p, &[("authorization", &auth), ("accept", accept)]).unwrap();
+        (a.status, a.text())
+    };
+    let (s, t) = status("/sdmx/data/NOPE/all", "*/*");
+    assert_eq!(s, 404);
+    assert!(t.contains("<mes:ErrorMessage code=\"100\">") && t.contains("no dataflow \"NOPE\""), "{t}");
+    let (s, t) = status("/sdmx/data/UNE_RATE/MAR.F", "*/*");
+    assert_eq!(s, 400);
+    assert!(t.contains("UNE_RATE has 4 dimensions: REF_AREA.SEX.AGE.REGION"), "{t}");
+    assert_eq!(status("/sdmx/data/UNE_RATE/MAR.X.Y_GE15._T", "*/*").0, 404);
+    assert_eq!(status(&path, "application/vnd.sdmx.data+json;version=2.0.0").0, 406);
+    assert_eq!(status(&format!("{path}&dimensionAtObservation=SEX"), "*/*").0, 501);
+    assert_eq!(status(&format!("{path}&updatedAfter=2024-01-01"), "*/*").0, 501);
+    assert_eq!(status("/sdmx/categoryscheme", "*/*").0, 501);
+    let (s, t) = status("/sdmx/data/UNE_RATE/EGY.F+M.Y_GE15._T", "*/*");
+    assert_eq!(s, 404, "EGY refuses the breakdown: no data, and the reason says so");
+    assert!(t.contains("EGY refused") && t.contains("does not grant a breakdown by SEX"), "{t}");
+
+    // The OpenAPI document describes the API.
+    let openapi = http.get("/api/v1/openapi.json", &[]).unwrap().json().unwrap();
+    for p in ["/api/v1/query", "/api/v1/catalogue", "/api/v1/members", "/api/v1/releases"] {
+        assert!(openapi["paths"][p].is_object(), "{p}");
+    }
+    let catalogue = http.get("/api/v1/catalogue", &[]).unwrap().json().unwrap();
+    let une = catalogue["dataflows"].as_array().unwrap().iter().find(|d| d["id"] == "UNE_RATE").unwrap();
+    assert_eq!(une["name"]["ar"], "معدل البطالة");
+}
+
+#[test]
+fn stock_python_sdmx_clients_read_the_hub() {
+    let f = Federation::start(false, PLAIN);
+    let token = f.issue_token("analyst");
+    let python = std::env::var("TABADUL_PYTHON").unwrap_or_else(|_| {
+        format!("{}/.cache/tabadul/pyenv-sdmx/bin/python", std::env::var("HOME").unwrap())
+    });
+    let script = tabadul_tests::repo_root().join("tests/python/sdmx_clients.py");
+    let base = format!("http://{}/sdmx", f.hub.http.unwrap());
+    let out = Command::new(&python).arg(&script).arg(&base).arg(&token).output().unwrap_or_else(|e| panic!("{python}: {e} (scripts/prepare.sh installs it)"));
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert!(got["sdmx1_dataflows"].as_array().unwrap().contains(&json!("UNE_RATE")));
+    assert_eq!(got["sdmx1_dimensions"], json!(["REF_AREA", "SEX", "AGE", "REGION", "TIME_PERIOD"]));
+    assert_eq!(got["sdmx1_sex_codes"], json!(["F", "M", "T"]));
+    assert_eq!(got["sdmx1_rows"], 12, "{got}");
+    assert_eq!(got["sdmx1_ss_rows"], 12);
+    assert!(got["pysdmx_dataflows"].as_array().unwrap().contains(&json!("UNE_RATE")));
+    assert_eq!(got["pysdmx_dsds"], json!(["DSD_UNE_RATE"]));
+    // pysdmx read anonymously: the public rule grants SEX, so the same 12.
+    assert_eq!(got["pysdmx_rows"], 12, "{got}");
+    // Both clients read the figures the hub serves.
+    let api = f
+        .client()
+        .post_json("/api/v1/query", &[], &json!({"dataflow": "UNE_RATE", "filters": {"SEX": ["F", "M"]}, "members": ["MAR", "JOR"], "start_period": "2022", "end_period": "2024"}))
+        .unwrap()
+        .json()
+        .unwrap();
+    let expected = api_values(&api);
+    let py: BTreeMap<String, f64> = serde_json::from_value(got["pysdmx_values"].clone()).unwrap();
+    assert_eq!(py, expected);
+    let sdmx1: Vec<f64> = got["sdmx1_values"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).collect();
+    let mut a: Vec<f64> = expected.values().copied().collect();
+    let mut b = sdmx1;
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    assert_eq!(a, b);
+}
