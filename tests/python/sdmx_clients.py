@@ -21,12 +21,13 @@ out = {}
 
 # --- sdmx1 -----------------------------------------------------------------
 sdmx.add_source({
-    "id": "TABADUL",
+    "id": "ALO",
     "name": "Tabadul hub (ALO)",
     "url": base,
     "supports": {"preview": False, "provisionagreement": False, "structure-specific data": True},
 })
-client = sdmx.Client("TABADUL", session_opts={"headers": {"Authorization": "Bearer " + token}})
+client = sdmx.Client("ALO")
+client.session.headers.update({"Authorization": "Bearer " + token})
 
 flows = client.dataflow()
 out["sdmx1_dataflows"] = sorted(flows.dataflow.keys())
@@ -54,10 +55,10 @@ ss = client.get(
 out["sdmx1_ss_rows"] = int(len(sdmx.to_pandas(ss)))
 
 # --- pysdmx ----------------------------------------------------------------
-structure_url = base + "/datastructure/ALO/DSD_UNE_RATE/latest?references=children"
+structure_url = base + "/dataflow/ALO/UNE_RATE/latest?references=all"
 msg = read_sdmx(base + "/dataflow")
 out["pysdmx_dataflows"] = sorted(df.id for df in msg.get_dataflows())
-structures = read_sdmx(structure_url)
+structures = read_sdmx(base + "/datastructure/ALO/DSD_UNE_RATE/latest")
 out["pysdmx_dsds"] = sorted(d.id for d in structures.get_data_structure_definitions())
 csv_url = base + "/data/ALO,UNE_RATE,latest/MAR+JOR.F+M.Y_GE15._T?startPeriod=2022&endPeriod=2024&format=sdmx-csv2"
 datasets = get_datasets(csv_url, structure_url)

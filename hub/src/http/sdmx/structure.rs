@@ -360,7 +360,7 @@ fn data_structure(out: &mut String, dict: &Dictionary, f: &tabadul_proto::Datafl
             None if id == "UNIT_MULT" => out.push_str("<str:LocalRepresentation><str:TextFormat textType=\"Integer\"/></str:LocalRepresentation>"),
             None => out.push_str("<str:LocalRepresentation><str:TextFormat textType=\"String\"/></str:LocalRepresentation>"),
         }
-        out.push_str("<str:AttributeRelationship><str:PrimaryMeasure><Ref id=\"OBS_VALUE\" class=\"PrimaryMeasure\" package=\"datastructure\"/></str:PrimaryMeasure></str:AttributeRelationship></str:Attribute>");
+        out.push_str("<str:AttributeRelationship><str:PrimaryMeasure><Ref id=\"OBS_VALUE\"/></str:PrimaryMeasure></str:AttributeRelationship></str:Attribute>");
     }
     out.push_str("</str:AttributeList>");
     out.push_str(&format!(

@@ -118,7 +118,9 @@ impl Detail {
 }
 
 /// A member's part in the answer, reported in every format that can carry
-/// it (footer, annotations), and always in a response header.
+/// it (the SDMX-ML footer, SDMX-JSON annotations), and always in a
+/// response header. (Not as data-set annotations in SDMX-ML: sdmx1 cannot
+/// attach those and fails the whole message.)
 #[derive(Debug, Clone)]
 pub(crate) struct MemberNote {
     pub member: String,
@@ -162,22 +164,6 @@ impl DataSet<'_> {
     }
     fn obs_dimension(&self) -> &'static str {
         if self.all_dimensions { "AllDimensions" } else { "TIME_PERIOD" }
-    }
-    fn annotations(&self, out: &mut String) {
-        if self.members.is_empty() {
-            return;
-        }
-        out.push_str("<com:Annotations>");
-        for m in &self.members {
-            let _ = write!(
-                out,
-                "<com:Annotation><com:AnnotationTitle>{}</com:AnnotationTitle><com:AnnotationType>TABADUL_MEMBER_STATUS</com:AnnotationType><com:AnnotationText xml:lang=\"en\">{}: {}</com:AnnotationText></com:Annotation>",
-                esc(&m.member),
-                m.state,
-                esc(&m.detail)
-            );
-        }
-        out.push_str("</com:Annotations>");
     }
     fn footer(&self, out: &mut String) {
         if self.members.is_empty() {
@@ -229,7 +215,6 @@ fn generic(ds: &DataSet<'_>) -> String {
     );
     header(&mut out, ds.agency, Some(&structure));
     let _ = write!(out, "<mes:DataSet structureRef=\"{}\" action=\"Information\">", ds.structure_id());
-    ds.annotations(&mut out);
     let values = |out: &mut String, tag: &str, pairs: &mut dyn Iterator<Item = (&str, &str)>| {
         let _ = write!(out, "<gen:{tag}>");
         for (id, v) in pairs {
@@ -301,7 +286,6 @@ fn structure_specific(ds: &DataSet<'_>) -> String {
         "<mes:DataSet ss:structureRef=\"{}\" xsi:type=\"ns1:DataSetType\" ss:dataScope=\"DataStructure\" action=\"Information\">",
         ds.structure_id()
     );
-    ds.annotations(&mut out);
     let obs_attrs = |out: &mut String, o: &Obs| {
         if ds.detail.observations() {
             let _ = write!(out, " OBS_VALUE=\"{}\"", number(o.value));
