@@ -271,3 +271,159 @@ fn stock_python_sdmx_clients_read_the_hub() {
     b.sort_by(f64::total_cmp);
     assert_eq!(a, b);
 }
+
+#[test]
+fn the_cache_never_serves_a_withdrawn_series_or_an_old_policy() {
+    // Every member up, so answers may be cached.
+    let f = Federation::start(false, PLAIN);
+    let auth = bearer(&f.issue_token("alice"));
+    let http = f.client();
+    let q = json!({"dataflow": "UNE_PERS", "filters": {"SEX": ["F", "M"]}, "start_period": "2022", "end_period": "2024"});
+    let ask = || {
+        let a = http.post_json("/api/v1/query", &[("authorization", &auth)], &q).unwrap();
+        assert_eq!(a.status, 200, "{}", a.text());
+        let cache = a.header("x-tabadul-cache").unwrap().to_owned();
+        (cache, a.json().unwrap())
+    };
+    let (first, a) = ask();
+    assert_eq!(first, "miss");
+    let (second, b) = ask();
+    assert_eq!(second, "hit", "an unchanged federation is served from the cache");
+    assert_eq!(api_values(&a), api_values(&b));
+    assert!(api_values(&b).keys().any(|k| k.starts_with("MAR.F.")));
+
+    // MAR withdraws its women's series: the very next answer lacks it.
+    let (mar, _) = &f.nodes["MAR"];
+    run_ok(mar.command(&["withdraw", "--dataflow", "UNE_PERS", "--series", "MAR.F..", "--reason", "under revision"])).unwrap();
+    let (third, c) = ask();
+    assert_eq!(third, "miss", "the withdrawal changed MAR's generation");
+    let values = api_values(&c);
+    assert!(!values.keys().any(|k| k.starts_with("MAR.F.")), "a withdrawn series was served: {values:?}");
+    assert!(values.keys().any(|k| k.starts_with("MAR.M.")));
+    // The SDMX door shares the cache and obeys the same rule.
+    let sdmx = http.get("/sdmx/data/UNE_PERS/MAR+JOR.F.Y_GE15._T?startPeriod=2022&endPeriod=2024&format=csv", &[("authorization", &auth)]).unwrap();
+    assert!(!sdmx.text().contains(",MAR,F,"), "{}", sdmx.text());
+
+    // JOR's policy stops granting the sex breakdown: refused at once.
+    let jor_state = |v: &Value| v["members"].as_array().unwrap().iter().find(|m| m["member"] == "JOR").unwrap()["state"].as_str().unwrap().to_owned();
+    let (hit, again) = ask();
+    assert_eq!((hit.as_str(), jor_state(&again).as_str()), ("hit", "answered"));
+    let (jor, _) = &f.nodes["JOR"];
+    std::fs::write(&jor.policy, "[[rule]]\nid = \"hub-totals\"\nrequester = \"hub\"\ndataflows = [\"UNE_PERS\"]\nbreakdowns = []\n").unwrap();
+    // The node picks the file up within its reload interval (200 ms here);
+    // from then on no cached answer may carry JOR's figures.
+    let started = std::time::Instant::now();
+    let d = loop {
+        let (cache, d) = ask();
+        if jor_state(&d) == "refused" {
+            assert_eq!(cache, "miss");
+            break d;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "JOR never reloaded its policy");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!api_values(&d).keys().any(|k| k.starts_with("JOR.")));
+    let (cache, e) = ask();
+    assert_eq!((cache.as_str(), jor_state(&e).as_str()), ("hit", "refused"), "the new answer is cached in turn");
+}
+
+#[test]
+fn operators_prove_who_they_are_and_the_public_gets_public_rules_only() {
+    let mut f = Federation::start(false, "[http]\nrate_per_minute = 600\nburst = 200\n");
+    let analyst = f.pki.issue("operator", "analyst").unwrap();
+    let revoked = f.pki.issue("operator", "former").unwrap();
+    let node_cert = f.pki.issue("node", "MAR").unwrap();
+    f.pki.revoke(&revoked).unwrap();
+    // The hub reads the CRL at start: restart it so it knows the revocation.
+    f.hub.kill();
+    let hub_cert = f.pki.issue("hub", "alo").unwrap();
+    let members: Vec<HubMember> = f.nodes.iter().map(|(m, (_, p))| HubMember::new(&f.pki, m, p.addr.to_string()).unwrap()).collect();
+    f.hub = start_hub_with(&f.dir.path().join("hub"), &f.pki, &hub_cert, &members, 2000, "[http]\nrate_per_minute = 600\nburst = 200\n").unwrap();
+    let addr = f.hub.http.unwrap();
+    let ca = f.pki.ca_cert();
+    let anonymous = Client::tls(addr, &ca, None).unwrap();
+    let by_cert = Client::tls(addr, &ca, Some(&f.pki.tls_files(&analyst))).unwrap();
+    let whoami = |c: &Client, h: &[(&str, &str)]| c.get("/api/v1/whoami", h).unwrap();
+
+    assert_eq!(whoami(&anonymous, &[]).json().unwrap()["tier"], "public");
+    let me = whoami(&by_cert, &[]).json().unwrap();
+    assert_eq!((me["operator"].as_str(), me["via"].as_str()), (Some("spiffe://alo/operator/analyst"), Some("certificate")));
+    let a = whoami(&Client::tls(addr, &ca, Some(&f.pki.tls_files(&node_cert))).unwrap(), &[]);
+    assert_eq!(a.status, 403, "a node's certificate is not an operator's");
+    assert!(Client::tls(addr, &ca, Some(&f.pki.tls_files(&revoked))).unwrap().get("/api/v1/whoami", &[]).is_err(), "a revoked certificate fails the handshake");
+    // A certificate from another CA is refused too.
+    let other = Pki::init(&f.dir.path().join("other-ca")).unwrap();
+    let stranger = other.issue("operator", "analyst").unwrap();
+    assert!(Client::tls(addr, &ca, Some(&other.tls_files(&stranger))).unwrap().get("/api/v1/whoami", &[]).is_err());
+
+    // Tokens: issued, checked, revoked; a wrong one is an error, not the public tier.
+    let token = f.issue_token("alice");
+    let auth = bearer(&token);
+    assert_eq!(whoami(&anonymous, &[("authorization", &auth)]).json().unwrap()["operator"], "alice");
+    let mut forged = token.clone();
+    forged.replace_range(token.len() - 4.., "AAAA");
+    let a = whoami(&anonymous, &[("authorization", &bearer(&forged))]);
+    assert_eq!(a.status, 401);
+    assert!(a.json().unwrap()["error"]["message"].as_str().unwrap().contains("not one this hub issued"));
+
+    // The public tier: nodes answer under their public rules only.
+    let by_age = json!({"dataflow": "UNE_PERS", "breakdown": ["AGE"], "start_period": "2024", "end_period": "2024"});
+    let public = anonymous.post_json("/api/v1/query", &[], &by_age).unwrap().json().unwrap();
+    let operator = anonymous.post_json("/api/v1/query", &[("authorization", &auth)], &by_age).unwrap().json().unwrap();
+    let state = |v: &Value, m: &str| v["members"].as_array().unwrap().iter().find(|x| x["member"] == m).unwrap()["state"].as_str().unwrap().to_owned();
+    assert_eq!(state(&public, "MAR"), "refused", "MAR's public rule grants SEX, not AGE: {public}");
+    assert_eq!(state(&operator, "MAR"), "answered");
+    let totals = json!({"dataflow": "UNE_PERS", "start_period": "2024", "end_period": "2024"});
+    let public = anonymous.post_json("/api/v1/query", &[], &totals).unwrap().json().unwrap();
+    assert_eq!(state(&public, "MAR"), "answered");
+    assert_eq!(state(&public, "EGY"), "refused", "EGY publishes nothing to the public");
+    assert_eq!(anonymous.get("/api/v1/releases", &[]).unwrap().status, 403);
+    assert_eq!(anonymous.get("/api/v1/members", &[]).unwrap().status, 403);
+    let members = by_cert.get("/api/v1/members", &[]).unwrap().json().unwrap();
+    assert!(members["members"].as_array().unwrap().iter().all(|m| m["reachable"] == true), "{members}");
+
+    // The transparency view: what left MAR, to whom, under which rule.
+    let releases = by_cert.get("/api/v1/releases?member=MAR", &[]).unwrap().json().unwrap();
+    let list = releases["releases"].as_array().unwrap();
+    assert!(list.iter().any(|r| r["operator"] == "operator-token:alice" && r["rule_id"] == "hub-detail" && r["decision"] == "answered"), "{releases}");
+    assert!(list.iter().any(|r| r["audience"] == "public" && r["rule_id"] == "open-data"), "{releases}");
+    assert!(releases["hub_log"]["checkpoint"].as_str().unwrap().starts_with("alo/hub/alo\n"));
+
+    // Revoked: the running hub sees it at once.
+    run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(&f.hub_config).args(["revoke", "--name", "alice"])).unwrap();
+    let a = whoami(&anonymous, &[("authorization", &auth)]);
+    assert_eq!(a.status, 401);
+    assert!(a.text().contains("revoked"), "{}", a.text());
+
+    // Every request is on the hub's record, attributed.
+    let peers: Vec<String> = f.hub_log().into_iter().filter(|e| e.kind == "federated-query").map(|e| e.peer).collect();
+    assert!(peers.contains(&"operator-token:alice".to_owned()), "{peers:?}");
+    assert!(peers.contains(&"public:127.0.0.1".to_owned()), "{peers:?}");
+}
+
+#[test]
+fn limits_give_clear_errors() {
+    let f = Federation::start(false, "[http]\ndangerous_plain_http = true\nrate_per_minute = 6\nburst = 4\nmax_body_bytes = 512\nmax_cells = 2\n");
+    let http = f.client();
+    let auth = bearer(&f.issue_token("alice"));
+    let big = json!({"dataflow": "UNE_PERS", "breakdown": ["SEX"], "members": ["MAR"], "start_period": "2022", "end_period": "2024", "padding": "x".repeat(600)});
+    let a = http.post_json("/api/v1/query", &[("authorization", &auth)], &big).unwrap();
+    assert_eq!(a.status, 413, "{}", a.text());
+    let q = json!({"dataflow": "UNE_PERS", "breakdown": ["SEX"], "members": ["MAR"], "start_period": "2022", "end_period": "2024"});
+    let a = http.post_json("/api/v1/query", &[("authorization", &auth)], &q).unwrap();
+    assert_eq!(a.status, 413);
+    assert!(a.json().unwrap()["error"]["message"].as_str().unwrap().contains("the limit is 2"), "{}", a.text());
+    let a = http.post_json("/api/v1/query", &[("authorization", &auth)], &json!({"dataflow": "UNE_PERS", "members": ["MAR"], "bogus": 1})).unwrap();
+    assert_eq!(a.status, 400);
+    assert!(a.text().contains("bogus"), "{}", a.text());
+    // Four in the burst are spent (the three above and this one); the next
+    // waits, and says how long.
+    assert_eq!(http.get("/api/v1/whoami", &[("authorization", &auth)]).unwrap().status, 200);
+    let a = http.get("/api/v1/whoami", &[("authorization", &auth)]).unwrap();
+    assert_eq!(a.status, 429, "{}", a.text());
+    let wait: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "{wait}");
+    // Another operator has a bucket of their own.
+    let bob = bearer(&f.issue_token("bob"));
+    assert_eq!(http.get("/api/v1/whoami", &[("authorization", &bob)]).unwrap().status, 200);
+}
