@@ -484,7 +484,11 @@ function model() {
   const r = state.result, q = state.query, flow = flowById(q.flow);
   const dims = r.dimensions;
   const iArea = dims.indexOf('REF_AREA'), iTime = dims.indexOf('TIME_PERIOD');
-  const brk = dims.map((d, i) => [d, i]).filter(([d]) => d !== 'REF_AREA' && d !== 'TIME_PERIOD');
+  // Series vary by the chosen breakdown only: every other dimension is
+  // held at its total code and would only lengthen the labels.
+  const varies = (i) => new Set(r.cells.map((c) => c.key[i])).size > 1;
+  const brk = dims.map((d, i) => [d, i])
+    .filter(([d, i]) => d !== 'REF_AREA' && d !== 'TIME_PERIOD' && (d === q.breakdown || varies(i)));
   const codeKey = (key, pairs) => pairs.map(([, i]) => key[i]).join('|');
   const codeLabel = (ck, pairs) => ck.split('|').map((c, j) => codeName(flow, pairs[j][0], c)).join(' · ');
 
@@ -495,7 +499,7 @@ function model() {
   const agg = r.aggregate;
   const aDims = agg?.dimensions || [];
   const aTime = aDims.indexOf('TIME_PERIOD');
-  const aBrk = aDims.map((d, i) => [d, i]).filter(([d]) => d !== 'TIME_PERIOD');
+  const aBrk = aDims.map((d, i) => [d, i]).filter(([d]) => d !== 'TIME_PERIOD' && brk.some(([b]) => b === d));
 
   const periods = [...new Set([...r.cells.map((c) => c.key[iTime]), ...(agg?.cells || []).map((c) => c.key[aTime])])].sort();
   const series = new Map();

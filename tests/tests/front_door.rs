@@ -427,3 +427,89 @@ fn limits_give_clear_errors() {
     let bob = bearer(&f.issue_token("bob"));
     assert_eq!(http.get("/api/v1/whoami", &[("authorization", &bob)]).unwrap().status, 200);
 }
+
+/// Headless Chromium (Debian's package), as the machine's CI runs it.
+fn chromium(args: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,1400", "--virtual-time-budget=15000"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium (scripts/prepare.sh installs it)")
+}
+
+/// A screenshot's pixels: width, height, RGB rows.
+fn pixels(path: &std::path::Path) -> (u32, u32, Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    let px = buf[..info.buffer_size()].chunks(step).map(|p| [p[0], p[1], p[2]]).collect();
+    (info.width, info.height, px)
+}
+
+#[test]
+fn the_dashboard_shows_the_federation_in_arabic_and_english() {
+    let f = Federation::start(true, PLAIN);
+    let token = f.issue_token("dashboard");
+    let base = format!("http://{}", f.hub.http.unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let mut shots = BTreeMap::new();
+    for lang in ["ar", "en"] {
+        let url = format!("{base}/ui/?lang={lang}&run=1&flow=UNE_RATE&breakdown=SEX&codes=F,M&start=2022&end=2024#explorer&token={token}");
+        let dom = String::from_utf8(chromium(&["--dump-dom"], &url).stdout).unwrap();
+        if let Ok(keep) = std::env::var("TABADUL_SCREENSHOTS") {
+            std::fs::write(std::path::Path::new(&keep).join(format!("dashboard-{lang}.html")), &dom).unwrap();
+        }
+        assert!(dom.contains("data-ready=\"1\""), "{lang}: the page never finished:\n{dom}");
+        let dir = if lang == "ar" { "rtl" } else { "ltr" };
+        assert!(dom.contains(&format!("lang=\"{lang}\"")) && dom.contains(&format!("dir=\"{dir}\"")), "{lang}");
+        // Each member's status, as the hub gave it.
+        for (member, state) in [("MAR", "answered"), ("JOR", "answered"), ("EGY", "refused"), ("LBY", "unreachable")] {
+            assert!(dom.contains(&format!("data-member=\"{member}\" data-state=\"{state}\"")), "{lang}: {member} {state}");
+        }
+        // A line per member and sex, and the regional aggregate.
+        assert!(dom.contains("data-member=\"MAR\" data-code=\"F\""), "{lang}: no MAR line");
+        assert!(dom.contains("data-member=\"aggregate\""), "{lang}: no aggregate line");
+        assert_eq!(dom.matches("<tr data-member=\"MAR\"").count(), 6, "{lang}: 2 sexes x 3 years of MAR in the table");
+        let (morocco, egypt_reason) = if lang == "ar" { ("المغرب", "does not grant a breakdown by SEX") } else { ("Morocco", "does not grant a breakdown by SEX") };
+        assert!(dom.contains(morocco), "{lang}: country names are localised");
+        assert!(dom.contains(egypt_reason), "{lang}: EGY's refusal gives its policy's reason");
+        let shot = out.path().join(format!("{lang}.png"));
+        let o = chromium(&[&format!("--screenshot={}", shot.display())], &url);
+        assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&o.stderr));
+        shots.insert(lang, pixels(&shot));
+        if let Ok(keep) = std::env::var("TABADUL_SCREENSHOTS") {
+            std::fs::copy(&shot, std::path::Path::new(&keep).join(format!("dashboard-{lang}.png"))).unwrap();
+        }
+    }
+    for (lang, (w, h, px)) in &shots {
+        assert_eq!((*w, *h), (1280, 1400), "{lang}");
+        // The chart is drawn: many strongly coloured pixels.
+        let coloured = px.iter().filter(|p| p.iter().max().unwrap() - p.iter().min().unwrap() > 90).count();
+        assert!(coloured > 3000, "{lang}: only {coloured} coloured pixels: no chart?");
+        // Text flows from the right in Arabic, from the left in English:
+        // compare where the dark (text) pixels of the top band sit.
+        let band = (*w as usize) * 160;
+        let dark: Vec<usize> = px[..band].iter().enumerate().filter(|(_, p)| p.iter().map(|&c| u32::from(c)).sum::<u32>() < 200).map(|(i, _)| i % *w as usize).collect();
+        assert!(dark.len() > 200, "{lang}: no heading text");
+        let centre = dark.iter().sum::<usize>() as f64 / dark.len() as f64;
+        if *lang == "ar" {
+            assert!(centre > 640.0, "Arabic heading text centred at x={centre}: not right-to-left");
+        } else {
+            assert!(centre < 640.0, "English heading text centred at x={centre}: not left-to-right");
+        }
+    }
+    assert_ne!(shots["ar"].2, shots["en"].2, "the two languages render differently");
+
+    // The transparency page lists what left MAR, with the hub's checkpoint.
+    let url = format!("{base}/ui/?lang=en#transparency&token={token}");
+    let dom = String::from_utf8(chromium(&["--dump-dom"], &url).stdout).unwrap();
+    assert!(dom.contains("data-ready=\"1\""), "{dom}");
+    assert!(dom.contains("id=\"checkpoint\"") && dom.contains("alo/hub/alo"), "the hub's signed checkpoint is shown");
+    assert!(dom.contains("data-member=\"MAR\" data-decision=\"answered\""), "MAR's release is listed");
+}
