@@ -136,11 +136,14 @@ impl std::fmt::Display for Rejected {
     }
 }
 
+/// When and how long the token file was when last read.
+type Stamp = Option<(SystemTime, u64)>;
+
 /// The running hub's view of the token file.
 #[derive(Debug)]
 pub struct Tokens {
     path: PathBuf,
-    loaded: Mutex<(Option<(SystemTime, u64)>, Vec<TokenRecord>)>,
+    loaded: Mutex<(Stamp, Vec<TokenRecord>)>,
 }
 
 impl Tokens {

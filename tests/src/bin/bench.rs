@@ -10,6 +10,9 @@
 //!   synced `WriteBatch` puts of the same bytes from the same threads;
 //!   append-to-checkpoint latency; proofs made and verified per second;
 //!   bytes per entry; offline `verify` against bare SHA-256 of the entries.
+//! - `front-door`: an SDMX data request over 22 nodes through the hub's HTTP
+//!   front door, cold (cache off) and cached, p50/p99 and requests/s, against
+//!   the same query over the operator gRPC API in the same run.
 //! - `microdata`: import of N job-seeker records, then count and mean by
 //!   region × ISCO group × sex end to end (gRPC, mTLS, policy, disclosure
 //!   control, ledger, log), cold and warm, and the node's peak memory. The
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tabadul_proto::pb;
-use tabadul_tests::{HubMember, NodeDir, Pki, hub_client, node_client, run_ok, start_hub, synthetic};
+use tabadul_tests::{HubMember, NodeDir, Pki, hub_client, node_client, run_ok, start_hub, start_hub_with, synthetic};
 
 #[derive(Parser)]
 struct Args {
@@ -39,6 +42,14 @@ enum Bench {
     Federation {
         #[arg(long, default_value_t = 300)]
         queries: usize,
+    },
+    FrontDoor {
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
     },
     /// Writes an SDMX-CSV file of ROWS observations to FILE and times
     /// `tabadul-node import` of it.
@@ -90,6 +101,7 @@ fn main() -> Result<()> {
     match args.command {
         Bench::QueryRate { seconds, concurrency } => rt.block_on(query_rate(seconds, concurrency)),
         Bench::Federation { queries } => rt.block_on(federation(queries)),
+        Bench::FrontDoor { queries, seconds, concurrency } => rt.block_on(front_door(queries, seconds, concurrency)),
         Bench::Import { rows, file } => import(rows, &file),
         Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
         Bench::Microdata { records, file, repeats, median_out } => rt.block_on(microdata(records, &file, repeats, median_out.as_deref())),
@@ -201,7 +213,8 @@ async fn federation(queries: usize) -> Result<()> {
         procs.push(proc);
     }
     let hub_cert = pki.issue("hub", "alo")?;
-    let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 5000)?;
+    // The cache off: every query goes to the members.
+    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 5000, "[cache]\nmax_entries = 0\n")?;
     let operator = pki.issue("operator", "bench")?;
     let client = hub_client(hub.addr, &pki.tls_files(&operator))?;
     let request = |members: Vec<String>| pb::FederatedQueryRequest {
@@ -244,6 +257,102 @@ async fn federation(queries: usize) -> Result<()> {
     println!("| ratio 22 / 1 | p50 {:.2} | p99 {:.2} |", ms(p50_22) / ms(p50_1), ms(p99_22) / ms(p99_1));
     println!("({queries} sequential queries per series after 20 warm-up, 3 fan-outs per query: rate, numerator, denominator)");
     drop(hub);
+    drop(procs);
+    Ok(())
+}
+
+async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let mut procs = Vec::new();
+    let mut members = Vec::new();
+    for member in synthetic::members() {
+        let node = node(&dir.path().join("nodes"), &pki, member)?;
+        let proc = node.start()?;
+        members.push(HubMember::new(&pki, member, proc.addr.to_string())?);
+        procs.push(proc);
+    }
+    let hub_cert = pki.issue("hub", "alo")?;
+    let plain = "[http]\ndangerous_plain_http = true\nrate_per_minute = 1000000\nburst = 100000\nmax_body_bytes = 65536\n";
+    let cold = start_hub_with(&dir.path().join("hub-cold"), &pki, &hub_cert, &members, 5000, &format!("{plain}[cache]\nmax_entries = 0\n"))?;
+    let cached = start_hub_with(&dir.path().join("hub-cached"), &pki, &hub_cert, &members, 5000, plain)?;
+    let operator = pki.issue("operator", "bench")?;
+    let grpc_cold = hub_client(cold.addr, &pki.tls_files(&operator))?;
+    let grpc_cached = hub_client(cached.addr, &pki.tls_files(&operator))?;
+    let request = pb::FederatedQueryRequest {
+        query: Some(pb::Query {
+            dataflow: "UNE_RATE".into(),
+            filters: vec![pb::DimensionFilter { dimension: "SEX".into(), codes: vec!["F".into(), "M".into()] }],
+            start_period: "2024".into(),
+            end_period: "2024".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // An empty REF_AREA part: every member.
+    let path = std::sync::Arc::new("/sdmx/data/ALO,UNE_RATE,latest/.F+M.Y_GE15._T?startPeriod=2024&endPeriod=2024".to_owned());
+    // Every call checks it got all 22 members' 2 cells.
+    let grpc = |client: pb::hub_client::HubClient<tonic::transport::Channel>| {
+        let request = request.clone();
+        move || {
+            let mut client = client.clone();
+            let request = request.clone();
+            async move { client.federated_query(request).await.map(|r| r.into_inner().cells.len() == 44).unwrap_or(false) }
+        }
+    };
+    let sdmx = |addr: std::net::SocketAddr, accept: &'static str| {
+        let path = path.clone();
+        move || {
+            let path = path.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let a = tabadul_tests::http::Client::plain(addr).get(&path, &[("accept", accept)]);
+                    a.map(|a| a.status == 200 && (accept.contains("csv") && a.text().lines().count() == 45 || a.text().matches("<gen:Obs>").count() == 44)).unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false)
+            }
+        }
+    };
+    const CSV: &str = "application/vnd.sdmx.data+csv;version=1.0.0";
+    const XML: &str = "application/vnd.sdmx.genericdata+xml;version=2.1";
+    async fn latency<F, Fut>(n: usize, op: F) -> Result<(f64, f64)>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + 10 {
+            let started = Instant::now();
+            anyhow::ensure!(op().await, "a call failed");
+            if i >= 10 {
+                times.push(started.elapsed());
+            }
+        }
+        times.sort();
+        Ok((ms(percentile(&times, 0.5)), ms(percentile(&times, 0.99))))
+    }
+    let (cold_http, cached_http) = (cold.http.expect("http"), cached.http.expect("http"));
+    let rows = [
+        ("operator gRPC, cold (cache off)", latency(queries, grpc(grpc_cold.clone())).await?, rate(seconds, concurrency, grpc(grpc_cold.clone())).await),
+        ("SDMX REST, SDMX-CSV 1.0, cold", latency(queries, sdmx(cold_http, CSV)).await?, rate(seconds, concurrency, sdmx(cold_http, CSV)).await),
+        ("SDMX REST, SDMX-ML generic, cold", latency(queries, sdmx(cold_http, XML)).await?, rate(seconds, concurrency, sdmx(cold_http, XML)).await),
+        ("operator gRPC, cached", latency(queries, grpc(grpc_cached.clone())).await?, rate(seconds, concurrency, grpc(grpc_cached.clone())).await),
+        ("SDMX REST, SDMX-CSV 1.0, cached", latency(queries, sdmx(cached_http, CSV)).await?, rate(seconds, concurrency, sdmx(cached_http, CSV)).await),
+        ("SDMX REST, SDMX-ML generic, cached", latency(queries, sdmx(cached_http, XML)).await?, rate(seconds, concurrency, sdmx(cached_http, XML)).await),
+    ];
+    println!("| UNE_RATE, F+M, 2024, 22 members (44 cells) | p50 ms | p99 ms | requests/s ({concurrency} concurrent) |");
+    println!("|---|---|---|---|");
+    for (name, (p50, p99), rps) in &rows {
+        println!("| {name} | {p50:.2} | {p99:.2} | {rps:.0} |");
+    }
+    let (g_cold, s_cold, g_hot, s_hot) = (&rows[0], &rows[1], &rows[3], &rows[4]);
+    println!(
+        "ratios SDMX-CSV / gRPC: cold p50 {:.2}, rps {:.2}; cached p50 {:.2}, rps {:.2}; cached / cold SDMX p50 {:.3}",
+        s_cold.1.0 / g_cold.1.0, s_cold.2 / g_cold.2, s_hot.1.0 / g_hot.1.0, s_hot.2 / g_hot.2, s_hot.1.0 / s_cold.1.0
+    );
+    println!("({queries} sequential requests per row after 10 warm-up, then {seconds} s at {concurrency} concurrent; HTTP: one connection per request)");
+    drop((cold, cached));
     drop(procs);
     Ok(())
 }

@@ -52,9 +52,9 @@ fn message_id() -> String {
 }
 
 fn header(out: &mut String, sender: &str, structure: Option<&str>) {
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<mes:Header><mes:ID>{}</mes:ID><mes:Test>false</mes:Test><mes:Prepared>{}</mes:Prepared><mes:Sender id=\"{}\"/>{}</mes:Header>\n",
+        "<mes:Header><mes:ID>{}</mes:ID><mes:Test>false</mes:Test><mes:Prepared>{}</mes:Prepared><mes:Sender id=\"{}\"/>{}</mes:Header>",
         message_id(),
         prepared(),
         esc(sender),
