@@ -21,10 +21,12 @@ fi
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # The dashboard is tested in Debian's headless Chromium, in Arabic too.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-fc-list 2>/dev/null | grep -qi "Noto Sans Arabic" || need+=(fonts-noto-core)
+# (Captured first: `grep -q` would close the pipe and pipefail fail it.)
+fonts=$(fc-list 2>/dev/null || true)
+[[ $fonts == *"Noto Sans Arabic"* ]] || need+=(fonts-noto-core)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
-    echo "prepare: installing ${need[*]} (to build RocksDB and run the fault tests)" >&2
+    echo "prepare: installing ${need[*]} (to build RocksDB and run the fault, browser and SDMX tests)" >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

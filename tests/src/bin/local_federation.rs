@@ -41,13 +41,18 @@ fn policy_for(member: &str) -> String {
         ),
         _ => (r#"["SEX", "AGE", "REGION", "ECO", "NATIONALITY"]"#, String::new()),
     };
+    let public = if member == NO_SEX_BREAKDOWN { "[]" } else { r#"["SEX"]"# };
     format!(
         "# Publication policy of {member} (SYNTHETIC demo network).\nversion = \"{member}-demo-1\"\n\n\
          [[rule]]\nid = \"{}-hub\"\nrequester = \"hub\"\ndataflows = {all}\nbreakdowns = {breakdowns}\nstart_period = \"2015\"\n{extra}\n\
          # Job-seeker records never leave; counts and mean months do, protected.\n\
          [[rule]]\nid = \"{}-hub-jobseekers\"\nrequester = \"hub\"\ndataflows = [\"PES_JOBSEEKER_RECORDS\"]\n\
          breakdowns = [\"SEX\", \"REGION\", \"OCU\"]\nstatistics = [\"count\", \"mean\"]\nvariables = [\"MONTHS_REGISTERED\"]\n\
-         disclosure = {{ threshold = 10, cell_key = {{ d = 4, v = 2.0, js = 2 }} }}\n",
+         disclosure = {{ threshold = 10, cell_key = {{ d = 4, v = 2.0, js = 2 }} }}\n\n\
+         # Headline rates are open data: the hub's public tier may show them.\n\
+         [[rule]]\nid = \"{}-open-data\"\nrequester = \"public\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\", \"LFPR\", \"POP_WA\"]\n\
+         breakdowns = {public}\nstart_period = \"2015\"\n{extra}",
+        member.to_lowercase(),
         member.to_lowercase(),
         member.to_lowercase()
     )
@@ -106,8 +111,10 @@ fn main() -> Result<()> {
         "--reason", "revision of the female series under way",
     ]))?;
     print!("{WITHDRAWN}: {}", String::from_utf8_lossy(&out.stdout));
-    let hub = start_hub(&root.join("hub"), &pki, &hub_cert, &members, 3000)?;
-    println!("hub listening on {}\n", hub.addr);
+    // The front door on loopback only, in plain HTTP so a browser opens it
+    // without a certificate warning; a real hub serves HTTPS.
+    let hub = tabadul_tests::start_hub_with(&root.join("hub"), &pki, &hub_cert, &members, 3000, "[http]\ndangerous_plain_http = true\n")?;
+    println!("hub listening on {} (gRPC, mutual TLS) and http://{} (SDMX REST, JSON API, dashboard)\n", hub.addr, hub.http.context("no HTTP front door")?);
 
     let query = |title: &str, args: &[&str]| -> Result<()> {
         println!("==> {title}\n    tabadul-hub query {}\n", args.join(" "));
@@ -134,6 +141,15 @@ fn main() -> Result<()> {
         "  {} query --hub {} --ca {} --cert {} --key {} \\\n      --dataflow LFPR --breakdown SEX,AGE --period 2020:2024 --aggregate\n",
         bin("tabadul-hub").display(), hub.addr, pki.ca_cert().display(), operator.cert.display(), operator.key.display()
     );
+    let http = hub.http.context("no HTTP front door")?;
+    let token = run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(root.join("hub/hub.toml")).args(["issue", "--name", "demo-analyst"]))?;
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    println!("The dashboard (Arabic; English with the button), as operator demo-analyst:\n");
+    println!("  http://{http}/ui/?run=1&flow=UNE_RATE&breakdown=SEX&codes=F,M&start=2018&end=2024#explorer&token={token}\n");
+    println!("  the public tier (what members publish openly): http://{http}/ui/\n");
+    println!("SDMX REST, for sdmx1, pysdmx or any SDMX tool (base URL http://{http}/sdmx):\n");
+    println!("  curl -H 'Authorization: Bearer {token}' -H 'Accept: application/vnd.sdmx.data+csv;version=1.0.0' \\\n      'http://{http}/sdmx/data/ALO,UNE_RATE,latest/MAR+TUN+JOR.F+M.Y_GE15._T?startPeriod=2020'\n");
+    println!("  JSON API: http://{http}/api/v1/openapi.json\n");
     println!("  node logs: {}/nodes/<ISO3>/node.log, hub log: {}", root.display(), hub.log.display());
     if args.exit_after_demo {
         return Ok(());
