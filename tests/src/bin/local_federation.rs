@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tabadul_tests::{HubMember, NodeDir, Pki, Proc, bin, dead_endpoint, run_ok, start_hub, synthetic};
+use tabadul_tests::{HubMember, NodeDir, Pki, Proc, bin, dead_endpoint, run_ok, start_hub_with, synthetic};
 
 #[derive(Parser)]
 #[command(about = "Start a local Tabadul federation with synthetic data")]
@@ -113,7 +113,7 @@ fn main() -> Result<()> {
     print!("{WITHDRAWN}: {}", String::from_utf8_lossy(&out.stdout));
     // The front door on loopback only, in plain HTTP so a browser opens it
     // without a certificate warning; a real hub serves HTTPS.
-    let hub = tabadul_tests::start_hub_with(&root.join("hub"), &pki, &hub_cert, &members, 3000, "[http]\ndangerous_plain_http = true\n")?;
+    let hub = start_hub_with(&root.join("hub"), &pki, &hub_cert, &members, 3000, "[http]\ndangerous_plain_http = true\n")?;
     println!("hub listening on {} (gRPC, mutual TLS) and http://{} (SDMX REST, JSON API, dashboard)\n", hub.addr, hub.http.context("no HTTP front door")?);
 
     let query = |title: &str, args: &[&str]| -> Result<()> {
