@@ -103,6 +103,7 @@ impl FromRequestParts<Arc<Front>> for Principal {
         } else {
             return Err(fail(StatusCode::UNAUTHORIZED, "this hub serves operators only: present an operator token or certificate".into()));
         };
+        tracing::Span::current().record("who", principal.log_name());
         if let Err(wait) = front.limiter.admit(&principal.bucket()) {
             let mut e = fail(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -183,7 +183,9 @@ fn service(
     Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
 > + Clone {
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        // `who` is filled in by the `Principal` extractor.
+        let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), addr = %conn.addr, who = tracing::field::Empty);
         request.extensions_mut().insert(conn.clone());
-        app.clone().oneshot(request.map(axum::body::Body::new))
+        tracing::Instrument::instrument(app.clone().oneshot(request.map(axum::body::Body::new)), span)
     })
 }
