@@ -30,6 +30,7 @@ PY
 
 echo "## federated query, 22 nodes vs 1"
 "$bench" federation --queries "${QUERIES:-300}"
+"$bench" front-door --queries "${QUERIES_HTTP:-200}" --seconds 10 --concurrency 8
 
 echo "## signed log: durable appends vs raw RocksDB, proofs, verify vs SHA-256"
 "$bench" log --entries "${LOG_ENTRIES:-100000}" --concurrency 64

@@ -297,17 +297,48 @@ async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<
         move || {
             let mut client = client.clone();
             let request = request.clone();
-            async move { client.federated_query(request).await.map(|r| r.into_inner().cells.len() == 44).unwrap_or(false) }
+            async move {
+                match client.federated_query(request).await {
+                    Ok(r) if r.get_ref().cells.len() == 44 => true,
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        eprintln!("gRPC: {} cells; {:?}", r.cells.len(), r.members.iter().filter(|m| m.state != 1).collect::<Vec<_>>());
+                        false
+                    }
+                    Err(e) => {
+                        eprintln!("gRPC: {e}");
+                        false
+                    }
+                }
+            }
         }
     };
-    let sdmx = |addr: std::net::SocketAddr, accept: &'static str| {
+    // An operator token per hub (anonymous requests would get the public
+    // tier, which these nodes' policy does not grant).
+    let token = |hub: &str| -> Result<std::sync::Arc<String>> {
+        let out = run_ok(std::process::Command::new(tabadul_tests::bin("tabadul-hub")).arg("token").arg("--config").arg(dir.path().join(hub).join("hub.toml")).args(["issue", "--name", "bench"]))?;
+        Ok(std::sync::Arc::new(format!("Bearer {}", String::from_utf8_lossy(&out.stdout).trim())))
+    };
+    let (cold_token, cached_token) = (token("hub-cold")?, token("hub-cached")?);
+    let sdmx = |addr: std::net::SocketAddr, accept: &'static str, auth: std::sync::Arc<String>| {
         let path = path.clone();
         move || {
             let path = path.clone();
+            let auth = auth.clone();
             async move {
                 tokio::task::spawn_blocking(move || {
-                    let a = tabadul_tests::http::Client::plain(addr).get(&path, &[("accept", accept)]);
-                    a.map(|a| a.status == 200 && (accept.contains("csv") && a.text().lines().count() == 45 || a.text().matches("<gen:Obs>").count() == 44)).unwrap_or(false)
+                    let a = tabadul_tests::http::Client::plain(addr).get(&path, &[("accept", accept), ("authorization", &auth)]);
+                    match a {
+                        Ok(a) if a.status == 200 && (accept.contains("csv") && a.text().lines().count() == 45 || a.text().matches("<gen:Obs>").count() == 44) => true,
+                        Ok(a) => {
+                            eprintln!("SDMX: {} {:?}: {}", a.status, a.header("x-tabadul-members"), a.text().chars().take(300).collect::<String>());
+                            false
+                        }
+                        Err(e) => {
+                            eprintln!("SDMX: {e}");
+                            false
+                        }
+                    }
                 })
                 .await
                 .unwrap_or(false)
@@ -335,11 +366,11 @@ async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<
     let (cold_http, cached_http) = (cold.http.expect("http"), cached.http.expect("http"));
     let rows = [
         ("operator gRPC, cold (cache off)", latency(queries, grpc(grpc_cold.clone())).await?, rate(seconds, concurrency, grpc(grpc_cold.clone())).await),
-        ("SDMX REST, SDMX-CSV 1.0, cold", latency(queries, sdmx(cold_http, CSV)).await?, rate(seconds, concurrency, sdmx(cold_http, CSV)).await),
-        ("SDMX REST, SDMX-ML generic, cold", latency(queries, sdmx(cold_http, XML)).await?, rate(seconds, concurrency, sdmx(cold_http, XML)).await),
+        ("SDMX REST, SDMX-CSV 1.0, cold", latency(queries, sdmx(cold_http, CSV, cold_token.clone())).await?, rate(seconds, concurrency, sdmx(cold_http, CSV, cold_token.clone())).await),
+        ("SDMX REST, SDMX-ML generic, cold", latency(queries, sdmx(cold_http, XML, cold_token.clone())).await?, rate(seconds, concurrency, sdmx(cold_http, XML, cold_token.clone())).await),
         ("operator gRPC, cached", latency(queries, grpc(grpc_cached.clone())).await?, rate(seconds, concurrency, grpc(grpc_cached.clone())).await),
-        ("SDMX REST, SDMX-CSV 1.0, cached", latency(queries, sdmx(cached_http, CSV)).await?, rate(seconds, concurrency, sdmx(cached_http, CSV)).await),
-        ("SDMX REST, SDMX-ML generic, cached", latency(queries, sdmx(cached_http, XML)).await?, rate(seconds, concurrency, sdmx(cached_http, XML)).await),
+        ("SDMX REST, SDMX-CSV 1.0, cached", latency(queries, sdmx(cached_http, CSV, cached_token.clone())).await?, rate(seconds, concurrency, sdmx(cached_http, CSV, cached_token.clone())).await),
+        ("SDMX REST, SDMX-ML generic, cached", latency(queries, sdmx(cached_http, XML, cached_token.clone())).await?, rate(seconds, concurrency, sdmx(cached_http, XML, cached_token.clone())).await),
     ];
     println!("| UNE_RATE, F+M, 2024, 22 members (44 cells) | p50 ms | p99 ms | requests/s ({concurrency} concurrent) |");
     println!("|---|---|---|---|");
