@@ -43,6 +43,7 @@ const I18N = {
     filterMember: 'Member state', allMembers: 'All member states', refresh: 'Refresh',
     colTime: 'Time (UTC)', colOperator: 'Requested by', colDataflow: 'Indicator', colDecision: 'Member’s decision',
     colMemberLog: 'Member log', colHubLeaf: 'Hub log', leafOf: 'leaf {leaf} of {size}', leafN: 'leaf {leaf}',
+    verify: 'Verify', verifying: 'Verifying…', verified: 'In the member’s signed log (checkpoint of {size} entries)',
     releasesN: '{n} releases', releasesN_one: '{n} release', noReleases: 'No releases recorded.',
     footer: 'Arab Labour Organization · Tabadul · data dictionary', none: '—',
   },
@@ -83,6 +84,7 @@ const I18N = {
     filterMember: 'الدولة العضو', allMembers: 'جميع الدول الأعضاء', refresh: 'تحديث',
     colTime: 'الوقت (التوقيت العالمي)', colOperator: 'الجهة الطالبة', colDataflow: 'المؤشر', colDecision: 'قرار الدولة',
     colMemberLog: 'سجل الدولة', colHubLeaf: 'سجل المركز', leafOf: 'الورقة {leaf} من {size}', leafN: 'الورقة {leaf}',
+    verify: 'تحقّق', verifying: 'جارٍ التحقق…', verified: 'مُثبت في سجل الدولة الموقّع (نقطة تحقق من {size} مدخلًا)',
     releasesN: '{n} إفراج', releasesN_one: 'إفراج واحد', releasesN_two: 'إفراجان', releasesN_few: '{n} إفراجات', releasesN_many: '{n} إفراجًا', noReleases: 'لا توجد إفراجات مسجّلة.',
     footer: 'منظمة العمل العربية · تبادل · قاموس البيانات', none: '—',
   },
@@ -913,12 +915,33 @@ function renderReleases() {
         h('td', {}, flow ? nameOf(flow.name) : rel.dataflow, ' ', h('small', { dir: 'ltr' }, rel.dataflow)),
         h('td', {}, h('span', { class: `badge st-${STATES.includes(rel.decision) ? rel.decision : 'failed'}` }, t(rel.decision)),
           rel.rule_id ? [' ', ruleText(rel.rule_id)] : ''),
-        h('td', { class: 'nowrap', title: rel.leaf_hash || '' }, t('leafOf', { leaf: fmtInt(rel.member_leaf), size: fmtInt(rel.member_tree_size) })),
+        h('td', { class: 'nowrap', title: rel.leaf_hash || '' }, t('leafOf', { leaf: fmtInt(rel.member_leaf), size: fmtInt(rel.member_tree_size) }),
+          ' ', verifyButton(rel)),
         h('td', { class: 'nowrap' }, t('leafN', { leaf: fmtInt(rel.hub_leaf) }))));
     }
   }
   if (!order.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'meta' }, t('noReleases'))));
   table.replaceChildren(h('thead', {}, head), body);
+}
+
+// Asks the hub for the member's own proof of a release (its signed
+// checkpoint and the leaf's inclusion proof, checked by the hub against the
+// member's log key) and shows the checkpoint.
+function verifyButton(rel) {
+  const btn = h('button', { type: 'button', class: 'linkish', data: { verify: `${rel.member}/${rel.member_leaf}` } }, t('verify'));
+  btn.addEventListener('click', async () => {
+    btn.disabled = true;
+    btn.textContent = t('verifying');
+    try {
+      const proof = await (await api(`api/v1/releases/${encodeURIComponent(rel.member)}/${encodeURIComponent(rel.member_leaf)}/proof`)).json();
+      btn.replaceWith(h('details', { class: 'proof', data: { verified: String(proof.verified) } },
+        h('summary', {}, '✓ ', t('verified', { size: fmtInt(proof.member_tree_size) })),
+        h('pre', { dir: 'ltr' }, proof.member_checkpoint)));
+    } catch (err) {
+      btn.replaceWith(h('span', { class: 'error' }, errorText(err)));
+    }
+  });
+  return btn;
 }
 
 /* ---- start-up ---- */

@@ -24,15 +24,15 @@ pub struct Cached {
     /// The answer as first given, without the hub's receipt (each serving
     /// gets its own log entry and receipt).
     pub response: pb::FederatedQueryResponse,
-    /// The node receipts it was built on.
-    pub receipts: Vec<ReceiptRef>,
+    /// The node receipts it was built on, with the dataflow each answered.
+    pub receipts: Vec<(ReceiptRef, String)>,
     /// Member code and the generation its answers were computed under.
     pub generations: Vec<(String, String)>,
     filled: Instant,
 }
 
 impl Cached {
-    pub fn new(response: pb::FederatedQueryResponse, receipts: Vec<ReceiptRef>, generations: Vec<(String, String)>) -> Self {
+    pub fn new(response: pb::FederatedQueryResponse, receipts: Vec<(ReceiptRef, String)>, generations: Vec<(String, String)>) -> Self {
         Cached { response, receipts, generations, filled: Instant::now() }
     }
 }

@@ -128,7 +128,8 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
                     fanout::ask_all(&members, dflow, &dq, deadline, &state.identity),
                 );
                 response.aggregate = merge::rate(&released(&nums), &released(&dens), *scale);
-                receipts.extend(nums.iter().chain(&dens).filter_map(|a| a.receipt.clone()));
+                receipts.extend(nums.iter().filter_map(|a| a.receipt.clone().map(|r| (r, numerator.clone()))));
+                receipts.extend(dens.iter().filter_map(|a| a.receipt.clone().map(|r| (r, denominator.clone()))));
                 response.aggregate_method =
                     format!("sum of {numerator} / sum of {denominator} x {scale}, over members that released both");
                 parts.extend(nums);
@@ -140,7 +141,7 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
         main.await
     };
     response.cells = merge::table(&released(&answers));
-    receipts.extend(answers.iter().filter_map(|a| a.receipt.clone()));
+    receipts.extend(answers.iter().filter_map(|a| a.receipt.clone().map(|r| (r, flow.id.clone()))));
     let generations = cache::generations_of(&answers.iter().chain(&parts).collect::<Vec<_>>());
     response.members = answers.into_iter().map(|a| a.status).collect();
     if let Some(generations) = generations.filter(|_| state.cache.enabled()) {
@@ -179,15 +180,16 @@ async fn revalidated(state: &HubState, key: &str) -> Option<Cached> {
 /// puts the hub's receipt in it.
 ///
 /// The leaf's detail is a line of `key=value` words that the releases API
-/// reads back: `flow=`, `for=` (public), `cache=hit`, then one
-/// `MEMBER=state:rule` per member.
+/// reads back: `flow=`, `for=` (public), `cache=hit`, one
+/// `MEMBER=state:rule` per member, and `MEMBER#LEAF=FLOW` for each receipt
+/// of another dataflow (the parts of a regional rate).
 async fn log_answer(
     state: &HubState,
     caller: &Caller,
     digest: &str,
     flow: &str,
     response: &mut pb::FederatedQueryResponse,
-    receipts: Vec<ReceiptRef>,
+    receipts: Vec<(ReceiptRef, String)>,
     from_cache: bool,
 ) -> Result<u64, Failure> {
     let mut entry = Entry::now("federated-query", &caller.name);
@@ -204,8 +206,13 @@ async fn log_answer(
         let rule = if m.rule_id.is_empty() { "-".to_owned() } else { m.rule_id.split_whitespace().collect::<Vec<_>>().join("_") };
         words.push(format!("{}={}:{rule}", m.member, state_word(m.state)));
     }
+    for (r, part) in &receipts {
+        if part != flow {
+            words.push(format!("{}#{}={part}", r.member, r.index));
+        }
+    }
     entry.detail = words.join(" ");
-    entry.receipts = receipts;
+    entry.receipts = receipts.into_iter().map(|(r, _)| r).collect();
     response.receipt = None;
     // What the caller receives, committed to (salted) before it leaves.
     let salt = tabadul_audit::new_salt();

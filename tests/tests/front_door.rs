@@ -382,12 +382,29 @@ fn operators_prove_who_they_are_and_the_public_gets_public_rules_only() {
     let members = by_cert.get("/api/v1/members", &[]).unwrap().json().unwrap();
     assert!(members["members"].as_array().unwrap().iter().all(|m| m["reachable"] == true), "{members}");
 
+    // A regional rate: MAR's unemployed and labour force leave too.
+    let rate = json!({"dataflow": "UNE_RATE", "start_period": "2024", "end_period": "2024", "members": ["MAR"], "aggregate": true});
+    assert_eq!(anonymous.post_json("/api/v1/query", &[("authorization", &auth)], &rate).unwrap().status, 200);
+
     // The transparency view: what left MAR, to whom, under which rule.
     let releases = by_cert.get("/api/v1/releases?member=MAR", &[]).unwrap().json().unwrap();
     let list = releases["releases"].as_array().unwrap();
     assert!(list.iter().any(|r| r["operator"] == "operator-token:alice" && r["rule_id"] == "hub-detail" && r["decision"] == "answered"), "{releases}");
     assert!(list.iter().any(|r| r["audience"] == "public" && r["rule_id"] == "open-data"), "{releases}");
+    for part in ["UNE_PERS", "LF_PERS"] {
+        assert!(list.iter().any(|r| r["dataflow"] == part && r["part_of"] == "UNE_RATE"), "{part}: {releases}");
+    }
     assert!(releases["hub_log"]["checkpoint"].as_str().unwrap().starts_with("alo/hub/alo\n"));
+    // And MAR's own signed checkpoint proves the leaf is in MAR's log.
+    let first = &list[0];
+    let proof = by_cert.get(&format!("/api/v1/releases/MAR/{}/proof", first["member_leaf"]), &[]).unwrap();
+    assert_eq!(proof.status, 200, "{}", proof.text());
+    let proof = proof.json().unwrap();
+    assert_eq!(proof["verified"], true);
+    assert_eq!(proof["leaf_hash"], first["leaf_hash"]);
+    assert!(proof["member_checkpoint"].as_str().unwrap().starts_with("alo/node/MAR\n"), "{proof}");
+    assert_eq!(by_cert.get("/api/v1/releases/MAR/999999/proof", &[]).unwrap().status, 404);
+    assert_eq!(anonymous.get(&format!("/api/v1/releases/MAR/{}/proof", first["member_leaf"]), &[]).unwrap().status, 403);
 
     // Revoked: the running hub sees it at once.
     run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(&f.hub_config).args(["revoke", "--name", "alice"])).unwrap();
@@ -512,4 +529,9 @@ fn the_dashboard_shows_the_federation_in_arabic_and_english() {
     assert!(dom.contains("data-ready=\"1\""), "{dom}");
     assert!(dom.contains("id=\"checkpoint\"") && dom.contains("alo/hub/alo"), "the hub's signed checkpoint is shown");
     assert!(dom.contains("data-member=\"MAR\" data-decision=\"answered\""), "MAR's release is listed");
+    assert!(dom.contains("data-verify=\"MAR/"), "each release can be verified against the member's log");
+    if let Ok(keep) = std::env::var("TABADUL_SCREENSHOTS") {
+        let shot = std::path::Path::new(&keep).join("transparency-ar.png");
+        chromium(&[&format!("--screenshot={}", shot.display())], &url.replace("lang=en", "lang=ar"));
+    }
 }

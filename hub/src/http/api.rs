@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<Arc<Front>> {
         .route("/api/v1/members", get(members))
         .route("/api/v1/query", post(query))
         .route("/api/v1/releases", get(releases))
+        .route("/api/v1/releases/{member}/{leaf}/proof", get(release_proof))
 }
 
 async fn openapi() -> Response {
@@ -267,13 +268,16 @@ async fn releases(State(front): State<Arc<Front>>, who: Principal, Query(p): Que
                 continue;
             }
             let (state, rule) = word(&r.member).and_then(|v| v.split_once(':')).unwrap_or(("", ""));
+            // A part of a regional rate (its numerator or denominator).
+            let part = word(&format!("{}#{}", r.member, r.index));
             out.push(json!({
                 "time": time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.time_ms) * 1_000_000).ok()
                     .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
                 "operator": entry.peer,
                 "audience": word("for").unwrap_or("operator"),
                 "from_cache": word("cache") == Some("hit"),
-                "dataflow": dataflow,
+                "dataflow": part.unwrap_or(dataflow),
+                "part_of": part.map(|_| dataflow),
                 "member": r.member,
                 "decision": state,
                 "rule_id": if rule == "-" { "" } else { rule },
@@ -294,5 +298,69 @@ async fn releases(State(front): State<Arc<Front>>, who: Principal, Query(p): Que
     Ok(Json(json!({
         "hub_log": { "origin": front.hub.log.origin(), "size": size, "checkpoint": checkpoint },
         "releases": out,
+    })))
+}
+
+/// The member's own proof that a release the hub logged is in its log: its
+/// latest signed checkpoint and the inclusion proof of the leaf in that
+/// tree, both fetched from the member's `Audit` service and verified here
+/// against its log key and the leaf hash in the hub's log. (The checkpoint
+/// that came with the receipt was signed for that answer only and is not
+/// kept by the node; the latest one proves the same leaf is still there.)
+async fn release_proof(
+    State(front): State<Arc<Front>>,
+    who: Principal,
+    Path((member, leaf)): Path<(String, u64)>,
+) -> Result<Json<Value>, ApiError> {
+    if !who.is_operator() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "release proofs are for operators (present an operator token or certificate)"));
+    }
+    let m = front
+        .hub
+        .members
+        .get(&member)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{member} is not a member configured on this hub")))?;
+    // The receipt as the hub logged it: the leaf hash and tree size to check.
+    let log = front.hub.log.clone();
+    let wanted = member.clone();
+    let logged = tokio::task::spawn_blocking(move || {
+        let size = log.len();
+        let entries = log.read(size.saturating_sub(MAX_RELEASES_SCAN), size)?;
+        Ok::<_, tabadul_audit::Error>(entries.into_iter().rev().find_map(|(i, e)| {
+            e.receipts.into_iter().find(|r| r.member == wanted && r.index == leaf).map(|r| (i, r))
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (hub_leaf, receipt) = logged.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("the hub's recent log holds no receipt of {member} for leaf {leaf}"))
+    })?;
+    let unavailable = |e: tonic::Status| ApiError::new(StatusCode::BAD_GATEWAY, format!("{member}'s log did not answer: {}", e.message()));
+    let mut audit = m.audit.clone();
+    let note = audit.checkpoint(pb::CheckpointRequest { size: 0 }).await.map_err(unavailable)?.into_inner().checkpoint;
+    let bad = |why: String| ApiError::new(StatusCode::BAD_GATEWAY, format!("{member}'s proof does not verify: {why}"));
+    let (checkpoint, _) = tabadul_audit::Checkpoint::open(&note, &m.log_key).map_err(|e| bad(e.to_string()))?;
+    if checkpoint.size < receipt.tree_size {
+        return Err(bad(format!("its latest checkpoint has {} entries, fewer than the {} its receipt named", checkpoint.size, receipt.tree_size)));
+    }
+    let proof = audit
+        .inclusion_proof(pb::InclusionProofRequest { index: receipt.index, tree_size: checkpoint.size })
+        .await
+        .map_err(unavailable)?
+        .into_inner()
+        .hashes;
+    tabadul_audit::merkle::verify_inclusion(receipt.index, checkpoint.size, &receipt.leaf_hash, &proof, &checkpoint.root)
+        .map_err(|e| bad(format!("{e:?}")))?;
+    Ok(Json(json!({
+        "member": member,
+        "member_leaf": receipt.index,
+        "member_tree_size": checkpoint.size,
+        "leaf_hash": hex::encode(receipt.leaf_hash),
+        "member_checkpoint": note,
+        "inclusion_proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "verified": true,
+        "log_vkey_origin": m.log_key.name(),
+        "hub_leaf": hub_leaf,
     })))
 }
