@@ -207,22 +207,32 @@ pub fn crl_next_update(path: &Path) -> Result<Option<i64>, Error> {
 pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
+    /// Built by [`https_server_config`] (client certificate optional)
+    /// rather than [`server_config`].
+    https: bool,
 }
 
 impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, Error> {
         let current = RwLock::new(server_config(&files)?);
-        Ok(Arc::new(ServerTls { files, current }))
+        Ok(Arc::new(ServerTls { files, current, https: false }))
+    }
+
+    /// For the hub's HTTPS front door: see [`https_server_config`].
+    pub fn load_https(files: TlsFiles) -> Result<Arc<Self>, Error> {
+        let current = RwLock::new(https_server_config(&files)?);
+        Ok(Arc::new(ServerTls { files, current, https: true }))
     }
 
     /// Re-reads the files. On error the previous configuration stays.
     pub fn reload(&self) -> Result<(), Error> {
-        let fresh = server_config(&self.files)?;
+        let fresh = if self.https { https_server_config(&self.files)? } else { server_config(&self.files)? };
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 
-    fn config(&self) -> Arc<ServerConfig> {
+    /// The configuration for the next handshake.
+    pub fn config(&self) -> Arc<ServerConfig> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

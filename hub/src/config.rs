@@ -37,6 +37,10 @@ pub struct HubConfig {
     /// Largest deadline an operator may ask for.
     #[serde(default = "default_max_deadline_ms")]
     pub max_deadline_ms: u64,
+    /// How often the CRL file is checked; a new one applies to the next
+    /// handshake on the gRPC and HTTPS listeners.
+    #[serde(default = "default_crl_reload_interval_ms")]
+    pub crl_reload_interval_ms: u64,
     #[serde(default, rename = "member")]
     pub members: Vec<MemberConfig>,
     /// The HTTP front door (SDMX REST, JSON API, dashboard).
@@ -140,6 +144,9 @@ fn default_witness_interval_ms() -> u64 {
 
 fn default_deadline_ms() -> u64 {
     3000
+}
+fn default_crl_reload_interval_ms() -> u64 {
+    2000
 }
 fn default_max_deadline_ms() -> u64 {
     30_000

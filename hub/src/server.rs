@@ -151,14 +151,17 @@ pub async fn run_notify(
             let _ = rx.wait_for(|s| *s).await;
         }))
     });
+    let http_tls = match (&http_listener, config.http.dangerous_plain_http) {
+        (Some(_), false) => Some(ServerTls::load_https(config.tls.clone())?),
+        (Some(_), true) => {
+            tracing::warn!("the HTTP front door serves plain HTTP (dangerous_plain_http): operator tokens cross the network in clear text");
+            None
+        }
+        (None, _) => None,
+    };
     let http = match http_listener {
         Some(l) => {
-            let tls = if config.http.dangerous_plain_http {
-                tracing::warn!("the HTTP front door serves plain HTTP (dangerous_plain_http): operator tokens cross the network in clear text");
-                None
-            } else {
-                Some(tls::https_server_config(&config.tls)?)
-            };
+            let tls = http_tls.clone();
             let front = Arc::new(crate::http::Front {
                 hub: state.clone(),
                 tokens: crate::tokens::Tokens::new(config.http.tokens.clone()),
@@ -175,6 +178,33 @@ pub async fn run_notify(
         }
         None => None,
     };
+    // A new CRL applies to the next handshake on both listeners.
+    let crl_watch = config.tls.crl.clone().map(|crl| {
+        let tls_sets: Vec<Arc<ServerTls>> = std::iter::once(server_tls.clone()).chain(http_tls.clone()).collect();
+        let mut rx = stop_rx.clone();
+        let every = Duration::from_millis(config.crl_reload_interval_ms.max(50));
+        tokio::spawn(async move {
+            let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok().zip(std::fs::read(p).ok().map(|b| b.len()));
+            let mut seen = stamp(&crl);
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = rx.wait_for(|s| *s) => return,
+                    _ = tick.tick() => {}
+                }
+                let now = stamp(&crl);
+                if now != seen {
+                    seen = now;
+                    for t in &tls_sets {
+                        match t.reload() {
+                            Ok(()) => tracing::info!(crl = %crl.display(), "TLS configuration reloaded"),
+                            Err(e) => tracing::error!(error = %e, "new CRL rejected; the previous one stays in force"),
+                        }
+                    }
+                }
+            }
+        })
+    });
     let audit = AuditServer::new(AuditService { log, identity: identity.clone(), readers: Readers::Auditors });
     let server = Server::builder()
         .timeout(state.max_deadline + Duration::from_secs(5))
@@ -210,6 +240,9 @@ pub async fn run_notify(
     }
     if let Some(h) = http {
         let _ = h.await;
+    }
+    if let Some(w) = crl_watch {
+        let _ = w.await;
     }
     served?;
     tracing::info!("hub stopped");

@@ -110,7 +110,7 @@ fn router(front: Arc<Front>) -> Router {
 pub(crate) async fn serve(
     listener: TcpListener,
     front: Arc<Front>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tabadul_certs::tls::ServerTls>>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -147,7 +147,7 @@ pub(crate) async fn serve(
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(tcp), service(app, conn)).into_owned()).await;
                 }
                 Some(tls) => {
-                    let accepted = tokio::time::timeout(tabadul_certs::tls::HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(tls).accept(tcp)).await;
+                    let accepted = tokio::time::timeout(tabadul_certs::tls::HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(tls.config()).accept(tcp)).await;
                     let stream = match accepted {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "HTTPS handshake refused"),
