@@ -51,6 +51,46 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Make a key and a certificate signing request where the key will live
+    /// (enrolment): only the request (.csr) goes to the network administrator.
+    Request {
+        /// The network's name, as the administrator gave it.
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        id: String,
+        /// DNS name of the endpoint (servers); repeatable.
+        #[arg(long = "dns")]
+        dns_names: Vec<String>,
+        /// IP address of the endpoint (servers); repeatable.
+        #[arg(long = "ip")]
+        ip_addresses: Vec<IpAddr>,
+        /// Where to write <role>-<id>.key (0600) and <role>-<id>.csr.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Sign a certificate request for the identity you approve (the request
+    /// must name exactly it); DNS names and IPs come from the request.
+    Sign {
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The request (.csr, PEM).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The role and id you approve for it.
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        id: String,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = DEFAULT_LEAF_DAYS)]
+        days: i64,
+        /// Where to write <role>-<id>.pem.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Revoke a certificate (by its PEM file or serial) and rewrite the CRL.
     Revoke {
         #[arg(long, value_name = "DIR")]
@@ -95,6 +135,34 @@ fn main() -> anyhow::Result<()> {
             println!("  certificate {}", issued.cert_path.display());
             println!("  key         {} (mode 0600)", issued.key_path.display());
             println!("  serial      {}", issued.serial_hex);
+        }
+        Command::Request { network, role, id, dns_names, ip_addresses, out } => {
+            let identity = Identity::new(&network, role, &id)?;
+            let (csr, key) = tabadul_certs::pki::request(&identity, &dns_names, &ip_addresses, &out)?;
+            println!("{identity}");
+            println!("  request {} (send this to the network administrator)", csr.display());
+            println!("  key     {} (mode 0600; it never leaves this machine)", key.display());
+        }
+        Command::Sign { ca_dir, csr, role, id, days, out } => {
+            let ca = CaDir::open(&ca_dir)?;
+            let identity = Identity::new(&ca.network()?, role, &id)?;
+            let text = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
+            let now = OffsetDateTime::now_utc();
+            let approved = tabadul_certs::pki::SignRequest {
+                identity: identity.clone(),
+                not_before: now - Duration::minutes(5),
+                not_after: now + Duration::days(days),
+            };
+            let signed = ca.sign(&text, &approved, &out).with_context(|| format!("{}", csr.display()))?;
+            println!("{identity}");
+            println!("  certificate {}", signed.cert_path.display());
+            println!("  serial      {}", signed.serial_hex);
+            for d in &signed.dns_names {
+                println!("  dns         {d}");
+            }
+            for ip in &signed.ip_addresses {
+                println!("  ip          {ip}");
+            }
         }
         Command::Revoke { ca_dir, cert, serial, reason } => {
             let ca = CaDir::open(&ca_dir)?;

@@ -65,12 +65,104 @@ pub struct IssueRequest {
     pub not_after: OffsetDateTime,
 }
 
+/// What the administrator approves when signing a request.
+#[derive(Debug, Clone)]
+pub struct SignRequest {
+    pub identity: Identity,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// What `sign` wrote, and the names it took from the request.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub cert_path: PathBuf,
+    pub serial_hex: String,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+}
+
 /// Where `issue` wrote a certificate and its key.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub serial_hex: String,
+}
+
+/// The parameters of a leaf certificate for `req` and its fresh serial.
+fn leaf_params(state: &State, req: &IssueRequest) -> Result<(CertificateParams, String), Error> {
+    if req.identity.network() != state.network {
+        return Err(Error::Invalid {
+            what: "identity",
+            reason: format!("{} is not in this CA's network {:?}", req.identity, state.network),
+        });
+    }
+    if req.not_after <= req.not_before {
+        return Err(Error::Invalid { what: "validity", reason: "not_after must be after not_before".into() });
+    }
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, format!("Tabadul network {}", state.network));
+    dn.push(DnType::CommonName, req.identity.uri());
+    params.distinguished_name = dn;
+    params.subject_alt_names.push(SanType::URI(req.identity.uri().try_into()?));
+    for dns in &req.dns_names {
+        params.subject_alt_names.push(SanType::DnsName(dns.clone().try_into()?));
+    }
+    for ip in &req.ip_addresses {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match req.identity.role() {
+        Role::Node | Role::Hub => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Operator | Role::Auditor => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.not_before = req.not_before;
+    params.not_after = req.not_after;
+    let serial = random_serial()?;
+    let serial_hex = hex::encode(serial.to_bytes());
+    params.serial_number = Some(serial);
+    params.use_authority_key_identifier_extension = true;
+    Ok((params, serial_hex))
+}
+
+fn record(state: &mut State, serial_hex: &str, req: &IssueRequest) {
+    state.issued.push(IssuedRecord {
+        serial: serial_hex.to_owned(),
+        identity: req.identity.uri(),
+        not_after: req.not_after.unix_timestamp(),
+    });
+}
+
+/// Makes a key and a certificate signing request for `identity` where the
+/// key will live (a node's server): `<role>-<id>.key` (0600) and
+/// `<role>-<id>.csr` in `out_dir`. Only the request goes to the network
+/// administrator, who signs it with [`CaDir::sign`].
+pub fn request(identity: &Identity, dns_names: &[String], ip_addresses: &[IpAddr], out_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, identity.uri());
+    params.distinguished_name = dn;
+    params.subject_alt_names.push(SanType::URI(identity.uri().try_into()?));
+    for dns in dns_names {
+        params.subject_alt_names.push(SanType::DnsName(dns.clone().try_into()?));
+    }
+    for ip in ip_addresses {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    let key = KeyPair::generate()?;
+    let csr = params.serialize_request(&key)?;
+    fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let stem = format!("{}-{}", identity.role(), identity.id());
+    let key_path = out_dir.join(format!("{stem}.key"));
+    let csr_path = out_dir.join(format!("{stem}.csr"));
+    if key_path.exists() {
+        return Err(Error::Invalid { what: "key", reason: format!("{} exists; move it away first (a request never overwrites a key)", key_path.display()) });
+    }
+    write_secret(&key_path, key.serialize_pem().as_bytes())?;
+    write_atomic(&csr_path, csr.pem()?.as_bytes(), 0o644)?;
+    Ok((csr_path, key_path))
 }
 
 impl CaDir {
@@ -139,58 +231,73 @@ impl CaDir {
     }
 
     /// Issues a certificate for `req.identity` into `out_dir` as
-    /// `<role>-<id>.pem` and `<role>-<id>.key` (0600).
+    /// `<role>-<id>.pem` and `<role>-<id>.key` (0600). The key is made
+    /// here; prefer [`CaDir::sign`] so that it never leaves its owner.
     pub fn issue(&self, req: &IssueRequest, out_dir: &Path) -> Result<Issued, Error> {
         let mut state = self.load_state()?;
-        if req.identity.network() != state.network {
-            return Err(Error::Invalid {
-                what: "identity",
-                reason: format!("{} is not in this CA's network {:?}", req.identity, state.network),
-            });
-        }
-        if req.not_after <= req.not_before {
-            return Err(Error::Invalid { what: "validity", reason: "not_after must be after not_before".into() });
-        }
-        let issuer = self.issuer()?;
+        let (params, serial_hex) = leaf_params(&state, req)?;
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, format!("Tabadul network {}", state.network));
-        dn.push(DnType::CommonName, req.identity.uri());
-        params.distinguished_name = dn;
-        params.subject_alt_names.push(SanType::URI(req.identity.uri().try_into()?));
-        for dns in &req.dns_names {
-            params.subject_alt_names.push(SanType::DnsName(dns.clone().try_into()?));
-        }
-        for ip in &req.ip_addresses {
-            params.subject_alt_names.push(SanType::IpAddress(*ip));
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match req.identity.role() {
-            Role::Node | Role::Hub => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-            Role::Operator | Role::Auditor => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        params.not_before = req.not_before;
-        params.not_after = req.not_after;
-        let serial = random_serial()?;
-        let serial_hex = hex::encode(serial.to_bytes());
-        params.serial_number = Some(serial);
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &issuer)?;
-
+        let cert = params.signed_by(&key, &self.issuer()?)?;
         fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
         let stem = format!("{}-{}", req.identity.role(), req.identity.id());
         let cert_path = out_dir.join(format!("{stem}.pem"));
         let key_path = out_dir.join(format!("{stem}.key"));
         write_secret(&key_path, key.serialize_pem().as_bytes())?;
         write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
-        state.issued.push(IssuedRecord {
-            serial: serial_hex.clone(),
-            identity: req.identity.uri(),
-            not_after: req.not_after.unix_timestamp(),
-        });
+        record(&mut state, &serial_hex, req);
         self.save_state(&state)?;
         Ok(Issued { cert_path, key_path, serial_hex })
+    }
+
+    /// Signs a certificate signing request made by [`request`] where the
+    /// key lives. The administrator states the identity they approve
+    /// (`approved.identity`); the request must name exactly that identity
+    /// and nothing else but DNS names and IP addresses, which are taken from
+    /// it. Everything else in the certificate (key usages, validity, serial)
+    /// is the CA's choice, whatever the request asked. Writes
+    /// `<role>-<id>.pem` into `out_dir`.
+    pub fn sign(&self, csr_pem: &str, approved: &SignRequest, out_dir: &Path) -> Result<Signed, Error> {
+        let invalid = |reason: String| Error::Invalid { what: "certificate request", reason };
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| invalid(format!("not a valid, self-signed request ({e})")))?;
+        let mut uris = Vec::new();
+        let mut dns_names = Vec::new();
+        let mut ip_addresses = Vec::new();
+        for san in &csr.params.subject_alt_names {
+            match san {
+                SanType::URI(u) => uris.push(u.as_str().to_owned()),
+                SanType::DnsName(d) => dns_names.push(d.as_str().to_owned()),
+                SanType::IpAddress(ip) => ip_addresses.push(*ip),
+                other => return Err(invalid(format!("it asks for a name this network does not issue: {other:?}"))),
+            }
+        }
+        let wanted = approved.identity.uri();
+        if uris != [wanted.clone()] {
+            return Err(invalid(format!(
+                "it names {}, but the approved identity is {wanted}",
+                if uris.is_empty() { "no identity".to_owned() } else { uris.join(" and ") }
+            )));
+        }
+        if csr.params.is_ca != IsCa::NoCa {
+            return Err(invalid("it asks to be a CA".into()));
+        }
+        let req = IssueRequest {
+            identity: approved.identity.clone(),
+            dns_names: dns_names.clone(),
+            ip_addresses: ip_addresses.clone(),
+            not_before: approved.not_before,
+            not_after: approved.not_after,
+        };
+        let mut state = self.load_state()?;
+        let (params, serial_hex) = leaf_params(&state, &req)?;
+        csr.params = params;
+        let cert = csr.signed_by(&self.issuer()?)?;
+        fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+        let cert_path = out_dir.join(format!("{}-{}.pem", req.identity.role(), req.identity.id()));
+        write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
+        record(&mut state, &serial_hex, &req);
+        self.save_state(&state)?;
+        Ok(Signed { cert_path, serial_hex, dns_names, ip_addresses })
     }
 
     /// Revokes a certificate by serial (hex) and rewrites the CRL.

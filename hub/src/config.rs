@@ -37,8 +37,8 @@ pub struct HubConfig {
     /// Largest deadline an operator may ask for.
     #[serde(default = "default_max_deadline_ms")]
     pub max_deadline_ms: u64,
-    /// How often the CRL file is checked; a new one applies to the next
-    /// handshake on the gRPC and HTTPS listeners.
+    /// How often the certificate, key and CRL files are checked; new ones
+    /// apply to the next handshake on the gRPC and HTTPS listeners.
     #[serde(default = "default_crl_reload_interval_ms")]
     pub crl_reload_interval_ms: u64,
     #[serde(default, rename = "member")]

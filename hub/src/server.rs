@@ -133,6 +133,7 @@ pub async fn run_notify(
         let cert = config.tls.cert.clone();
         let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
             m.set("tabadul_hub_log_entries", &[], st.log.len() as f64);
+            m.set("tabadul_hub_cache_entries", &[], st.cache.len() as f64);
             if let Ok(Some(c)) = st.log.cosigned()
                 && let Ok(cp) = tabadul_audit::offline::peek(&c)
             {
@@ -178,33 +179,37 @@ pub async fn run_notify(
         }
         None => None,
     };
-    // A new CRL applies to the next handshake on both listeners.
-    let crl_watch = config.tls.crl.clone().map(|crl| {
+    // A new CRL, certificate or key applies to the next handshake on both
+    // listeners: rotation and revocation need no restart.
+    let tls_watch = {
+        let files: Vec<std::path::PathBuf> = [Some(config.tls.cert.clone()), Some(config.tls.key.clone()), config.tls.crl.clone()].into_iter().flatten().collect();
         let tls_sets: Vec<Arc<ServerTls>> = std::iter::once(server_tls.clone()).chain(http_tls.clone()).collect();
         let mut rx = stop_rx.clone();
         let every = Duration::from_millis(config.crl_reload_interval_ms.max(50));
         tokio::spawn(async move {
-            let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok().zip(std::fs::read(p).ok().map(|b| b.len()));
-            let mut seen = stamp(&crl);
+            let stamp = || -> Vec<Option<(std::time::SystemTime, u64)>> {
+                files.iter().map(|p| std::fs::metadata(p).ok().and_then(|m| m.modified().ok().map(|t| (t, m.len())))).collect()
+            };
+            let mut seen = stamp();
             let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = rx.wait_for(|s| *s) => return,
                     _ = tick.tick() => {}
                 }
-                let now = stamp(&crl);
+                let now = stamp();
                 if now != seen {
                     seen = now;
                     for t in &tls_sets {
                         match t.reload() {
-                            Ok(()) => tracing::info!(crl = %crl.display(), "TLS configuration reloaded"),
-                            Err(e) => tracing::error!(error = %e, "new CRL rejected; the previous one stays in force"),
+                            Ok(()) => tracing::info!("TLS configuration reloaded (certificate, key or CRL changed)"),
+                            Err(e) => tracing::error!(error = %e, "new TLS files rejected; the previous configuration stays in force"),
                         }
                     }
                 }
             }
         })
-    });
+    };
     let audit = AuditServer::new(AuditService { log, identity: identity.clone(), readers: Readers::Auditors });
     let server = Server::builder()
         .timeout(state.max_deadline + Duration::from_secs(5))
@@ -241,9 +246,7 @@ pub async fn run_notify(
     if let Some(h) = http {
         let _ = h.await;
     }
-    if let Some(w) = crl_watch {
-        let _ = w.await;
-    }
+    let _ = tls_watch.await;
     served?;
     tracing::info!("hub stopped");
     Ok(())
@@ -252,13 +255,15 @@ pub async fn run_notify(
 fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     use tabadul_telemetry::Kind;
     let m = tabadul_telemetry::Registry::new();
-    m.describe("tabadul_hub_federated_queries_total", Kind::Counter, "Federated queries, by outcome.");
+    m.describe("tabadul_hub_federated_queries_total", Kind::Counter, "Federated queries, by outcome (answered, cached: served from the cache after revalidation, refused-role).");
     m.describe("tabadul_hub_federated_query_seconds", Kind::Histogram, "Time to answer a federated query, fan-out included.");
     m.describe("tabadul_hub_member_answers_total", Kind::Counter, "Member outcomes of federated queries (answered, refused, unreachable, timed-out, failed).");
     m.describe("tabadul_hub_log_entries", Kind::Gauge, "Entries in the hub's signed exchange log.");
     m.describe("tabadul_hub_cosigned_size", Kind::Gauge, "Tree size of the latest checkpoint the witnesses cosigned.");
     m.describe("tabadul_hub_member_log_forked", Kind::Gauge, "1 when a member's node was caught forking its log.");
     m.describe("tabadul_hub_certificate_expiry_seconds", Kind::Gauge, "Seconds until the hub's TLS certificate expires.");
+    m.describe("tabadul_hub_cache_entries", Kind::Gauge, "Federated answers held in the cache.");
+    m.describe("tabadul_hub_cache_invalidations_total", Kind::Counter, "Cached answers dropped because a member's generation changed or it did not confirm it.");
     m
 }
 

@@ -6,6 +6,9 @@
 //! and how ILOSTAT's codes map onto them. Node and hub both read it, so a code
 //! means the same thing at both ends.
 //!
+//! [`sdmx_key`] reads SDMX REST data references (flowRef, dotted keys) into
+//! queries.
+//!
 //! This crate holds no policy, no storage and no networking.
 #![forbid(unsafe_code)]
 
@@ -13,6 +16,7 @@ pub mod dictionary;
 mod digest;
 mod query_text;
 mod resolve;
+pub mod sdmx_key;
 
 pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure, MicroTable};
 pub use digest::{decision_word, query_digest, released_canonical};

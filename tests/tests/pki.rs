@@ -76,3 +76,67 @@ fn revoke_puts_the_serial_in_a_fresh_crl() {
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
+
+/// `tabadul-certs <args>`: its output, whatever the outcome.
+fn certs(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(tabadul_tests::bin("tabadul-certs")).args(args).output().unwrap()
+}
+
+#[tokio::test]
+async fn a_node_enrols_with_a_request_and_its_key_never_leaves() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tabadul_tests::Pki::init(dir.path()).unwrap();
+    // The node's team: a key and a request, on the node's machine.
+    let node = dir.path().join("node-machine");
+    let out = certs(&["request", "--network", "alo", "--role", "node", "--id", "MAR", "--ip", "127.0.0.1", "--dns", "localhost", "--out"].map(OsStr::new).into_iter().chain([node.as_os_str()]).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csr = node.join("node-MAR.csr");
+    let key = node.join("node-MAR.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let csr_text = std::fs::read_to_string(&csr).unwrap();
+    assert!(csr_text.starts_with("-----BEGIN CERTIFICATE REQUEST-----") && !csr_text.contains("PRIVATE KEY"));
+
+    // The administrator: signs what they approve, into another directory.
+    let admin = dir.path().join("admin");
+    let sign = |csr: &std::path::Path, id: &str| {
+        certs(&[OsStr::new("sign"), OsStr::new("--ca-dir"), pki.ca_dir.as_os_str(), OsStr::new("--csr"), csr.as_os_str(), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new(id), OsStr::new("--out"), admin.as_os_str()])
+    };
+    // Attacks first: a request for EGY presented as MAR's, a tampered request.
+    let egy = dir.path().join("egy-machine");
+    assert!(certs(&["request", "--network", "alo", "--role", "node", "--id", "EGY", "--ip", "127.0.0.1", "--out"].map(OsStr::new).into_iter().chain([egy.as_os_str()]).collect::<Vec<_>>()).status.success());
+    let out = sign(&egy.join("node-EGY.csr"), "MAR");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("it names spiffe://alo/node/EGY, but the approved identity is spiffe://alo/node/MAR"), "{err}");
+    let other_net = dir.path().join("other-net");
+    assert!(certs(&["request", "--network", "evil", "--role", "node", "--id", "MAR", "--out"].map(OsStr::new).into_iter().chain([other_net.as_os_str()]).collect::<Vec<_>>()).status.success());
+    assert!(String::from_utf8_lossy(&sign(&other_net.join("node-MAR.csr"), "MAR").stderr).contains("spiffe://evil/node/MAR"));
+    let mut lines: Vec<String> = csr_text.lines().map(str::to_owned).collect();
+    // One base64 character in the signed part (the identity's region).
+    let n = lines.len() / 2;
+    let mut bytes = lines[n].clone().into_bytes();
+    bytes[20] = if bytes[20] == b'A' { b'B' } else { b'A' };
+    lines[n] = String::from_utf8(bytes).unwrap();
+    let tampered = dir.path().join("tampered.csr");
+    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    let out = sign(&tampered, "MAR");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid, self-signed request"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!admin.join("node-MAR.pem").exists(), "nothing is issued for a refused request");
+
+    // The real request: signed, and the node serves with it and its own key.
+    let out = sign(&csr, "MAR");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("spiffe://alo/node/MAR") && text.contains("ip          127.0.0.1"), "{text}");
+    let node_dir = tabadul_tests::NodeDir::create(&dir.path().join("nodes"), &pki, "MAR", "").unwrap();
+    // NodeDir made a certificate the old way; replace it with the enrolled one.
+    std::fs::copy(admin.join("node-MAR.pem"), pki.certs_dir.join("node-MAR.pem")).unwrap();
+    std::fs::copy(&key, pki.certs_dir.join("node-MAR.key")).unwrap();
+    let proc = node_dir.start().unwrap();
+    let hub = pki.issue("hub", "alo").unwrap();
+    let mut client = tabadul_tests::node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    let described = client.describe(tabadul_proto::pb::DescribeRequest {}).await.unwrap().into_inner();
+    assert_eq!(described.member, "MAR");
+}

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tabadul_proto::pb;
-use tabadul_proto::{Dataflow, REF_AREA};
+use tabadul_proto::{Dataflow, sdmx_key};
 
 use super::negotiate::{self, DataFormat};
 use super::write::{self, Detail, MemberNote, Obs};
@@ -44,22 +44,16 @@ fn not_found(m: String) -> ApiError {
 /// `UNE_RATE`, `ALO,UNE_RATE` or `ALO,UNE_RATE,<version>|latest`.
 fn flow<'d>(front: &'d Front, flow_ref: &str) -> Result<&'d Dataflow, ApiError> {
     let dict = &front.hub.dict;
-    let parts: Vec<&str> = flow_ref.split(',').collect();
-    let (agency, id, version) = match parts.as_slice() {
-        [id] => (None, *id, None),
-        [agency, id] => (Some(*agency), *id, None),
-        [agency, id, version] => (Some(*agency), *id, Some(*version)),
-        _ => return Err(bad(format!("flowRef {flow_ref:?} must be ID, AGENCY,ID or AGENCY,ID,VERSION"))),
-    };
-    if let Some(a) = agency.filter(|a| !matches!(*a, "all" | "*") && *a != dict.agency) {
+    let r = sdmx_key::parse_flow_ref(flow_ref).map_err(|e| bad(e.to_string()))?;
+    if let Some(a) = r.agency.filter(|a| !matches!(*a, "all" | "*") && *a != dict.agency) {
         return Err(not_found(format!("no dataflow of agency {a}: this hub's are maintained by {}", dict.agency)));
     }
-    if let Some(v) = version.filter(|v| !matches!(*v, "latest" | "*" | "all") && *v != dict.version) {
-        return Err(not_found(format!("no dataflow {id} in version {v}: the dictionary in force is version {}", dict.version)));
+    if let Some(v) = r.version.filter(|v| !matches!(*v, "latest" | "*" | "all") && *v != dict.version) {
+        return Err(not_found(format!("no dataflow {} in version {v}: the dictionary in force is version {}", r.id, dict.version)));
     }
-    dict.dataflow(id).ok_or_else(|| {
-        let what = if dict.microdata(id).is_some() { " (a microdata table: ask it through POST /api/v1/query)" } else { "" };
-        not_found(format!("no dataflow {id:?} in dictionary {}{what}", dict.version))
+    dict.dataflow(r.id).ok_or_else(|| {
+        let what = if dict.microdata(r.id).is_some() { " (a microdata table: ask it through POST /api/v1/query)" } else { "" };
+        not_found(format!("no dataflow {:?} in dictionary {}{what}", r.id, dict.version))
     })
 }
 
@@ -101,41 +95,19 @@ pub(crate) async fn handle(
         Some(d) => return Err(bad(format!("dimensionAtObservation={d}: {} has no such dimension", flow.id))),
     };
 
-    // The key, in the DSD's dimension order.
-    let key = parts.get("key").map(String::as_str).unwrap_or("all");
-    let pieces: Vec<&str> = if key == "all" || key.is_empty() { vec![""; flow.dimensions.len()] } else { key.split('.').collect() };
-    if pieces.len() != flow.dimensions.len() {
-        return Err(bad(format!(
-            "key {key:?} has {} parts; {} has {} dimensions: {}",
-            pieces.len(),
-            flow.id,
-            flow.dimensions.len(),
-            flow.dimensions.join(".")
-        )));
-    }
-    let mut query = pb::Query {
+    let key = sdmx_key::parse_key(dict, flow, parts.get("key").map(String::as_str).unwrap_or("all")).map_err(|e| match e {
+        sdmx_key::KeyError::Syntax(m) => bad(m),
+        sdmx_key::KeyError::UnknownCode(m) => not_found(m),
+    })?;
+    let query = pb::Query {
         dataflow: flow.id.clone(),
         start_period: params.start_period.clone().unwrap_or_default(),
         end_period: params.end_period.clone().unwrap_or_default(),
+        breakdown: key.breakdown,
+        filters: key.filters,
         ..Default::default()
     };
-    let mut members: Vec<String> = Vec::new();
-    for (dim, piece) in flow.dimensions.iter().zip(&pieces) {
-        let codes: Vec<String> = piece.split('+').filter(|c| !c.is_empty()).map(str::to_owned).collect();
-        for c in &codes {
-            if !dict.has_code(dim, c) {
-                let codelist = dict.dimension(dim).map(|d| d.codelist.as_str()).unwrap_or_default();
-                return Err(not_found(format!("no data for {dim}={c}: {c:?} is not a code of {codelist}")));
-            }
-        }
-        if dim == REF_AREA {
-            members = codes;
-        } else if codes.is_empty() {
-            query.breakdown.push(dim.clone());
-        } else {
-            query.filters.push(pb::DimensionFilter { dimension: dim.clone(), codes });
-        }
-    }
+    let mut members = key.members;
     if let Some(provider) = parts.get("provider").filter(|p| !matches!(p.as_str(), "all" | "*")) {
         let providers = provider_codes(provider);
         members = if members.is_empty() { providers } else { members.into_iter().filter(|m| providers.contains(m)).collect() };

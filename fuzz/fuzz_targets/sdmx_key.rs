@@ -1,0 +1,34 @@
+//! An SDMX REST data reference as the hub's front door receives it (the
+//! flowRef and the dotted series key of `/sdmx/data/{flowRef}/{key}`):
+//! parsing never panics, and a key that parses always yields a query the
+//! dictionary accepts, asking only member codes of the area codelist.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use tabadul_proto::{Dictionary, pb, sdmx_key};
+
+fn dict() -> &'static Dictionary {
+    static DICT: OnceLock<Dictionary> = OnceLock::new();
+    DICT.get_or_init(|| {
+        let text = include_str!("../../deploy/dictionary.toml");
+        Dictionary::parse(text, "deploy/dictionary.toml").expect("the shipped dictionary loads")
+    })
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Some((&pick, rest)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(rest);
+    let (flow_ref, key) = text.split_once('/').unwrap_or(("UNE_RATE", &text));
+    let _ = sdmx_key::parse_flow_ref(flow_ref);
+    let flows: Vec<_> = dict().dataflows().collect();
+    let flow = flows[usize::from(pick) % flows.len()];
+    let Ok(k) = sdmx_key::parse_key(dict(), flow, key) else { return };
+    for m in &k.members {
+        assert!(dict().has_code(tabadul_proto::REF_AREA, m), "member {m:?} accepted");
+    }
+    let q = pb::Query { dataflow: flow.id.clone(), breakdown: k.breakdown, filters: k.filters, ..Default::default() };
+    if let Err(e) = tabadul_proto::resolve(dict(), &q) {
+        panic!("key {key:?} on {} parsed into a query the dictionary refuses: {e:?}", flow.id);
+    }
+});
