@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::checkpoint::Checkpoint;
 use crate::log::Log;
 use crate::merkle;
-use crate::note::{Note, Verifier};
+use crate::note::{Note, Signer, Verifier};
 
 /// Most entries one `Entries` call returns.
 pub const MAX_ENTRIES_PER_CALL: u64 = 1000;
@@ -139,8 +139,11 @@ impl pb::audit_server::Audit for AuditService {
 /// for that origin, and records the new one before answering.
 #[derive(Debug)]
 pub struct WitnessService {
-    /// Our own log: its key cosigns, its database keeps the witness state.
+    /// Our own log: its database keeps the witness state.
     pub log: Arc<Log>,
+    /// The key that cosigns; by default (None) the log's own key, which a
+    /// deployment should avoid: one key, one purpose.
+    pub cosigner: Option<Signer>,
     /// Trusted log keys, by origin.
     pub trusted: Vec<Verifier>,
     pub identity: Identity,
@@ -150,7 +153,13 @@ pub struct WitnessService {
 
 impl WitnessService {
     pub fn new(log: Arc<Log>, trusted: Vec<Verifier>, identity: Identity) -> Self {
-        WitnessService { log, trusted, identity, lock: tokio::sync::Mutex::new(()) }
+        WitnessService { log, cosigner: None, trusted, identity, lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Cosigns with `key` instead of the log's key.
+    pub fn with_cosigner(mut self, key: Signer) -> Self {
+        self.cosigner = Some(key);
+        self
     }
 
     /// Runs the add-checkpoint checks; returns the cosignature line(s).
@@ -202,7 +211,7 @@ impl WitnessService {
         // with a conflict carrying the new size.
         self.log.set_witnessed(&body.origin, &r.checkpoint).map_err(internal)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp().max(1) as u64;
-        self.log.signer().cosign(&note.text, now).map_err(internal)
+        self.cosigner.as_ref().unwrap_or(self.log.signer()).cosign(&note.text, now).map_err(internal)
     }
 }
 

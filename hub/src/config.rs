@@ -124,6 +124,9 @@ pub struct MemberConfig {
     /// Whether this node witnesses the hub's log.
     #[serde(default = "yes")]
     pub witness: bool,
+    /// The verifier key of the node's witness key (`<network>/witness/<code>`),
+    /// which its cosignatures must verify with; without it, its log key.
+    pub witness_vkey: Option<String>,
 }
 
 fn yes() -> bool {

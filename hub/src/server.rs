@@ -69,12 +69,18 @@ pub async fn run_notify(
             return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: log_vkey is for {:?}, expected {node_origin:?}", m.code, log_key.name()) });
         }
         if m.witness {
-            witnesses.push(crate::witnessing::Witness {
-                member: m.code.clone(),
-                client: WitnessClient::new(channel.clone()),
-                key: log_key.cosigner(),
-                cosigned_size: 0,
-            });
+            let key = match &m.witness_vkey {
+                Some(v) => {
+                    let v = Verifier::parse(v).map_err(|e| Error::Config { path: "hub.toml".into(), reason: format!("member {}: witness_vkey: {e}", m.code) })?;
+                    let name = format!("{}/witness/{}", identity.network(), m.code);
+                    if v.name() != name {
+                        return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: witness_vkey is for {:?}, expected {name:?}", m.code, v.name()) });
+                    }
+                    v.cosigner()
+                }
+                None => log_key.cosigner(),
+            };
+            witnesses.push(crate::witnessing::Witness { member: m.code.clone(), client: WitnessClient::new(channel.clone()), key, cosigned_size: 0 });
         }
         let client = NodeClient::new(channel.clone()).max_decoding_message_size(16 << 20);
         // The pin survives restarts: a node cannot swap its log while the hub is down.

@@ -21,6 +21,12 @@ pub struct NodeConfig {
     /// must be `<network>/node/<member>`.
     #[serde(default = "default_log_key")]
     pub log_key: PathBuf,
+    /// The key this node cosigns other logs' checkpoints with, named
+    /// `<network>/witness/<member>` (`tabadul-audit keygen`), mode 0600.
+    /// Without it the log key cosigns too, which works but mixes two
+    /// purposes in one key.
+    #[serde(default)]
+    pub witness_key: Option<PathBuf>,
     /// Verifier keys of the logs this node witnesses (the hub's): it
     /// cosigns their checkpoints after checking consistency.
     #[serde(default)]
@@ -75,6 +81,9 @@ impl NodeConfig {
         fix(&mut config.dictionary);
         fix(&mut config.policy);
         fix(&mut config.log_key);
+        if let Some(k) = config.witness_key.as_mut() {
+            fix(k);
+        }
         config.tls = config.tls.relative_to(base);
         Ok(config)
     }

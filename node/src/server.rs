@@ -65,6 +65,24 @@ pub async fn run_notify(
         .iter()
         .map(|v| Verifier::parse(v).map_err(|e| Error::Invalid(format!("witness_logs: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
+    let cosigner = match &config.witness_key {
+        Some(path) => {
+            let key = tabadul_audit::load_signer(path)?;
+            let name = format!("{}/witness/{}", identity.network(), identity.id());
+            if key.name() != name {
+                return Err(Error::Invalid(format!(
+                    "witness key {} is for {:?}; this node's witness key is {name:?} (make one with tabadul-audit keygen --origin {name})",
+                    path.display(), key.name())));
+            }
+            Some(key)
+        }
+        None => {
+            if !witness_logs.is_empty() {
+                tracing::warn!("no witness_key: cosignatures are made with the log key; give the witness its own key");
+            }
+            None
+        }
+    };
     let log = Arc::new(Log::open(&config.log_dir(), signer)?);
     let server_tls = ServerTls::load(config.tls.clone())?;
     let withdrawals = RwLock::new(Arc::new(store.withdrawals()?));
@@ -138,7 +156,10 @@ pub async fn run_notify(
         .timeout(Duration::from_secs(60))
         .add_service(node)
         .add_service(AuditServer::new(AuditService { log: log.clone(), identity: identity.clone(), readers: Readers::AuditorsAndHubProofs }))
-        .add_service(WitnessServer::new(WitnessService::new(log, witness_logs, identity.clone())))
+        .add_service(WitnessServer::new(match cosigner {
+            Some(key) => WitnessService::new(log, witness_logs, identity.clone()).with_cosigner(key),
+            None => WitnessService::new(log, witness_logs, identity.clone()),
+        }))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), stopped(stop_rx.clone()));

@@ -147,6 +147,8 @@ pub struct NodeDir {
     pub policy: PathBuf,
     /// The verifier key of the node's log.
     pub log_vkey: String,
+    /// The verifier key of the node's witness key (its cosignatures).
+    pub witness_vkey: String,
 }
 
 impl NodeDir {
@@ -159,15 +161,16 @@ impl NodeDir {
         std::fs::write(&policy_path, policy)?;
         let config = dir.join("node.toml");
         let (log_key, log_vkey) = pki.log_key(&format!("{NETWORK}/node/{member}"))?;
+        let (witness_key, witness_vkey) = pki.log_key(&format!("{NETWORK}/witness/{member}"))?;
         let (_, hub_vkey) = pki.hub_log_key()?;
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"data\"\ndictionary = {:?}\npolicy = \"policy.toml\"\nreload_interval_ms = 200\nlog_key = {:?}\nwitness_logs = [{:?}]\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
-                dictionary_path(), log_key, hub_vkey, pki.ca_cert(), cert.cert, cert.key, pki.crl()
+                "data_dir = \"data\"\ndictionary = {:?}\npolicy = \"policy.toml\"\nreload_interval_ms = 200\nlog_key = {:?}\nwitness_key = {:?}\nwitness_logs = [{:?}]\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
+                dictionary_path(), log_key, witness_key, hub_vkey, pki.ca_cert(), cert.cert, cert.key, pki.crl()
             ),
         )?;
-        Ok(NodeDir { member: member.to_owned(), dir, config, policy: policy_path, log_vkey })
+        Ok(NodeDir { member: member.to_owned(), dir, config, policy: policy_path, log_vkey, witness_vkey })
     }
 
     /// `tabadul-node <args> --config <this node>`.
@@ -294,13 +297,16 @@ pub struct HubMember {
     pub log_vkey: String,
     /// Whether the node witnesses the hub's log.
     pub witness: bool,
+    /// The verifier key its cosignatures must verify with.
+    pub witness_vkey: Option<String>,
 }
 
 impl HubMember {
     /// A member at `endpoint` whose log key is the one `pki` holds for it.
     pub fn new(pki: &Pki, code: &str, endpoint: impl Into<String>) -> Result<Self> {
         let (_, log_vkey) = pki.log_key(&format!("{NETWORK}/node/{code}"))?;
-        Ok(HubMember { code: code.to_owned(), endpoint: endpoint.into(), log_vkey, witness: true })
+        let (_, witness_vkey) = pki.log_key(&format!("{NETWORK}/witness/{code}"))?;
+        Ok(HubMember { code: code.to_owned(), endpoint: endpoint.into(), log_vkey, witness: true, witness_vkey: Some(witness_vkey) })
     }
 }
 
@@ -321,6 +327,9 @@ pub fn start_hub_with(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMemb
     );
     for m in members {
         text.push_str(&format!("\n[[member]]\ncode = {:?}\nendpoint = {:?}\nlog_vkey = {:?}\nwitness = {}\n", m.code, m.endpoint, m.log_vkey, m.witness));
+        if let Some(v) = &m.witness_vkey {
+            text.push_str(&format!("witness_vkey = {v:?}\n"));
+        }
     }
     text.push('\n');
     text.push_str(extra);

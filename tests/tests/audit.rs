@@ -82,6 +82,12 @@ fn query(flow: &str, period: &str) -> pb::FederatedQueryRequest {
     }
 }
 
+fn dir_file(net: &Net, name: &str, text: &str) -> std::path::PathBuf {
+    let path = net.dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn vkey_of(pki: &Pki, origin: &str) -> String {
     pki.log_key(origin).unwrap().1
 }
@@ -124,8 +130,8 @@ async fn receipts_are_checked_logged_and_verifiable_by_an_auditor() {
     let policy_path = net.dir.path().join("witnesses.txt");
     let policy = format!(
         "# both nodes must cosign\nwitness {}\nwitness {}\nquorum 2\n",
-        Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner(),
-        Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner()
+        Verifier::parse(&vkey_of(&net.pki, "alo/witness/MAR")).unwrap().cosigner(),
+        Verifier::parse(&vkey_of(&net.pki, "alo/witness/EGY")).unwrap().cosigner()
     );
     std::fs::write(&policy_path, &policy).unwrap();
     let witnessed = eventually(Duration::from_secs(15), async || {
@@ -143,7 +149,16 @@ async fn receipts_are_checked_logged_and_verifiable_by_an_auditor() {
     let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey, "--witness-policy", policy_path.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("verified: no problems found") && text.contains("cosigned by:"), "{text}");
-    assert!(text.contains("alo/node/MAR") && text.contains("alo/node/EGY"), "{text}");
+    assert!(text.contains("alo/witness/MAR") && text.contains("alo/witness/EGY"), "{text}");
+    // The witnesses cosign with their own keys, not their log keys: a
+    // policy naming the log keys finds no cosignature.
+    let log_keys_policy = dir_file(&net, "log-keys-policy.txt", &format!(
+        "witness {}\nwitness {}\nquorum 1\n",
+        Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner(),
+        Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner()
+    ));
+    let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey, "--witness-policy", log_keys_policy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
     let mut node_dirs = Vec::new();
     for (member, (_, proc)) in &net.nodes {
         let d = net.fetch(proc.addr, &format!("spiffe://alo/node/{member}"), member);
@@ -331,14 +346,14 @@ async fn a_hub_showing_two_histories_to_two_witnesses_is_caught() {
     // Each witness, seeing one branch only, cosigns it.
     let hub_vkey = net.pki.hub_log_key().unwrap().1;
     let hub_key = Verifier::parse(&hub_vkey).unwrap();
-    let mar_w = Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner();
-    let egy_w = Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner();
+    let mar_w = Verifier::parse(&vkey_of(&net.pki, "alo/witness/MAR")).unwrap().cosigner();
+    let egy_w = Verifier::parse(&vkey_of(&net.pki, "alo/witness/EGY")).unwrap().cosigner();
     let policy = WitnessPolicy::parse(&format!("witness {mar_w}\nwitness {egy_w}\nquorum 2\n")).unwrap();
     let one_each = eventually(Duration::from_secs(15), async || {
         let da = LogDir::load(&net.fetch(a.addr, "spiffe://alo/hub/alo", "a")).unwrap();
         let db = LogDir::load(&net.fetch(b.addr, "spiffe://alo/hub/alo", "b")).unwrap();
-        offline::verify(&da, &hub_key, Some(&policy)).witnessed_by == ["alo/node/MAR"]
-            && offline::verify(&db, &hub_key, Some(&policy)).witnessed_by == ["alo/node/EGY"]
+        offline::verify(&da, &hub_key, Some(&policy)).witnessed_by == ["alo/witness/MAR"]
+            && offline::verify(&db, &hub_key, Some(&policy)).witnessed_by == ["alo/witness/EGY"]
     })
     .await;
     assert!(one_each, "each branch should carry its own witness's cosignature");
@@ -572,8 +587,8 @@ async fn a_hub_killed_mid_fan_out_restarts_with_a_log_that_verifies_and_stays_wi
     let hub_key = Verifier::parse(&hub_vkey).unwrap();
     let policy = WitnessPolicy::parse(&format!(
         "witness {}\nwitness {}\nquorum 2\n",
-        Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner(),
-        Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner()
+        Verifier::parse(&vkey_of(&net.pki, "alo/witness/MAR")).unwrap().cosigner(),
+        Verifier::parse(&vkey_of(&net.pki, "alo/witness/EGY")).unwrap().cosigner()
     ))
     .unwrap();
     // Witnessed once before the crash.

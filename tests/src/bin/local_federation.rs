@@ -102,7 +102,13 @@ fn main() -> Result<()> {
             running.push(proc);
             endpoint
         };
-        members.push(HubMember { code: node.member.clone(), endpoint, log_vkey: node.log_vkey.clone(), witness: true });
+        members.push(HubMember {
+            code: node.member.clone(),
+            endpoint,
+            log_vkey: node.log_vkey.clone(),
+            witness: true,
+            witness_vkey: Some(node.witness_vkey.clone()),
+        });
     }
     println!("started {} nodes ({OFFLINE} is configured but offline)", running.len());
     let withdrawn = nodes.iter().find(|n| n.member == WITHDRAWN).context("withdrawn member")?;
@@ -192,7 +198,7 @@ fn audit_demo(root: &Path, pki: &Pki, hub: &Proc, nodes: &[NodeDir], members: &[
     // Witnesses cosign every few hundred milliseconds; give them a moment.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let witnesses: Vec<String> = nodes.iter().filter(|n| n.member != OFFLINE).map(|n| {
-        tabadul_audit::Verifier::parse(&n.log_vkey).map(|v| format!("witness {}", v.cosigner()))
+        tabadul_audit::Verifier::parse(&n.witness_vkey).map(|v| format!("witness {}", v.cosigner()))
     }).collect::<Result<_, _>>()?;
     let quorum = witnesses.len() / 2 + 1;
     let policy = dir.join("witness-policy.txt");
