@@ -74,6 +74,8 @@ pub struct HttpConfig {
     /// public tier), with bursts up to `burst`.
     pub rate_per_minute: u32,
     pub burst: u32,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -86,6 +88,7 @@ impl Default for HttpConfig {
             max_cells: 200_000,
             rate_per_minute: 600,
             burst: 60,
+            header_read_timeout_ms: 10_000,
         }
     }
 }

@@ -424,8 +424,19 @@ fn operators_prove_who_they_are_and_the_public_gets_public_rules_only() {
 
 #[test]
 fn limits_give_clear_errors() {
-    let f = Federation::start(false, "[http]\ndangerous_plain_http = true\nrate_per_minute = 6\nburst = 4\nmax_body_bytes = 512\nmax_cells = 2\n");
+    let f = Federation::start(false, "[http]\ndangerous_plain_http = true\nrate_per_minute = 6\nburst = 4\nmax_body_bytes = 512\nmax_cells = 2\nheader_read_timeout_ms = 500\n");
     let http = f.client();
+    // A client that never finishes its headers is cut off.
+    {
+        use std::io::{Read, Write};
+        let mut slow = std::net::TcpStream::connect(f.hub.http.unwrap()).unwrap();
+        slow.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        slow.write_all(b"GET /api/v1/whoami HTTP/1.1\r\nhost: x\r\n").unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the connection was held {:?}", started.elapsed());
+    }
     let auth = bearer(&f.issue_token("alice"));
     let big = json!({"dataflow": "UNE_PERS", "breakdown": ["SEX"], "members": ["MAR"], "start_period": "2022", "end_period": "2024", "padding": "x".repeat(600)});
     let a = http.post_json("/api/v1/query", &[("authorization", &auth)], &big).unwrap();

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tabadul_certs::Identity;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -114,6 +114,7 @@ pub(crate) async fn serve(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    let front_header_timeout_ms = front.config.header_read_timeout_ms.max(1);
     let app = router(front);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -135,12 +136,17 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        let header_timeout = Duration::from_millis(front_header_timeout_ms);
         let app = app.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that trickles its headers (slowloris) loses its
+            // connection instead of holding one of the slots for ever.
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder.http2().timer(TokioTimer::new());
             match tls {
                 None => {
                     let conn = Connection { addr, identity: None };
