@@ -31,6 +31,7 @@ pub async fn run(config: &HubConfig) -> Vec<Check> {
         (Ok(s), _) => out.push(check("log key", false, format!("is for {}, not this hub's log", s.name()))),
         (Err(e), _) => out.push(check("log key", false, e.to_string())),
     }
+    out.extend(front_door(config));
     let Some(identity) = identity else { return out };
     let client_tls = match tls::client_config(&config.tls) {
         Ok(c) => c,
@@ -120,4 +121,33 @@ fn clock_skew(meta: &tonic::metadata::MetadataMap) -> Option<i64> {
     );
     let theirs = time::PrimitiveDateTime::parse(date, &format).ok()?.assume_utc().unix_timestamp();
     Some(theirs - time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
+/// The HTTP front door's own files and settings.
+fn front_door(config: &HubConfig) -> Vec<Check> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let h = &config.http;
+    if h.dangerous_plain_http {
+        out.push(check("front door", false, "dangerous_plain_http: operator tokens cross the network in clear text (only behind a TLS proxy on this host)"));
+    }
+    match std::fs::metadata(&h.tokens) {
+        Err(_) => out.push(check("operator tokens", true, format!("none issued yet ({})", h.tokens.display()))),
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => out.push(check(
+            "operator tokens",
+            false,
+            format!("{} is readable by others (mode {:o}); chmod 600 it", h.tokens.display(), m.permissions().mode() & 0o777),
+        )),
+        Ok(_) => match crate::tokens::list(&h.tokens) {
+            Ok(list) => {
+                let live = list.iter().filter(|t| t.revoked.is_none()).count();
+                out.push(check("operator tokens", true, format!("{live} live, {} revoked", list.len() - live)));
+            }
+            Err(e) => out.push(check("operator tokens", false, e.to_string())),
+        },
+    }
+    for m in config.members.iter().filter(|m| m.witness && m.witness_vkey.is_none()) {
+        out.push(check(&format!("{} witness key", m.code), false, "no witness_vkey: its cosignatures are checked against its log key"));
+    }
+    out
 }

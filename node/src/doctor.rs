@@ -34,6 +34,17 @@ pub async fn run(config: &NodeConfig) -> Vec<Check> {
         (Ok(s), _) => out.push(check("log key", false, format!("is for {}, not this node's log", s.name()))),
         (Err(e), _) => out.push(check("log key", false, e.to_string())),
     }
+    match (&config.witness_key, &identity) {
+        (None, _) => out.push(check("witness key", false, "no witness_key: cosignatures are made with the log key (make one with tabadul-audit keygen --origin <network>/witness/<member>)")),
+        (Some(path), Some(id)) => match tabadul_audit::load_signer(path) {
+            Ok(s) if s.name() == format!("{}/witness/{}", id.network(), id.id()) => {
+                out.push(check("witness key", true, format!("cosigns as {} (the ALO needs this key too)", s.verifier())));
+            }
+            Ok(s) => out.push(check("witness key", false, format!("is for {}, not this node's witness", s.name()))),
+            Err(e) => out.push(check("witness key", false, e.to_string())),
+        },
+        (Some(_), None) => {}
+    }
     if config.witness_logs.is_empty() {
         out.push(check("witness", false, "no hub key in witness_logs: this node cosigns nothing"));
     }

@@ -266,6 +266,9 @@ async fn hub_doctor_names_each_problem_in_plain_words() {
     // EGY's key in the hub's configuration is not the one its log signs with.
     members[1].log_vkey = tabadul_audit::Signer::generate("alo/node/EGY").unwrap().verifier().to_string();
     members.push(tabadul_tests::HubMember::new(&pki, "LBY", tabadul_tests::dead_endpoint().unwrap()).unwrap());
+    // MAR's witness key is missing: its cosignatures would be checked
+    // against its log key.
+    let mar_witness = members[0].witness_vkey.take();
     let hub_cert = pki.issue("hub", "alo").unwrap();
     let hub = tabadul_tests::start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 2000).unwrap();
     let doctor = || Command::new(bin("tabadul-hub")).arg("doctor").arg("--config").arg(dir.path().join("hub/hub.toml")).output().unwrap();
@@ -278,10 +281,13 @@ async fn hub_doctor_names_each_problem_in_plain_words() {
     assert!(line("MAR", "clock within"), "{text}");
     assert!(line("PROBLEM", "EGY") && line("EGY", "not signed with the log_vkey in hub.toml"), "{text}");
     assert!(line("PROBLEM", "LBY") && line("LBY", "unreachable"), "{text}");
-    assert!(text.contains("2 problem(s)"), "{text}");
+    assert!(line("PROBLEM", "MAR witness key") && line("MAR witness key", "no witness_vkey"), "{text}");
+    assert!(line("ok", "operator tokens") && line("operator tokens", "none issued yet"), "{text}");
+    assert!(text.contains("3 problem(s)"), "{text}");
     // Fixed configuration: all green.
     drop(hub);
     members[1].log_vkey = tabadul_tests::HubMember::new(&pki, "EGY", "x").unwrap().log_vkey;
+    members[0].witness_vkey = mar_witness;
     members.pop();
     let _hub = tabadul_tests::start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, 2000).unwrap();
     let out = doctor();
@@ -303,6 +309,7 @@ fn node_doctor_names_each_problem_in_plain_words() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("not running") && text.contains("1 problem(s)"), "{text}");
     assert!(text.contains("cosigns alo/hub/alo") && text.contains("signs as alo/node/MAR+"), "{text}");
+    assert!(text.contains("cosigns as alo/witness/MAR+"), "{text}");
     let proc = node.start().unwrap();
     let (code, text) = doctor();
     assert_eq!(code, Some(0), "{text}");
