@@ -601,6 +601,26 @@ async fn the_hub_federates_protected_aggregates_and_skips_withheld_cells() {
     }
     let both = r.aggregate.iter().find(|a| a.key == ["MA-06", "_T", "2025"]).unwrap();
     assert_eq!(both.covers, ["JOR", "MAR"]);
+    // The same question through the JSON API (HTTPS, the operator's
+    // certificate): the same protected cells, withheld ones without a value.
+    let http = tabadul_tests::http::Client::tls(hub.http.unwrap(), &pki.ca_cert(), Some(&pki.tls_files(&operator))).unwrap();
+    let body = serde_json::json!({"dataflow": TABLE, "breakdown": ["REGION", "OCU"], "statistic": "count", "aggregate": true});
+    let j = http.post_json("/api/v1/query", &[], &body).unwrap();
+    assert_eq!(j.status, 200, "{}", j.text());
+    let j = j.json().unwrap();
+    let cells = j["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), r.cells.len());
+    for (c, g) in cells.iter().zip(&r.cells) {
+        let key: Vec<&str> = c["key"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(key, g.key, "same order");
+        assert_eq!(c["conf_status"], g.conf_status.as_str());
+        if withheld(g) {
+            assert!(c["value"].is_null(), "a withheld cell has no value: {c}");
+        } else {
+            assert_eq!(c["value"].as_f64(), Some(g.value));
+        }
+    }
+    assert!(j["aggregate"]["cells"].as_array().unwrap().iter().any(|a| a["covers"] == serde_json::json!(["JOR", "MAR"])));
     // Means are not additive across members: no aggregate, and it says why.
     let r = client
         .federated_query(pb::FederatedQueryRequest { query: Some(query(&["REGION"], &[], "mean")), regional_aggregate: true, ..Default::default() })
