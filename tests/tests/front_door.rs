@@ -162,6 +162,7 @@ fn sdmx_rest_answers_in_every_format_and_reports_every_member() {
         a
     };
     let csv1 = get("application/vnd.sdmx.data+csv;version=1.0.0");
+    assert_eq!(csv1.header("cache-control"), Some("private, no-store"), "no cache outside the hub keeps country data");
     assert_eq!(csv1.header("content-type"), Some("application/vnd.sdmx.data+csv; version=1.0.0"));
     let got = csv_values(&csv1);
     assert_eq!(got.len(), expected.len());

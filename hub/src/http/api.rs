@@ -225,6 +225,9 @@ async fn query(State(front): State<Arc<Front>>, who: Principal, body: Result<Jso
     });
     let mut response = Json(out).into_response();
     response.headers_mut().insert("x-tabadul-cache", HeaderValue::from_static(if answer.from_cache { "hit" } else { "miss" }));
+    // No cache outside the hub may keep country data (it could not take it
+    // back after a withdrawal).
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     Ok(response)
 }
 

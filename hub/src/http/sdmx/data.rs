@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tabadul_proto::pb;
 use tabadul_proto::{Dataflow, sdmx_key};
 
-use super::negotiate::{self, DataFormat};
+use super::negotiate;
 use super::write::{self, Detail, MemberNote, Obs};
 use crate::federate::{Failure, federate};
 use crate::http::{ApiError, Front, Principal};
@@ -205,9 +205,10 @@ pub(crate) async fn handle(
     {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
-    if format == DataFormat::Csv1 || format == DataFormat::Csv2 {
-        // SDMX-CSV is UTF-8; say so for spreadsheet programs.
-        r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
-    }
+    // The same URL answers in several formats and differently for operators
+    // and the public; and no cache outside the hub may keep country data,
+    // which it could not take back after a withdrawal.
+    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept, Authorization"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     Ok(r)
 }
