@@ -2,7 +2,9 @@
 //!
 //! Keys are `dataflow 0x00 code 0x1f code ... 0x1f time_period`, so one
 //! dataflow's observations are contiguous and sorted by series key then
-//! period. Values are `f64 LE | unit_mult i8 | obs_status bytes`. Imports
+//! period. Values are `f64 LE | unit_mult i8 | obs_status bytes`. The
+//! encoding is written once, in `tabadul_formats::encoding`, because
+//! imports arrive already encoded. Imports
 //! arrive as sorted SST files that RocksDB ingests in one step.
 //! Withdrawals ("reservations") live in their own column family and are read
 //! on every query, so a withdrawal applies to the very next one.
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteOptions};
 use serde::{Deserialize, Serialize};
 
+use tabadul_formats::encoding::KEY_SEP;
+
 use crate::Error;
 
 const CF_WITHDRAWALS: &str = "withdrawals";
@@ -19,7 +23,6 @@ const CF_WITHDRAWALS: &str = "withdrawals";
 pub(crate) const CF_MICRO: &str = "micro";
 /// The release ledger and differential-privacy budgets (see [`crate::ledger`]).
 pub(crate) const CF_LEDGER: &str = "ledger";
-const KEY_SEP: u8 = 0x1f;
 /// Codes plus the period: more than any dataflow has.
 const MAX_KEY_PARTS: usize = 32;
 
@@ -159,8 +162,8 @@ impl Store {
             .iter()
             .map(|o| {
                 let (mut key, mut value) = (Vec::new(), Vec::new());
-                append_key(&mut key, &o.dataflow, o.key.iter().map(String::as_str), &o.time_period);
-                append_value(&mut value, o.value, o.unit_mult, &o.obs_status);
+                tabadul_formats::encoding::append_key(&mut key, &o.dataflow, o.key.iter().map(String::as_str), &o.time_period);
+                tabadul_formats::encoding::append_value(&mut value, o.value, o.unit_mult, &o.obs_status);
                 (key, value)
             })
             .collect();
@@ -354,24 +357,6 @@ fn write_sst<'a>(path: &Path, run: impl Iterator<Item = (&'a [u8], &'a [u8])>) -
         writer.finish()?;
     }
     Ok(any)
-}
-
-/// Appends a store key (see the module docs) to `buf`.
-pub(crate) fn append_key<'a>(buf: &mut Vec<u8>, dataflow: &str, codes: impl IntoIterator<Item = &'a str>, time: &str) {
-    buf.extend_from_slice(dataflow.as_bytes());
-    buf.push(0);
-    for code in codes {
-        buf.extend_from_slice(code.as_bytes());
-        buf.push(KEY_SEP);
-    }
-    buf.extend_from_slice(time.as_bytes());
-}
-
-/// Appends a store value (see the module docs) to `buf`.
-pub(crate) fn append_value(buf: &mut Vec<u8>, value: f64, unit_mult: i8, obs_status: &str) {
-    buf.extend_from_slice(&value.to_le_bytes());
-    buf.push(unit_mult as u8);
-    buf.extend_from_slice(obs_status.as_bytes());
 }
 
 fn decode(dataflow: &str, key: &[u8], value: &[u8]) -> Option<Observation> {

@@ -1,12 +1,16 @@
-//! Imports of indicator tables: SDMX-CSV (1.0 and 2.0) and ILOSTAT bulk CSV.
+//! Reading indicator tables that national teams import: SDMX-CSV (1.0 and
+//! 2.0) and ILOSTAT bulk CSV, parsed and validated against the data
+//! dictionary, every problem reported with file, line, column and reason
+//! (up to [`MAX_REPORTED_PROBLEMS`]).
 //!
-//! An import is all-or-nothing across every file given: all rows of all
-//! files are parsed and validated against the dictionary first; only if no
-//! row has a problem are they written, as one atomically ingested SST file. A
-//! rejected import reports every problem it found (up to
-//! [`MAX_REPORTED_PROBLEMS`]) with file, line, column and reason, and leaves
-//! the store exactly as it was.
+//! Valid rows come out already encoded as the node's store keys and values
+//! ([`Validated`]), sorted, so the node can write them as one atomically
+//! ingested file. This crate writes nothing and links no store: that keeps
+//! it small enough to fuzz (`fuzz/fuzz_targets/indicator_csv.rs`). The
+//! all-or-nothing write is `tabadul_node::import::import`.
+#![forbid(unsafe_code)]
 
+pub mod encoding;
 mod ilostat;
 mod sdmx_csv;
 
@@ -16,8 +20,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tabadul_proto::{Dataflow, Dictionary};
-
-use crate::store::Store;
 
 /// Beyond this many problems a report stops listing them.
 pub const MAX_REPORTED_PROBLEMS: usize = 50;
@@ -99,8 +101,8 @@ pub struct ImportReport {
 /// An observation parsed and validated, already encoded for the store: its
 /// key and value bytes live in a shared arena (one per parser thread), so
 /// millions of rows cost no per-row allocation.
-#[derive(Clone, Copy)]
-pub(crate) struct Row {
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
     start: usize,
     key_len: u32,
     value_len: u32,
@@ -110,20 +112,21 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    fn key<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
+    pub fn key<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
         &arenas[usize::from(self.arena)][self.start..self.start + self.key_len as usize]
     }
-    fn value<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
+    pub fn value<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
         let v = self.start + self.key_len as usize;
         &arenas[usize::from(self.arena)][v..v + self.value_len as usize]
     }
 }
 
 /// Everything an import validated, ready to write: rows in key order.
-pub(crate) struct Validated {
-    arenas: Vec<Vec<u8>>,
-    rows: Vec<Row>,
-    dataflows: BTreeSet<String>,
+#[derive(Debug)]
+pub struct Validated {
+    pub arenas: Vec<Vec<u8>>,
+    pub rows: Vec<Row>,
+    pub dataflows: BTreeSet<String>,
 }
 
 /// The most dimensions a dataflow may have (the dictionary has at most 4).
@@ -274,9 +277,9 @@ impl<'a> Sink<'a> {
         let arena = (self.arenas.len() - 1) as u16;
         let a = self.arenas.last_mut().expect("a sink always has an arena");
         let start = a.len();
-        crate::store::append_key(a, &flow.id, codes.iter().map(|(c, _)| *c), &period);
+        encoding::append_key(a, &flow.id, codes.iter().map(|(c, _)| *c), &period);
         let key_len = (a.len() - start) as u32;
-        crate::store::append_value(a, number, mult as i8, status_code);
+        encoding::append_value(a, number, mult as i8, status_code);
         let value_len = (a.len() - start) as u32 - key_len;
         self.rows.push(Row { start, key_len, value_len, file: file as u32, arena, line });
     }
@@ -286,7 +289,7 @@ impl<'a> Sink<'a> {
 const OBS_STATUS: &[&str] = &["A", "B", "D", "E", "F", "G", "I", "K", "L", "M", "N", "O", "P", "Q", "S", "U", "V"];
 
 /// SDMX period forms, accepting ILOSTAT's `2023Q1` / `2023M01` spellings.
-pub(crate) fn normalise_period(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+pub fn normalise_period(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let s = raw.trim();
     let b = s.as_bytes();
     let year = b.len() >= 4 && b[..4].iter().all(u8::is_ascii_digit);
@@ -335,7 +338,7 @@ pub fn check(dict: &Dictionary, member: &str, files: &[(PathBuf, Option<Format>)
     validate(dict, member, files, &indicatif::ProgressBar::hidden()).map(|v| v.rows.len() as u64)
 }
 
-pub(crate) fn validate(
+pub fn validate(
     dict: &Dictionary,
     member: &str,
     files: &[(PathBuf, Option<Format>)],
@@ -476,25 +479,6 @@ fn describe_key(key: &[u8]) -> String {
     let mut parts: Vec<&str> = rest.split('\u{1f}').collect();
     let time = parts.pop().unwrap_or("");
     format!("{flow} {} at {time}", parts.join("."))
-}
-
-/// Validates and stores `files` atomically.
-pub fn import(
-    store: &Store,
-    dict: &Dictionary,
-    member: &str,
-    files: &[(PathBuf, Option<Format>)],
-    progress: &indicatif::ProgressBar,
-) -> Result<ImportReport, crate::Error> {
-    let started = std::time::Instant::now();
-    let Validated { arenas, rows, dataflows } = validate(dict, member, files, progress)?;
-    let validate_time = started.elapsed();
-    // One SST file per core, each a contiguous run of the sorted rows.
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let run_len = rows.len().div_ceil(threads).max(1);
-    let arenas = &arenas;
-    store.put_sorted(rows.chunks(run_len).map(|run| run.iter().map(move |r| (r.key(arenas), r.value(arenas)))).collect())?;
-    Ok(ImportReport { observations: rows.len() as u64, dataflows, validate_time, write_time: started.elapsed() - validate_time })
 }
 
 #[cfg(test)]

@@ -1,0 +1,38 @@
+//! An indicator file as a national team imports it (SDMX-CSV 1.0/2.0 or
+//! ILOSTAT CSV), through the same parse-and-validate step as a real import
+//! (`tabadul_formats::check`, which writes nothing): never panics, and
+//! accepts no more observations than the file has lines.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use tabadul_formats::Format;
+use tabadul_proto::Dictionary;
+
+fn dict() -> &'static Dictionary {
+    static DICT: OnceLock<Dictionary> = OnceLock::new();
+    DICT.get_or_init(|| {
+        let text = include_str!("../../deploy/dictionary.toml");
+        Dictionary::parse(text, "deploy/dictionary.toml").expect("the shipped dictionary loads")
+    })
+}
+
+fn scratch() -> &'static std::path::Path {
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| std::env::temp_dir().join(format!("tabadul-fuzz-{}.csv", std::process::id())))
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else { return };
+    let format = match pick % 3 {
+        0 => Some(Format::SdmxCsv),
+        1 => Some(Format::Ilostat),
+        _ => None,
+    };
+    std::fs::write(scratch(), body).expect("scratch file");
+    let files = [(scratch().to_path_buf(), format)];
+    if let Ok(n) = tabadul_formats::check(dict(), "MAR", &files) {
+        let lines = body.split(|b| *b == b'\n').count() as u64;
+        assert!(n <= lines, "{n} observations from {lines} lines");
+    }
+});
