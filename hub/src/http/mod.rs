@@ -156,7 +156,7 @@ pub(crate) async fn serve(
                     let accepted = tokio::time::timeout(tabadul_certs::tls::HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(tls.config()).accept(tcp)).await;
                     let stream = match accepted {
                         Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "HTTPS handshake refused"),
+                        Ok(Err(e)) => return tracing::warn!(%addr, error = %e, "HTTPS handshake refused"),
                         Err(_) => return tracing::debug!(%addr, "HTTPS handshake timed out"),
                     };
                     // The verifier already checked chain and CRL; a
