@@ -16,6 +16,17 @@ struct Cli {
     command: Command,
 }
 
+/// The names a server's certificate is reached by.
+#[derive(clap::Args)]
+struct Endpoint {
+    /// DNS name of the endpoint (servers); repeatable.
+    #[arg(long = "dns")]
+    dns_names: Vec<String>,
+    /// IP address of the endpoint (servers); repeatable.
+    #[arg(long = "ip")]
+    ip_addresses: Vec<IpAddr>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Make a new network CA (and an empty CRL) in DIR.
@@ -38,12 +49,8 @@ enum Command {
         /// For a node its ISO 3166-1 alpha-3 code (MAR); otherwise a name.
         #[arg(long)]
         id: String,
-        /// DNS name of the endpoint (servers); repeatable.
-        #[arg(long = "dns")]
-        dns_names: Vec<String>,
-        /// IP address of the endpoint (servers); repeatable.
-        #[arg(long = "ip")]
-        ip_addresses: Vec<IpAddr>,
+        #[command(flatten)]
+        endpoint: Endpoint,
         /// Validity in days from now.
         #[arg(long, default_value_t = DEFAULT_LEAF_DAYS)]
         days: i64,
@@ -61,12 +68,8 @@ enum Command {
         role: Role,
         #[arg(long)]
         id: String,
-        /// DNS name of the endpoint (servers); repeatable.
-        #[arg(long = "dns")]
-        dns_names: Vec<String>,
-        /// IP address of the endpoint (servers); repeatable.
-        #[arg(long = "ip")]
-        ip_addresses: Vec<IpAddr>,
+        #[command(flatten)]
+        endpoint: Endpoint,
         /// Where to write <role>-<id>.key (0600) and <role>-<id>.csr.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -118,7 +121,7 @@ fn main() -> anyhow::Result<()> {
             println!("network CA for {network:?} written to {}", ca.cert_path().display());
             println!("CRL: {}", ca.crl_path().display());
         }
-        Command::Issue { ca_dir, role, id, dns_names, ip_addresses, days, out } => {
+        Command::Issue { ca_dir, role, id, endpoint: Endpoint { dns_names, ip_addresses }, days, out } => {
             let ca = CaDir::open(&ca_dir)?;
             let identity = Identity::new(&ca.network()?, role, &id)?;
             let now = OffsetDateTime::now_utc();
@@ -136,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             println!("  key         {} (mode 0600)", issued.key_path.display());
             println!("  serial      {}", issued.serial_hex);
         }
-        Command::Request { network, role, id, dns_names, ip_addresses, out } => {
+        Command::Request { network, role, id, endpoint: Endpoint { dns_names, ip_addresses }, out } => {
             let identity = Identity::new(&network, role, &id)?;
             let (csr, key) = tabadul_certs::pki::request(&identity, &dns_names, &ip_addresses, &out)?;
             println!("{identity}");

@@ -106,13 +106,7 @@ fn leaf_params(state: &State, req: &IssueRequest) -> Result<(CertificateParams, 
     dn.push(DnType::OrganizationName, format!("Tabadul network {}", state.network));
     dn.push(DnType::CommonName, req.identity.uri());
     params.distinguished_name = dn;
-    params.subject_alt_names.push(SanType::URI(req.identity.uri().try_into()?));
-    for dns in &req.dns_names {
-        params.subject_alt_names.push(SanType::DnsName(dns.clone().try_into()?));
-    }
-    for ip in &req.ip_addresses {
-        params.subject_alt_names.push(SanType::IpAddress(*ip));
-    }
+    params.subject_alt_names = subject_names(&req.identity, &req.dns_names, &req.ip_addresses)?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match req.identity.role() {
         Role::Node | Role::Hub => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
@@ -125,6 +119,16 @@ fn leaf_params(state: &State, req: &IssueRequest) -> Result<(CertificateParams, 
     params.serial_number = Some(serial);
     params.use_authority_key_identifier_extension = true;
     Ok((params, serial_hex))
+}
+
+/// The identity's URI, then the endpoint's DNS names and IP addresses.
+fn subject_names(identity: &Identity, dns_names: &[String], ip_addresses: &[IpAddr]) -> Result<Vec<SanType>, Error> {
+    let mut names = vec![SanType::URI(identity.uri().try_into()?)];
+    for dns in dns_names {
+        names.push(SanType::DnsName(dns.clone().try_into()?));
+    }
+    names.extend(ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+    Ok(names)
 }
 
 fn record(state: &mut State, serial_hex: &str, req: &IssueRequest) {
@@ -144,13 +148,7 @@ pub fn request(identity: &Identity, dns_names: &[String], ip_addresses: &[IpAddr
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, identity.uri());
     params.distinguished_name = dn;
-    params.subject_alt_names.push(SanType::URI(identity.uri().try_into()?));
-    for dns in dns_names {
-        params.subject_alt_names.push(SanType::DnsName(dns.clone().try_into()?));
-    }
-    for ip in ip_addresses {
-        params.subject_alt_names.push(SanType::IpAddress(*ip));
-    }
+    params.subject_alt_names = subject_names(identity, dns_names, ip_addresses)?;
     let key = KeyPair::generate()?;
     let csr = params.serialize_request(&key)?;
     fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;

@@ -119,16 +119,7 @@ fn crls(files: &TlsFiles) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 /// A server configuration that demands a client certificate from the
 /// network CA, not revoked in the CRL, and speaks HTTP/2 only.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
-        .with_crls(crls(files)?)
-        .build()
-        .map_err(|e| Error::Verifier(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    server_config_with(files, true, &[b"h2"])
 }
 
 /// A server configuration for the hub's HTTPS front door: a client
@@ -136,16 +127,18 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
 /// presented, but not demanded, because browsers, SDMX tools and the public
 /// tier come without one. HTTP/2 and HTTP/1.1.
 pub fn https_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
-        .with_crls(crls(files)?)
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| Error::Verifier(e.to_string()))?;
+    server_config_with(files, false, &[b"h2", b"http/1.1"])
+}
+
+fn server_config_with(files: &TlsFiles, demand_client_cert: bool, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, Error> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider()).with_crls(crls(files)?);
+    let verifier = if demand_client_cert { verifier } else { verifier.allow_unauthenticated() };
+    let verifier = verifier.build().map_err(|e| Error::Verifier(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

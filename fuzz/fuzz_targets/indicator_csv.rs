@@ -7,15 +7,10 @@
 use std::sync::OnceLock;
 
 use tabadul_formats::Format;
-use tabadul_proto::Dictionary;
 
-fn dict() -> &'static Dictionary {
-    static DICT: OnceLock<Dictionary> = OnceLock::new();
-    DICT.get_or_init(|| {
-        let text = include_str!("../../deploy/dictionary.toml");
-        Dictionary::parse(text, "deploy/dictionary.toml").expect("the shipped dictionary loads")
-    })
-}
+#[path = "shipped.rs"]
+mod shipped;
+use shipped::dict;
 
 fn scratch() -> &'static std::path::Path {
     static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();

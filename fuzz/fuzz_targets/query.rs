@@ -3,18 +3,13 @@
 //! panic, and the digest does not depend on the order of lists.
 #![no_main]
 
-use std::sync::OnceLock;
 
 use prost::Message;
-use tabadul_proto::{Dictionary, pb};
+use tabadul_proto::pb;
 
-fn dict() -> &'static Dictionary {
-    static DICT: OnceLock<Dictionary> = OnceLock::new();
-    DICT.get_or_init(|| {
-        let text = include_str!("../../deploy/dictionary.toml");
-        Dictionary::parse(text, "deploy/dictionary.toml").expect("the shipped dictionary loads")
-    })
-}
+#[path = "shipped.rs"]
+mod shipped;
+use shipped::dict;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(q) = pb::Query::decode(data) else { return };

@@ -4,17 +4,12 @@
 //! dictionary accepts, asking only member codes of the area codelist.
 #![no_main]
 
-use std::sync::OnceLock;
 
-use tabadul_proto::{Dictionary, pb, sdmx_key};
+use tabadul_proto::{pb, sdmx_key};
 
-fn dict() -> &'static Dictionary {
-    static DICT: OnceLock<Dictionary> = OnceLock::new();
-    DICT.get_or_init(|| {
-        let text = include_str!("../../deploy/dictionary.toml");
-        Dictionary::parse(text, "deploy/dictionary.toml").expect("the shipped dictionary loads")
-    })
-}
+#[path = "shipped.rs"]
+mod shipped;
+use shipped::dict;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else { return };

@@ -117,6 +117,19 @@ fn node(root: &std::path::Path, pki: &Pki, member: &str) -> Result<NodeDir> {
     Ok(node)
 }
 
+/// Starts a node for every member with synthetic data; returns the
+/// processes and the hub's member entries.
+fn all_nodes(root: &std::path::Path, pki: &Pki) -> Result<(Vec<tabadul_tests::Proc>, Vec<HubMember>)> {
+    let mut procs = Vec::new();
+    let mut members = Vec::new();
+    for member in synthetic::members() {
+        let proc = node(&root.join("nodes"), pki, member)?.start()?;
+        members.push(HubMember::new(pki, member, proc.addr.to_string())?);
+        procs.push(proc);
+    }
+    Ok((procs, members))
+}
+
 /// Runs `op` from `concurrency` tasks for `seconds`; returns completed calls per second.
 async fn rate<F, Fut>(seconds: u64, concurrency: usize, op: F) -> f64
 where
@@ -204,14 +217,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn federation(queries: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::init(dir.path())?;
-    let mut procs = Vec::new();
-    let mut members = Vec::new();
-    for member in synthetic::members() {
-        let node = node(&dir.path().join("nodes"), &pki, member)?;
-        let proc = node.start()?;
-        members.push(HubMember::new(&pki, member, proc.addr.to_string())?);
-        procs.push(proc);
-    }
+    let (procs, members) = all_nodes(dir.path(), &pki)?;
     let hub_cert = pki.issue("hub", "alo")?;
     // The cache off: every query goes to the members.
     let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 5000, "[cache]\nmax_entries = 0\n")?;
@@ -264,14 +270,7 @@ async fn federation(queries: usize) -> Result<()> {
 async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::init(dir.path())?;
-    let mut procs = Vec::new();
-    let mut members = Vec::new();
-    for member in synthetic::members() {
-        let node = node(&dir.path().join("nodes"), &pki, member)?;
-        let proc = node.start()?;
-        members.push(HubMember::new(&pki, member, proc.addr.to_string())?);
-        procs.push(proc);
-    }
+    let (procs, members) = all_nodes(dir.path(), &pki)?;
     let hub_cert = pki.issue("hub", "alo")?;
     let plain = "[http]\ndangerous_plain_http = true\nrate_per_minute = 1000000\nburst = 100000\nmax_body_bytes = 65536\n";
     let cold = start_hub_with(&dir.path().join("hub-cold"), &pki, &hub_cert, &members, 5000, &format!("{plain}[cache]\nmax_entries = 0\n"))?;
