@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(dictionary signed_note log_entry query sdmx_key indicator_csv)
+[ ${#targets[@]} -gt 0 ] || targets=(dictionary signed_note log_entry query sdmx_key indicator_csv microdata_csv policy)
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     seeds="fuzz/seeds/$t"

@@ -5,13 +5,16 @@
 //!
 //! Valid rows come out already encoded as the node's store keys and values
 //! ([`Validated`]), sorted, so the node can write them as one atomically
-//! ingested file. This crate writes nothing and links no store: that keeps
-//! it small enough to fuzz (`fuzz/fuzz_targets/indicator_csv.rs`). The
-//! all-or-nothing write is `tabadul_node::import::import`.
+//! ingested file. Unit-record files for microdata tables are read by
+//! [`microdata`] into columns. This crate writes nothing and links no
+//! store: that keeps it small enough to fuzz (`fuzz/fuzz_targets/
+//! indicator_csv.rs`, `microdata_csv.rs`). The all-or-nothing writes are
+//! `tabadul_node::import::import` and `tabadul_node::microdata::import_records`.
 #![forbid(unsafe_code)]
 
 pub mod encoding;
 mod ilostat;
+pub mod microdata;
 mod sdmx_csv;
 
 use std::collections::BTreeSet;

@@ -9,6 +9,11 @@
 //!   4 withheld for its magnitudes only);
 //! - `b 0x1f <requester> 0x1f <table>` → ε spent so far (f64 LE).
 //!
+//! The requester is a ledger *subject* ([`subject`]): every hub of a network
+//! shares one, because several hub replicas answer the same operators and
+//! the same public, and what one replica was given the others' users can
+//! combine with what they get.
+//!
 //! A box's text is canonical: dimensions in order, codes sorted and joined
 //! by `+`, a dimension absent when it covers every code. Writes are synced
 //! and happen before the answer leaves: after a crash the ledger may hold a
@@ -31,6 +36,16 @@ pub const VERSION: &str = "_VERSION";
 /// The pseudo-dimension naming the variables a magnitude release (sum,
 /// mean, ratio) revealed; absent for counts.
 pub const MEASURE: &str = "_MEASURE";
+
+/// Whose ledger a release goes into: one per node identity, one for all the
+/// hubs of a network (replicas must not be a way around differencing
+/// protection: a query split across two replicas is checked as one).
+pub fn subject(who: &tabadul_certs::Identity) -> String {
+    match who.role() {
+        tabadul_certs::Role::Hub => format!("spiffe://{}/hub/*", who.network()),
+        _ => who.to_string(),
+    }
+}
 
 pub const RELEASED: u8 = 1;
 pub const WITHHELD: u8 = 2;

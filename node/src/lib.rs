@@ -6,7 +6,7 @@
 //! only as aggregates protected by disclosure control ([`micro_query`],
 //! [`disclosure`], with the release [`ledger`]). It
 //! decides every request against a default-deny policy ([`policy`],
-//! [`query`]), honours the national team's withdrawals, records every
+//! [`query`]; both pure, from the `tabadul-policy` crate), honours the national team's withdrawals, records every
 //! decision in its signed log (answering with a receipt), and serves the
 //! `Node`, `Audit` and `Witness` gRPC services over mutual TLS plus a local
 //! admin API on a Unix socket ([`server`]). [`backup`] takes online backups
@@ -20,7 +20,6 @@
 pub mod admin;
 pub mod backup;
 pub mod config;
-pub mod disclosure;
 pub mod doctor;
 mod error;
 pub mod import;
@@ -28,11 +27,12 @@ pub mod ledger;
 pub mod limits;
 pub mod micro_query;
 pub mod microdata;
-pub mod policy;
 pub mod query;
 pub mod server;
 mod service;
 pub mod store;
+
+pub use tabadul_policy::{disclosure, policy};
 
 pub use config::NodeConfig;
 pub use error::Error;

@@ -214,7 +214,7 @@ pub fn answer(
     }
 
     // ---- the cells asked for, as code-index sets per column
-    let requester = who.to_string();
+    let requester = ledger::subject(who);
     let history = ledger::load(store, &requester, &table.id)?;
     let mut per_axis: Vec<Vec<Option<u32>>> = Vec::new();
     for c in &breakdown {

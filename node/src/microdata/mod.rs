@@ -23,7 +23,8 @@ pub use import::{MicroImportReport, check_records, import_records};
 pub use scan::{AtomStats, Grouping, TOP_K, scan};
 
 use serde::{Deserialize, Serialize};
-use tabadul_proto::{Dictionary, MicroTable};
+pub use tabadul_formats::microdata::Schema;
+use tabadul_proto::Dictionary;
 
 use crate::Error;
 use crate::store::{CF_MICRO, Store};
@@ -50,48 +51,6 @@ impl TableMeta {
     /// The import (0-based) that wrote `chunk`.
     pub fn import_of(&self, chunk: u32) -> u32 {
         self.import_starts.partition_point(|s| *s <= chunk).saturating_sub(1) as u32
-    }
-}
-
-/// A table's columns as stored: categorical first (TIME_PERIOD, then the
-/// dimensions in dictionary order), then numeric (variables, then weight).
-#[derive(Debug, Clone)]
-pub struct Schema {
-    pub table: MicroTable,
-    /// Categorical column names; index 0 is TIME_PERIOD.
-    pub categorical: Vec<String>,
-    /// For each categorical column, its codes in codelist order (empty for
-    /// TIME_PERIOD, whose codes are in [`TableMeta::periods`]).
-    pub codes: Vec<Vec<String>>,
-    /// For each categorical column, its total code (None for TIME_PERIOD).
-    pub totals: Vec<Option<String>>,
-    /// Numeric column names: variables, then the weight column if any.
-    pub numeric: Vec<String>,
-}
-
-impl Schema {
-    pub fn of(dict: &Dictionary, table: &MicroTable) -> Schema {
-        let mut categorical = vec![tabadul_proto::TIME_PERIOD.to_owned()];
-        let mut codes = vec![Vec::new()];
-        let mut totals = vec![None];
-        for d in &table.dimensions {
-            categorical.push(d.clone());
-            codes.push(dict.codes_of(d).unwrap_or_default().into_iter().map(str::to_owned).collect());
-            totals.push(dict.dimension(d).and_then(|d| d.total.clone()));
-        }
-        let mut numeric: Vec<String> = table.variables.iter().map(|(v, _)| v.clone()).collect();
-        numeric.extend(table.weight.iter().cloned());
-        Schema { table: table.clone(), categorical, codes, totals, numeric }
-    }
-
-    pub fn categorical_index(&self, name: &str) -> Option<usize> {
-        self.categorical.iter().position(|c| c == name)
-    }
-    pub fn numeric_index(&self, name: &str) -> Option<usize> {
-        self.numeric.iter().position(|c| c == name)
-    }
-    pub fn weight_index(&self) -> Option<usize> {
-        self.table.weight.as_ref().and_then(|w| self.numeric_index(w))
     }
 }
 

@@ -8,13 +8,11 @@
 //! sums of up to two variables and the largest contributions.
 
 
+pub use tabadul_policy::disclosure::{AtomStats, TOP_K};
+
 use super::{KEY_COLUMN, Schema, TableMeta};
 use crate::Error;
 use crate::store::{ColumnChunks, Store};
-
-/// How many of the largest contributions an atom keeps (enough for the
-/// (n,k) rule with n ≤ 4 and the p% rule).
-pub const TOP_K: usize = 4;
 
 /// How to group: per categorical column used, the class of each code index.
 #[derive(Debug, Clone, Default)]
@@ -46,57 +44,6 @@ impl Grouping {
         }
         out
     }
-}
-
-/// What one atom holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct AtomStats {
-    /// Records (contributors).
-    pub n: u64,
-    /// Sum of weights (= n when the table has none).
-    pub w: f64,
-    /// Sum of record keys, mod 256.
-    pub key: u8,
-    /// Sums of the contributions (value × weight) of `values`.
-    pub s: [f64; 2],
-    /// Largest absolute contributions of `values[0]`, descending.
-    pub top: [f64; TOP_K],
-    /// The same for `values[1]` (a ratio's denominator).
-    pub top2: [f64; TOP_K],
-}
-
-impl AtomStats {
-    pub fn add(&mut self, other: &AtomStats) {
-        self.n += other.n;
-        self.w += other.w;
-        self.key = self.key.wrapping_add(other.key);
-        self.s[0] += other.s[0];
-        self.s[1] += other.s[1];
-        for v in other.top {
-            push_top(&mut self.top, v);
-        }
-        for v in other.top2 {
-            push_top(&mut self.top2, v);
-        }
-    }
-    fn push_top(&mut self, v: f64) {
-        push_top(&mut self.top, v);
-    }
-}
-
-fn push_top(top: &mut [f64; TOP_K], v: f64) {
-    if v <= top[TOP_K - 1] {
-        return;
-    }
-    let mut i = TOP_K - 1;
-    while i > 0 && top[i - 1] < v {
-        top[i] = top[i - 1];
-        i -= 1;
-    }
-    top[i] = v;
-}
-
-impl AtomStats {
 }
 
 /// Scans every record of `table` and returns the stats of every atom
@@ -184,7 +131,7 @@ pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Groupin
                                 let c = at(v, i) * wi;
                                 s.s[1] += c;
                                 if grouping.top {
-                                    push_top(&mut s.top2, c.abs());
+                                    s.push_top2(c.abs());
                                 }
                             }
                         }

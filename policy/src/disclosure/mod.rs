@@ -1,0 +1,230 @@
+//! Statistical disclosure control: what may leave the node from microdata.
+//!
+//! Pure functions over cells that the node's microdata query computed from
+//! the records. In order:
+//! 1. **primary suppression** of each cell on its own: the threshold rule on
+//!    contributors, and for magnitudes the (n,k) dominance rule and the p%
+//!    rule ([`primary`]);
+//! 2. the **group rule**: a breakdown of a small group where one category
+//!    holds (nearly) all of its contributors is withheld ([`group_rule`]);
+//! 3. **secondary suppression** ([`secondary`]): no suppressed cell of this
+//!    answer or of earlier answers to the same requester, and no small or
+//!    dominated group of records, may be computable as a linear combination
+//!    of what was released now and before (the release ledger);
+//! 4. **perturbation** of what is released: the cell-key method
+//!    ([`ptable`]), consistent for identical record sets, or differential
+//!    privacy ([`dp`]) against a per-requester budget.
+//!
+//! This module decides; it neither reads the store nor writes the ledger.
+
+mod atom;
+pub mod dp;
+pub mod ptable;
+pub mod secondary;
+pub mod span;
+
+use std::sync::Arc;
+
+pub use secondary::{Target, secondary};
+
+pub use atom::{AtomStats, TOP_K};
+use ptable::PTable;
+
+/// The disclosure-control settings in force for one dataset and requester.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Fewest contributors a released cell may have.
+    pub threshold: u64,
+    /// (n,k) rule: the `n` largest contributions may not exceed `k` % of the cell total.
+    pub dominance: Option<(usize, f64)>,
+    /// p% rule: the total minus the two largest contributions must be at
+    /// least `p` % of the largest.
+    pub p_percent: Option<f64>,
+    /// Group rule: in a group of at most `max_size` contributors, no
+    /// category may hold `share` (0..1] or more of them.
+    pub group: Option<(u64, f64)>,
+    /// Cell-key perturbation, with the magnitude noise factor for sums.
+    pub cell_key: Option<(Arc<PTable>, f64)>,
+    /// Differential privacy: ε per query and the requester's total budget.
+    pub dp: Option<(f64, f64)>,
+}
+
+impl Default for Params {
+    /// A national statistics office's usual starting point.
+    fn default() -> Self {
+        Params {
+            threshold: 10,
+            dominance: Some((2, 85.0)),
+            p_percent: Some(10.0),
+            group: Some((50, 0.9)),
+            cell_key: None,
+            dp: None,
+        }
+    }
+}
+
+/// The statistic an answer computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistic {
+    Count,
+    WeightedCount,
+    Sum,
+    Mean,
+    Ratio,
+}
+
+impl Statistic {
+    pub fn parse(s: &str) -> Option<Statistic> {
+        Some(match s {
+            "" | "count" => Statistic::Count,
+            "weighted-count" => Statistic::WeightedCount,
+            "sum" => Statistic::Sum,
+            "mean" => Statistic::Mean,
+            "ratio" => Statistic::Ratio,
+            _ => return None,
+        })
+    }
+    pub fn word(self) -> &'static str {
+        match self {
+            Statistic::Count => "count",
+            Statistic::WeightedCount => "weighted-count",
+            Statistic::Sum => "sum",
+            Statistic::Mean => "mean",
+            Statistic::Ratio => "ratio",
+        }
+    }
+    /// Whether the statistic reveals magnitudes of a variable (so the
+    /// dominance rules apply).
+    pub fn magnitude(self) -> bool {
+        matches!(self, Statistic::Sum | Statistic::Mean | Statistic::Ratio)
+    }
+}
+
+/// The primary rules a cell breaks on its own (empty: it may be released).
+pub fn primary(params: &Params, statistic: Statistic, s: &AtomStats) -> Vec<&'static str> {
+    let mut fired = Vec::new();
+    if s.n == 0 {
+        return fired;
+    }
+    if s.n < params.threshold {
+        fired.push("threshold");
+    }
+    if statistic.magnitude() {
+        // Both parts of a ratio are magnitudes the requester could isolate.
+        let parts: &[(f64, &[f64; TOP_K])] =
+            if statistic == Statistic::Ratio { &[(s.s[0], &s.top), (s.s[1], &s.top2)] } else { &[(s.s[0], &s.top)] };
+        for (sum, top) in parts {
+            for rule in dominated(params, s.n, *sum, top) {
+                if !fired.contains(&rule) {
+                    fired.push(rule);
+                }
+            }
+        }
+    }
+    fired
+}
+
+/// The dominance rules a magnitude breaks, given its contributors, sum and
+/// largest contributions.
+fn dominated(params: &Params, n: u64, sum: f64, top: &[f64; TOP_K]) -> Vec<&'static str> {
+    let mut fired = Vec::new();
+    let total: f64 = sum.abs().max(top.iter().take(n as usize).sum());
+    if let Some((k_n, k)) = params.dominance
+        && total > 0.0
+        && top.iter().take(k_n.min(n as usize)).sum::<f64>() > k / 100.0 * total
+    {
+        fired.push("dominance");
+    }
+    if let Some(p) = params.p_percent
+        && n >= 2
+        && total - top[0] - top[1] < p / 100.0 * top[0]
+    {
+        fired.push("p-percent");
+    }
+    fired
+}
+
+/// A cell's place in its table: per breakdown dimension, the code index or
+/// `None` for the total.
+pub type Coords = Vec<Option<u32>>;
+
+/// The group rule: for each line of the table along one breakdown
+/// dimension (the other coordinates fixed), if the line's total has at
+/// most `max_size` contributors and one category holds `share` of them or
+/// more, every category cell of that line is withheld. Returns the indices
+/// of the cells it withholds.
+pub fn group_rule(params: &Params, coords: &[Coords], n: &[u64]) -> Vec<usize> {
+    let Some((max_size, share)) = params.group else { return Vec::new() };
+    let dims = coords.first().map_or(0, Vec::len);
+    let mut out = std::collections::BTreeSet::new();
+    let mut lines: std::collections::HashMap<(usize, Coords), Vec<usize>> = std::collections::HashMap::new();
+    for d in 0..dims {
+        lines.clear();
+        for (i, c) in coords.iter().enumerate() {
+            let mut rest = c.clone();
+            rest[d] = None;
+            lines.entry((d, rest)).or_default().push(i);
+        }
+        for members in lines.values() {
+            let Some(total) = members.iter().find(|i| coords[**i][d].is_none()) else { continue };
+            let size = n[*total];
+            if size == 0 || size > max_size {
+                continue;
+            }
+            let interior: Vec<usize> = members.iter().copied().filter(|i| coords[*i][d].is_some()).collect();
+            let largest = interior.iter().map(|i| n[*i]).max().unwrap_or(0);
+            if largest as f64 >= share * size as f64 && interior.len() > 1 {
+                out.extend(interior);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn stats(values: &[f64]) -> AtomStats {
+        let mut s = AtomStats::default();
+        for v in values {
+            let mut one = AtomStats { n: 1, w: 1.0, s: [*v, 0.0], ..Default::default() };
+            one.top[0] = v.abs();
+            s.add(&one);
+        }
+        s
+    }
+
+    #[test]
+    fn primary_rules() {
+        let p = Params::default();
+        assert_eq!(primary(&p, Statistic::Count, &stats(&[1.0; 9])), ["threshold"]);
+        assert!(primary(&p, Statistic::Count, &stats(&[1.0; 10])).is_empty());
+        // Twelve contributors, one dominant: (2,85) and p% both fire.
+        let mut v = vec![1.0; 11];
+        v.push(1000.0);
+        assert_eq!(primary(&p, Statistic::Sum, &stats(&v)), ["dominance", "p-percent"]);
+        // Counting the same records reveals no magnitude: no dominance.
+        assert!(primary(&p, Statistic::Count, &stats(&v)).is_empty());
+        // Even contributions pass.
+        assert!(primary(&p, Statistic::Mean, &stats(&[5.0; 20])).is_empty());
+        // p% alone: two large similar contributors can estimate each other.
+        let mut v = vec![1.0; 9];
+        v.extend([100.0, 95.0]);
+        let p2 = Params { dominance: Some((1, 90.0)), ..Params::default() };
+        assert_eq!(primary(&p2, Statistic::Sum, &stats(&v)), ["p-percent"]);
+    }
+
+    #[test]
+    fn group_rule_withholds_a_breakdown_of_a_homogeneous_small_group() {
+        let p = Params::default();
+        // One breakdown dimension (sex): total, M, F. 40 of 41 are women.
+        let coords = vec![vec![None], vec![Some(0)], vec![Some(1)]];
+        assert_eq!(group_rule(&p, &coords, &[41, 1, 40]), [1, 2]);
+        // A large group may be homogeneous: that is a statistic, not a disclosure.
+        assert!(group_rule(&p, &coords, &[4100, 100, 4000]).is_empty());
+        // A mixed small group is fine.
+        assert!(group_rule(&p, &coords, &[41, 20, 21]).is_empty());
+    }
+}
