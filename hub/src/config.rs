@@ -34,6 +34,16 @@ pub struct HubConfig {
     /// their deadline). Keep it below the nodes' `max_concurrent_per_peer`.
     #[serde(default = "default_max_in_flight_per_member")]
     pub max_in_flight_per_member: usize,
+    /// Most federated queries worked on at once; the rest wait, and a
+    /// member's deadline starts only when its query is admitted.
+    #[serde(default = "default_max_concurrent_queries")]
+    pub max_concurrent_queries: usize,
+    /// Most federated queries waiting to be admitted; beyond, "busy" at once.
+    #[serde(default = "default_max_queued_queries")]
+    pub max_queued_queries: usize,
+    /// Longest a query waits to be admitted before it is told "busy".
+    #[serde(default = "default_max_queue_wait_ms")]
+    pub max_queue_wait_ms: u64,
     /// Largest deadline an operator may ask for.
     #[serde(default = "default_max_deadline_ms")]
     pub max_deadline_ms: u64,
@@ -150,6 +160,15 @@ fn default_witness_interval_ms() -> u64 {
 
 fn default_deadline_ms() -> u64 {
     3000
+}
+fn default_max_concurrent_queries() -> usize {
+    64
+}
+fn default_max_queued_queries() -> usize {
+    4096
+}
+fn default_max_queue_wait_ms() -> u64 {
+    20_000
 }
 fn default_crl_reload_interval_ms() -> u64 {
     2000

@@ -34,6 +34,9 @@ pub enum Failure {
     Invalid(String),
     /// Something broke on the hub (500 / INTERNAL); details are in its log.
     Internal(String),
+    /// The hub is at capacity (503 / RESOURCE_EXHAUSTED); nothing was asked
+    /// or logged, and trying again later is right.
+    Busy(String),
 }
 
 /// An answer and whether the cache gave it.
@@ -79,6 +82,14 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
         0 => state.default_deadline,
         ms => Duration::from_millis(u64::from(ms)).min(state.max_deadline),
     };
+
+    let waited = Instant::now();
+    let _admitted = state.admission.admit().await.map_err(|busy| {
+        state.metrics.inc("tabadul_hub_federated_queries_total", &[("outcome", "busy")]);
+        tracing::warn!(%busy, "federated query not admitted");
+        Failure::Busy(busy.to_string())
+    })?;
+    state.metrics.observe("tabadul_hub_admission_wait_seconds", &[], waited.elapsed());
 
     let key = cache::key(&req);
     if let Some(hit) = revalidated(state, &key).await {

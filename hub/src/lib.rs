@@ -19,6 +19,7 @@
 //! member's behalf, and never depends on the node crate.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cache;
 pub mod config;
 pub mod doctor;

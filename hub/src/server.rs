@@ -117,6 +117,11 @@ pub async fn run_notify(
         default_deadline: Duration::from_millis(config.deadline_ms),
         max_deadline: Duration::from_millis(config.max_deadline_ms),
         cache: crate::cache::AnswerCache::new(config.cache.max_entries, Duration::from_secs(config.cache.max_age_s)),
+        admission: crate::admission::Admission::new(
+            config.max_concurrent_queries,
+            config.max_queued_queries,
+            Duration::from_millis(config.max_queue_wait_ms),
+        ),
     });
     tracing::info!(hub = %identity, addr = ?listener.local_addr().ok(), members = state.members.len(), "hub serving");
 
@@ -140,6 +145,8 @@ pub async fn run_notify(
         let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
             m.set("tabadul_hub_log_entries", &[], st.log.len() as f64);
             m.set("tabadul_hub_cache_entries", &[], st.cache.len() as f64);
+            m.set("tabadul_hub_queries_working", &[], st.admission.working() as f64);
+            m.set("tabadul_hub_queries_waiting", &[], st.admission.waiting() as f64);
             if let Ok(Some(c)) = st.log.cosigned()
                 && let Ok(cp) = tabadul_audit::offline::peek(&c)
             {
@@ -261,7 +268,10 @@ pub async fn run_notify(
 fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     use tabadul_telemetry::Kind;
     let m = tabadul_telemetry::Registry::new();
-    m.describe("tabadul_hub_federated_queries_total", Kind::Counter, "Federated queries, by outcome (answered, cached: served from the cache after revalidation, refused-role).");
+    m.describe("tabadul_hub_federated_queries_total", Kind::Counter, "Federated queries, by outcome (answered, cached: served from the cache after revalidation, refused-role, busy: not admitted).");
+    m.describe("tabadul_hub_queries_working", Kind::Gauge, "Federated queries being worked on now (at most max_concurrent_queries).");
+    m.describe("tabadul_hub_queries_waiting", Kind::Gauge, "Federated queries waiting to be admitted (at most max_queued_queries).");
+    m.describe("tabadul_hub_admission_wait_seconds", Kind::Histogram, "Time a federated query waited to be admitted.");
     m.describe("tabadul_hub_federated_query_seconds", Kind::Histogram, "Time to answer a federated query, fan-out included.");
     m.describe("tabadul_hub_member_answers_total", Kind::Counter, "Member outcomes of federated queries (answered, refused, unreachable, timed-out, failed).");
     m.describe("tabadul_hub_log_entries", Kind::Gauge, "Entries in the hub's signed exchange log.");

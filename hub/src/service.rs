@@ -26,6 +26,8 @@ pub(crate) struct HubState {
     pub default_deadline: Duration,
     pub max_deadline: Duration,
     pub cache: crate::cache::AnswerCache,
+    /// How many federated queries are worked on at once, and how many wait.
+    pub admission: crate::admission::Admission,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +72,7 @@ impl pb::hub_server::Hub for HubService {
                 Ok(f) => Ok(Response::new(f.response)),
                 Err(Failure::Invalid(m)) => Err(Status::invalid_argument(m)),
                 Err(Failure::Internal(m)) => Err(Status::internal(m)),
+                Err(Failure::Busy(m)) => Err(Status::resource_exhausted(m)),
             }
         }
         .instrument(span)

@@ -316,13 +316,16 @@ pub fn start_hub(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], 
     start_hub_with(dir, pki, hub_cert, members, deadline_ms, "")
 }
 
-/// [`start_hub`] with more configuration (`[http]`, `[cache]` tables)
-/// appended to `hub.toml`.
+/// [`start_hub`] with more configuration in `hub.toml`: `extra`'s
+/// top-level keys (the lines before its first `[table]`) go at the top,
+/// its tables (`[http]`, `[cache]`) at the end.
 pub fn start_hub_with(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], deadline_ms: u64, extra: &str) -> Result<Proc> {
     std::fs::create_dir_all(dir)?;
     let (log_key, _) = pki.hub_log_key()?;
+    let tables_at = if extra.starts_with('[') { 0 } else { extra.find("\n[").map_or(extra.len(), |i| i + 1) };
+    let (top_level, extra) = extra.split_at(tables_at);
     let mut text = format!(
-        "data_dir = \"data\"\ndictionary = {:?}\ndeadline_ms = {deadline_ms}\nlog_key = {:?}\nwitness_interval_ms = 300\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
+        "data_dir = \"data\"\ndictionary = {:?}\ndeadline_ms = {deadline_ms}\nlog_key = {:?}\nwitness_interval_ms = 300\n{top_level}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
         dictionary_path(), log_key, pki.ca_cert(), hub_cert.cert, hub_cert.key, pki.crl()
     );
     for m in members {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tabadul_proto::pb::{self, MemberState};
-use tabadul_tests::{HubMember, NodeDir, Pki, Proc, dead_endpoint, hub_client, run_ok, start_hub, synthetic};
+use tabadul_tests::{HubMember, NodeDir, Pki, Proc, dead_endpoint, hub_client, run_ok, start_hub_with, synthetic};
 
 fn policy(breakdowns: &str) -> String {
     format!(
@@ -26,6 +26,11 @@ struct Federation {
 /// MAR and JOR grant the sex breakdown, EGY does not; LBY is down; SAU's
 /// endpoint accepts connections and never answers.
 fn federation(deadline_ms: u64) -> Federation {
+    federation_with(deadline_ms, "")
+}
+
+/// [`federation`] with more hub configuration (see `start_hub_with`).
+fn federation_with(deadline_ms: u64, hub_extra: &str) -> Federation {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(dir.path()).unwrap();
     let mut nodes = BTreeMap::new();
@@ -44,7 +49,7 @@ fn federation(deadline_ms: u64) -> Federation {
     let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     members.push(HubMember::new(&pki, "SAU", stall.local_addr().unwrap().to_string()).unwrap());
     let hub_cert = pki.issue("hub", "alo").unwrap();
-    let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms).unwrap();
+    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms, hub_extra).unwrap();
     Federation { dir, pki, nodes, hub, _stall: stall }
 }
 
@@ -118,6 +123,72 @@ async fn partial_federation_answers_for_everyone_it_can() {
     assert!(egy.detail.contains("breakdown by SEX"), "{}", egy.detail);
     assert_eq!(r.cells.iter().filter(|c| c.key[0] == "MAR").count(), 3);
     assert_eq!(r.cells.iter().filter(|c| c.key[0] == "EGY").count(), 0);
+}
+
+/// The value of a sample line `name{labels} value` in Prometheus text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_busy_hub_queues_queries_then_turns_the_excess_away_without_asking_or_logging() {
+    // One query worked on at a time and two waiting: SAU's stall holds
+    // every query for its full deadline, so the hub stays busy.
+    let f = federation_with(1000, "max_concurrent_queries = 1\nmax_queued_queries = 2\nmax_queue_wait_ms = 10000\n[cache]\nmax_entries = 0\n");
+    let operator = f.pki.issue("operator", "analyst").unwrap();
+    let hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
+    let logged_before = sample(&f.hub.scrape().unwrap(), "tabadul_hub_log_entries");
+
+    let ask = |period: &'static str| {
+        let mut hub = hub.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = hub.federated_query(request("UNE_PERS", &[], period, false)).await;
+            (r, started.elapsed())
+        })
+    };
+    let mut queued = Vec::new();
+    for period in ["2024", "2023", "2022"] {
+        queued.push(ask(period));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let metrics = f.hub.scrape().unwrap();
+    assert_eq!(sample(&metrics, "tabadul_hub_queries_working"), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "tabadul_hub_queries_waiting"), 2.0, "{metrics}");
+
+    // A fourth finds the queue full: told at once, in plain words.
+    let (fourth, took) = ask("2021").await.unwrap();
+    let refused = fourth.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("busy") && refused.message().contains("waiting"), "{}", refused.message());
+    assert!(took < Duration::from_millis(500), "a full queue answers at once, took {took:?}");
+
+    // Every queued query is answered in full in its turn. The last waited
+    // longer than the members' deadline, yet nobody timed out for it: the
+    // deadline starts when a query is admitted, not when it arrives.
+    let mut answers = Vec::new();
+    for q in queued {
+        let (r, took) = q.await.unwrap();
+        answers.push((r.unwrap().into_inner(), took));
+    }
+    for (r, _) in &answers {
+        assert_eq!(states(r)["MAR"], MemberState::Answered as i32, "{:?}", r.members);
+        assert_eq!(r.cells.iter().filter(|c| c.key[0] == "MAR").count(), 1);
+        // A stalled node is either timed out or, once its connection
+        // attempt gives up, unreachable; never answered.
+        assert_ne!(states(r)["SAU"], MemberState::Answered as i32, "{:?}", r.members);
+        assert!(r.members.iter().all(|m| m.elapsed_ms <= 1300), "{:?}", r.members.iter().map(|m| m.elapsed_ms).collect::<Vec<_>>());
+    }
+    let (_, last_took) = &answers[2];
+    assert!(*last_took > Duration::from_millis(1500), "the last query should have queued behind two others; took {last_took:?}");
+
+    // Three answers logged; the one turned away left no trace but a counter.
+    let metrics = f.hub.scrape().unwrap();
+    assert_eq!(sample(&metrics, "tabadul_hub_log_entries") - logged_before, 3.0, "{metrics}");
+    assert_eq!(sample(&metrics, "tabadul_hub_federated_queries_total{outcome=\"busy\"}"), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "tabadul_hub_queries_waiting"), 0.0, "{metrics}");
 }
 
 #[tokio::test]

@@ -386,6 +386,28 @@ async fn differencing_and_trackers_are_defeated_even_across_a_restart() {
 }
 
 #[tokio::test]
+async fn a_difference_split_across_two_hub_replicas_is_defeated() {
+    // Two replicas of the ALO hub (their own identities and logs) answer
+    // the same operators: one ledger covers both, so asking each for one
+    // half of a difference gets the second half withheld.
+    let f = start();
+    let others: Vec<&str> = OCUS.iter().copied().filter(|o| *o != "0").collect();
+    assert_eq!(md::count(&f.records, |r| r.region == "MA-04" && r.ocu == "0"), 1);
+    let mut replica0 = f.client("hub", "alo-0");
+    let (_, total) = collect(&mut replica0, query(&["REGION"], &[("REGION", &["MA-04"])], "count")).await.unwrap();
+    assert!(total.iter().all(|c| !withheld(c)), "{total:?}");
+    let mut replica1 = f.client("hub", "alo-1");
+    let (_, cells) = collect(&mut replica1, query(&["REGION"], &[("REGION", &["MA-04"]), ("OCU", &others)], "count")).await.unwrap();
+    let cell = cells.iter().find(|c| c.key[1] == "MA-04").unwrap();
+    assert_eq!(cell.conf_status, "D", "the other replica got the second half of the difference: {cell:?}");
+    assert!(cell.flags.contains(&"secondary".to_owned()));
+    // A member's own ledger is still its own.
+    let mut egy = f.client("node", "EGY");
+    let (_, a) = collect(&mut egy, query(&["REGION"], &[("REGION", &["MA-04"]), ("OCU", &others)], "count")).await.unwrap();
+    assert!(a.iter().all(|c| !withheld(c)), "{a:?}");
+}
+
+#[tokio::test]
 async fn linear_reconstruction_from_many_overlapping_queries_fails() {
     let f = start();
     let mut hub = f.client("hub", "alo");

@@ -193,6 +193,7 @@ async fn query(State(front): State<Arc<Front>>, who: Principal, body: Result<Jso
     let answer = federate(&front.hub, &who.caller(), request).await.map_err(|f| match f {
         Failure::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
         Failure::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+        Failure::Busy(m) => ApiError::busy(m),
     })?;
     let r = &answer.response;
     if r.cells.len() > front.config.max_cells {

@@ -68,6 +68,10 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), sdmx: false, retry_after: None }
     }
+    /// 503 with Retry-After: the hub is at capacity; try again shortly.
+    pub fn busy(message: impl Into<String>) -> Self {
+        ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+    }
     pub fn sdmx(mut self) -> Self {
         self.sdmx = true;
         self

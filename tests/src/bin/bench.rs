@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tabadul_proto::pb;
-use tabadul_tests::{HubMember, NodeDir, Pki, hub_client, node_client, run_ok, start_hub, start_hub_with, synthetic};
+use tabadul_tests::{HubMember, NodeDir, Pki, hub_client, node_client, run_ok, start_hub_with, synthetic};
 
 #[derive(Parser)]
 struct Args {
@@ -68,9 +68,14 @@ enum Bench {
         concurrency: usize,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Per-member deadline of each federated query (ms).
-        #[arg(long, default_value_t = 10_000)]
+        /// Per-member deadline of each federated query (ms); the hub's
+        /// default.
+        #[arg(long, default_value_t = 3_000)]
         deadline_ms: u64,
+        /// Let the hub serve repeated queries from its cache (off: every
+        /// query fans out to every node, the worst case).
+        #[arg(long)]
+        cache: bool,
     },
     Microdata {
         #[arg(long, default_value_t = 10_000_000)]
@@ -105,7 +110,7 @@ fn main() -> Result<()> {
         Bench::Import { rows, file } => import(rows, &file),
         Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
         Bench::Microdata { records, file, repeats, median_out } => rt.block_on(microdata(records, &file, repeats, median_out.as_deref())),
-        Bench::Load { nodes, concurrency, seconds, deadline_ms } => rt.block_on(load(nodes, concurrency, seconds, deadline_ms)),
+        Bench::Load { nodes, concurrency, seconds, deadline_ms, cache } => rt.block_on(load(nodes, concurrency, seconds, deadline_ms, cache)),
     }
 }
 
@@ -593,7 +598,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64) -> Result<()> {
+async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64, cache: bool) -> Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir()?;
@@ -607,7 +612,7 @@ async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64) 
         procs.push(proc);
     }
     let hub_cert = pki.issue("hub", "alo")?;
-    let hub = start_hub(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms)?;
+    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms, if cache { "" } else { "[cache]\nmax_entries = 0\n" })?;
     let operator = pki.issue("operator", "analyst")?;
     // Several connections, as many operators would have.
     let clients: Vec<_> = (0..16).map(|_| hub_client(hub.addr, &pki.tls_files(&operator))).collect::<Result<_>>()?;
@@ -651,11 +656,12 @@ async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64) 
     let took = started.elapsed();
     lat.sort();
     let (ok, failed, short) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), short.load(Ordering::Relaxed));
-    println!("| {concurrency} concurrent federated queries over {nodes} nodes for {seconds} s (deadline {deadline_ms} ms) | |");
+    println!("| {concurrency} concurrent federated queries over {nodes} nodes for {seconds} s (deadline {deadline_ms} ms, cache {}) | |", if cache { "on" } else { "off" });
     println!("| completed / failed / completed with a member not answering | {ok} / {failed} / {short} |");
     println!("| federated queries/s | {:.1} |", ok as f64 / took.as_secs_f64());
     if !lat.is_empty() {
-        println!("| latency p50 / p99 | {:.0} ms / {:.0} ms |", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)));
+        println!("| latency p50 / p99 / max | {:.0} ms / {:.0} ms / {:.0} ms |", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)), ms(*lat.last().unwrap_or(&Duration::ZERO)));
+        println!("| last answer after the {seconds} s window closed | {:.1} s |", (took.as_secs_f64() - seconds as f64).max(0.0));
     }
     let node_rss: Vec<f64> = procs.iter().map(|p| peak_rss_mib(p.child.id())).collect();
     println!("| peak RSS hub | {:.0} MiB |", peak_rss_mib(hub.child.id()));

@@ -124,6 +124,7 @@ pub(crate) async fn handle(
     let answer = federate(&front.hub, &who.caller(), request).await.map_err(|f| match f {
         Failure::Invalid(m) => bad(m),
         Failure::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m).sdmx(),
+        Failure::Busy(m) => ApiError::busy(m).sdmx(),
     })?;
     let response = &answer.response;
     if response.cells.len() > front.config.max_cells {
