@@ -94,6 +94,11 @@ impl Admission {
         }
     }
 
+    /// Longest a query may wait to be admitted.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
     /// Queries being worked on now.
     pub fn working(&self) -> usize {
         self.capacity - self.working.available_permits()

@@ -168,7 +168,7 @@ fn default_max_queued_queries() -> usize {
     4096
 }
 fn default_max_queue_wait_ms() -> u64 {
-    20_000
+    30_000
 }
 fn default_crl_reload_interval_ms() -> u64 {
     2000

@@ -41,6 +41,9 @@ pub struct Member {
     pub forked: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Where the pin is kept across restarts (the hub's own log).
     pub pins: Option<std::sync::Arc<tabadul_audit::Log>>,
+    /// Checkpoints of answers that came back out of order, waiting to be
+    /// proven consistent with the pin.
+    pub unsettled: std::sync::Arc<crate::pins::Unsettled>,
 }
 
 /// What one member said (or failed to say).
@@ -141,7 +144,7 @@ pub async fn ask(member: &Member, flow: &Dataflow, query: pb::Query, deadline: D
             let forked = member.forked.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let checked = match (forked, check_receipt(member, hub, &digest, &d, &received, receipt.as_ref(), seen)) {
                 (Some(reason), _) => Err(reason),
-                (None, Ok((r, got))) => settle_pin(member, seen, got, receipt.as_ref().map_or("", |r| r.checkpoint.as_str())).map(|()| r),
+                (None, Ok((r, got))) => crate::pins::settle_pin(member, seen, got, receipt.as_ref().map_or("", |r| r.checkpoint.as_str())).map(|()| r),
                 (None, Err(problem)) => Err(problem),
             };
             match checked {
@@ -248,94 +251,8 @@ fn check_receipt(
     Ok((v.to_ref(&member.code, receipt.index), Seen { size: v.checkpoint.size, root: v.checkpoint.root }))
 }
 
-/// Moves the member's pin to `got` (already proven to extend `sent`, the
-/// pin our request carried). If another answer moved the pin meanwhile,
-/// `got` must also be consistent with that one, or a node could answer
-/// concurrent queries from two forks of its log: equal sizes are compared
-/// here; otherwise a proof from the node's `Audit` service settles it in
-/// the background, off the answer's path, and a failure poisons the member
-/// (every later answer is refused and the fork is logged).
-fn settle_pin(member: &Member, sent: Option<Seen>, got: Seen, note: &str) -> Result<(), String> {
-    let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
-    if *pin == sent {
-        if sent.is_none_or(|b| b.size < got.size) {
-            *pin = Some(got);
-            store_pin(member, note);
-        }
-        return Ok(());
-    }
-    let Some(cur) = *pin else { return Ok(()) };
-    drop(pin);
-    if cur.size == got.size {
-        return if cur.root == got.root { Ok(()) } else { Err(poison(member, format!("two roots for size {}", got.size))) };
-    }
-    let (member, note) = (member.clone(), note.to_owned());
-    tokio::spawn(async move {
-        if let Err(why) = reconcile(&member, cur, got, &note).await {
-            poison(&member, why);
-        }
-    });
-    Ok(())
-}
-
-/// Proves `got` consistent with the member's pin, following the pin as
-/// other answers move it, until `got` is part of the pinned history. A node
-/// that cannot or will not prove it, after retries, is treated as forked:
-/// an answer was already used on the strength of that checkpoint.
-async fn reconcile(member: &Member, mut cur: Seen, got: Seen, note: &str) -> Result<(), String> {
-    let mut failures = 0u32;
-    loop {
-        if cur.size == got.size {
-            return if cur.root == got.root { Ok(()) } else { Err(format!("two roots for size {}", got.size)) };
-        }
-        let (old, new) = if cur.size < got.size { (cur, got) } else { (got, cur) };
-        let mut request = tonic::Request::new(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size });
-        request.set_timeout(Duration::from_secs(5));
-        let proof = tokio::time::timeout(Duration::from_secs(6), member.audit.clone().consistency_proof(request)).await;
-        match proof {
-            Ok(Ok(p)) => {
-                tabadul_audit::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &p.into_inner().hashes)
-                    .map_err(|e| format!("checkpoints {} and {} are inconsistent ({e})", old.size, new.size))?;
-            }
-            Ok(Err(s)) if s.code() == Code::OutOfRange || s.code() == Code::InvalidArgument => {
-                return Err(format!("it cannot prove checkpoint {} extends {}: {}", new.size, old.size, s.message()));
-            }
-            Ok(Err(_)) | Err(_) => {
-                failures += 1;
-                if failures >= 5 {
-                    return Err(format!("it gave no consistency proof between checkpoints {} and {} in five tries", old.size, new.size));
-                }
-                tokio::time::sleep(Duration::from_secs(1 << failures)).await;
-                continue;
-            }
-        }
-        // Proven against `cur`. Move the pin forward, unless someone moved
-        // it meanwhile: then `got` must be reconciled with the new pin too.
-        let mut pin = member.seen.lock().unwrap_or_else(|p| p.into_inner());
-        match *pin {
-            Some(now) if now == cur => {
-                if got.size > cur.size {
-                    *pin = Some(got);
-                    store_pin(member, note);
-                }
-                return Ok(());
-            }
-            Some(now) => cur = now,
-            None => return Ok(()),
-        }
-    }
-}
-
-fn store_pin(member: &Member, note: &str) {
-    if let Some(pins) = &member.pins
-        && let Err(e) = pins.set_pinned(member.log_key.name(), note)
-    {
-        tracing::warn!(member = %member.code, error = %e, "could not store the pin");
-    }
-}
-
 /// Marks the member's log as forked; returns the reason.
-fn poison(member: &Member, why: String) -> String {
+pub(crate) fn poison(member: &Member, why: String) -> String {
     let reason = format!("the node's log forked: {why}");
     tracing::error!(member = %member.code, %reason, "node log fork detected; its answers are refused from now on");
     *member.forked.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
@@ -402,10 +319,10 @@ fn describe_transport_error(s: &tonic::Status) -> String {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn member(pin: Option<Seen>) -> Member {
+    pub(crate) fn member(pin: Option<Seen>) -> Member {
         // Never dialled in these tests: a lazy channel to nowhere.
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         Member {
@@ -419,6 +336,7 @@ mod tests {
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
             used_leaves: Default::default(),
             pins: None,
+            unsettled: Default::default(),
         }
     }
 
@@ -450,28 +368,5 @@ mod tests {
         assert!(check_receipt(&m, &other, &digest, &d, &[], Some(&fresh), None).unwrap_err().contains("requester"));
         let cell = pb::Cell { key: vec!["MAR".into()], value: 1.0, ..Default::default() };
         assert!(check_receipt(&m, &hub, &digest, &d, &[cell], Some(&fresh), None).unwrap_err().contains("not the ones"));
-    }
-
-    fn seen(size: u64, root: u8) -> Seen {
-        Seen { size, root: [root; 32] }
-    }
-
-    #[tokio::test]
-    async fn the_pin_moves_forward_and_a_concurrent_fork_poisons_the_member() {
-        // Nobody else moved the pin: it advances.
-        let m = member(Some(seen(4, 1)));
-        settle_pin(&m, Some(seen(4, 1)), seen(6, 2), "").unwrap();
-        assert_eq!(*m.seen.lock().unwrap(), Some(seen(6, 2)));
-        // An older answer arriving late does not move it back.
-        let m = member(Some(seen(6, 2)));
-        settle_pin(&m, Some(seen(6, 2)), seen(6, 2), "").unwrap();
-        assert_eq!(*m.seen.lock().unwrap(), Some(seen(6, 2)));
-        // Two answers to requests sent at size 4 come back at size 6 with
-        // different roots: the second is refused and the member poisoned.
-        let m = member(Some(seen(6, 2)));
-        let e = settle_pin(&m, Some(seen(4, 1)), seen(6, 3), "").unwrap_err();
-        assert!(e.contains("forked") && e.contains("size 6"), "{e}");
-        assert!(m.forked.lock().unwrap().as_ref().is_some_and(|r| r.contains("two roots")));
-        assert_eq!(*m.seen.lock().unwrap(), Some(seen(6, 2)), "the pin stays on the first root");
     }
 }

@@ -28,6 +28,7 @@ pub mod fanout;
 mod federate;
 mod http;
 pub mod merge;
+mod pins;
 pub mod server;
 mod service;
 pub mod tokens;

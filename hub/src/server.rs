@@ -105,6 +105,7 @@ pub async fn run_notify(
             used_leaves: Default::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_per_member.max(1))),
             pins: Some(log.clone()),
+            unsettled: Default::default(),
         });
     }
     let server_tls = ServerTls::load(config.tls.clone())?;
@@ -225,7 +226,9 @@ pub async fn run_notify(
     };
     let audit = AuditServer::new(AuditService { log, identity: identity.clone(), readers: Readers::Auditors });
     let server = Server::builder()
-        .timeout(state.max_deadline + Duration::from_secs(5))
+        // Longest a federated query can take: waiting to be admitted, then
+        // its deadline, then the log append; past that something is stuck.
+        .timeout(state.admission.max_wait() + state.max_deadline + Duration::from_secs(5))
         .add_service(HubServer::new(HubService { state }).max_decoding_message_size(64 * 1024))
         .add_service(audit)
         .add_service(health_service)
