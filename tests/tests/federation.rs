@@ -19,6 +19,7 @@ struct Federation {
     dir: tempfile::TempDir,
     pki: Pki,
     nodes: BTreeMap<String, Proc>,
+    node_dirs: BTreeMap<String, NodeDir>,
     hub: Proc,
     _stall: std::net::TcpListener,
 }
@@ -34,6 +35,7 @@ fn federation_with(deadline_ms: u64, hub_extra: &str) -> Federation {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(dir.path()).unwrap();
     let mut nodes = BTreeMap::new();
+    let mut node_dirs = BTreeMap::new();
     let mut members = Vec::new();
     for (member, breakdowns) in [("MAR", "[\"SEX\"]"), ("EGY", "[]"), ("JOR", "[\"SEX\"]")] {
         let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, &policy(breakdowns)).unwrap();
@@ -43,6 +45,7 @@ fn federation_with(deadline_ms: u64, hub_extra: &str) -> Federation {
         let proc = node.start().unwrap();
         members.push(HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
         nodes.insert(member.to_owned(), proc);
+        node_dirs.insert(member.to_owned(), node);
     }
     members.push(HubMember::new(&pki, "LBY", dead_endpoint().unwrap()).unwrap());
     // Never accepted: the kernel completes TCP, nobody speaks TLS.
@@ -50,7 +53,7 @@ fn federation_with(deadline_ms: u64, hub_extra: &str) -> Federation {
     members.push(HubMember::new(&pki, "SAU", stall.local_addr().unwrap().to_string()).unwrap());
     let hub_cert = pki.issue("hub", "alo").unwrap();
     let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms, hub_extra).unwrap();
-    Federation { dir, pki, nodes, hub, _stall: stall }
+    Federation { dir, pki, nodes, node_dirs, hub, _stall: stall }
 }
 
 fn request(flow: &str, breakdown: &[&str], period: &str, aggregate: bool) -> pb::FederatedQueryRequest {
@@ -192,7 +195,7 @@ async fn a_busy_hub_queues_queries_then_turns_the_excess_away_without_asking_or_
 }
 
 #[tokio::test]
-async fn a_node_killed_mid_query_does_not_hold_up_the_others() {
+async fn a_node_killed_mid_query_does_not_hold_up_the_others_and_rejoins_when_restarted() {
     let mut f = federation(2000);
     let operator = f.pki.issue("operator", "analyst").unwrap();
     let mut hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
@@ -215,6 +218,26 @@ async fn a_node_killed_mid_query_does_not_hold_up_the_others() {
     // And the next query finds JOR unreachable straight away.
     let r = hub.federated_query(request("UNE_PERS", &[], "2024", false)).await.unwrap().into_inner();
     assert_eq!(states(&r)["JOR"], MemberState::Unreachable as i32, "{:?}", r.members);
+
+    // JOR's operator restarts it on its address: its log recovers, its
+    // receipts still extend what the hub pinned before the kill, and the
+    // hub uses its answers again without being told anything.
+    let addr = f.nodes["JOR"].addr.to_string();
+    let restarted = f.node_dirs["JOR"].start_at(&addr).unwrap();
+    f.nodes.insert("JOR".into(), restarted);
+    let mut back = None;
+    for _ in 0..50 {
+        let r = hub.federated_query(request("UNE_PERS", &[], "2024", true)).await.unwrap().into_inner();
+        if states(&r)["JOR"] == MemberState::Answered as i32 {
+            back = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = back.expect("JOR never answered again after its restart");
+    assert_eq!(r.aggregate[0].covers, ["EGY", "JOR", "MAR"]);
+    let jor = r.cells.iter().find(|c| c.key[0] == "JOR").unwrap();
+    assert!((jor.value - total("JOR", "UNE_PERS", "2024")).abs() < 1e-9, "{jor:?}");
 }
 
 #[tokio::test]
