@@ -109,6 +109,9 @@ pub async fn run_notify(
         });
     }
     let server_tls = ServerTls::load(config.tls.clone())?;
+    if let Some(crl) = &config.tls.crl {
+        tls::check_crl_freshness(crl);
+    }
     let state = Arc::new(HubState {
         identity: identity.clone(),
         dict,
@@ -143,6 +146,7 @@ pub async fn run_notify(
     let metrics = metrics_listener.map(|l| {
         let st = state.clone();
         let cert = config.tls.cert.clone();
+        let crl = config.tls.crl.clone();
         let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
             m.set("tabadul_hub_log_entries", &[], st.log.len() as f64);
             m.set("tabadul_hub_cache_entries", &[], st.cache.len() as f64);
@@ -159,6 +163,9 @@ pub async fn run_notify(
             }
             if let Ok(t) = tls::not_after(&cert) {
                 m.set("tabadul_hub_certificate_expiry_seconds", &[], (t - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
+            }
+            if let Some(next) = crl.as_deref().and_then(|p| tls::crl_next_update(p).ok().flatten()) {
+                m.set("tabadul_hub_crl_next_update_seconds", &[], (next - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
             }
         });
         let mut rx = stop_rx.clone();
@@ -216,7 +223,12 @@ pub async fn run_notify(
                     seen = now;
                     for t in &tls_sets {
                         match t.reload() {
-                            Ok(()) => tracing::info!("TLS configuration reloaded (certificate, key or CRL changed)"),
+                            Ok(()) => {
+                                tracing::info!("TLS configuration reloaded (certificate, key or CRL changed)");
+                                if let Some(crl) = &t.files().crl {
+                                    tls::check_crl_freshness(crl);
+                                }
+                            }
                             Err(e) => tracing::error!(error = %e, "new TLS files rejected; the previous configuration stays in force"),
                         }
                     }
@@ -281,6 +293,7 @@ fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     m.describe("tabadul_hub_cosigned_size", Kind::Gauge, "Tree size of the latest checkpoint the witnesses cosigned.");
     m.describe("tabadul_hub_member_log_forked", Kind::Gauge, "1 when a member's node was caught forking its log.");
     m.describe("tabadul_hub_certificate_expiry_seconds", Kind::Gauge, "Seconds until the hub's TLS certificate expires.");
+    m.describe("tabadul_hub_crl_next_update_seconds", Kind::Gauge, "Seconds until the CRL's next update; negative when stale (still enforced, exchange goes on).");
     m.describe("tabadul_hub_cache_entries", Kind::Gauge, "Federated answers held in the cache.");
     m.describe("tabadul_hub_cache_invalidations_total", Kind::Counter, "Cached answers dropped because a member's generation changed or it did not confirm it.");
     m

@@ -85,6 +85,9 @@ pub async fn run_notify(
     };
     let log = Arc::new(Log::open(&config.log_dir(), signer)?);
     let server_tls = ServerTls::load(config.tls.clone())?;
+    if let Some(crl) = &config.tls.crl {
+        tls::check_crl_freshness(crl);
+    }
     let withdrawals = RwLock::new(Arc::new(store.withdrawals()?));
     let state = Arc::new(NodeState {
         withdrawals,
@@ -111,7 +114,11 @@ pub async fn run_notify(
     let metrics = metrics_listener.map(|l| {
         let st = state.clone();
         let cert = config.tls.cert.clone();
+        let crl = config.tls.crl.clone();
         let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
+            if let Some(left) = crl.as_deref().and_then(|p| tls::crl_next_update(p).ok().flatten()) {
+                m.set("tabadul_node_crl_next_update_seconds", &[], (left - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
+            }
             m.set("tabadul_node_log_entries", &[], st.log.len() as f64);
             m.set("tabadul_node_log_writable", &[], if st.log.failure().is_some() { 0.0 } else { 1.0 });
             let (_, age) = st.log.published();
@@ -230,7 +237,10 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
             if forced || now != crl_seen {
                 crl_seen = now;
                 match server_tls.reload() {
-                    Ok(()) => tracing::info!(crl = %crl.display(), "TLS configuration reloaded"),
+                    Ok(()) => {
+                        tracing::info!(crl = %crl.display(), "TLS configuration reloaded");
+                        tls::check_crl_freshness(crl);
+                    }
                     Err(e) => tracing::error!(error = %e, "new CRL rejected; the previous one stays in force"),
                 }
             }
@@ -248,5 +258,6 @@ fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     m.describe("tabadul_node_log_published_checkpoint_age_seconds", Kind::Gauge, "Time since a log checkpoint was last published.");
     m.describe("tabadul_node_policy_info", Kind::Gauge, "The publication policy in force (its version is the label).");
     m.describe("tabadul_node_certificate_expiry_seconds", Kind::Gauge, "Seconds until the node's TLS certificate expires.");
+    m.describe("tabadul_node_crl_next_update_seconds", Kind::Gauge, "Seconds until the CRL's next update; negative when stale (still enforced, exchange goes on).");
     m
 }

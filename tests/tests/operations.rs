@@ -574,3 +574,42 @@ async fn a_member_whose_clock_is_hours_off_is_named_by_the_hub_doctor() {
         .into_inner();
     assert!(r.members.iter().all(|m| m.state == pb::MemberState::Answered as i32), "{:?}", r.members);
 }
+
+#[tokio::test]
+async fn a_stale_crl_is_seen_but_stops_no_exchange_and_still_refuses_the_revoked() {
+    let lib = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(lib) = lib else {
+        eprintln!("skipped: libfaketime is not installed (scripts/prepare.sh installs it); the stale-CRL test did not run");
+        return;
+    };
+    // The network CA publishes CRLs valid for 7 days; EGY's clock says it
+    // is 9 days later, as if the CA had stopped publishing (X-Road stops all
+    // exchange when its trust services fail: Tabadul must not).
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let rogue = pki.issue("hub", "rogue").unwrap();
+    pki.revoke(&rogue).unwrap();
+    let node = NodeDir::create(&dir.path().join("nodes"), &pki, "EGY", POLICY).unwrap();
+    import_synthetic(&node, "EGY", 2024..=2024);
+    let proc = node.start_with_env(&[("LD_PRELOAD", lib), ("FAKETIME", "+9d"), ("DONT_FAKE_MONOTONIC", "1")]).unwrap();
+
+    // Seen: in the metrics and in the log, in plain words.
+    let metrics = proc.scrape().unwrap();
+    let left = sample(&metrics, "tabadul_node_crl_next_update_seconds").unwrap();
+    assert!((-3.0 * 86_400.0..-86_400.0).contains(&left), "the CRL should read as two days stale: {left}");
+    let log = std::fs::read_to_string(&proc.log).unwrap();
+    assert!(log.contains("the CRL is past its next update") && log.contains("exchange goes on"), "{log}");
+
+    // Exchange goes on: the hub is answered.
+    let hub = pki.issue("hub", "alo").unwrap();
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "EGY").unwrap();
+    let q = pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() };
+    let (decision, cells) = collect(&mut client, q.clone()).await.unwrap();
+    assert_eq!(decision.kind, pb::DecisionKind::Allowed as i32, "{}", decision.reason);
+    assert!(!cells.is_empty());
+    // And the stale CRL is still enforced: the revoked hub gets nothing.
+    let mut revoked = node_client(proc.addr, &pki.tls_files(&rogue), "EGY").unwrap();
+    assert!(collect(&mut revoked, q).await.is_err(), "a revoked certificate was accepted under a stale CRL");
+}

@@ -76,6 +76,9 @@ enum Bench {
         /// query fans out to every node, the worst case).
         #[arg(long)]
         cache: bool,
+        /// The hub's max_concurrent_queries (its default when absent).
+        #[arg(long)]
+        max_concurrent_queries: Option<usize>,
     },
     Microdata {
         #[arg(long, default_value_t = 10_000_000)]
@@ -110,7 +113,9 @@ fn main() -> Result<()> {
         Bench::Import { rows, file } => import(rows, &file),
         Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
         Bench::Microdata { records, file, repeats, median_out } => rt.block_on(microdata(records, &file, repeats, median_out.as_deref())),
-        Bench::Load { nodes, concurrency, seconds, deadline_ms, cache } => rt.block_on(load(nodes, concurrency, seconds, deadline_ms, cache)),
+        Bench::Load { nodes, concurrency, seconds, deadline_ms, cache, max_concurrent_queries } => {
+            rt.block_on(load(nodes, concurrency, seconds, deadline_ms, cache, max_concurrent_queries))
+        }
     }
 }
 
@@ -598,7 +603,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64, cache: bool) -> Result<()> {
+async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64, cache: bool, max_concurrent_queries: Option<usize>) -> Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir()?;
@@ -612,7 +617,11 @@ async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64, 
         procs.push(proc);
     }
     let hub_cert = pki.issue("hub", "alo")?;
-    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms, if cache { "" } else { "[cache]\nmax_entries = 0\n" })?;
+    let mut extra = max_concurrent_queries.map(|n| format!("max_concurrent_queries = {n}\n")).unwrap_or_default();
+    if !cache {
+        extra.push_str("[cache]\nmax_entries = 0\n");
+    }
+    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, deadline_ms, &extra)?;
     let operator = pki.issue("operator", "analyst")?;
     // Several connections, as many operators would have.
     let clients: Vec<_> = (0..16).map(|_| hub_client(hub.addr, &pki.tls_files(&operator))).collect::<Result<_>>()?;
@@ -640,8 +649,10 @@ async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64, 
                                 short.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        Err(_) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
+                        Err(e) => {
+                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("failed: {:?}: {}", e.code(), e.message());
+                            }
                         }
                     }
                 }
