@@ -298,3 +298,25 @@ async fn the_operator_cli_prints_the_table_and_a_line_per_member() {
         assert!(text.lines().any(|l| l.trim_start().starts_with(member) && l.contains(word)), "{member} {word}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_hub_asked_to_stop_finishes_the_query_in_flight_and_logs_it_first() {
+    let mut f = federation_with(1500, "shutdown_grace_ms = 8000\n");
+    let operator = f.pki.issue("operator", "analyst").unwrap();
+    let hub = hub_client(f.hub.addr, &f.pki.tls_files(&operator)).unwrap();
+    // SAU's stall keeps this query in flight for its whole deadline.
+    let pending = tokio::spawn({
+        let mut hub = hub.clone();
+        async move { hub.federated_query(request("UNE_PERS", &[], "2024", true)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    f.hub.signal("-TERM").unwrap();
+    let r = pending.await.unwrap().expect("the query in flight was dropped by the shutdown").into_inner();
+    assert_eq!(states(&r)["MAR"], MemberState::Answered as i32, "{:?}", r.members);
+    assert_eq!(r.aggregate[0].covers, ["EGY", "JOR", "MAR"]);
+    // Answered with the hub's own receipt: its log leaf was durable first.
+    let receipt = r.receipt.expect("no hub receipt");
+    assert!(!receipt.checkpoint.is_empty());
+    let exited = tokio::task::spawn_blocking(move || f.hub.child.wait()).await.unwrap().unwrap();
+    assert!(exited.success(), "{exited:?}");
+}
