@@ -62,8 +62,9 @@ fn finding(what: &str, at: impl std::fmt::Display, reason: impl Into<String>) ->
     Finding { what: what.to_owned(), at: at.to_string(), reason: reason.into() }
 }
 
-/// k-of-n witness policy: lines `witness <vkey>` (cosigner keys, type
-/// 0x04) and `quorum <k>`; `#` starts a comment.
+/// k-of-n witness policy: lines `witness <vkey>` (the witness key, as
+/// `keygen` printed it or as a cosigner key, type 0x04) and `quorum <k>`;
+/// `#` starts a comment.
 #[derive(Debug, Clone)]
 pub struct WitnessPolicy {
     pub witnesses: Vec<Verifier>,
@@ -80,10 +81,10 @@ impl WitnessPolicy {
             match line.split_once(' ') {
                 None if line.is_empty() => {}
                 Some(("witness", vkey)) => {
-                    let v = Verifier::parse(vkey.trim()).map_err(|e| bad(e.to_string()))?;
-                    if !v.is_cosigner() {
-                        return Err(bad(format!("{} is not a cosignature key (type 0x04)", v.name())));
-                    }
+                    // `tabadul-audit keygen` prints a key's Ed25519 vkey (type
+                    // 0x01); a witness signs with the same key as a cosigner
+                    // (type 0x04, another key ID). Both spellings name it.
+                    let v = Verifier::parse(vkey.trim()).map_err(|e| bad(e.to_string()))?.cosigner();
                     // A witness listed twice must not count twice towards the quorum.
                     if witnesses.contains(&v) {
                         return Err(bad(format!("witness {} is listed twice", v.name())));

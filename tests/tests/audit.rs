@@ -346,8 +346,12 @@ async fn a_hub_showing_two_histories_to_two_witnesses_is_caught() {
     // Each witness, seeing one branch only, cosigns it.
     let hub_vkey = net.pki.hub_log_key().unwrap().1;
     let hub_key = Verifier::parse(&hub_vkey).unwrap();
-    let mar_w = Verifier::parse(&vkey_of(&net.pki, "alo/witness/MAR")).unwrap().cosigner();
+    // MAR's witness key as `keygen` printed it, EGY's as a cosigner key:
+    // a policy accepts both spellings, and not one key twice.
+    let mar_w = vkey_of(&net.pki, "alo/witness/MAR");
     let egy_w = Verifier::parse(&vkey_of(&net.pki, "alo/witness/EGY")).unwrap().cosigner();
+    let twice = WitnessPolicy::parse(&format!("witness {mar_w}\nwitness {}\nquorum 1\n", Verifier::parse(&mar_w).unwrap().cosigner()));
+    assert!(twice.unwrap_err().to_string().contains("listed twice"));
     let policy = WitnessPolicy::parse(&format!("witness {mar_w}\nwitness {egy_w}\nquorum 2\n")).unwrap();
     let one_each = eventually(Duration::from_secs(15), async || {
         let da = LogDir::load(&net.fetch(a.addr, "spiffe://alo/hub/alo", "a")).unwrap();
