@@ -251,7 +251,8 @@ if not (want <= areas and all(states.get(m) == "answered" for m in want)):
     sys.exit(1)
 sexes = {c["key"][1] for c in a["cells"]}
 assert sexes == {"T", "F", "M"}, sexes
-print(f"  {len(a['cells'])} cells from {sorted(areas)}; hub log leaf {a['hub_leaf']}")
+assert a["hub_log"] == "alo/hub/alo", a.get("hub_log")
+print(f"  {len(a['cells'])} cells from {sorted(areas)}; leaf {a['hub_leaf']} of hub log {a['hub_log']}")
 EOF
 }
 

@@ -159,6 +159,7 @@ fn sdmx_rest_answers_in_every_format_and_reports_every_member() {
         assert_eq!(a.status, 200, "{accept}: {}", a.text());
         let members = a.header("x-tabadul-members").unwrap();
         assert!(members.contains("EGY=refused") && members.contains("LBY=unreachable") && members.contains("MAR=answered"), "{members}");
+        assert_eq!(a.header("x-tabadul-hub-log"), Some("alo/hub/alo"), "the answer names the log its leaf is in");
         a
     };
     let csv1 = get("application/vnd.sdmx.data+csv;version=1.0.0");
@@ -288,6 +289,9 @@ fn the_cache_never_serves_a_withdrawn_series_or_an_old_policy() {
     };
     let (first, a) = ask();
     assert_eq!(first, "miss");
+    // The answer names its leaf and the log that holds it.
+    assert_eq!(a["hub_log"], "alo/hub/alo", "{a}");
+    assert!(a["hub_leaf"].as_u64().is_some(), "{a}");
     let (second, b) = ask();
     assert_eq!(second, "hit", "an unchanged federation is served from the cache");
     assert_eq!(api_values(&a), api_values(&b));

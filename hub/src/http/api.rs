@@ -223,6 +223,9 @@ async fn query(State(front): State<Arc<Front>>, who: Principal, body: Result<Jso
         "aggregate": aggregate,
         "cache": if answer.from_cache { "hit" } else { "miss" },
         "hub_leaf": answer.hub_leaf,
+        // Which log holds that leaf: with several hub replicas, each has
+        // its own (`<network>/hub/<id>`).
+        "hub_log": front.hub.log.origin(),
     });
     let mut response = Json(out).into_response();
     response.headers_mut().insert("x-tabadul-cache", HeaderValue::from_static(if answer.from_cache { "hit" } else { "miss" }));

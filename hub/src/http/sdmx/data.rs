@@ -174,6 +174,10 @@ pub(crate) async fn handle(
     if let Ok(v) = HeaderValue::from_str(&answer.hub_leaf.to_string()) {
         extra.insert("x-tabadul-hub-leaf", v);
     }
+    // The log that holds that leaf (each hub replica has its own).
+    if let Ok(v) = HeaderValue::from_str(front.hub.log.origin()) {
+        extra.insert("x-tabadul-hub-log", v);
+    }
     if series.is_empty() {
         let why = notes.iter().map(|n| format!("{} {}: {}", n.member, n.state, n.detail)).collect::<Vec<_>>().join("; ");
         let mut r = not_found(format!("no observations match; members: {why}")).into_response();
