@@ -4,18 +4,11 @@
 //! accepts no more observations than the file has lines.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use tabadul_formats::Format;
 
 #[path = "shipped.rs"]
 mod shipped;
-use shipped::dict;
-
-fn scratch() -> &'static std::path::Path {
-    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| std::env::temp_dir().join(format!("tabadul-fuzz-{}.csv", std::process::id())))
-}
+use shipped::{dict, scratch};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else { return };
@@ -24,8 +17,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         1 => Some(Format::Ilostat),
         _ => None,
     };
-    std::fs::write(scratch(), body).expect("scratch file");
-    let files = [(scratch().to_path_buf(), format)];
+    std::fs::write(scratch("indicator"), body).expect("scratch file");
+    let files = [(scratch("indicator").to_path_buf(), format)];
     if let Ok(n) = tabadul_formats::check(dict(), "MAR", &files) {
         let lines = body.split(|b| *b == b'\n').count() as u64;
         assert!(n <= lines, "{n} observations from {lines} lines");

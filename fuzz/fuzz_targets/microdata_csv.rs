@@ -6,27 +6,20 @@
 //! weights positive.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use tabadul_formats::microdata::{Schema, parse_records};
 
 #[path = "shipped.rs"]
 mod shipped;
-use shipped::dict;
-
-fn scratch() -> &'static std::path::Path {
-    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| std::env::temp_dir().join(format!("tabadul-fuzz-micro-{}.csv", std::process::id())))
-}
+use shipped::{dict, scratch};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else { return };
     let tables: Vec<_> = dict().microdata_tables().collect();
     let table = tables[usize::from(pick) % tables.len()];
     let schema = Schema::of(dict(), table);
-    std::fs::write(scratch(), body).expect("scratch file");
+    std::fs::write(scratch("micro"), body).expect("scratch file");
     let mut periods = vec!["2019".to_owned()];
-    let Ok(cols) = parse_records(&schema, &mut periods, scratch(), &indicatif::ProgressBar::hidden()) else { return };
+    let Ok(cols) = parse_records(&schema, &mut periods, scratch("micro"), &indicatif::ProgressBar::hidden()) else { return };
     let n = cols.len();
     let lines = body.split(|b| *b == b'\n').count();
     assert!(n > 0 && n < lines, "{n} records from {lines} lines");

@@ -531,12 +531,16 @@ fn an_import_onto_a_full_disk_fails_clearly_and_changes_nothing() {
     assert_eq!(count(&node), before, "a failed import left observations behind");
 }
 
+/// libfaketime's preload library, where Debian puts it.
+fn faketime() -> Option<&'static str> {
+    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
 #[tokio::test]
 async fn a_member_whose_clock_is_hours_off_is_named_by_the_hub_doctor() {
-    let lib = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(lib) = lib else {
+    let Some(lib) = faketime() else {
         eprintln!("skipped: libfaketime is not installed (scripts/prepare.sh installs it); the clock-skew test did not run");
         return;
     };
@@ -577,10 +581,7 @@ async fn a_member_whose_clock_is_hours_off_is_named_by_the_hub_doctor() {
 
 #[tokio::test]
 async fn a_stale_crl_is_seen_but_stops_no_exchange_and_still_refuses_the_revoked() {
-    let lib = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(lib) = lib else {
+    let Some(lib) = faketime() else {
         eprintln!("skipped: libfaketime is not installed (scripts/prepare.sh installs it); the stale-CRL test did not run");
         return;
     };
