@@ -194,13 +194,18 @@ pub fn crl_next_update(path: &Path) -> Result<Option<i64>, Error> {
     Ok(crl.next_update().map(|t| t.timestamp()))
 }
 
+/// Seconds until the CRL at `path` is due to be replaced (negative: stale
+/// for that long); `None` if it cannot be read or names no next update.
+pub fn crl_seconds_left(path: &Path) -> Option<i64> {
+    Some(crl_next_update(path).ok().flatten()? - time::OffsetDateTime::now_utc().unix_timestamp())
+}
+
 /// Logs a warning when the CRL at `path` is past its next update. A stale
 /// CRL is still enforced (rustls ignores CRL expiry here on purpose): an
 /// outage of the network's CRL publication must not stop exchange, only be
 /// seen. Returns the seconds until (negative: since) the next update.
 pub fn check_crl_freshness(path: &Path) -> Option<i64> {
-    let next = crl_next_update(path).ok().flatten()?;
-    let left = next - time::OffsetDateTime::now_utc().unix_timestamp();
+    let left = crl_seconds_left(path)?;
     if left < 0 {
         tracing::warn!(crl = %path.display(), stale_for_hours = -left / 3600,
             "the CRL is past its next update: it is still enforced and exchange goes on, but revocations since are not known; fetch the network's new CRL");

@@ -164,8 +164,8 @@ pub async fn run_notify(
             if let Ok(t) = tls::not_after(&cert) {
                 m.set("tabadul_hub_certificate_expiry_seconds", &[], (t - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
             }
-            if let Some(next) = crl.as_deref().and_then(|p| tls::crl_next_update(p).ok().flatten()) {
-                m.set("tabadul_hub_crl_next_update_seconds", &[], (next - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
+            if let Some(left) = crl.as_deref().and_then(tls::crl_seconds_left) {
+                m.set("tabadul_hub_crl_next_update_seconds", &[], left as f64);
             }
         });
         let mut rx = stop_rx.clone();

@@ -116,8 +116,8 @@ pub async fn run_notify(
         let cert = config.tls.cert.clone();
         let crl = config.tls.crl.clone();
         let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
-            if let Some(left) = crl.as_deref().and_then(|p| tls::crl_next_update(p).ok().flatten()) {
-                m.set("tabadul_node_crl_next_update_seconds", &[], (left - time::OffsetDateTime::now_utc().unix_timestamp()) as f64);
+            if let Some(left) = crl.as_deref().and_then(tls::crl_seconds_left) {
+                m.set("tabadul_node_crl_next_update_seconds", &[], left as f64);
             }
             m.set("tabadul_node_log_entries", &[], st.log.len() as f64);
             m.set("tabadul_node_log_writable", &[], if st.log.failure().is_some() { 0.0 } else { 1.0 });
