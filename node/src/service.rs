@@ -81,7 +81,9 @@ pub(crate) fn answer_any(
         return Ok(query::answer(Some(&state.store), &state.dict, policy, &withdrawals, who, q, today)?.map(stamp));
     }
     let _serial = state.release_lock.lock().unwrap_or_else(|p| p.into_inner());
-    let answer = crate::micro_query::answer(&state.store, &state.dict, state.member(), policy, &withdrawals, who, q, today)?;
+    // A requester sees withheld cells alike; the team's preview sees why.
+    let detail = if record { crate::micro_query::Detail::Requester } else { crate::micro_query::Detail::Owner };
+    let answer = crate::micro_query::answer(&state.store, &state.dict, state.member(), policy, &withdrawals, who, q, today, detail)?;
     Ok(match answer.map(|mut a| {
         a.answer = stamp(a.answer);
         a
@@ -400,7 +402,9 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             self.state.changed();
             return match result {
                 Ok(report) => {
-                    admin_event(&self.state, "import", "ok", format!("{}: {} records into {}", r.path, report.records, report.table)).await?;
+                    // No record count in the log: auditors read it, and the size of
+                    // an import is a figure of the microdata like any other.
+                    admin_event(&self.state, "import", "ok", format!("{}: unit records into {}", r.path, report.table)).await?;
                     Ok(Response::new(pb::ImportResponse { observations: report.records, dataflows: vec![report.table] }))
                 }
                 Err(crate::Error::Import(e)) => {

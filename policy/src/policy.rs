@@ -23,6 +23,8 @@
 //! p_percent = 10                       # p% rule for magnitudes
 //! group = { max_size = 50, share = 0.9 }
 //! cell_key = { d = 4, v = 2.0, js = 2, magnitude = 0.1 }
+//! ledger = "network"                   # one requester: every member, hub
+//!                                      # and the public of the network
 //!
 //! [[rule]]
 //! id = "hub-jobseekers"
@@ -147,6 +149,9 @@ pub struct DisclosureSpec {
     pub group: Option<GroupSpec>,
     pub cell_key: Option<CellKeySpec>,
     pub dp: Option<DpSpec>,
+    /// Who counts as one requester: "network" (the default: every member,
+    /// hub and the public of the network) or "dangerous-per-requester".
+    pub ledger: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -168,7 +173,7 @@ pub struct CellKeySpec {
     pub v: f64,
     #[serde(default)]
     pub js: u32,
-    /// Noise on sums as a fraction of the cell's largest contribution.
+    /// Noise on sums: between half and all of `magnitude × |sum| / √n`.
     #[serde(default = "default_magnitude")]
     pub magnitude: f64,
 }
@@ -191,6 +196,7 @@ impl DisclosureSpec {
             group: self.group.or(base.group),
             cell_key: self.cell_key.or(base.cell_key),
             dp: self.dp.or(base.dp),
+            ledger: self.ledger.clone().or_else(|| base.ledger.clone()),
         }
     }
 
@@ -231,7 +237,12 @@ impl DisclosureSpec {
             Some(x) if x.epsilon > 0.0 && x.epsilon.is_finite() && x.budget >= x.epsilon && x.budget.is_finite() => Some((x.epsilon, x.budget)),
             Some(x) => return Err(format!("dp epsilon = {} must be positive and budget = {} at least epsilon", x.epsilon, x.budget)),
         };
-        Ok(crate::disclosure::Params { threshold, dominance, p_percent, group, cell_key, dp })
+        let ledger = match self.ledger.as_deref() {
+            None | Some("network") => crate::disclosure::LedgerScope::Network,
+            Some("dangerous-per-requester") => crate::disclosure::LedgerScope::DangerousPerRequester,
+            Some(other) => return Err(format!("ledger = {other:?} must be \"network\" or \"dangerous-per-requester\"")),
+        };
+        Ok(crate::disclosure::Params { threshold, dominance, p_percent, group, cell_key, dp, ledger })
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! Layout in the store's `micro` column family:
 //! - `m 0x1f <table>`: [`TableMeta`] (JSON);
-//! - `c 0x1f <table> 0x1f <chunk: 8 hex> 0x1f <column>`: one column of one chunk.
+//! - `c 0x1f <table> 0x1f <chunk: 8 hex> 0x1f <column>`: one column of one chunk;
+//! - `s 0x1f <table>`: the secret that keys its magnitude noise ([`noise_secret`]).
 //!
 //! An import is validated in full first and then written as one synced
 //! `WriteBatch` (chunks and the new meta together): all or nothing.
@@ -74,4 +75,27 @@ pub fn meta(store: &Store, table: &str) -> Result<TableMeta, Error> {
 /// Records held in every microdata table, for `status`.
 pub fn record_counts(store: &Store, dict: &Dictionary) -> Result<Vec<(String, u64)>, Error> {
     dict.microdata_tables().map(|t| Ok((t.id.clone(), meta(store, &t.id)?.records))).collect()
+}
+
+fn secret_key(table: &str) -> Vec<u8> {
+    format!("s\x1f{table}").into_bytes()
+}
+
+/// The table's secret for magnitude noise, made (from the OS's CSPRNG) and
+/// stored, synced, the first time it is needed. It never leaves the node:
+/// whoever knew it could compute the noise and remove it.
+pub fn noise_secret(store: &Store, table: &str) -> Result<tabadul_policy::disclosure::magnitude::NoiseSecret, Error> {
+    let cf = store.cf(CF_MICRO);
+    if let Some(v) = store.db().get_cf(cf, secret_key(table)).map_err(|e| store.err(e))?
+        && let Ok(secret) = <[u8; 32]>::try_from(v.as_slice())
+    {
+        return Ok(secret);
+    }
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| Error::Invalid("the system random number generator failed".into()))?;
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    store.db().put_cf_opt(cf, secret_key(table), secret, &wo).map_err(|e| store.err(e))?;
+    Ok(secret)
 }

@@ -4,7 +4,7 @@
 //! atom is one combination of classes. Every released or protected cell is
 //! a union of atoms, so one scan yields every cell of an answer (margins
 //! included) and the atoms the disclosure checks reason about. Per atom it
-//! keeps what the rules need: contributors, weights, the record-key sum,
+//! keeps what the rules need: contributors, weights, the record-key sums,
 //! sums of up to two variables and the largest contributions.
 
 
@@ -114,10 +114,13 @@ pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Groupin
                             }
                             continue;
                         }
+                        let first = (chunk * super::CHUNK) as u64;
                         for (i, &a) in idx.iter().enumerate() {
                             let s = &mut acc[a as usize];
                             s.n += 1;
                             s.key = s.key.wrapping_add(k[i]);
+                            // Positions are permanent (records are only appended).
+                            s.wkey = s.wkey.wrapping_add(tabadul_policy::disclosure::magnitude::record_key(first + i as u64));
                             let wi = w.as_ref().map_or(1.0, |w| at(w, i));
                             s.w += wi;
                             if let Some(v) = &v0 {

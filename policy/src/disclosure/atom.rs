@@ -12,8 +12,11 @@ pub struct AtomStats {
     pub n: u64,
     /// Sum of weights (= n when the table has none).
     pub w: f64,
-    /// Sum of record keys, mod 256.
+    /// Sum of record keys, mod 256 (the cell key of counts).
     pub key: u8,
+    /// Sum of the records' 64-bit keys, mod 2^64: names the record set for
+    /// the magnitude noise, which must not repeat across 256 values.
+    pub wkey: u64,
     /// Sums of the contributions (value × weight) of `values`.
     pub s: [f64; 2],
     /// Largest absolute contributions of `values[0]`, descending.
@@ -27,6 +30,7 @@ impl AtomStats {
         self.n += other.n;
         self.w += other.w;
         self.key = self.key.wrapping_add(other.key);
+        self.wkey = self.wkey.wrapping_add(other.wkey);
         self.s[0] += other.s[0];
         self.s[1] += other.s[1];
         for v in other.top {

@@ -5,27 +5,33 @@
 //! 1. **primary suppression** of each cell on its own: the threshold rule on
 //!    contributors, and for magnitudes the (n,k) dominance rule and the p%
 //!    rule ([`primary`]);
-//! 2. the **group rule**: a breakdown of a small group where one category
-//!    holds (nearly) all of its contributors is withheld ([`group_rule`]);
+//! 2. the **group rule**: a cell holding (nearly) all or (nearly) none of a
+//!    small group is withheld, whether the group is a margin of the answer
+//!    or the same query without one of its filters ([`homogeneous`]);
 //! 3. **secondary suppression** ([`secondary`]): no suppressed cell of this
-//!    answer or of earlier answers to the same requester, and no small or
-//!    dominated group of records, may be computable as a linear combination
-//!    of what was released now and before (the release ledger);
+//!    answer or of earlier answers to the same ledger subject, and no small
+//!    or dominated group of records, may be computable as a linear
+//!    combination of what was released now and before, in any measure the
+//!    releases link (counts, and each variable's sums);
 //! 4. **perturbation** of what is released: the cell-key method
-//!    ([`ptable`]), consistent for identical record sets, or differential
-//!    privacy ([`dp`]) against a per-requester budget.
+//!    ([`ptable`]) for counts, keyed noise for magnitudes ([`magnitude`]),
+//!    both consistent for identical record sets, or differential privacy
+//!    ([`dp`]) against a budget per requester tier.
 //!
-//! This module decides; it neither reads the store nor writes the ledger.
+//! The threat model and the standard each rule meets are in
+//! `docs/disclosure.md`. This module decides; it neither reads the store nor
+//! writes the ledger.
 
 mod atom;
 pub mod dp;
+pub mod magnitude;
 pub mod ptable;
 pub mod secondary;
 pub mod span;
 
 use std::sync::Arc;
 
-pub use secondary::{Target, secondary};
+pub use secondary::{System, Target, secondary};
 
 pub use atom::{AtomStats, TOP_K};
 use ptable::PTable;
@@ -45,8 +51,24 @@ pub struct Params {
     pub group: Option<(u64, f64)>,
     /// Cell-key perturbation, with the magnitude noise factor for sums.
     pub cell_key: Option<(Arc<PTable>, f64)>,
-    /// Differential privacy: ε per query and the requester's total budget.
+    /// Differential privacy: ε per query and the total budget of each
+    /// requester tier (members, hubs' operators, the public).
     pub dp: Option<(f64, f64)>,
+    /// Who counts as one requester for the release ledger and budgets.
+    pub ledger: LedgerScope,
+}
+
+/// Whose earlier releases an answer is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LedgerScope {
+    /// Everyone of the network is one requester: every member, every hub
+    /// replica, their operators and the public. Members who pool their
+    /// answers, or a member with the hub, hold nothing the checks missed.
+    #[default]
+    Network,
+    /// Each node identity its own ledger (all hubs still share one). Only
+    /// safe where requesters cannot pool what they receive.
+    DangerousPerRequester,
 }
 
 impl Default for Params {
@@ -59,6 +81,7 @@ impl Default for Params {
             group: Some((50, 0.9)),
             cell_key: None,
             dp: None,
+            ledger: LedgerScope::Network,
         }
     }
 }
@@ -144,41 +167,19 @@ fn dominated(params: &Params, n: u64, sum: f64, top: &[f64; TOP_K]) -> Vec<&'sta
     fired
 }
 
-/// A cell's place in its table: per breakdown dimension, the code index or
-/// `None` for the total.
-pub type Coords = Vec<Option<u32>>;
-
-/// The group rule: for each line of the table along one breakdown
-/// dimension (the other coordinates fixed), if the line's total has at
-/// most `max_size` contributors and one category holds `share` of them or
-/// more, every category cell of that line is withheld. Returns the indices
-/// of the cells it withholds.
-pub fn group_rule(params: &Params, coords: &[Coords], n: &[u64]) -> Vec<usize> {
-    let Some((max_size, share)) = params.group else { return Vec::new() };
-    let dims = coords.first().map_or(0, Vec::len);
-    let mut out = std::collections::BTreeSet::new();
-    let mut lines: std::collections::HashMap<(usize, Coords), Vec<usize>> = std::collections::HashMap::new();
-    for d in 0..dims {
-        lines.clear();
-        for (i, c) in coords.iter().enumerate() {
-            let mut rest = c.clone();
-            rest[d] = None;
-            lines.entry((d, rest)).or_default().push(i);
-        }
-        for members in lines.values() {
-            let Some(total) = members.iter().find(|i| coords[**i][d].is_none()) else { continue };
-            let size = n[*total];
-            if size == 0 || size > max_size {
-                continue;
-            }
-            let interior: Vec<usize> = members.iter().copied().filter(|i| coords[*i][d].is_some()).collect();
-            let largest = interior.iter().map(|i| n[*i]).max().unwrap_or(0);
-            if largest as f64 >= share * size as f64 && interior.len() > 1 {
-                out.extend(interior);
-            }
-        }
+/// The group rule for one cell inside a larger group (the same cell with
+/// one of its restrictions lifted: a margin of the answer, or the query
+/// without one of its filters). A group of at most `max_size` records is
+/// small enough that "(nearly) all of them" or "(nearly) none of them" is
+/// news about each member of it, so a cell holding a `share` or more of it,
+/// or `1 − share` or less (zeros included), is withheld.
+pub fn homogeneous(params: &Params, part: u64, whole: u64) -> bool {
+    let Some((max_size, share)) = params.group else { return false };
+    if whole == 0 || whole > max_size || part > whole {
+        return false;
     }
-    out.into_iter().collect()
+    let f = part as f64 / whole as f64;
+    f >= share || f <= 1.0 - share + 1e-12
 }
 
 #[cfg(test)]
@@ -217,14 +218,19 @@ mod tests {
     }
 
     #[test]
-    fn group_rule_withholds_a_breakdown_of_a_homogeneous_small_group() {
+    fn group_rule_withholds_the_majority_and_the_minority_of_a_small_group() {
         let p = Params::default();
-        // One breakdown dimension (sex): total, M, F. 40 of 41 are women.
-        let coords = vec![vec![None], vec![Some(0)], vec![Some(1)]];
-        assert_eq!(group_rule(&p, &coords, &[41, 1, 40]), [1, 2]);
+        // 40 of 41 are women: both the women and the man are withheld.
+        assert!(homogeneous(&p, 40, 41));
+        assert!(homogeneous(&p, 1, 41));
+        // ... and the zero of a small group too, however it is asked for.
+        assert!(homogeneous(&p, 0, 30));
         // A large group may be homogeneous: that is a statistic, not a disclosure.
-        assert!(group_rule(&p, &coords, &[4100, 100, 4000]).is_empty());
+        assert!(!homogeneous(&p, 4000, 4100));
+        assert!(!homogeneous(&p, 0, 4100));
         // A mixed small group is fine.
-        assert!(group_rule(&p, &coords, &[41, 20, 21]).is_empty());
+        assert!(!homogeneous(&p, 20, 41));
+        // Without the rule nothing is.
+        assert!(!homogeneous(&Params { group: None, ..p }, 40, 41));
     }
 }

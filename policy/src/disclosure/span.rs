@@ -130,10 +130,127 @@ impl Span {
         v.iter().all(|x| *x == 0)
     }
 
+    /// Every group of records the released rows determine exactly and
+    /// that holds fewer than `below` records: each a set of atoms whose sum
+    /// lies in the span (found among atoms whose `sizes` are under `below`,
+    /// since a small group can hold no large atom). At most `limit` groups
+    /// are returned, and a search that would take more than [`MAX_STEPS`]
+    /// steps is [`TooComplex`].
+    ///
+    /// This is the exact small-support audit: any linear combination of
+    /// released cells (A − B − C as well as nested pairs) that equals the
+    /// count, or sum, of a small group shows up here. The subspace of the
+    /// span supported on small atoms is found by eliminating the other
+    /// columns first; its 0/1 vectors are then enumerated over its pivot
+    /// columns, pruned by size (a pivot atom taken adds its records).
+    pub fn small_groups(&self, sizes: &[u64], below: u64, limit: usize) -> Result<Vec<Vec<u32>>, TooComplex> {
+        let width = self.basis.first().map_or(0, |b| b.1.len());
+        if width == 0 || below <= 1 {
+            return Ok(Vec::new());
+        }
+        let mut atom_of = vec![0u32; width];
+        for (a, c) in self.column.iter().enumerate() {
+            if let Some(c) = c {
+                atom_of[*c as usize] = a as u32;
+            }
+        }
+        let small: Vec<bool> = atom_of.iter().map(|a| (1..below).contains(&sizes[*a as usize])).collect();
+        if !small.iter().any(|s| *s) {
+            return Ok(Vec::new());
+        }
+        // Eliminate the large columns first: rows left with no pivot among
+        // them lie in the span and vanish outside the small atoms.
+        let mut rows: Vec<Vec<u64>> = self.basis.iter().map(|(_, r)| r.clone()).collect();
+        let mut used = vec![false; rows.len()];
+        let order: Vec<usize> = (0..width).filter(|c| !small[*c]).chain((0..width).filter(|c| small[*c])).collect();
+        let mut pivots: Vec<(usize, usize)> = Vec::new();
+        for &col in &order {
+            let Some(r) = (0..rows.len()).find(|r| !used[*r] && rows[*r][col] != 0) else { continue };
+            used[r] = true;
+            let inv = pow(rows[r][col], P - 2);
+            for x in &mut rows[r] {
+                *x = *x * inv % P;
+            }
+            let pivot = rows[r].clone();
+            for (i, row) in rows.iter_mut().enumerate() {
+                let f = row[col];
+                if i != r && f != 0 {
+                    for (x, p) in row.iter_mut().zip(&pivot) {
+                        if *p != 0 {
+                            *x = (*x + P - f * p % P) % P;
+                        }
+                    }
+                }
+            }
+            pivots.push((col, r));
+        }
+        // Rows pivoted on a small column are zero on every large column
+        // (those were all eliminated before), and in reduced form: a 0/1
+        // vector of that subspace takes 0 or 1 at each such pivot.
+        let basis: Vec<(usize, &Vec<u64>)> = pivots.iter().filter(|(c, _)| small[*c]).map(|(c, r)| (*c, &rows[*r])).collect();
+        let mut found = Vec::new();
+        let mut steps = 0usize;
+        let mut chosen: Vec<usize> = Vec::new();
+        search(&basis, &atom_of, sizes, below, 0, 0, &mut chosen, &mut found, limit, &mut steps)?;
+        Ok(found)
+    }
+
     /// Atoms revealed one by one (for explanations and tests).
     pub fn known(&self, atom: u32) -> bool {
         self.known[atom as usize]
     }
+}
+
+/// The most combinations [`Span::small_groups`] tries.
+pub const MAX_STEPS: usize = 200_000;
+
+/// Depth-first over which basis vectors (pivot atoms) a group takes.
+#[allow(clippy::too_many_arguments)]
+fn search(
+    basis: &[(usize, &Vec<u64>)],
+    atom_of: &[u32],
+    sizes: &[u64],
+    below: u64,
+    from: usize,
+    size: u64,
+    chosen: &mut Vec<usize>,
+    found: &mut Vec<Vec<u32>>,
+    limit: usize,
+    steps: &mut usize,
+) -> Result<(), TooComplex> {
+    for i in from..basis.len() {
+        if found.len() >= limit {
+            return Ok(());
+        }
+        *steps += 1;
+        if *steps > MAX_STEPS {
+            return Err(TooComplex { unknown_atoms: basis.len() });
+        }
+        let grown = size + sizes[atom_of[basis[i].0] as usize];
+        if grown >= below {
+            continue;
+        }
+        chosen.push(i);
+        let width = basis[i].1.len();
+        let mut v = vec![0u64; width];
+        for j in chosen.iter() {
+            for (x, r) in v.iter_mut().zip(basis[*j].1.iter()) {
+                *x = (*x + r) % P;
+            }
+        }
+        if v.iter().all(|x| *x <= 1) {
+            let atoms: Vec<u32> = v.iter().enumerate().filter(|(_, x)| **x == 1).map(|(c, _)| atom_of[c]).collect();
+            let total: u64 = atoms.iter().map(|a| sizes[*a as usize]).sum();
+            if (1..below).contains(&total) {
+                let mut atoms = atoms;
+                atoms.sort_unstable();
+                found.push(atoms);
+            }
+        }
+        search(basis, atom_of, sizes, below, i + 1, grown, chosen, found, limit, steps)?;
+        chosen.pop();
+    }
+    Ok(())
 }
 
 fn pow(mut b: u64, mut e: u64) -> u64 {
@@ -208,6 +325,61 @@ mod tests {
             m.push(dense(&target));
             let r1 = rank(m);
             assert_eq!(span.determines(&target), r0 == r1, "rows {rows:?} target {target:?}");
+        }
+    }
+
+    #[test]
+    fn a_small_group_is_found_whatever_combination_reveals_it() {
+        // A = {0,1,2,3,4}, B = {0,1}, C = {2}: A − B − C = {3,4}. Atoms 3
+        // and 4 hold 2 and 3 records: a group of 5, neither a cell nor a
+        // nested difference (A \ B = {2,3,4} is large).
+        let sizes = [40, 40, 30, 2, 3];
+        let rows: [&[u32]; 3] = [&[0, 1, 2, 3, 4], &[0, 1], &[2]];
+        let span = Span::new(5, &rows).unwrap();
+        assert!(!span.determines(&[3]) && !span.determines(&[4]));
+        let groups = span.small_groups(&sizes, 10, 16).unwrap();
+        assert_eq!(groups, vec![vec![3, 4]]);
+        // Without C the pair is not determined, and nothing small is.
+        let span = Span::new(5, &rows[..2]).unwrap();
+        assert!(span.small_groups(&sizes, 10, 16).unwrap().is_empty());
+        // A large group is no secret: raise the sizes.
+        let span = Span::new(5, &rows).unwrap();
+        assert!(span.small_groups(&[40, 40, 30, 20, 30], 10, 16).unwrap().is_empty());
+    }
+
+    #[test]
+    fn small_groups_agree_with_brute_force() {
+        let mut seed = 11u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let atoms = 2 + (rnd() % 7) as usize;
+            let sizes: Vec<u64> = (0..atoms).map(|_| if rnd() % 2 == 0 { 1 + rnd() % 6 } else { 10 + rnd() % 30 }).collect();
+            let nrows = 1 + (rnd() % 8) as usize;
+            let rows: Vec<Vec<u32>> = (0..nrows).map(|_| (0..atoms as u32).filter(|_| rnd() % 2 == 0).collect()).collect();
+            let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+            let span = Span::new(atoms, &refs).unwrap();
+            let mut got = span.small_groups(&sizes, 10, 1 << 12).unwrap();
+            got.sort();
+            // Brute force: every subset of unpeeled atoms with 1..9 records
+            // that the span determines (peeled atoms are targets by themselves).
+            let mut want = Vec::new();
+            for mask in 1u32..(1 << atoms) {
+                let set: Vec<u32> = (0..atoms as u32).filter(|a| mask & (1 << a) != 0).collect();
+                if set.iter().any(|a| span.known(*a) || span.column[*a as usize].is_none()) {
+                    continue;
+                }
+                let n: u64 = set.iter().map(|a| sizes[*a as usize]).sum();
+                if (1..10).contains(&n) && span.determines(&set) {
+                    want.push(set);
+                }
+            }
+            want.sort();
+            assert_eq!(got, want, "rows {rows:?} sizes {sizes:?}");
         }
     }
 

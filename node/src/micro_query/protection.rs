@@ -1,0 +1,135 @@
+//! Stage 5: which cells may leave. Primary rules and the group rule on
+//! each cell, then secondary suppression over every measure the answer
+//! reveals, against the ledger subject's earlier releases.
+//!
+//! Statistics of the same records are one linked release: a count adds a
+//! row to the *count* measure, a sum to its variable's measure, a mean to
+//! both (its cell's count and sum are as good as released), a ratio to both
+//! of its variables. Each measure the answer touches is checked with every
+//! row released before in that measure.
+
+use std::collections::HashMap;
+
+use crate::disclosure::secondary::{Candidate, SecondaryOutcome, System};
+use crate::disclosure::span::TooComplex;
+use crate::disclosure::{self, Params, Statistic, Target};
+use crate::ledger::{self, BoxDef};
+
+use super::atoms::{Atoms, Sets};
+use super::cells::CellDef;
+use super::request::Request;
+
+/// One box of the ledger, with what it covers now.
+#[derive(Debug)]
+pub struct Earlier {
+    pub target: Target,
+    pub measures: Vec<String>,
+    pub flags: u8,
+}
+
+impl Earlier {
+    pub fn new(atoms: &Atoms, sets: &Sets, b: &BoxDef, flags: u8) -> Earlier {
+        Earlier { target: atoms.target_of(sets), measures: ledger::measures(b), flags }
+    }
+}
+
+/// The measures a statistic reveals.
+pub fn measures_of(req: &Request) -> Vec<String> {
+    let count = || ledger::COUNT.to_owned();
+    let vars = req.variables.iter().filter(|v| !v.is_empty()).cloned();
+    match req.statistic {
+        Statistic::Count | Statistic::WeightedCount => vec![count()],
+        Statistic::Sum | Statistic::Ratio => vars.collect(),
+        Statistic::Mean => std::iter::once(count()).chain(vars).collect(),
+    }
+}
+
+/// What protection decided.
+#[derive(Debug, Default)]
+pub struct Protection {
+    pub released: Vec<bool>,
+    /// Why each withheld cell is withheld (rule names).
+    pub why: Vec<Vec<&'static str>>,
+    /// Withheld by a primary rule (or the group rule) rather than as a complement.
+    pub primary: Vec<bool>,
+    pub outcome: SecondaryOutcome,
+}
+
+/// Decides for every cell. Under differential privacy nothing is
+/// suppressed: a cell withheld because it holds 1..9 people (or released
+/// because it holds 0) would itself reveal what the noise hides.
+pub fn protect(params: &Params, req: &Request, atoms: &Atoms, cells: &[CellDef], earlier: &[Earlier]) -> Result<Protection, TooComplex> {
+    if params.dp.is_some() {
+        return Ok(Protection { released: vec![true; cells.len()], why: vec![Vec::new(); cells.len()], primary: vec![false; cells.len()], ..Default::default() });
+    }
+    let mut why: Vec<Vec<&'static str>> = cells.iter().map(|c| disclosure::primary(params, req.statistic, &c.stats)).collect();
+    for (i, rule) in group_rule(params, atoms, cells) {
+        if !why[i].contains(&rule) {
+            why[i].push(rule);
+        }
+    }
+    let mut released: Vec<bool> = why.iter().map(Vec::is_empty).collect();
+    let primary: Vec<bool> = released.iter().map(|r| !r).collect();
+
+    // Per atom: sensitive for counts (threshold) and for magnitudes.
+    let sensitive_count: Vec<Target> = (0..atoms.nonempty.len())
+        .filter(|k| !disclosure::primary(params, Statistic::Count, &atoms.stats[atoms.nonempty[*k] as usize]).is_empty())
+        .map(|k| atoms.single(k))
+        .collect();
+    let sensitive_magnitude: Vec<Target> = if req.statistic.magnitude() {
+        (0..atoms.nonempty.len())
+            .filter(|k| !disclosure::primary(params, req.statistic, &atoms.stats[atoms.nonempty[*k] as usize]).is_empty())
+            .map(|k| atoms.single(k))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let systems: Vec<System<'_>> = measures_of(req)
+        .iter()
+        .map(|m| {
+            let is_count = m == ledger::COUNT;
+            let in_measure = |e: &&Earlier| e.measures.iter().any(|x| x == m);
+            let ledger = earlier.iter().filter(|e| e.flags & ledger::RELEASED != 0).filter(in_measure).map(|e| e.target.atoms.as_slice()).collect();
+            let mut targets: Vec<&Target> = earlier
+                .iter()
+                .filter(|e| e.flags & ledger::WITHHELD != 0 || (!is_count && e.flags & ledger::WITHHELD_MAGNITUDE != 0 && in_measure(e)))
+                .map(|e| &e.target)
+                .collect();
+            targets.extend(if is_count { &sensitive_count } else { &sensitive_magnitude });
+            System { ledger, targets }
+        })
+        .collect();
+    let candidates: Vec<Candidate<'_>> = cells.iter().map(|c| Candidate { target: &c.target, n: c.stats.n, margin: c.margin() }).collect();
+    let outcome = disclosure::secondary(atoms.stats.len(), &atoms.sizes(), params.threshold, &systems, &candidates, &mut released)?;
+    for i in &outcome.withheld {
+        why[*i].push("secondary");
+    }
+    Ok(Protection { released, why, primary, outcome })
+}
+
+/// The group rule on each cell: against each group it is a part of by one
+/// restriction (a breakdown code or a filter) lifted. Returns the cells it
+/// withholds.
+fn group_rule(params: &Params, atoms: &Atoms, cells: &[CellDef]) -> Vec<(usize, &'static str)> {
+    if params.group.is_none() {
+        return Vec::new();
+    }
+    let mut wholes: HashMap<Sets, u64> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, c) in cells.iter().enumerate() {
+        // Column 0 (periods) is no group: every cell is one period.
+        for col in 1..c.sets.len() {
+            if c.sets[col].is_none() {
+                continue;
+            }
+            let mut lifted = c.sets.clone();
+            lifted[col] = None;
+            let whole = *wholes.entry(lifted).or_insert_with_key(|sets| atoms.stats_of(&atoms.target_of(sets)).n);
+            if disclosure::homogeneous(params, c.stats.n, whole) {
+                out.push((i, "group"));
+                break;
+            }
+        }
+    }
+    out
+}
