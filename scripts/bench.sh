@@ -35,6 +35,9 @@ echo "## federated query, 22 nodes vs 1"
 echo "## signed log: durable appends vs raw RocksDB, proofs, verify vs SHA-256"
 "$bench" log --entries "${LOG_ENTRIES:-100000}" --concurrency 64
 
+echo "## microdata: secondary suppression's audit as the release ledger grows"
+"$bench" ledger-audit --records "${AUDIT_RECORDS:-200000}"
+
 echo "## microdata: 10M job-seeker records, count + mean by region x ISCO x sex vs DuckDB GROUP BY"
 "$bench" microdata --records "${RECORDS:-10000000}" --file "$work/jobseekers.csv" --median-out "$work/micro.median"
 "$work/venv/bin/python" - "$work/jobseekers.csv" "$work/micro.median" <<'PY'

@@ -13,6 +13,9 @@
 //! - `front-door`: an SDMX data request over 22 nodes through the hub's HTTP
 //!   front door, cold (cache off) and cached, p50/p99 and requests/s, against
 //!   the same query over the operator gRPC API in the same run.
+//! - `ledger-audit`: the probe count + mean query after 0, 100, 1,000 and
+//!   10,000 earlier released cells: what secondary suppression costs as
+//!   the release ledger grows.
 //! - `microdata`: import of N job-seeker records, then count and mean by
 //!   region × ISCO group × sex end to end (gRPC, mTLS, policy, disclosure
 //!   control, ledger, log), cold and warm, and the node's peak memory. The
@@ -93,6 +96,16 @@ enum Bench {
         #[arg(long)]
         median_out: Option<std::path::PathBuf>,
     },
+    /// What secondary suppression's audit costs per query as the release
+    /// ledger grows: the same probe query after 0, 100, 1,000 and 10,000
+    /// earlier released cells.
+    LedgerAudit {
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        /// Repetitions of the probe at each ledger size.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     Log {
         #[arg(long, default_value_t = 100_000)]
         entries: u64,
@@ -112,6 +125,7 @@ fn main() -> Result<()> {
         Bench::FrontDoor { queries, seconds, concurrency } => rt.block_on(front_door(queries, seconds, concurrency)),
         Bench::Import { rows, file } => import(rows, &file),
         Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
+        Bench::LedgerAudit { records, repeats } => rt.block_on(ledger_audit(records, repeats)),
         Bench::Microdata { records, file, repeats, median_out } => rt.block_on(microdata(records, &file, repeats, median_out.as_deref())),
         Bench::Load { nodes, concurrency, seconds, deadline_ms, cache, max_concurrent_queries } => {
             rt.block_on(load(nodes, concurrency, seconds, deadline_ms, cache, max_concurrent_queries))
@@ -693,6 +707,78 @@ statistics = ["count", "mean"]
 variables = ["MONTHS_REGISTERED"]
 disclosure = { cell_key = { d = 4, v = 2.0, js = 2 } }
 "#;
+
+const AUDIT_POLICY: &str = r#"[[rule]]
+id = "hub-js"
+requester = "hub"
+dataflows = ["PES_JOBSEEKER_RECORDS"]
+breakdowns = ["SEX", "AGE", "REGION", "OCU", "EDUCATION"]
+statistics = ["count", "mean"]
+variables = ["MONTHS_REGISTERED"]
+disclosure = { cell_key = { d = 4, v = 2.0, js = 2 } }
+"#;
+
+async fn ledger_audit(records: usize, repeats: usize) -> Result<()> {
+    use tabadul_tests::microdata::{self as md, OCUS, REGIONS};
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let node = NodeDir::create(dir.path(), &pki, "MAR", AUDIT_POLICY)?;
+    let csv = dir.path().join("js.csv");
+    std::fs::write(&csv, md::to_csv(&md::jobseekers(records, 5)))?;
+    run_ok(node.command(&["import", "--table", "PES_JOBSEEKER_RECORDS"]).arg(&csv))?;
+    let proc = node.start()?;
+    let hub = pki.issue("hub", "alo")?;
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR")?;
+    let query = |statistic: &str, breakdown: &[&str], filters: Vec<(&str, Vec<&str>)>| pb::Query {
+        dataflow: "PES_JOBSEEKER_RECORDS".into(),
+        breakdown: breakdown.iter().map(|s| s.to_string()).collect(),
+        filters: filters
+            .into_iter()
+            .map(|(d, c)| pb::DimensionFilter { dimension: d.into(), codes: c.into_iter().map(String::from).collect() })
+            .collect(),
+        aggregation: Some(pb::Aggregation {
+            statistic: statistic.into(),
+            variable: if statistic == "mean" { "MONTHS_REGISTERED".into() } else { String::new() },
+            denominator: String::new(),
+        }),
+        ..Default::default()
+    };
+    // The probe: the benchmark's count + mean by region × ISCO × sex.
+    let probe = |s: &str| query(s, &["REGION", "OCU", "SEX"], Vec::new());
+    let mut rng = md::Rng::new(42);
+    let mut released = 0usize;
+    let mut baseline = None;
+    println!("| earlier released cells | probe (count + mean), median of {repeats} | ratio to an empty ledger |");
+    println!("|---|---|---|");
+    for target in [0usize, 100, 1_000, 10_000] {
+        // Random overlapping queries until the ledger holds `target` cells.
+        while released < target {
+            let pick = |codes: &[&'static str], rng: &mut md::Rng| -> Vec<&'static str> {
+                let v: Vec<&str> = codes.iter().copied().filter(|_| rng.unit() < 0.5).collect();
+                if v.is_empty() { vec![codes[0]] } else { v }
+            };
+            let dims = ["SEX", "AGE", "EDUCATION"];
+            let breakdown: Vec<&str> = dims.iter().copied().filter(|_| rng.unit() < 0.5).collect();
+            let filters = vec![("REGION", pick(&REGIONS, &mut rng)), ("OCU", pick(&OCUS, &mut rng))];
+            let statistic = if rng.unit() < 0.5 { "count" } else { "mean" };
+            let (_, cells) = tabadul_tests::collect(&mut client, query(statistic, &breakdown, filters)).await?;
+            released += cells.iter().filter(|c| c.value.is_finite()).count().max(1);
+        }
+        let mut times = Vec::new();
+        for _ in 0..repeats {
+            let t = Instant::now();
+            tabadul_tests::collect(&mut client, probe("count")).await?;
+            tabadul_tests::collect(&mut client, probe("mean")).await?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        let base = *baseline.get_or_insert(median);
+        println!("| {released} | {:.1} ms | {:.2} |", ms(median), median.as_secs_f64() / base.as_secs_f64());
+    }
+    println!("| node peak RSS (VmHWM) | {:.0} MiB | |", peak_rss_mib(proc.child.id()));
+    Ok(())
+}
 
 async fn microdata(records: usize, file: &std::path::Path, repeats: usize, median_out: Option<&std::path::Path>) -> Result<()> {
     use tabadul_tests::microdata as md;
