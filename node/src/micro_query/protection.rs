@@ -133,3 +133,99 @@ fn group_rule(params: &Params, atoms: &Atoms, cells: &[CellDef]) -> Vec<(usize, 
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::disclosure::AtomStats;
+    use crate::micro_query::atoms::grouping_for;
+
+    /// One breakdown column (index 1) of four categories, one period: the
+    /// atoms are the categories, holding `sizes` records of value 5.
+    fn table(sizes: &[u64]) -> (Atoms, Vec<CellDef>) {
+        let k = sizes.len() as u32;
+        let sets = vec![vec![BTreeSet::from([0])], (0..k).map(|c| BTreeSet::from([c])).collect()];
+        let grouping = grouping_for(&sets, |c| if c == 0 { 1 } else { k as usize });
+        let stats = sizes
+            .iter()
+            .map(|n| {
+                let mut s = AtomStats { n: *n, w: *n as f64, s: [5.0 * *n as f64, 0.0], ..Default::default() };
+                for _ in 0..(*n).min(4) {
+                    s.push_top(5.0);
+                }
+                s
+            })
+            .collect();
+        let atoms = Atoms::new(grouping, stats);
+        let mut cells = Vec::new();
+        for code in (0..k).map(Some).chain(std::iter::once(None)) {
+            let sets: Sets = vec![Some(BTreeSet::from([0])), code.map(|c| BTreeSet::from([c])), None];
+            let target = atoms.target_of(&sets);
+            let stats = atoms.stats_of(&target);
+            cells.push(CellDef { coords: vec![code], period: 0, sets, boxdef: BTreeMap::new(), target, stats });
+        }
+        (atoms, cells)
+    }
+
+    fn request(statistic: Statistic) -> Request {
+        Request {
+            statistic,
+            variables: [if statistic == Statistic::Count { String::new() } else { "V".into() }, String::new()],
+            values: [None, None],
+            breakdown: vec![1],
+            filters: BTreeMap::new(),
+            start_period: String::new(),
+            end_period: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_small_cell_gets_a_complement_and_the_margin_survives() {
+        let (atoms, cells) = table(&[3, 40, 50, 60]);
+        let p = protect(&Params::default(), &request(Statistic::Count), &atoms, &cells, &[]).unwrap();
+        assert!(!p.released[0] && p.primary[0] && p.why[0] == ["threshold"]);
+        // The smallest other category complements it; the total stays.
+        assert!(!p.released[1] && !p.primary[1] && p.why[1] == ["secondary"]);
+        assert!(p.released[2] && p.released[3] && p.released[4]);
+    }
+
+    #[test]
+    fn a_count_released_before_links_with_a_mean_now() {
+        // Earlier: the count of the total. Now a mean by category, whose
+        // cells carry counts too: releasing the three large ones would give
+        // the small one's count by difference.
+        let (atoms, cells) = table(&[3, 40, 50, 60]);
+        let total = Earlier { target: cells[4].target.clone(), measures: vec![ledger::COUNT.into()], flags: ledger::RELEASED };
+        let mean = protect(&Params::default(), &request(Statistic::Mean), &atoms, &cells[..4], std::slice::from_ref(&total)).unwrap();
+        assert_eq!(mean.released.iter().filter(|r| **r).count(), 2, "{:?}", mean.why);
+        // A sum reveals no count: the count ledger is no help to it, but
+        // the sum of the three large ones and the sum of the total would be.
+        let sum = protect(&Params::default(), &request(Statistic::Sum), &atoms, &cells[..4], std::slice::from_ref(&total)).unwrap();
+        assert_eq!(sum.released.iter().filter(|r| **r).count(), 3, "{:?}", sum.why);
+    }
+
+    #[test]
+    fn the_group_rule_withholds_the_zero_of_a_small_group() {
+        // 30 people, all in category 1: categories 0, 2, 3 are zeros of a
+        // small group, category 1 its whole.
+        let (atoms, cells) = table(&[0, 30, 0, 0]);
+        let p = protect(&Params::default(), &request(Statistic::Count), &atoms, &cells, &[]).unwrap();
+        for i in 0..4 {
+            assert!(!p.released[i] && p.why[i].contains(&"group"), "{i}: {:?}", p.why[i]);
+        }
+        // In a large group, zeros are just zeros.
+        let (atoms, cells) = table(&[0, 300, 0, 0]);
+        let p = protect(&Params::default(), &request(Statistic::Count), &atoms, &cells, &[]).unwrap();
+        assert!(p.released.iter().all(|r| *r), "{:?}", p.why);
+    }
+
+    #[test]
+    fn measures_follow_the_statistic() {
+        assert_eq!(measures_of(&request(Statistic::Count)), [ledger::COUNT]);
+        assert_eq!(measures_of(&request(Statistic::Sum)), ["V"]);
+        assert_eq!(measures_of(&request(Statistic::Mean)), [ledger::COUNT, "V"]);
+    }
+}
