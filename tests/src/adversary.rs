@@ -153,9 +153,11 @@ fn rank(mut m: Vec<Vec<f64>>) -> usize {
     rank
 }
 
-/// A count's protection standard: the attacker must not be able to tell
-/// a group of `1..threshold` records apart from an empty one or from a
+/// A count's full protection standard: the attacker must not be able to
+/// tell a group of `1..threshold` records apart from an empty one or from a
 /// group at the threshold, so its interval must reach 0 or the threshold.
+/// (The node guarantees the exact part of this: no count pinned. See
+/// docs/disclosure.md for the interval part.)
 pub fn count_protected((lo, hi): (f64, f64), threshold: f64) -> bool {
     lo < 0.5 || hi > threshold - 0.5
 }

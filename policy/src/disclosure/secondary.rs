@@ -16,16 +16,17 @@
 //!   combination of the rows isolates (A − B − C as well as nested pairs),
 //!   found by the exact small-support search of [`Span::small_groups`].
 //!
-//! While a target is computable, one more cell of this answer is withheld,
-//! preferring a cell in the same row or column as the target (the classic
-//! complementary suppression), then one overlapping it, then the smallest.
-//! Earlier releases cannot be taken back: a target that the ledger alone
+//! The answer's cells are offered margins first, then largest first; a
+//! cell whose release would make a target computable is withheld instead
+//! (in a table that is the smallest cell of the row or column completing
+//! the equation: the classic complementary suppression). Earlier releases
+//! cannot be taken back: a target that the ledger alone
 //! already reveals (the data changed since) is left to the caller to
 //! report, and does not block this answer.
 
 use std::collections::BTreeSet;
 
-use super::span::{Span, TooComplex};
+use super::span::{Echelon, P, Span, TooComplex, eliminate, pow};
 
 /// Something that must stay incomputable: its atoms and, per grouped
 /// column, the classes it spans (to find cells in the same row or column).
@@ -64,10 +65,6 @@ pub struct SecondaryOutcome {
     pub already_revealed: usize,
 }
 
-/// More complements than this for one answer: the check gives up (and the
-/// caller releases nothing) rather than hold the node for minutes.
-pub const MAX_ROUNDS: usize = 2_000;
-
 /// How many small groups the ledger alone may already reveal (after the
 /// data changed) before the check gives up.
 const MAX_OLD_GROUPS: usize = 1_024;
@@ -81,6 +78,18 @@ const GROUPS_PER_SEARCH: usize = 64;
 ///
 /// `sizes` gives each atom's records; groups of `1..threshold` records
 /// are targets wherever a combination isolates them.
+///
+/// The cells are offered one at a time, margins first and then the
+/// largest, to a span that grows with each one released. A cell is
+/// withheld when its row would make a target computable, and it becomes a
+/// target itself (so the complement cannot be had later either); or when
+/// its row would let a combination isolate a new small group. The latter
+/// can only happen when the row grows the part of the span that lies on
+/// small atoms alone, which is cheap to see (the row's projection off the
+/// small atoms is already in the projected span); only then is the exact
+/// search run. Each offer costs a reduction and one update per target,
+/// never a fresh elimination, so the check grows with the answer and the
+/// ledger, not with their product.
 pub fn secondary(
     atoms: usize,
     sizes: &[u64],
@@ -90,103 +99,113 @@ pub fn secondary(
     released: &mut [bool],
 ) -> Result<SecondaryOutcome, TooComplex> {
     let mut out = SecondaryOutcome::default();
-    struct State<'s> {
-        /// Small groups the ledger alone reveals: not this answer's doing.
-        old_groups: BTreeSet<Vec<u32>>,
-        live: Vec<&'s [u32]>,
-        useful: Vec<bool>,
-    }
-    let mut states: Vec<State<'_>> = Vec::new();
+    let later: Vec<&[u32]> = cells.iter().map(|c| c.target.atoms.as_slice()).collect();
+    let mut measures = Vec::with_capacity(systems.len());
     for sys in systems {
-        let base = Span::new(atoms, &sys.ledger)?;
-        let old_groups: BTreeSet<Vec<u32>> = base.small_groups(sizes, threshold, MAX_OLD_GROUPS)?.into_iter().collect();
-        out.already_revealed += old_groups.len();
-        let mut live = Vec::new();
+        let span = Span::with_room(atoms, &sys.ledger, &later)?;
+        let old: BTreeSet<Vec<u32>> = span.small_groups(sizes, threshold, MAX_OLD_GROUPS)?.into_iter().collect();
+        out.already_revealed += old.len();
+        let small = span.small_columns(sizes, threshold);
+        let mut off_small = Echelon::default();
+        for row in span.rows() {
+            let mut v = project(row, &small);
+            if !off_small.reduce(&mut v) {
+                off_small.push(v);
+            }
+        }
         let withheld_now = cells.iter().enumerate().filter(|(i, _)| !released[*i]).map(|(_, c)| c.target);
+        let mut live = Vec::new();
         for t in sys.targets.iter().copied().chain(withheld_now) {
-            if t.atoms.is_empty() {
-                continue;
-            }
-            if base.determines(&t.atoms) {
-                out.already_revealed += 1;
-            } else {
-                live.push(t.atoms.as_slice());
+            match span.residual(&t.atoms) {
+                None => {}
+                Some(r) if r.iter().all(|x| *x == 0) => out.already_revealed += usize::from(!t.atoms.is_empty()),
+                Some(r) => live.push(r),
             }
         }
-        // Withholding a cell the ledger already reveals protects nothing.
-        let useful = cells.iter().map(|c| !c.target.atoms.is_empty() && !base.determines(&c.target.atoms)).collect();
-        states.push(State { old_groups, live, useful });
+        measures.push(Measure { span, old, live, off_small, small });
     }
-    let mut rounds = 0usize;
-    loop {
-        rounds += 1;
-        if rounds > MAX_ROUNDS {
-            return Err(TooComplex { unknown_atoms: 0 });
-        }
-        let mut chosen = None;
-        for (sys, st) in systems.iter().zip(&states) {
-            let mut rows: Vec<&[u32]> = sys.ledger.clone();
-            rows.extend(cells.iter().enumerate().filter(|(i, _)| released[*i]).map(|(_, c)| c.target.atoms.as_slice()));
-            let span = Span::new(atoms, &rows)?;
-            let mut exposed: Vec<Vec<u32>> = st.live.iter().filter(|t| span.determines(t)).map(|t| t.to_vec()).collect();
-            if exposed.is_empty() {
-                exposed = span
-                    .small_groups(sizes, threshold, GROUPS_PER_SEARCH + st.old_groups.len())?
-                    .into_iter()
-                    .filter(|g| !st.old_groups.contains(g))
-                    .collect();
-            }
-            // Nothing of this answer left to withhold for an exposure means
-            // the ledger alone exposes it (reported above as already revealed).
-            if let Some(i) = complement(&exposed, cells, released, &st.useful) {
-                chosen = Some(i);
+    let mut order: Vec<usize> = (0..cells.len()).filter(|i| released[*i] && !cells[*i].target.atoms.is_empty()).collect();
+    order.sort_by_key(|i| (!cells[*i].margin, std::cmp::Reverse(cells[*i].n)));
+    for i in order {
+        let atoms_i = cells[i].target.atoms.as_slice();
+        let rows: Vec<Option<Vec<u64>>> = measures.iter().map(|m| m.span.residual(atoms_i).filter(|r| r.iter().any(|x| *x != 0))).collect();
+        let mut exposes = false;
+        for (m, row) in measures.iter().zip(&rows) {
+            let Some(row) = row else { continue };
+            let p = row.iter().position(|x| *x != 0).unwrap_or(0);
+            if m.live.iter().any(|t| parallel(t, row, p)) || m.isolates(row, sizes, threshold)? {
+                exposes = true;
                 break;
             }
         }
-        let Some(i) = chosen else { break };
-        released[i] = false;
-        out.withheld.push(i);
-        for st in &mut states {
-            st.live.push(cells[i].target.atoms.as_slice());
+        if exposes {
+            released[i] = false;
+            out.withheld.push(i);
+            for (m, row) in measures.iter_mut().zip(rows) {
+                m.live.extend(row);
+            }
+            continue;
+        }
+        for (m, row) in measures.iter_mut().zip(rows) {
+            let Some(row) = row else { continue };
+            let mut projected = project(&row, &m.small);
+            if !m.off_small.reduce(&mut projected) {
+                m.off_small.push(projected);
+            }
+            if let Some((pivot, pushed)) = m.span.push(row) {
+                for t in m.live.iter_mut() {
+                    let f = t[pivot];
+                    if f != 0 {
+                        eliminate(t, pushed, f);
+                    }
+                }
+            }
         }
     }
     Ok(out)
 }
 
-/// The best complement for any exposed group: a same-row-or-column cell
-/// beats a cell overlapping the group beats anything; interior beats
-/// margin; fewer contributors beat more.
-fn complement(exposed: &[Vec<u32>], cells: &[Candidate<'_>], released: &[bool], useful: &[bool]) -> Option<usize> {
-    let classes_of = |g: &[u32]| -> Option<&Vec<Vec<u32>>> {
-        cells.iter().find(|c| c.target.atoms == g).map(|c| &c.target.classes)
-    };
-    exposed
-        .iter()
-        .flat_map(|g| {
-            let g_classes = classes_of(g);
-            cells.iter().enumerate().filter(|(i, c)| released[*i] && useful[*i] && !c.target.atoms.is_empty()).map(move |(i, c)| {
-                let tier = if g_classes.is_some_and(|gc| sibling(&c.target.classes, gc)) {
-                    0
-                } else if c.target.atoms.iter().any(|a| g.binary_search(a).is_ok()) {
-                    1
-                } else {
-                    2
-                };
-                ((tier, c.margin, c.n), i)
-            })
-        })
-        .min()
-        .map(|(_, i)| i)
+/// One measure's state while the answer's cells are offered.
+struct Measure {
+    span: Span,
+    /// Small groups the ledger alone reveals: not this answer's doing.
+    old: BTreeSet<Vec<u32>>,
+    /// Residuals of the targets still hidden.
+    live: Vec<Vec<u64>>,
+    /// The span projected off the small atoms, and which columns those are.
+    off_small: Echelon,
+    small: Vec<bool>,
 }
 
-/// Same classes in every column but one, and disjoint there: a cell in
-/// the same row or column of the table.
-fn sibling(a: &[Vec<u32>], b: &[Vec<u32>]) -> bool {
-    let mut differing = a.iter().zip(b).filter(|(x, y)| x != y);
-    match (differing.next(), differing.next()) {
-        (Some((x, y)), None) => x.iter().all(|c| y.binary_search(c).is_err()),
-        _ => false,
+impl Measure {
+    /// Whether adding `row` lets some combination isolate a small group
+    /// the span did not already isolate. Only a row whose projection off
+    /// the small atoms is already in the projected span adds a vector
+    /// supported on small atoms alone; only then is the search run.
+    fn isolates(&self, row: &[u64], sizes: &[u64], threshold: u64) -> Result<bool, TooComplex> {
+        let mut projected = project(row, &self.small);
+        if !self.off_small.reduce(&mut projected) {
+            return Ok(false);
+        }
+        let mut trial = self.span.clone();
+        trial.push(row.to_vec());
+        Ok(trial.small_groups(sizes, threshold, GROUPS_PER_SEARCH + self.old.len())?.iter().any(|g| !self.old.contains(g)))
     }
+}
+
+/// `v` with the small atoms' columns zeroed.
+fn project(v: &[u64], small: &[bool]) -> Vec<u64> {
+    v.iter().zip(small).map(|(x, s)| if *s { 0 } else { *x }).collect()
+}
+
+/// Whether residual `t` is a multiple of `row` (whose first non-zero
+/// entry is at `p`): adding `row` to the span would determine `t`.
+fn parallel(t: &[u64], row: &[u64], p: usize) -> bool {
+    let f = t[p] * pow(row[p], P - 2) % P;
+    if f == 0 {
+        return false;
+    }
+    t.iter().zip(row).all(|(x, r)| *x == f * r % P)
 }
 
 #[cfg(test)]

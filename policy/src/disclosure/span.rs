@@ -15,7 +15,7 @@
 //! could only make the check stricter or looser on one specific matrix,
 //! which the disclosure checks accept as a documented, negligible risk.
 
-const P: u64 = (1 << 31) - 1;
+pub(crate) const P: u64 = (1 << 31) - 1;
 
 /// The span of a set of released rows over `atoms` atoms.
 #[derive(Debug, Clone)]
@@ -23,9 +23,51 @@ pub struct Span {
     known: Vec<bool>,
     /// Unknown atom -> its column in the residual system.
     column: Vec<Option<u32>>,
+    /// Residual columns.
+    width: usize,
     /// Echelon rows over the residual columns, each with its pivot
     /// (normalised to 1), every row reduced by all earlier ones.
     basis: Vec<(usize, Vec<u64>)>,
+}
+
+/// An echelon basis of vectors (mod p), for spans of projections.
+#[derive(Debug, Clone, Default)]
+pub struct Echelon {
+    basis: Vec<(usize, Vec<u64>)>,
+}
+
+impl Echelon {
+    /// Reduces `v` by the basis; true when it was in the span (now zero).
+    pub fn reduce(&self, v: &mut [u64]) -> bool {
+        for (pivot, row) in &self.basis {
+            let f = v[*pivot];
+            if f != 0 {
+                eliminate(v, row, f);
+            }
+        }
+        v.iter().all(|x| *x == 0)
+    }
+
+    /// Adds `v` (already reduced, non-zero).
+    pub fn push(&mut self, mut v: Vec<u64>) {
+        let Some(pivot) = v.iter().position(|x| *x != 0) else { return };
+        let inv = pow(v[pivot], P - 2);
+        for x in &mut v {
+            *x = *x * inv % P;
+        }
+        self.basis.push((pivot, v));
+    }
+}
+
+/// `v −= f × row` (mod p). With `row` a basis row (1 at its pivot) and
+/// `f = v[pivot]`, that reduces `v` by the row.
+pub fn eliminate(v: &mut [u64], row: &[u64], f: u64) {
+    for (x, r) in v.iter_mut().zip(row) {
+        if *r != 0 {
+            // f·r < p² < 2^62: one reduction per entry.
+            *x = (*x + P * P - f * r) % P;
+        }
+    }
 }
 
 /// The residual system would be too large to solve in reasonable time.
@@ -41,6 +83,12 @@ pub const MAX_RESIDUAL_ATOMS: usize = 6_000;
 impl Span {
     /// Builds the span of `rows` (each a list of atom indices below `atoms`).
     pub fn new(atoms: usize, rows: &[&[u32]]) -> Result<Span, TooComplex> {
+        Span::with_room(atoms, rows, &[])
+    }
+
+    /// Builds the span of `rows`, with room for the atoms of `later` rows
+    /// (offered one at a time with [`Span::residual`] and [`Span::push`]).
+    pub fn with_room(atoms: usize, rows: &[&[u32]], later: &[&[u32]]) -> Result<Span, TooComplex> {
         let mut known = vec![false; atoms];
         // Peel: a row with a single unknown atom reveals it. Repeat until
         // nothing changes (each pass is linear in the rows' sizes).
@@ -65,7 +113,7 @@ impl Span {
         }
         let mut column = vec![None; atoms];
         let mut next = 0u32;
-        for row in &live {
+        for row in live.iter().chain(later) {
             for a in row.iter() {
                 if !known[*a as usize] && column[*a as usize].is_none() {
                     column[*a as usize] = Some(next);
@@ -76,58 +124,70 @@ impl Span {
         if next as usize > MAX_RESIDUAL_ATOMS {
             return Err(TooComplex { unknown_atoms: next as usize });
         }
-        let mut span = Span { known, column, basis: Vec::new() };
+        let mut span = Span { known, column, width: next as usize, basis: Vec::new() };
         for row in live {
-            let mut v = vec![0u64; next as usize];
-            for a in row {
-                if let Some(c) = span.column[*a as usize] {
-                    v[c as usize] = (v[c as usize] + 1) % P;
-                }
-            }
+            let v = span.dense(row).unwrap_or_default();
             span.insert(v);
         }
         Ok(span)
+    }
+
+    /// `set` as a vector over the residual columns; None when one of its
+    /// atoms has no column (no row holds it: nothing can reveal the set).
+    fn dense(&self, set: &[u32]) -> Option<Vec<u64>> {
+        let mut v = vec![0u64; self.width];
+        for a in set {
+            let a = *a as usize;
+            if self.known[a] {
+                continue;
+            }
+            let c = self.column[a]?;
+            v[c as usize] = (v[c as usize] + 1) % P;
+        }
+        Some(v)
+    }
+
+    /// What of `set` the span does not determine: zero when it does, None
+    /// when it never can (an atom of it is in no row, now or offered).
+    /// Adding a row whose residual is `r` determines a set with residual
+    /// `t` exactly when `t` is a multiple of `r`.
+    pub fn residual(&self, set: &[u32]) -> Option<Vec<u64>> {
+        let mut v = self.dense(set)?;
+        self.reduce(&mut v);
+        Some(v)
+    }
+
+    /// Adds a row given by its residual (from [`Span::residual`], reduced
+    /// since by every push). Returns the pushed row, normalised, with its
+    /// pivot: reduce other residuals by it with [`eliminate`].
+    pub fn push(&mut self, residual: Vec<u64>) -> Option<(usize, &[u64])> {
+        let pivot = self.insert(residual)?;
+        self.basis.last().map(|(_, r)| (pivot, r.as_slice()))
     }
 
     fn reduce(&self, v: &mut [u64]) {
         for (pivot, row) in &self.basis {
             let f = v[*pivot];
             if f != 0 {
-                for (x, r) in v.iter_mut().zip(row) {
-                    if *r != 0 {
-                        *x = (*x + P - f * r % P) % P;
-                    }
-                }
+                eliminate(v, row, f);
             }
         }
     }
 
-    fn insert(&mut self, mut v: Vec<u64>) {
+    fn insert(&mut self, mut v: Vec<u64>) -> Option<usize> {
         self.reduce(&mut v);
-        let Some(pivot) = v.iter().position(|x| *x != 0) else { return };
+        let pivot = v.iter().position(|x| *x != 0)?;
         let inv = pow(v[pivot], P - 2);
         for x in &mut v {
             *x = *x * inv % P;
         }
         self.basis.push((pivot, v));
+        Some(pivot)
     }
 
     /// Whether the released rows determine the sum over `target` atoms.
     pub fn determines(&self, target: &[u32]) -> bool {
-        let mut v = vec![0u64; self.basis.first().map_or(0, |b| b.1.len())];
-        for a in target {
-            let a = *a as usize;
-            if self.known[a] {
-                continue;
-            }
-            match self.column[a] {
-                Some(c) => v[c as usize] = (v[c as usize] + 1) % P,
-                // In no released row at all: nothing can reveal it.
-                None => return false,
-            }
-        }
-        self.reduce(&mut v);
-        v.iter().all(|x| *x == 0)
+        self.residual(target).is_some_and(|v| v.iter().all(|x| *x == 0))
     }
 
     /// Every group of records the released rows determine exactly and
@@ -144,8 +204,8 @@ impl Span {
     /// columns first; its 0/1 vectors are then enumerated over its pivot
     /// columns, pruned by size (a pivot atom taken adds its records).
     pub fn small_groups(&self, sizes: &[u64], below: u64, limit: usize) -> Result<Vec<Vec<u32>>, TooComplex> {
-        let width = self.basis.first().map_or(0, |b| b.1.len());
-        if width == 0 || below <= 1 {
+        let width = self.width;
+        if width == 0 || self.basis.is_empty() || below <= 1 {
             return Ok(Vec::new());
         }
         let mut atom_of = vec![0u32; width];
@@ -193,6 +253,23 @@ impl Span {
         let mut chosen: Vec<usize> = Vec::new();
         search(&basis, &atom_of, sizes, below, 0, 0, &mut chosen, &mut found, limit, &mut steps)?;
         Ok(found)
+    }
+
+    /// Which residual columns hold an atom of `1..below` records: only
+    /// those can be part of a small group.
+    pub fn small_columns(&self, sizes: &[u64], below: u64) -> Vec<bool> {
+        let mut small = vec![false; self.width];
+        for (a, c) in self.column.iter().enumerate() {
+            if let Some(c) = c {
+                small[*c as usize] = (1..below).contains(&sizes[a]);
+            }
+        }
+        small
+    }
+
+    /// The basis rows (residual columns), for projections of the span.
+    pub fn rows(&self) -> impl Iterator<Item = &[u64]> {
+        self.basis.iter().map(|(_, r)| r.as_slice())
     }
 
     /// Atoms revealed one by one (for explanations and tests).
@@ -253,7 +330,7 @@ fn search(
     Ok(())
 }
 
-fn pow(mut b: u64, mut e: u64) -> u64 {
+pub(crate) fn pow(mut b: u64, mut e: u64) -> u64 {
     let mut r = 1;
     b %= P;
     while e > 0 {

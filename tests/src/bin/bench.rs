@@ -775,6 +775,10 @@ async fn ledger_audit(records: usize, repeats: usize) -> Result<()> {
         let median = times[times.len() / 2];
         let base = *baseline.get_or_insert(median);
         println!("| {released} | {:.1} ms | {:.2} |", ms(median), median.as_secs_f64() / base.as_secs_f64());
+        // With RUST_LOG=tabadul_node=debug the node logs where the time went.
+        for line in proc.log_text().lines().filter(|l| l.contains("microdata answer computed")).rev().take(2) {
+            println!("  node: {line}");
+        }
     }
     println!("| node peak RSS (VmHWM) | {:.0} MiB | |", peak_rss_mib(proc.child.id()));
     Ok(())
