@@ -140,8 +140,17 @@ fn front_door(config: &HubConfig) -> Vec<Check> {
         )),
         Ok(_) => match crate::tokens::list(&h.tokens) {
             Ok(list) => {
-                let live = list.iter().filter(|t| t.revoked.is_none()).count();
-                out.push(check("operator tokens", true, format!("{live} live, {} revoked", list.len() - live)));
+                let now = time::OffsetDateTime::now_utc();
+                let live = list.iter().filter(|t| t.live_at(now)).count();
+                let revoked = list.iter().filter(|t| t.revoked.is_some()).count();
+                out.push(check("operator tokens", true, format!("{live} live, {revoked} revoked, {} expired", list.len() - live - revoked)));
+                let legacy: Vec<String> =
+                    list.iter().filter(|t| t.is_legacy() && t.live_at(now)).map(|t| format!("{} ({})", t.id, t.name)).collect();
+                if !legacy.is_empty() {
+                    out.push(check("operator tokens", false, format!(
+                        "{} never expire (issued before tokens had lifetimes): issue a new token with --expires-in, then revoke these by id",
+                        legacy.join(", "))));
+                }
             }
             Err(e) => out.push(check("operator tokens", false, e.to_string())),
         },
