@@ -67,9 +67,13 @@ pub fn check_chain(
         Ok(None) => return Err(refuse("the certificate has no key usage extension (digitalSignature is required)".into())),
         Err(_) => return Err(refuse("the certificate's key usage extension is malformed".into())),
     }
-    let (wanted, name) = match purpose {
-        Purpose::Client => (|e: &x509_parser::extensions::ExtendedKeyUsage<'_>| e.client_auth, "clientAuth"),
-        Purpose::Server => (|e: &x509_parser::extensions::ExtendedKeyUsage<'_>| e.server_auth, "serverAuth"),
+    let name = match purpose {
+        Purpose::Client => "clientAuth",
+        Purpose::Server => "serverAuth",
+    };
+    let wanted = |eku: &x509_parser::extensions::ExtendedKeyUsage<'_>| match purpose {
+        Purpose::Client => eku.client_auth,
+        Purpose::Server => eku.server_auth,
     };
     match leaf.extended_key_usage() {
         Ok(Some(eku)) if wanted(eku.value) => {}
@@ -170,5 +174,79 @@ impl ServerCertVerifier for NetworkServerVerifier {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+    use super::*;
+
+    fn ca() -> (CertificateDer<'static>, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.clone().self_signed(&key).unwrap();
+        (cert.der().clone(), Issuer::new(params, key))
+    }
+
+    fn leaf(edit: impl FnOnce(&mut CertificateParams)) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI("spiffe://alo/node/MAR".try_into().unwrap())];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
+        edit(&mut params);
+        params
+    }
+
+    fn signed(params: CertificateParams, issuer: &Issuer<'_, KeyPair>) -> CertificateDer<'static> {
+        params.signed_by(&KeyPair::generate().unwrap(), issuer).unwrap().der().clone()
+    }
+
+    fn refusal(r: Result<Identity, Error>) -> String {
+        match r {
+            Err(Error::PeerRefused(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn proper_leaves_pass_for_their_side() {
+        let (ca_der, ca) = ca();
+        let anchors = [ca_der.clone()];
+        let good = signed(leaf(|_| {}), &ca);
+        assert_eq!(check_chain(&good, &[], &anchors, Purpose::Client).unwrap().to_string(), "spiffe://alo/node/MAR");
+        // Repeating the CA in the chain adds nothing and is harmless.
+        check_chain(&good, &[ca_der], &anchors, Purpose::Server).unwrap();
+        let client_only = signed(leaf(|p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth]), &ca);
+        check_chain(&client_only, &[], &anchors, Purpose::Client).unwrap();
+        assert!(refusal(check_chain(&client_only, &[], &anchors, Purpose::Server)).contains("lacks serverAuth"));
+    }
+
+    #[test]
+    fn what_the_network_never_issues_is_refused_with_the_reason() {
+        let (ca_der, ca) = ca();
+        let anchors = [ca_der];
+        let no_ku = signed(leaf(|p| p.key_usages.clear()), &ca);
+        assert!(refusal(check_chain(&no_ku, &[], &anchors, Purpose::Client)).contains("no key usage"));
+        let wrong_ku = signed(leaf(|p| p.key_usages = vec![KeyUsagePurpose::KeyEncipherment]), &ca);
+        assert!(refusal(check_chain(&wrong_ku, &[], &anchors, Purpose::Client)).contains("lacks digitalSignature"));
+        let no_eku = signed(leaf(|p| p.extended_key_usages.clear()), &ca);
+        assert!(refusal(check_chain(&no_eku, &[], &anchors, Purpose::Client)).contains("no extended key usage (clientAuth"));
+        let two = signed(leaf(|p| p.subject_alt_names.push(SanType::URI("spiffe://alo/hub/alo".try_into().unwrap()))), &ca);
+        assert!(refusal(check_chain(&two, &[], &anchors, Purpose::Client)).contains("more than one"));
+        let none = signed(leaf(|p| p.subject_alt_names.clear()), &ca);
+        assert!(refusal(check_chain(&none, &[], &anchors, Purpose::Client)).contains("no subjectAltName"));
+        // An intermediate CA under the network CA, and a leaf under it.
+        let inter_key = KeyPair::generate().unwrap();
+        let mut inter = CertificateParams::default();
+        inter.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        inter.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let inter_der = inter.clone().signed_by(&inter_key, &ca).unwrap().der().clone();
+        let under = signed(leaf(|_| {}), &Issuer::new(inter, inter_key));
+        assert!(refusal(check_chain(&under, &[inter_der], &anchors, Purpose::Client)).contains("intermediate certificate"));
     }
 }
