@@ -106,14 +106,18 @@ fn aggregate_is_mar_alone(cells: &[(Vec<String>, f64)], aggregate: &[(Vec<String
     }
 }
 
-fn from_grpc(r: &pb::FederatedQueryResponse) -> (Vec<(Vec<String>, f64)>, Vec<(Vec<String>, f64, Vec<String>)>) {
+/// Cells (key, value in base units) and aggregate cells (key, value,
+/// covers) of one answer.
+type Figures = (Vec<(Vec<String>, f64)>, Vec<(Vec<String>, f64, Vec<String>)>);
+
+fn from_grpc(r: &pb::FederatedQueryResponse) -> Figures {
     (
         r.cells.iter().map(|c| (c.key.clone(), base(c.value, c.unit_mult.into()))).collect(),
         r.aggregate.iter().map(|a| (a.key.clone(), base(a.value, a.unit_mult.into()), a.covers.clone())).collect(),
     )
 }
 
-fn from_json(v: &Value) -> (Vec<(Vec<String>, f64)>, Vec<(Vec<String>, f64, Vec<String>)>) {
+fn from_json(v: &Value) -> Figures {
     let strings = |a: &Value| a.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect::<Vec<_>>();
     let cells = v["cells"]
         .as_array()
