@@ -272,6 +272,14 @@ fn operator_tokens_expire_rotate_and_say_why() {
     let doctor = Command::new(bin("tabadul-hub")).arg("doctor").arg("--config").arg(&f.hub_config).output().unwrap();
     let report = String::from_utf8_lossy(&doctor.stdout);
     assert!(report.lines().any(|l| l.starts_with("PROBLEM") && l.contains("never expire") && l.contains("(bob)")), "{report}");
+    // The hub made its data directory for itself; loosened, doctor says so.
+    assert!(report.lines().any(|l| l.starts_with("ok") && l.contains("data directory")), "{report}");
+    let data = f.hub_config.parent().unwrap().join("data");
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let doctor = Command::new(bin("tabadul-hub")).arg("doctor").arg("--config").arg(&f.hub_config).output().unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(report.lines().any(|l| l.starts_with("PROBLEM") && l.contains("data directory") && l.contains("mode 750")), "{report}");
 }
 
 #[test]
