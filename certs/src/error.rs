@@ -26,6 +26,11 @@ pub enum Error {
     /// rustls refused the configuration (bad key, bad CRL, ...).
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    /// A peer's certificate passed webpki but breaks the network's own
+    /// rules (an intermediate CA, a missing key usage or extended key
+    /// usage, not exactly one identity): see `verifier`.
+    #[error("certificate refused: {0}")]
+    PeerRefused(String),
     /// The client verifier could not be built from the CA and CRLs.
     #[error("client certificate verifier: {0}")]
     Verifier(String),

@@ -16,6 +16,7 @@ mod identity;
 pub mod checkup;
 pub mod pki;
 pub mod tls;
+pub mod verifier;
 
 pub use error::Error;
 pub use identity::{Identity, Role};

@@ -104,12 +104,15 @@ fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> Error {
     }
 }
 
-fn roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, Error> {
+/// The trust store and the anchors' own certificates (which a peer may
+/// repeat in its chain; see [`crate::verifier`]).
+fn roots(files: &TlsFiles) -> Result<(Arc<RootCertStore>, Vec<CertificateDer<'static>>), Error> {
     let mut roots = RootCertStore::empty();
-    for ca in load_certs(&files.ca)? {
-        roots.add(ca).map_err(|e| Error::BadPem { path: files.ca.clone(), reason: e.to_string() })?;
+    let anchors = load_certs(&files.ca)?;
+    for ca in &anchors {
+        roots.add(ca.clone()).map_err(|e| Error::BadPem { path: files.ca.clone(), reason: e.to_string() })?;
     }
-    Ok(Arc::new(roots))
+    Ok((Arc::new(roots), anchors))
 }
 
 fn crls(files: &TlsFiles) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
@@ -131,9 +134,18 @@ pub fn https_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error>
 }
 
 fn server_config_with(files: &TlsFiles, demand_client_cert: bool, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, Error> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(files)?, provider()).with_crls(crls(files)?);
+    let (roots, anchors) = roots(files)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider()).with_crls(crls(files)?);
     let verifier = if demand_client_cert { verifier } else { verifier.allow_unauthenticated() };
-    let verifier = verifier.build().map_err(|e| Error::Verifier(e.to_string()))?;
+    let mut verifier = verifier.build().map_err(|e| Error::Verifier(e.to_string()))?;
+    // gRPC refuses a certificate the network would not issue at the
+    // handshake. The front door lets the handshake finish and then answers
+    // every request with a 403 that says why ([`ServerTls::check_client`]):
+    // a browser or SDMX tool shows that, where it would show an alert as
+    // "connection failed".
+    if demand_client_cert {
+        verifier = Arc::new(crate::verifier::NetworkClientVerifier { inner: verifier, anchors });
+    }
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -145,13 +157,16 @@ fn server_config_with(files: &TlsFiles, demand_client_cert: bool, alpn: &[&[u8]]
 /// A client configuration that presents our certificate and checks the
 /// server against the network CA and CRL.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots(files)?, provider())
+    let (roots, anchors) = roots(files)?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
         .with_crls(crls(files)?)
         .build()
         .map_err(|e| Error::Verifier(e.to_string()))?;
+    let verifier = Arc::new(crate::verifier::NetworkServerVerifier { inner: verifier, anchors });
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
@@ -219,6 +234,8 @@ pub fn check_crl_freshness(path: &Path) -> Option<i64> {
 pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
+    /// The CA certificates, as loaded with `current`.
+    anchors: RwLock<Vec<CertificateDer<'static>>>,
     /// Built by [`https_server_config`] (client certificate optional)
     /// rather than [`server_config`].
     https: bool,
@@ -227,20 +244,34 @@ pub struct ServerTls {
 impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, Error> {
         let current = RwLock::new(server_config(&files)?);
-        Ok(Arc::new(ServerTls { files, current, https: false }))
+        let anchors = RwLock::new(load_certs(&files.ca)?);
+        Ok(Arc::new(ServerTls { files, current, anchors, https: false }))
     }
 
     /// For the hub's HTTPS front door: see [`https_server_config`].
     pub fn load_https(files: TlsFiles) -> Result<Arc<Self>, Error> {
         let current = RwLock::new(https_server_config(&files)?);
-        Ok(Arc::new(ServerTls { files, current, https: true }))
+        let anchors = RwLock::new(load_certs(&files.ca)?);
+        Ok(Arc::new(ServerTls { files, current, anchors, https: true }))
     }
 
     /// Re-reads the files. On error the previous configuration stays.
     pub fn reload(&self) -> Result<(), Error> {
         let fresh = if self.https { https_server_config(&self.files)? } else { server_config(&self.files)? };
+        let anchors = load_certs(&self.files.ca)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.anchors.write().unwrap_or_else(|p| p.into_inner()) = anchors;
         Ok(())
+    }
+
+    /// The network's rules ([`crate::verifier::check_chain`]) for a client
+    /// chain the handshake verified: the front door's check, which lets it
+    /// say why in an HTTP answer rather than fail the handshake.
+    pub fn check_client(&self, chain: &[CertificateDer<'_>]) -> Result<Identity, Error> {
+        let (leaf, intermediates) =
+            chain.split_first().ok_or_else(|| Error::PeerRefused("no client certificate".into()))?;
+        let anchors = self.anchors.read().unwrap_or_else(|p| p.into_inner());
+        crate::verifier::check_chain(leaf, intermediates, &anchors, crate::verifier::Purpose::Client)
     }
 
     /// The configuration for the next handshake.
@@ -366,15 +397,17 @@ pub fn incoming(
 pub enum Expect {
     /// Exactly this identity (the hub calling a member's node).
     Identity(Identity),
-    /// Any holder of this role in our network (an operator calling the hub).
-    Role(Role),
+    /// Any holder of this role in this network (an operator calling the
+    /// hub). The network is checked too: a hub of another network is
+    /// refused before anything is sent to it.
+    Role { network: String, role: Role },
 }
 
 impl Expect {
     fn check(&self, presented: &Identity) -> bool {
         match self {
             Expect::Identity(id) => presented == id,
-            Expect::Role(role) => presented.role() == *role,
+            Expect::Role { network, role } => presented.role() == *role && presented.network() == network,
         }
     }
 }
@@ -383,7 +416,7 @@ impl std::fmt::Display for Expect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Expect::Identity(id) => write!(f, "{id}"),
-            Expect::Role(role) => write!(f, "a {role} identity"),
+            Expect::Role { network, role } => write!(f, "a {role} identity of network {network:?}"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! An SDMX REST data reference as the hub's front door receives it (the
 //! flowRef and the dotted series key of `/sdmx/data/{flowRef}/{key}`):
 //! parsing never panics, and a key that parses always yields a query the
-//! dictionary accepts, asking only member codes of the area codelist.
+//! dictionary accepts, asking only member codes of the area codelist, each
+//! once.
 #![no_main]
 
 
@@ -19,8 +20,16 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let flows: Vec<_> = dict().dataflows().collect();
     let flow = flows[usize::from(pick) % flows.len()];
     let Ok(k) = sdmx_key::parse_key(dict(), flow, key) else { return };
-    for m in &k.members {
+    for (i, m) in k.members.iter().enumerate() {
         assert!(dict().has_code(tabadul_proto::REF_AREA, m), "member {m:?} accepted");
+        assert!(!k.members[..i].contains(m), "member {m:?} named twice in {:?}", k.members);
+    }
+    // What the hub does next with the list: never longer than what was
+    // named, never a repeat, refused past the membership.
+    let configured = usize::from(pick % 23);
+    match tabadul_proto::distinct_members(&k.members, configured) {
+        Ok(d) => assert!(d == k.members && d.len() <= configured),
+        Err(_) => assert!(k.members.len() > configured),
     }
     let q = pb::Query { dataflow: flow.id.clone(), breakdown: k.breakdown, filters: k.filters, ..Default::default() };
     if let Err(e) = tabadul_proto::resolve(dict(), &q) {

@@ -32,6 +32,7 @@ pub async fn run(config: &HubConfig) -> Vec<Check> {
         (Err(e), _) => out.push(check("log key", false, e.to_string())),
     }
     out.extend(front_door(config));
+    out.push(data_dir(config));
     let Some(identity) = identity else { return out };
     let client_tls = match tls::client_config(&config.tls) {
         Ok(c) => c,
@@ -123,6 +124,21 @@ fn clock_skew(meta: &tonic::metadata::MetadataMap) -> Option<i64> {
     Some(theirs - time::OffsetDateTime::now_utc().unix_timestamp())
 }
 
+/// The hub's log (and its salts) and the token file live in `data_dir`,
+/// which the hub creates 0700; one made looser by hand is reported.
+fn data_dir(config: &HubConfig) -> Check {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(&config.data_dir) {
+        Err(_) => check("data directory", true, format!("{} does not exist yet; the hub will create it with mode 700", config.data_dir.display())),
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => check(
+            "data directory",
+            false,
+            format!("{} is mode {:o}: others may read the hub's log and salts; chmod 700 it", config.data_dir.display(), m.permissions().mode() & 0o777),
+        ),
+        Ok(_) => check("data directory", true, format!("{} is readable by the hub's user only", config.data_dir.display())),
+    }
+}
+
 /// The HTTP front door's own files and settings.
 fn front_door(config: &HubConfig) -> Vec<Check> {
     use std::os::unix::fs::PermissionsExt;
@@ -140,8 +156,17 @@ fn front_door(config: &HubConfig) -> Vec<Check> {
         )),
         Ok(_) => match crate::tokens::list(&h.tokens) {
             Ok(list) => {
-                let live = list.iter().filter(|t| t.revoked.is_none()).count();
-                out.push(check("operator tokens", true, format!("{live} live, {} revoked", list.len() - live)));
+                let now = time::OffsetDateTime::now_utc();
+                let live = list.iter().filter(|t| t.live_at(now)).count();
+                let revoked = list.iter().filter(|t| t.revoked.is_some()).count();
+                out.push(check("operator tokens", true, format!("{live} live, {revoked} revoked, {} expired", list.len() - live - revoked)));
+                let legacy: Vec<String> =
+                    list.iter().filter(|t| t.is_legacy() && t.live_at(now)).map(|t| format!("{} ({})", t.id, t.name)).collect();
+                if !legacy.is_empty() {
+                    out.push(check("operator tokens", false, format!(
+                        "{} never expire (issued before tokens had lifetimes): issue a new token with --expires-in, then revoke these by id",
+                        legacy.join(", "))));
+                }
             }
             Err(e) => out.push(check("operator tokens", false, e.to_string())),
         },

@@ -68,6 +68,10 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
         }
         None => tabadul_proto::resolve(&state.dict, &query).map_err(|e| Failure::Invalid(e.to_string()))?.flow,
     };
+    // The one place every door's member list passes: each member is asked,
+    // summed and logged once, and the cache key below sees the same list
+    // as the fan-out, so a cached answer is the answer for that set.
+    req.members = tabadul_proto::distinct_members(&req.members, state.members.len()).map_err(|e| Failure::Invalid(e.to_string()))?;
     let mut members = Vec::new();
     if req.members.is_empty() {
         members.extend(state.members.values());

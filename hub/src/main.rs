@@ -123,8 +123,12 @@ enum TokenAction {
     Issue {
         #[arg(long)]
         name: String,
+        /// How long it works: 90d, 12h, 30m (default 90d, at most 400d).
+        #[arg(long)]
+        expires_in: Option<String>,
     },
-    /// Revoke an operator's live token (by operator name or token id).
+    /// Revoke an operator's live tokens (by operator name) or one token (by
+    /// its id, to finish a rotation).
     Revoke {
         #[arg(long)]
         name: String,
@@ -142,9 +146,13 @@ async fn main() -> anyhow::Result<()> {
             let config = HubConfig::load(&config).context("loading the hub configuration (use --config)")?;
             let path = &config.http.tokens;
             match action {
-                TokenAction::Issue { name } => {
-                    let (token, record) = tabadul_hub::tokens::issue(path, &name)?;
-                    eprintln!("issued token {} for {}; it is shown once, keep it secret:", record.id, record.name);
+                TokenAction::Issue { name, expires_in } => {
+                    let lifetime = expires_in.as_deref().map(tabadul_hub::tokens::parse_lifetime).transpose()?;
+                    let (token, record) = tabadul_hub::tokens::issue(path, &name, lifetime)?;
+                    eprintln!(
+                        "issued token {} for {}, expires {}; it is shown once, keep it secret:",
+                        record.id, record.name, record.expires.as_deref().unwrap_or("never")
+                    );
                     println!("{token}");
                 }
                 TokenAction::Revoke { name } => {
@@ -152,8 +160,9 @@ async fn main() -> anyhow::Result<()> {
                     println!("revoked {n} token(s) of {name}");
                 }
                 TokenAction::List => {
+                    let now = time::OffsetDateTime::now_utc();
                     for t in tabadul_hub::tokens::list(path)? {
-                        println!("{}  {:<24} created {}  {}", t.id, t.name, t.created, t.revoked.map_or("live".to_owned(), |r| format!("revoked {r}")));
+                        println!("{}  {:<24} created {}  {}", t.id, t.name, t.created, t.describe(now));
                     }
                 }
             }
@@ -207,7 +216,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json, statistic, variable, denominator } => {
             let files = TlsFiles { ca, cert, key, crl };
-            let channel = tls::channel(&hub, Expect::Role(Role::Hub), tls::client_config(&files)?, Duration::from_secs(5))?;
+            // A hub of our own network only: our certificate says which.
+            let network = files.own_identity()?.network().to_owned();
+            let channel = tls::channel(&hub, Expect::Role { network, role: Role::Hub }, tls::client_config(&files)?, Duration::from_secs(5))?;
             let mut client = pb::hub_client::HubClient::new(channel).max_decoding_message_size(256 << 20);
             let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
             if statistic.is_some() || !variable.is_empty() {

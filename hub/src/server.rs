@@ -44,7 +44,10 @@ pub async fn run_notify(
         return Err(Error::NotAHub(identity.to_string()));
     }
     let dict = Arc::new(Dictionary::load(&config.dictionary)?);
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io { path: config.data_dir.clone(), source })?;
+    // The hub's log, its salts and the token file: for the hub's user only.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&config.data_dir)
+        .map_err(|source| Error::Io { path: config.data_dir.clone(), source })?;
     let signer = tabadul_audit::load_signer(&config.log_key)?;
     let origin = format!("{}/hub/{}", identity.network(), identity.id());
     if signer.name() != origin {

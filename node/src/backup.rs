@@ -38,7 +38,7 @@ pub fn backup(member: &str, store: &Store, log: &Log, dir: &Path) -> Result<Mani
     if dir.exists() && std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.next().is_some() {
         return Err(Error::Invalid(format!("backup directory {} is not empty; choose a new one", dir.display())));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::private::create_dir(dir)?;
     store.backup_to(&dir.join("store"))?;
     let latest = log.backup_to(&dir.join("log"))?;
     let manifest = Manifest {
@@ -137,7 +137,7 @@ pub fn restore(config: &NodeConfig, member: &str, from: &Path) -> Result<(Manife
 
 /// Copies a directory of files (RocksDB directories are flat).
 fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    crate::private::create_dir(to)?;
     for item in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
         let item = item.map_err(|e| Error::io(from, e))?;
         let target = to.join(item.file_name());

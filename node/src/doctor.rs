@@ -1,6 +1,7 @@
 //! `tabadul-node doctor`: checks what the node depends on and says what is
 //! wrong in plain words: its certificate, the CRL, the dictionary and
-//! policy, its log key, the hub keys it witnesses for, and whether the
+//! policy, its log key, the hub keys it witnesses for, the modes of its
+//! data directory, and whether the
 //! running node answers on its admin socket.
 
 use tabadul_certs::Role;
@@ -54,6 +55,7 @@ pub async fn run(config: &NodeConfig) -> Vec<Check> {
             Err(e) => out.push(check("witness", false, format!("witness_logs entry: {e}"))),
         }
     }
+    out.extend(data_dir_modes(config));
     match crate::admin::connect(&config.admin_socket()).await {
         None => out.push(check("server", false, format!("not running (no admin socket in {})", config.data_dir.display()))),
         Some(mut admin) => match admin.status(tabadul_proto::pb::StatusRequest {}).await {
@@ -65,4 +67,25 @@ pub async fn run(config: &NodeConfig) -> Vec<Check> {
         },
     }
     out
+}
+
+/// The data directory (microdata, release ledger, log) and the stores in it
+/// must not let other accounts in.
+fn data_dir_modes(config: &NodeConfig) -> Vec<Check> {
+    if !config.data_dir.exists() {
+        return vec![check("data directory", true, format!("{} does not exist yet; the node will create it with mode 700", config.data_dir.display()))];
+    }
+    let loose: Vec<String> = [config.data_dir.clone(), config.store_dir(), config.log_dir()]
+        .iter()
+        .filter_map(|d| crate::private::too_open(d).map(|mode| format!("{} is mode {mode:o}", d.display())))
+        .collect();
+    if loose.is_empty() {
+        vec![check("data directory", true, format!("{} is readable by the node's user only", config.data_dir.display()))]
+    } else {
+        vec![check(
+            "data directory",
+            false,
+            format!("{}: others may read microdata, the release ledger and the log; chmod 700 them", loose.join(", ")),
+        )]
+    }
 }

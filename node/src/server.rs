@@ -51,7 +51,10 @@ pub async fn run_notify(
             "member {} is not in the dictionary's REF_AREA codelist (dictionary {})", identity.id(), dict.version)));
     }
     let policy = Policy::load(&config.policy, &dict)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
+    // Before RocksDB opens them, so they exist with the node's mode.
+    for dir in [config.data_dir.clone(), config.store_dir(), config.log_dir()] {
+        crate::private::create_dir(&dir)?;
+    }
     let store = Arc::new(Store::open(&config.store_dir())?);
     let signer = tabadul_audit::load_signer(&config.log_key)?;
     let origin = format!("{}/node/{}", identity.network(), identity.id());

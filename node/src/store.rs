@@ -92,6 +92,9 @@ impl std::fmt::Debug for MicroCache {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, Error> {
+        // Microdata and the release ledger live here: 0700 before RocksDB
+        // fills it (the import CLI opens it before any server ran).
+        crate::private::create_dir(path)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);

@@ -6,6 +6,9 @@
 //! and how ILOSTAT's codes map onto them. Node and hub both read it, so a code
 //! means the same thing at both ends.
 //!
+//! [`distinct_members`] is the one place a federated request's member list
+//! is de-duplicated and capped, whichever door it came in by.
+//!
 //! [`sdmx_key`] reads SDMX REST data references (flowRef, dotted keys) into
 //! queries.
 //!
@@ -14,12 +17,14 @@
 
 pub mod dictionary;
 mod digest;
+mod members;
 mod query_text;
 mod resolve;
 pub mod sdmx_key;
 
 pub use dictionary::{Dataflow, Dictionary, DictionaryError, Measure, MicroTable};
 pub use digest::{decision_word, query_digest, released_canonical};
+pub use members::{MembersError, distinct_members};
 pub use query_text::query_from_args;
 pub use resolve::{InvalidQuery, Resolved, resolve};
 

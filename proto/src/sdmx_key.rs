@@ -124,4 +124,36 @@ mod tests {
         assert!(parse_flow_ref("a,b,c,d").is_err());
         assert!(parse_flow_ref("ALO,").is_err());
     }
+
+    /// Seeded random keys whose REF_AREA part repeats codes: the members
+    /// come out distinct, in first-named order, and what the hub then does
+    /// with them (`distinct_members`) changes nothing but enforces the cap.
+    #[test]
+    fn repeated_members_in_random_keys_come_out_once() {
+        let d = dict();
+        let flow = d.dataflow("UNE_RATE").unwrap();
+        let pool = ["MAR", "EGY", "JOR", "TUN", "DZA", "SAU"];
+        let mut state: u64 = 0x5d3a_13a0_0000_0001;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for round in 0..2000 {
+            let len = 1 + next(40);
+            let named: Vec<&str> = (0..len).map(|_| pool[next(pool.len())]).collect();
+            let key = format!("{}.F+M.Y_GE15._T", named.join("+"));
+            let k = parse_key(&d, flow, &key).unwrap();
+            let mut expected: Vec<String> = Vec::new();
+            for m in &named {
+                if !expected.iter().any(|e| e == m) {
+                    expected.push((*m).to_owned());
+                }
+            }
+            assert_eq!(k.members, expected, "round {round}: {key}");
+            assert_eq!(crate::distinct_members(&k.members, pool.len()).unwrap(), expected, "round {round}");
+            assert!(crate::distinct_members(&k.members, expected.len() - 1).is_err(), "round {round}: the cap");
+        }
+    }
 }

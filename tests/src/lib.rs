@@ -337,8 +337,14 @@ pub fn start_hub_with(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMemb
     }
     text.push('\n');
     text.push_str(extra);
+    std::fs::write(dir.join("hub.toml"), text)?;
+    restart_hub(dir)
+}
+
+/// Starts the hub whose `hub.toml` (written by [`start_hub_with`], perhaps
+/// edited since) is in `dir`.
+pub fn restart_hub(dir: &Path) -> Result<Proc> {
     let config = dir.join("hub.toml");
-    std::fs::write(&config, text)?;
     let ready = dir.join("ready");
     let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin("tabadul-hub"));
@@ -361,7 +367,7 @@ pub fn node_client(addr: SocketAddr, files: &TlsFiles, member: &str) -> Result<p
 
 /// A gRPC client of the hub's operator API.
 pub fn hub_client(addr: SocketAddr, files: &TlsFiles) -> Result<pb::hub_client::HubClient<tonic::transport::Channel>> {
-    let channel = tls::channel(&addr.to_string(), Expect::Role(Role::Hub), tls::client_config(files)?, Duration::from_secs(5))?;
+    let channel = tls::channel(&addr.to_string(), Expect::Role { network: NETWORK.into(), role: Role::Hub }, tls::client_config(files)?, Duration::from_secs(5))?;
     Ok(pb::hub_client::HubClient::new(channel))
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+use std::os::unix::fs::PermissionsExt;
+
 use tabadul_tests::{bin, run_ok};
 
 #[test]
@@ -22,4 +24,26 @@ fn the_local_federation_runs_its_demo() {
     ] {
         assert!(text.contains(expect), "missing {expect:?}:\n{text}");
     }
+    assert!(text.contains("expires"), "the demo's token has a lifetime");
+    // Every secret the demo wrote is its user's alone: keys and the token
+    // file 0600, the data directories of the hub and the nodes 0700.
+    let mut secrets = 0;
+    let mut stack = vec![dir.path().to_owned()];
+    while let Some(d) = stack.pop() {
+        for item in std::fs::read_dir(&d).unwrap() {
+            let path = item.unwrap().path();
+            let mode = std::fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o777;
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name == "data" {
+                    assert_eq!(mode, 0o700, "{} is mode {mode:o}", path.display());
+                }
+                stack.push(path);
+            } else if name.ends_with(".key") || name == "tokens.json" {
+                assert_eq!(mode, 0o600, "{} is mode {mode:o}", path.display());
+                secrets += 1;
+            }
+        }
+    }
+    assert!(secrets > 22, "found only {secrets} keys and token files");
 }

@@ -124,9 +124,13 @@ async fn refresh_tokens(front: &Front) {
         Ok(Some(records)) => {
             let mut entry = tabadul_audit::Entry::now("operator-tokens", "local-admin");
             entry.decision = "ok".into();
+            let now = time::OffsetDateTime::now_utc();
             entry.detail = records
                 .iter()
-                .map(|r| format!("{}:{}:{}", r.name, r.id, if r.revoked.is_some() { "revoked" } else { "live" }))
+                .map(|r| {
+                    let state = if r.revoked.is_some() { "revoked" } else if r.live_at(now) { "live" } else { "expired" };
+                    format!("{}:{}:{state}", r.name, r.id)
+                })
                 .collect::<Vec<_>>()
                 .join(" ");
             let log = front.hub.log.clone();

@@ -52,6 +52,11 @@ pub(crate) struct Connection {
     pub addr: SocketAddr,
     /// From a verified client certificate, when one was presented.
     pub identity: Option<Identity>,
+    /// Why a presented client certificate is refused (see
+    /// `tabadul_certs::verifier`): then every request on the connection is
+    /// answered 403 with this reason. A bad certificate is never the public
+    /// tier, as a wrong token is not.
+    pub refused: Option<String>,
 }
 
 /// An error as the caller sees it: a status and a precise message, as
@@ -153,7 +158,7 @@ pub(crate) async fn serve(
             builder.http2().timer(TokioTimer::new());
             match tls {
                 None => {
-                    let conn = Connection { addr, identity: None };
+                    let conn = Connection { addr, identity: None, refused: None };
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(tcp), service(app, conn)).into_owned()).await;
                 }
                 Some(tls) => {
@@ -163,15 +168,21 @@ pub(crate) async fn serve(
                         Ok(Err(e)) => return tracing::warn!(%addr, error = %e, "HTTPS handshake refused"),
                         Err(_) => return tracing::debug!(%addr, "HTTPS handshake timed out"),
                     };
-                    // The verifier already checked chain and CRL; a
-                    // certificate that names no identity is just anonymous.
-                    let identity = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| tabadul_certs::tls::identity_of(c).ok());
-                    let conn = Connection { addr, identity };
+                    // The verifier already checked chain and CRL; the
+                    // network's own rules (no intermediate CA, key usages,
+                    // exactly one identity) are checked here so that the
+                    // refusal can say why.
+                    let (identity, refused) = match stream.get_ref().1.peer_certificates() {
+                        None | Some([]) => (None, None),
+                        Some(chain) => match tls.check_client(chain) {
+                            Ok(identity) => (Some(identity), None),
+                            Err(e) => {
+                                tracing::warn!(%addr, error = %e, "HTTPS client certificate refused");
+                                (None, Some(format!("{e}: present a certificate the network CA issued, or none for the public tier")))
+                            }
+                        },
+                    };
+                    let conn = Connection { addr, identity, refused };
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service(app, conn)).into_owned()).await;
                 }
             }
@@ -195,7 +206,20 @@ fn service(
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         // `who` is filled in by the `Principal` extractor.
         let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), addr = %conn.addr, who = tracing::field::Empty);
+        let refusal = conn.refused.clone().map(|why| {
+            let e = ApiError::new(StatusCode::FORBIDDEN, why);
+            if request.uri().path().starts_with("/sdmx") { e.sdmx() } else { e }
+        });
         request.extensions_mut().insert(conn.clone());
-        tracing::Instrument::instrument(app.clone().oneshot(request.map(axum::body::Body::new)), span)
+        let app = app.clone();
+        tracing::Instrument::instrument(
+            async move {
+                match refusal {
+                    Some(e) => Ok(e.into_response()),
+                    None => app.oneshot(request.map(axum::body::Body::new)).await,
+                }
+            },
+            span,
+        )
     })
 }

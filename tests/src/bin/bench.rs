@@ -191,7 +191,7 @@ async fn query_rate(seconds: u64, concurrency: usize) -> Result<()> {
     let client = node_client(proc.addr, &files, "MAR")?;
     let channel = tabadul_certs::tls::channel(
         &proc.addr.to_string(),
-        tabadul_certs::tls::Expect::Role(tabadul_certs::Role::Node),
+        tabadul_certs::tls::Expect::Role { network: tabadul_tests::NETWORK.into(), role: tabadul_certs::Role::Node },
         tabadul_certs::tls::client_config(&files)?,
         Duration::from_secs(5),
     )?;

@@ -63,7 +63,8 @@ fn main() -> Result<()> {
     let temp;
     let root: PathBuf = match &args.dir {
         Some(d) => {
-            std::fs::create_dir_all(d)?;
+            // It will hold the CA's key, every party's key and the tokens.
+            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(d)?;
             d.clone()
         }
         None => {
@@ -148,9 +149,9 @@ fn main() -> Result<()> {
         bin("tabadul-hub").display(), hub.addr, pki.ca_cert().display(), operator.cert.display(), operator.key.display()
     );
     let http = hub.http.context("no HTTP front door")?;
-    let token = run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(root.join("hub/hub.toml")).args(["issue", "--name", "demo-analyst"]))?;
+    let token = run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(root.join("hub/hub.toml")).args(["issue", "--name", "demo-analyst", "--expires-in", "12h"]))?;
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-    println!("The dashboard (Arabic; English with the button), as operator demo-analyst:\n");
+    println!("The dashboard (Arabic; English with the button), as operator demo-analyst (its token expires in 12 hours):\n");
     println!("  http://{http}/ui/?run=1&flow=UNE_RATE&breakdown=SEX&codes=F,M&start=2018&end=2024#explorer&token={token}\n");
     println!("  the public tier (what members publish openly): http://{http}/ui/\n");
     println!("SDMX REST, for sdmx1, pysdmx or any SDMX tool (base URL http://{http}/sdmx):\n");
