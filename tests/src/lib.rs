@@ -6,6 +6,7 @@
 //! `tabadul-certs`, imports from `tabadul-node import`, and so on.
 #![forbid(unsafe_code)]
 
+pub mod hostile;
 pub mod http;
 pub mod microdata;
 pub mod synthetic;
