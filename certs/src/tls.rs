@@ -303,22 +303,25 @@ impl ServerTls {
 /// [`crate::connection`]), with the identity its certificate names.
 #[derive(Debug)]
 pub struct Accepted {
-    pub stream: Guarded<tokio_rustls::server::TlsStream<TcpStream>>,
+    pub stream: tokio_rustls::server::TlsStream<Guarded<TcpStream>>,
     /// `None` without a client certificate (possible on the front door
     /// only); an error if the certificate names no Tabadul identity.
     pub identity: Option<Result<Identity, Error>>,
     pub watch: Watch,
 }
 
-/// Runs the TLS handshake of an admitted connection within the limit, then
-/// puts it under watch: registered for CRL re-checks, closed when its peer
-/// certificate expires, when too old, idle, or without a request in time.
-/// Failures are logged with the peer address.
+/// Puts an admitted connection under watch (closed when too old, idle, or
+/// without a request in time, or to make room), runs its TLS handshake
+/// within the limit, then registers it for CRL re-checks and closes it
+/// when its peer certificate expires. Failures are logged with the peer
+/// address.
 pub async fn accept(tls: &ServerTls, tcp: TcpStream, peer: SocketAddr, slot: Slot, limits: &ConnectionLimits) -> Option<Accepted> {
     let _ = tcp.set_nodelay(true);
+    let watch = slot.watch().clone();
+    let tcp = Guarded::new(tcp, slot, limits, peer);
     let generation = tls.generation();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-    let stream = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
+    let mut stream = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
         Err(_) => {
             tracing::warn!(%peer, "TLS handshake timed out");
             return None;
@@ -331,22 +334,20 @@ pub async fn accept(tls: &ServerTls, tcp: TcpStream, peer: SocketAddr, slot: Slo
     };
     let chain = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
     let identity = chain.first().map(identity_of);
-    let watch = Watch::new();
-    let registration = (!chain.is_empty()).then(|| {
+    if !chain.is_empty() {
         let who = match &identity {
             Some(Ok(id)) => id.to_string(),
             _ => "a certificate without identity".to_owned(),
         };
-        tls.live.register(chain.clone(), peer, who, watch.clone())
-    });
+        let registration = tls.live.register(chain.clone(), peer, who, watch.clone());
+        stream.get_mut().0.verified(registration, chain_not_after(&chain));
+    }
     // A reload during the handshake re-checked the connections registered
     // then, not this one: check it here.
     if tls.generation() != generation && !tls.accepts_now(&chain) {
         tracing::warn!(%peer, "closing the connection: its peer certificate was revoked during the handshake");
         return None;
     }
-    let not_after = chain_not_after(&chain);
-    let stream = Guarded::new(stream, slot, registration, watch.clone(), limits, peer, not_after);
     Some(Accepted { stream, identity, watch })
 }
 
@@ -379,7 +380,7 @@ pub fn peer_of<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
 /// A server-side TLS connection whose peer has been verified.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: Guarded<tokio_rustls::server::TlsStream<TcpStream>>,
+    inner: tokio_rustls::server::TlsStream<Guarded<TcpStream>>,
     info: PeerInfo,
 }
 
@@ -433,9 +434,9 @@ pub fn incoming(
     let limits = Arc::new(limits);
     tokio::spawn(async move {
         loop {
-            let (slot, (tcp, addr)) = tokio::select! {
-                slot = gate.global_slot() => match listener.accept().await {
-                    Ok(pair) => (slot, pair),
+            let (tcp, addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
                     Err(e) => {
                         // Running out of file descriptors must not kill the server.
                         tracing::warn!(error = %e, "accept failed");
@@ -445,7 +446,7 @@ pub fn incoming(
                 },
                 () = tx.closed() => return,
             };
-            let Some(slot) = gate.admit(slot, addr) else { continue };
+            let Some(slot) = gate.admit(addr).await else { continue };
             let (tx, tls, limits) = (tx.clone(), tls.clone(), limits.clone());
             tokio::spawn(async move {
                 let Some(accepted) = accept(&tls, tcp, addr, slot, &limits).await else { return };

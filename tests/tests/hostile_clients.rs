@@ -159,9 +159,9 @@ async fn one_address_cannot_take_more_than_its_share() {
 
 /// Runs 1,000 hostile clients against the front door from `addresses`
 /// loopback addresses and, while they hold on, 20 honest requests, each
-/// of which must be answered within 2 s. Returns how many hostile
-/// connections were still open when the honest client finished.
-async fn honest_client_amid_1000(h: &Hub, addresses: usize) -> usize {
+/// of which must be answered within 2 s. Returns the hostile clients,
+/// each running until the hub closes its connection.
+async fn honest_client_amid_1000(h: &Hub, addresses: usize) -> Vec<tokio::task::JoinHandle<std::io::Result<Outcome>>> {
     let front = h.proc.http.unwrap();
     // The kinds that stay until a connection-level limit (the slow
     // request kinds are cut per request, in the test above).
@@ -184,11 +184,11 @@ async fn honest_client_amid_1000(h: &Hub, addresses: usize) -> usize {
         assert_eq!(a.status, 200, "honest request {i}: {}", a.text());
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-    let open = tasks.iter().filter(|t| !t.is_finished()).count();
-    for t in tasks {
-        t.abort();
-    }
-    open
+    tasks
+}
+
+fn open(tasks: &[tokio::task::JoinHandle<std::io::Result<Outcome>>]) -> usize {
+    tasks.iter().filter(|t| !t.is_finished()).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,11 +196,17 @@ async fn an_honest_client_is_served_while_1000_slow_connections_are_held() {
     // Long enough that the hostile clients stay for the whole test; room
     // for all 1,000 of them, 8 per address.
     let h = hub("max_connections = 2048\nmax_connections_per_address = 8\nhandshake_timeout_ms = 60000\nfirst_request_timeout_ms = 60000\n");
-    // From one address: 8 held, the other 992 turned away at once.
-    let open = honest_client_amid_1000(&h, 1).await;
-    assert!(open <= 8, "{open} connections from one address still open");
+    // From one address: 8 held, the other 992 turned away at once (some
+    // only once the kernel's listen queue, overflowed by 1,000 SYNs at
+    // once, has let them in).
+    let tasks = honest_client_amid_1000(&h, 1).await;
+    let settled = eventually(Duration::from_secs(20), async || open(&tasks) <= 8).await;
+    assert!(settled, "{} connections from one address still open", open(&tasks));
+    tasks.iter().for_each(|t| t.abort());
     // From 125 addresses, 8 each: all 1,000 held, in slots an honest client
     // does not need.
-    let open = honest_client_amid_1000(&h, 125).await;
-    assert!(open >= 950, "only {open} of 1000 hostile connections were held: the test did not test");
+    let tasks = honest_client_amid_1000(&h, 125).await;
+    let held = open(&tasks);
+    assert!(held >= 950, "only {held} of 1000 hostile connections were held: the test did not test");
+    tasks.iter().for_each(|t| t.abort());
 }

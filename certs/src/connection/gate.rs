@@ -1,6 +1,9 @@
-//! Admission of TCP connections: a global cap and a cap per IP address,
+//! Admission of TCP connections: a cap per IP address and a global cap,
 //! taken at accept time, before any TLS work, and held for the life of the
-//! connection.
+//! connection. When the global cap is reached, the connection that has
+//! been quiet longest (no request in progress: most often one that never
+//! sent a request) is closed to make room, so hostile clients from many
+//! addresses cannot keep the slots an honest client needs.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,72 +11,114 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::ConnectionLimits;
+use super::{ConnectionLimits, Watch};
 
 /// The slots of one listener.
 #[derive(Debug)]
 pub struct Gate {
     global: Arc<Semaphore>,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<Open>>,
     max_per_address: usize,
 }
 
-/// One admitted connection's slots; dropping it gives them back.
+#[derive(Debug, Default)]
+struct Open {
+    per_address: HashMap<IpAddr, usize>,
+    connections: HashMap<u64, (SocketAddr, Watch)>,
+    next: u64,
+}
+
+/// One admitted connection's slots and its [`Watch`]; dropping it gives
+/// the slots back.
 #[derive(Debug)]
 pub struct Slot {
     _global: OwnedSemaphorePermit,
+    id: u64,
     addr: IpAddr,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    watch: Watch,
+    open: Arc<Mutex<Open>>,
+}
+
+impl Slot {
+    pub fn watch(&self) -> &Watch {
+        &self.watch
+    }
 }
 
 impl Gate {
     pub fn new(limits: &ConnectionLimits) -> Self {
         Gate {
             global: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-            per_address: Arc::default(),
+            open: Arc::default(),
             max_per_address: limits.max_connections_per_address.max(1),
         }
     }
 
-    /// Waits for a free global slot. Called before `accept`, so that while
-    /// the listener is full new connections wait in the kernel's queue
-    /// instead of being taken and dropped.
-    pub async fn global_slot(&self) -> OwnedSemaphorePermit {
-        // The semaphore is never closed.
-        match self.global.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => std::future::pending().await,
-        }
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits the connection from `peer` with its global slot, unless that
-    /// address already holds its share (then the caller closes it).
-    pub fn admit(&self, global: OwnedSemaphorePermit, peer: SocketAddr) -> Option<Slot> {
+    /// Admits the connection from `peer`, unless that address already
+    /// holds its share (then the caller closes it). With every slot taken,
+    /// closes the quietest connection and waits for its slot (or any).
+    pub async fn admit(&self, peer: SocketAddr) -> Option<Slot> {
         let addr = peer.ip();
-        let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(addr).or_insert(0);
-        if *count >= self.max_per_address {
-            tracing::warn!(%peer, open = *count, "connection refused: too many open from this address");
-            return None;
+        {
+            let mut open = self.open();
+            let count = open.per_address.entry(addr).or_insert(0);
+            if *count >= self.max_per_address {
+                tracing::warn!(%peer, open = *count, "connection refused: too many open from this address");
+                return None;
+            }
+            *count += 1;
         }
-        *count += 1;
-        Some(Slot { _global: global, addr, per_address: self.per_address.clone() })
+        let global = match self.global.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.evict_quietest(peer);
+                // The semaphore is never closed.
+                match self.global.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return std::future::pending().await,
+                }
+            }
+        };
+        let watch = Watch::new();
+        let mut open = self.open();
+        let id = open.next;
+        open.next += 1;
+        open.connections.insert(id, (peer, watch.clone()));
+        Some(Slot { _global: global, id, addr, watch, open: self.open.clone() })
+    }
+
+    fn evict_quietest(&self, newcomer: SocketAddr) {
+        let open = self.open();
+        let quietest = open.connections.values().filter_map(|(peer, w)| Some((w.quiet_since()?, peer, w))).min_by_key(|(since, _, _)| *since);
+        match quietest {
+            Some((_, peer, watch)) => {
+                tracing::warn!(%peer, %newcomer, "closing the quietest connection: every slot is taken");
+                watch.close();
+            }
+            None => tracing::warn!(%newcomer, "every slot is taken by a connection with a request in progress: waiting"),
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = counts.get_mut(&self.addr) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.connections.remove(&self.id);
+        if let Some(c) = open.per_address.get_mut(&self.addr) {
             *c -= 1;
             if *c == 0 {
-                counts.remove(&self.addr);
+                open.per_address.remove(&self.addr);
             }
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 mod tests {
     use super::*;
 
@@ -82,11 +127,31 @@ mod tests {
         let gate = Gate::new(&ConnectionLimits { max_connections: 10, max_connections_per_address: 2, ..Default::default() });
         let a: SocketAddr = "127.0.0.2:1000".parse().unwrap();
         let b: SocketAddr = "127.0.0.3:1000".parse().unwrap();
-        let one = gate.admit(gate.global_slot().await, a).unwrap();
-        let _two = gate.admit(gate.global_slot().await, a).unwrap();
-        assert!(gate.admit(gate.global_slot().await, a).is_none());
-        assert!(gate.admit(gate.global_slot().await, b).is_some());
+        let one = gate.admit(a).await.unwrap();
+        let _two = gate.admit(a).await.unwrap();
+        assert!(gate.admit(a).await.is_none());
+        assert!(gate.admit(b).await.is_some());
         drop(one);
-        assert!(gate.admit(gate.global_slot().await, a).is_some());
+        assert!(gate.admit(a).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn when_full_the_quietest_connection_makes_room() {
+        let gate = Gate::new(&ConnectionLimits { max_connections: 2, max_connections_per_address: 2, ..Default::default() });
+        let busy = gate.admit("127.0.0.2:1".parse().unwrap()).await.unwrap();
+        let _in_progress = busy.watch().request();
+        let quiet = gate.admit("127.0.0.3:1".parse().unwrap()).await.unwrap();
+        let quiet_watch = quiet.watch().clone();
+        // Its connection ends when closed, giving back its slot.
+        tokio::spawn(async move {
+            while !quiet.watch().is_closed() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            drop(quiet);
+        });
+        let newcomer = tokio::time::timeout(std::time::Duration::from_secs(2), gate.admit("127.0.0.4:1".parse().unwrap())).await;
+        assert!(newcomer.unwrap().is_some());
+        assert!(quiet_watch.is_closed());
+        assert!(!busy.watch().is_closed());
     }
 }

@@ -21,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{ConnectionLimits, Registration, Slot};
 
+const NEVER: u64 = u64::MAX;
+
 /// The outside handle of one connection: close it, and say when it is
 /// busy (a request in progress) so the idle watchdog leaves it alone.
 #[derive(Debug, Clone)]
@@ -36,6 +38,11 @@ struct State {
     requests: AtomicU64,
     /// Milliseconds after `born` of the last request start or end.
     last_change_ms: AtomicU64,
+    /// Milliseconds after `born` when the peer's certificate expires
+    /// (`NEVER` until the handshake has told).
+    expires_ms: AtomicU64,
+    /// Tells the watchdog that `expires_ms` changed.
+    rules_changed: tokio::sync::Notify,
 }
 
 /// A request in progress on a watched connection; dropped when its answer
@@ -53,7 +60,23 @@ impl Watch {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(0),
+            expires_ms: AtomicU64::new(NEVER),
+            rules_changed: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Since when nothing has been in progress on the connection (its
+    /// start, if it never made a request); `None` while a request is.
+    pub fn quiet_since(&self) -> Option<Instant> {
+        (self.0.in_flight.load(Ordering::SeqCst) == 0).then(|| self.0.born + Duration::from_millis(self.0.last_change_ms.load(Ordering::SeqCst)))
+    }
+
+    /// Closes the connection at `not_after` (its peer certificate's).
+    fn expire_at(&self, not_after: SystemTime) {
+        let left = not_after.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let at = (self.0.born.elapsed() + left).as_millis() as u64;
+        self.0.expires_ms.store(at, Ordering::SeqCst);
+        self.0.rules_changed.notify_one();
     }
 
     /// Fails every further read and write of the connection.
@@ -95,8 +118,10 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A connection's stream under watch, holding its admission slot and its
-/// registration for CRL re-checks until it is dropped.
+/// A connection's stream under watch from its TCP accept, holding its
+/// admission slot (and, once its peer is known, its registration for CRL
+/// re-checks) until it is dropped. TLS runs on top of it, so a close
+/// applies during the handshake too.
 #[derive(Debug)]
 pub struct Guarded<S> {
     inner: S,
@@ -108,21 +133,22 @@ pub struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    /// Guards `inner` (just past its handshake) and starts its watchdog:
-    /// see [`ConnectionLimits`] for what closes it. `not_after` is when the
-    /// peer's certificate chain stops being valid.
-    pub fn new(
-        inner: S,
-        slot: Slot,
-        registration: Option<Registration>,
-        watch: Watch,
-        limits: &ConnectionLimits,
-        peer: SocketAddr,
-        not_after: Option<SystemTime>,
-    ) -> Self {
+    /// Guards `inner` (just accepted) and starts its watchdog: see
+    /// [`ConnectionLimits`] for what closes it.
+    pub fn new(inner: S, slot: Slot, limits: &ConnectionLimits, peer: SocketAddr) -> Self {
         let (alive, gone) = tokio::sync::oneshot::channel();
-        tokio::spawn(watchdog(watch.clone(), Rules::new(limits, not_after), peer, gone));
-        Guarded { inner, watch, _slot: slot, _registration: registration, _alive: alive }
+        let watch = slot.watch().clone();
+        tokio::spawn(watchdog(watch.clone(), Rules::new(limits), peer, gone));
+        Guarded { inner, watch, _slot: slot, _registration: None, _alive: alive }
+    }
+
+    /// After the handshake: keeps the connection's place among those a CRL
+    /// reload re-checks, and closes it when the peer's chain expires.
+    pub fn verified(&mut self, registration: Registration, not_after: Option<SystemTime>) {
+        self._registration = Some(registration);
+        if let Some(t) = not_after {
+            self.watch.expire_at(t);
+        }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -184,22 +210,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 struct Rules {
     first_request: Duration,
     idle: Duration,
-    /// Past this, the connection goes whatever it is doing.
-    hard_deadline: Instant,
-    /// Whether `hard_deadline` is the certificate's expiry (else the age limit).
-    expires: bool,
+    /// Past this age, the connection goes whatever it is doing.
+    max_age: Duration,
 }
 
 impl Rules {
-    fn new(limits: &ConnectionLimits, not_after: Option<SystemTime>) -> Self {
-        let now = Instant::now();
-        let aged = now + limits.max_age() + limits.max_age_grace();
-        let expiry = not_after.map(|t| now + t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
-        let (hard_deadline, expires) = match expiry {
-            Some(e) if e < aged => (e, true),
-            _ => (aged, false),
-        };
-        Rules { first_request: limits.first_request_timeout(), idle: limits.idle_timeout(), hard_deadline, expires }
+    fn new(limits: &ConnectionLimits) -> Self {
+        Rules { first_request: limits.first_request_timeout(), idle: limits.idle_timeout(), max_age: limits.max_age() + limits.max_age_grace() }
     }
 }
 
@@ -212,12 +229,17 @@ async fn watchdog(watch: Watch, rules: Rules, peer: SocketAddr, mut gone: tokio:
         let quiet_since = st.born + Duration::from_millis(st.last_change_ms.load(Ordering::SeqCst));
         let first_due = st.born + rules.first_request;
         let idle_due = quiet_since + rules.idle;
-        if now >= rules.hard_deadline {
-            if rules.expires {
-                tracing::warn!(%peer, "closing the connection: the peer's certificate has expired");
-            } else {
-                tracing::info!(%peer, "closing the connection: older than max_connection_age_s");
-            }
+        let aged = st.born + rules.max_age;
+        let expires = match st.expires_ms.load(Ordering::SeqCst) {
+            NEVER => None,
+            ms => Some(st.born + Duration::from_millis(ms)),
+        };
+        if expires.is_some_and(|e| now >= e) {
+            tracing::warn!(%peer, "closing the connection: the peer's certificate has expired");
+            return watch.close();
+        }
+        if now >= aged {
+            tracing::info!(%peer, "closing the connection: older than max_connection_age_s");
             return watch.close();
         }
         if requests == 0 && now >= first_due {
@@ -228,7 +250,7 @@ async fn watchdog(watch: Watch, rules: Rules, peer: SocketAddr, mut gone: tokio:
             tracing::debug!(%peer, "closing the connection: idle for idle_timeout_ms");
             return watch.close();
         }
-        let mut next = rules.hard_deadline;
+        let mut next = expires.map_or(aged, |e| e.min(aged));
         if requests == 0 {
             next = next.min(first_due);
         } else if in_flight == 0 {
@@ -239,6 +261,7 @@ async fn watchdog(watch: Watch, rules: Rules, peer: SocketAddr, mut gone: tokio:
         }
         tokio::select! {
             () = tokio::time::sleep_until(next.into()) => {}
+            () = st.rules_changed.notified() => {}
             _ = &mut gone => return,
         }
     }

@@ -10,8 +10,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionLimits {
-    /// Most connections open at once (handshakes included); more wait in
-    /// the kernel's accept queue.
+    /// Most connections open at once (handshakes included). When all are
+    /// taken, the connection quiet longest (no request in progress) is
+    /// closed to make room; if every one has a request in progress, new
+    /// connections wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Most connections open at once from one IP address; more are closed
     /// at once. Keeps one host (or one NAT) from taking every slot.
@@ -19,8 +21,8 @@ pub struct ConnectionLimits {
     /// Longest a TLS handshake may take, from the TCP accept (a client that
     /// sends nothing at all is cut off here).
     pub handshake_timeout_ms: u64,
-    /// Longest from the end of the handshake until the first request has
-    /// arrived (its headers, for HTTP/2 after the preface and SETTINGS).
+    /// Longest from the TCP accept until the first request has arrived
+    /// (its headers; for HTTP/2, after the preface and SETTINGS).
     pub first_request_timeout_ms: u64,
     /// Longest a connection may stay open with no request in progress.
     pub idle_timeout_ms: u64,

@@ -140,9 +140,9 @@ pub(crate) async fn serve(
     let gate = Gate::new(&limits);
     tokio::pin!(shutdown);
     loop {
-        let (slot, (tcp, addr)) = tokio::select! {
-            slot = gate.global_slot() => match listener.accept().await {
-                Ok(pair) => (slot, pair),
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!(error = %e, "HTTP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -151,7 +151,13 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = gate.admit(slot, addr) else { continue };
+        // With every slot taken this waits (after closing the quietest
+        // connection), and new connections wait in the kernel's queue.
+        let admitted = tokio::select! {
+            slot = gate.admit(addr) => slot,
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = admitted else { continue };
         let _ = tcp.set_nodelay(true);
         let (app, tls, limits) = (app.clone(), tls.clone(), limits.clone());
         let watcher = graceful.watcher();
@@ -168,8 +174,8 @@ pub(crate) async fn serve(
                 .max_concurrent_streams(limits.max_concurrent_streams.max(1));
             match tls {
                 None => {
-                    let watch = Watch::new();
-                    let stream = Guarded::new(tcp, slot, None, watch.clone(), &limits, addr, None);
+                    let watch = slot.watch().clone();
+                    let stream = Guarded::new(tcp, slot, &limits, addr);
                     let conn = Connection { addr, identity: None, watch };
                     if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service(app, conn, per_request)).into_owned()).await {
                         tracing::info!(%addr, error = %e, "HTTP connection ended on an error");
