@@ -32,6 +32,10 @@ echo "## federated query, 22 nodes vs 1"
 "$bench" federation --queries "${QUERIES:-300}"
 "$bench" front-door --queries "${QUERIES_HTTP:-200}" --seconds 10 --concurrency 8
 
+echo "## the front door under 1,000 hostile clients (one address, then 125)"
+"$bench" slow-clients --slow 1000 --addresses 1 --seconds 20
+"$bench" slow-clients --slow 1000 --addresses 125 --seconds 20
+
 echo "## signed log: durable appends vs raw RocksDB, proofs, verify vs SHA-256"
 "$bench" log --entries "${LOG_ENTRIES:-100000}" --concurrency 64
 

@@ -14,6 +14,7 @@
 mod error;
 mod identity;
 pub mod checkup;
+pub mod connection;
 pub mod pki;
 pub mod tls;
 pub mod verifier;

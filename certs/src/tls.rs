@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::TokioIo;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
@@ -25,10 +26,8 @@ use tokio::sync::mpsc;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::connection::{ConnectionLimits, Gate, Guarded, Live, Slot, TrackRequests, Watch};
 use crate::{Error, Identity, Role};
-
-/// How long a peer may take to complete a TLS handshake before it is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The files a party needs for mutual TLS.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -122,7 +121,7 @@ fn crls(files: &TlsFiles) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 /// A server configuration that demands a client certificate from the
 /// network CA, not revoked in the CRL, and speaks HTTP/2 only.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
-    server_config_with(files, true, &[b"h2"])
+    server_config_with(files, client_verifier(files, true)?, &[b"h2"])
 }
 
 /// A server configuration for the hub's HTTPS front door: a client
@@ -130,22 +129,28 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
 /// presented, but not demanded, because browsers, SDMX tools and the public
 /// tier come without one. HTTP/2 and HTTP/1.1.
 pub fn https_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, Error> {
-    server_config_with(files, false, &[b"h2", b"http/1.1"])
+    server_config_with(files, client_verifier(files, false)?, &[b"h2", b"http/1.1"])
 }
 
-fn server_config_with(files: &TlsFiles, demand_client_cert: bool, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, Error> {
+/// The check of client certificates, kept beside the server configuration
+/// so that open connections can be checked again when the CRL changes.
+fn client_verifier(files: &TlsFiles, demand_client_cert: bool) -> Result<Arc<dyn ClientCertVerifier>, Error> {
     let (roots, anchors) = roots(files)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider()).with_crls(crls(files)?);
     let verifier = if demand_client_cert { verifier } else { verifier.allow_unauthenticated() };
-    let mut verifier = verifier.build().map_err(|e| Error::Verifier(e.to_string()))?;
+    let verifier = verifier.build().map_err(|e| Error::Verifier(e.to_string()))?;
     // gRPC refuses a certificate the network would not issue at the
     // handshake. The front door lets the handshake finish and then answers
     // every request with a 403 that says why ([`ServerTls::check_client`]):
     // a browser or SDMX tool shows that, where it would show an alert as
     // "connection failed".
     if demand_client_cert {
-        verifier = Arc::new(crate::verifier::NetworkClientVerifier { inner: verifier, anchors });
+        return Ok(Arc::new(crate::verifier::NetworkClientVerifier { inner: verifier, anchors }));
     }
+    Ok(verifier)
+}
+
+fn server_config_with(files: &TlsFiles, verifier: Arc<dyn ClientCertVerifier>, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -229,39 +234,72 @@ pub fn check_crl_freshness(path: &Path) -> Option<i64> {
 }
 
 /// The server's TLS configuration, swappable at run time so that a new CRL
-/// (or certificate) applies to the next handshake without a restart.
+/// (or certificate) applies to the next handshake without a restart, and
+/// to the connections already open: each reload checks their peers again
+/// and closes those it now refuses.
 #[derive(Debug)]
 pub struct ServerTls {
     files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
-    /// The CA certificates, as loaded with `current`.
-    anchors: RwLock<Vec<CertificateDer<'static>>>,
-    /// Built by [`https_server_config`] (client certificate optional)
-    /// rather than [`server_config`].
+    current: RwLock<Current>,
+    /// Built for the hub's HTTPS front door (client certificate optional)
+    /// rather than for gRPC.
     https: bool,
+    live: Arc<Live>,
+    /// Counts reloads: a handshake that straddles one is checked again.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// The CA certificates, as loaded with `config`.
+    anchors: Vec<CertificateDer<'static>>,
+}
+
+impl Current {
+    fn build(files: &TlsFiles, https: bool) -> Result<Self, Error> {
+        let verifier = client_verifier(files, !https)?;
+        let alpn: &[&[u8]] = if https { &[b"h2", b"http/1.1"] } else { &[b"h2"] };
+        Ok(Current { config: server_config_with(files, verifier.clone(), alpn)?, verifier, anchors: load_certs(&files.ca)? })
+    }
 }
 
 impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, Error> {
-        let current = RwLock::new(server_config(&files)?);
-        let anchors = RwLock::new(load_certs(&files.ca)?);
-        Ok(Arc::new(ServerTls { files, current, anchors, https: false }))
+        Self::load_for(files, false)
     }
 
     /// For the hub's HTTPS front door: see [`https_server_config`].
     pub fn load_https(files: TlsFiles) -> Result<Arc<Self>, Error> {
-        let current = RwLock::new(https_server_config(&files)?);
-        let anchors = RwLock::new(load_certs(&files.ca)?);
-        Ok(Arc::new(ServerTls { files, current, anchors, https: true }))
+        Self::load_for(files, true)
     }
 
-    /// Re-reads the files. On error the previous configuration stays.
-    pub fn reload(&self) -> Result<(), Error> {
-        let fresh = if self.https { https_server_config(&self.files)? } else { server_config(&self.files)? };
-        let anchors = load_certs(&self.files.ca)?;
+    fn load_for(files: TlsFiles, https: bool) -> Result<Arc<Self>, Error> {
+        let current = RwLock::new(Current::build(&files, https)?);
+        Ok(Arc::new(ServerTls { files, current, https, live: Arc::default(), generation: Default::default() }))
+    }
+
+    /// Re-reads the files, then closes the open connections whose peer the
+    /// new configuration refuses (a revocation applies at once, not at the
+    /// peer's next handshake). On error the previous configuration stays.
+    /// Returns how many connections were closed.
+    pub fn reload(&self) -> Result<usize, Error> {
+        let fresh = Current::build(&self.files, self.https)?;
+        let verifier = fresh.verifier.clone();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        *self.anchors.write().unwrap_or_else(|p| p.into_inner()) = anchors;
-        Ok(())
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.live.recheck(&*verifier))
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether `chain` passes the client check in force now.
+    fn accepts_now(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let verifier = self.current.read().unwrap_or_else(|p| p.into_inner()).verifier.clone();
+        chain.split_first().is_none_or(|(ee, rest)| verifier.verify_client_cert(ee, rest, rustls_pki_types::UnixTime::now()).is_ok())
     }
 
     /// The network's rules ([`crate::verifier::check_chain`]) for a client
@@ -270,18 +308,85 @@ impl ServerTls {
     pub fn check_client(&self, chain: &[CertificateDer<'_>]) -> Result<Identity, Error> {
         let (leaf, intermediates) =
             chain.split_first().ok_or_else(|| Error::PeerRefused("no client certificate".into()))?;
-        let anchors = self.anchors.read().unwrap_or_else(|p| p.into_inner());
+        let anchors = self.current.read().unwrap_or_else(|p| p.into_inner()).anchors.clone();
         crate::verifier::check_chain(leaf, intermediates, &anchors, crate::verifier::Purpose::Client)
     }
 
     /// The configuration for the next handshake.
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current.read().unwrap_or_else(|p| p.into_inner()).config.clone()
     }
 
     pub fn files(&self) -> &TlsFiles {
         &self.files
     }
+
+    /// The open connections that presented a certificate.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+}
+
+/// A TLS connection past its handshake, under watch (see
+/// [`crate::connection`]), with the identity its certificate names.
+#[derive(Debug)]
+pub struct Accepted {
+    pub stream: tokio_rustls::server::TlsStream<Guarded<TcpStream>>,
+    /// `None` without a client certificate (possible on the front door
+    /// only); an error if the certificate names no Tabadul identity.
+    pub identity: Option<Result<Identity, Error>>,
+    pub watch: Watch,
+}
+
+/// Puts an admitted connection under watch (closed when too old, idle, or
+/// without a request in time, or to make room), runs its TLS handshake
+/// within the limit, then registers it for CRL re-checks and closes it
+/// when its peer certificate expires. Failures are logged with the peer
+/// address.
+pub async fn accept(tls: &ServerTls, tcp: TcpStream, peer: SocketAddr, slot: Slot, limits: &ConnectionLimits) -> Option<Accepted> {
+    let _ = tcp.set_nodelay(true);
+    let watch = slot.watch().clone();
+    let tcp = Guarded::new(tcp, slot, limits, peer);
+    let generation = tls.generation();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    let mut stream = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
+        Err(_) => {
+            tracing::warn!(%peer, "TLS handshake timed out");
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "TLS handshake refused");
+            return None;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let chain = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+    let identity = chain.first().map(identity_of);
+    if !chain.is_empty() {
+        let who = match &identity {
+            Some(Ok(id)) => id.to_string(),
+            _ => "a certificate without identity".to_owned(),
+        };
+        let registration = tls.live.register(chain.clone(), peer, who, watch.clone());
+        stream.get_mut().0.verified(registration, chain_not_after(&chain));
+    }
+    // A reload during the handshake re-checked the connections registered
+    // then, not this one: check it here.
+    if tls.generation() != generation && !tls.accepts_now(&chain) {
+        tracing::warn!(%peer, "closing the connection: its peer certificate was revoked during the handshake");
+        return None;
+    }
+    Some(Accepted { stream, identity, watch })
+}
+
+/// When the first certificate of `chain` to expire does.
+fn chain_not_after(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
+    chain
+        .iter()
+        .filter_map(|c| x509_parser::parse_x509_certificate(c).ok())
+        .map(|(_, x)| x.validity().not_after.timestamp())
+        .min()
+        .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
 }
 
 /// Who is on the other end of a connection, from its verified certificate.
@@ -290,6 +395,9 @@ impl ServerTls {
 pub struct PeerInfo {
     pub identity: Identity,
     pub addr: SocketAddr,
+    /// The connection's watch: requests mark themselves in progress on it
+    /// ([`TrackRequests`]).
+    pub watch: Watch,
 }
 
 /// Reads the verified peer out of a tonic request.
@@ -300,7 +408,7 @@ pub fn peer_of<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
 /// A server-side TLS connection whose peer has been verified.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    inner: tokio_rustls::server::TlsStream<Guarded<TcpStream>>,
     info: PeerInfo,
 }
 
@@ -339,57 +447,62 @@ impl AsyncWrite for PeerStream {
     }
 }
 
-/// Accepts TCP connections on `listener` and yields those whose TLS handshake
-/// succeeded with a certificate that names a Tabadul identity. Handshakes run
+/// Accepts TCP connections on `listener` within `limits` (see
+/// [`crate::connection`]) and yields those whose TLS handshake succeeded
+/// with a certificate that names a Tabadul identity. Handshakes run
 /// concurrently, so a slow or hostile client cannot hold up the others;
 /// failures are logged with the peer address and dropped.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerTls>,
+    limits: ConnectionLimits,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
+    let gate = Gate::new(&limits);
+    let limits = Arc::new(limits);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (tcp, addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Running out of file descriptors must not kill the server.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
                 () = tx.closed() => return,
             };
-            let (tcp, addr) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Running out of file descriptors must not kill the server.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-            let tx = tx.clone();
+            let Some(slot) = gate.admit(addr).await else { continue };
+            let (tx, tls, limits) = (tx.clone(), tls.clone(), limits.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Err(_) => tracing::warn!(%addr, "TLS handshake timed out"),
-                    Ok(Err(e)) => tracing::warn!(%addr, error = %e, "TLS handshake refused"),
-                    Ok(Ok(stream)) => {
-                        let identity = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .ok_or_else(|| Error::BadIdentity { input: addr.to_string(), reason: "no client certificate".into() })
-                            .and_then(identity_of);
-                        match identity {
-                            Ok(identity) => {
-                                let _ = tx.send(Ok(PeerStream { inner: stream, info: PeerInfo { identity, addr } })).await;
-                            }
-                            Err(e) => tracing::warn!(%addr, error = %e, "peer certificate names no identity"),
-                        }
+                let Some(accepted) = accept(&tls, tcp, addr, slot, &limits).await else { return };
+                match accepted.identity {
+                    Some(Ok(identity)) => {
+                        let info = PeerInfo { identity, addr, watch: accepted.watch };
+                        let _ = tx.send(Ok(PeerStream { inner: accepted.stream, info })).await;
                     }
+                    Some(Err(e)) => tracing::warn!(%addr, error = %e, "peer certificate names no identity"),
+                    None => tracing::warn!(%addr, "no client certificate"),
                 }
             });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A tonic server builder with the HTTP/2 side of `limits`: pings, stream
+/// cap, age limit (GOAWAY, then closed after the grace), and the request
+/// tracking that the idle timeout needs. Serve it [`incoming`].
+pub fn grpc_server(limits: &ConnectionLimits) -> tonic::transport::Server<tower::layer::util::Stack<TrackRequests, tower::layer::util::Identity>> {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.keep_alive_interval()))
+        .http2_keepalive_timeout(Some(limits.keep_alive_timeout()))
+        .max_concurrent_streams(limits.max_concurrent_streams.max(1))
+        .max_connection_age(limits.max_age())
+        .max_connection_age_grace(limits.max_age_grace())
+        .layer(TrackRequests)
 }
 
 /// Whom a client expects to find at the other end.

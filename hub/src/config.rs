@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tabadul_certs::Identity;
+use tabadul_certs::connection::ConnectionLimits;
 use tabadul_certs::tls::TlsFiles;
 
 use crate::Error;
@@ -53,6 +54,10 @@ pub struct HubConfig {
     pub crl_reload_interval_ms: u64,
     #[serde(default, rename = "member")]
     pub members: Vec<MemberConfig>,
+    /// `[connections]`: caps and timeouts of the gRPC listener (the front
+    /// door has its own, `[http.connections]`).
+    #[serde(default)]
+    pub connections: ConnectionLimits,
     /// The HTTP front door (SDMX REST, JSON API, dashboard).
     #[serde(default)]
     pub http: HttpConfig,
@@ -84,8 +89,14 @@ pub struct HttpConfig {
     /// public tier), with bursts up to `burst`.
     pub rate_per_minute: u32,
     pub burst: u32,
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send a request's headers (HTTP/1.1;
+    /// the whole of each request's header block, and idle keep-alive time).
     pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body, from the
+    /// start of the request; past it, 408 and the connection is closed.
+    pub body_read_timeout_ms: u64,
+    /// `[http.connections]`: caps and timeouts of the front door.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for HttpConfig {
@@ -99,6 +110,8 @@ impl Default for HttpConfig {
             rate_per_minute: 600,
             burst: 60,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            connections: ConnectionLimits::default(),
         }
     }
 }

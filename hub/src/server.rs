@@ -14,7 +14,6 @@ use tabadul_proto::pb::node_client::NodeClient;
 use tabadul_proto::pb::witness_client::WitnessClient;
 use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 
 pub use crate::service::state_word;
 use crate::fanout::Member;
@@ -226,8 +225,8 @@ pub async fn run_notify(
                     seen = now;
                     for t in &tls_sets {
                         match t.reload() {
-                            Ok(()) => {
-                                tracing::info!("TLS configuration reloaded (certificate, key or CRL changed)");
+                            Ok(closed) => {
+                                tracing::info!(closed_connections = closed, "TLS configuration reloaded (certificate, key or CRL changed)");
                                 if let Some(crl) = &t.files().crl {
                                     tls::check_crl_freshness(crl);
                                 }
@@ -240,7 +239,7 @@ pub async fn run_notify(
         })
     };
     let audit = AuditServer::new(AuditService { log, identity: identity.clone(), readers: Readers::Auditors });
-    let server = Server::builder()
+    let server = tls::grpc_server(&config.connections)
         // Longest a federated query can take: waiting to be admitted, then
         // its deadline, then the log append; past that something is stuck.
         .timeout(state.admission.max_wait() + state.max_deadline + Duration::from_secs(5))
@@ -248,7 +247,7 @@ pub async fn run_notify(
         .add_service(audit)
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), async {
+        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls, config.connections.clone()), async {
             let _ = shutdown_rx.clone().wait_for(|s| *s).await;
         });
     ready();

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tabadul_certs::connection::ConnectionLimits;
 use tabadul_certs::tls::TlsFiles;
 
 use crate::Error;
@@ -48,6 +49,9 @@ pub struct NodeConfig {
     /// How often the policy and CRL files are checked for changes.
     #[serde(default = "default_reload_interval_ms")]
     pub reload_interval_ms: u64,
+    /// `[connections]`: caps and timeouts of the gRPC listener.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 fn default_max_concurrent_per_peer() -> usize {

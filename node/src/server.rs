@@ -162,7 +162,7 @@ pub async fn run_notify(
         .build_v1()
         .map_err(|e| Error::Invalid(format!("reflection: {e}")))?;
     let node = NodeServer::new(NodeService { state: state.clone() }).max_decoding_message_size(config.max_request_bytes);
-    let public = Server::builder()
+    let public = tls::grpc_server(&config.connections)
         .timeout(Duration::from_secs(60))
         .add_service(node)
         .add_service(AuditServer::new(AuditService { log: log.clone(), identity: identity.clone(), readers: Readers::AuditorsAndHubProofs }))
@@ -172,7 +172,7 @@ pub async fn run_notify(
         }))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(tls::incoming(listener, server_tls, config.connections.clone()), stopped(stop_rx.clone()));
 
     let socket = config.admin_socket();
     // A socket file left by a killed node would make bind fail.
@@ -240,8 +240,8 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
             if forced || now != crl_seen {
                 crl_seen = now;
                 match server_tls.reload() {
-                    Ok(()) => {
-                        tracing::info!(crl = %crl.display(), "TLS configuration reloaded");
+                    Ok(closed) => {
+                        tracing::info!(crl = %crl.display(), closed_connections = closed, "TLS configuration reloaded");
                         tls::check_crl_freshness(crl);
                     }
                     Err(e) => tracing::error!(error = %e, "new CRL rejected; the previous one stays in force"),

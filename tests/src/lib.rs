@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adversary;
+pub mod hostile;
 pub mod http;
 pub mod microdata;
 pub mod synthetic;

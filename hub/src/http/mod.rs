@@ -10,6 +10,7 @@
 
 mod api;
 mod auth;
+mod body;
 mod dashboard;
 mod sdmx;
 
@@ -24,6 +25,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tabadul_certs::Identity;
+use tabadul_certs::connection::{Gate, Guarded, TrackedBody, Watch};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -32,9 +34,6 @@ pub(crate) use auth::{Principal, RateLimiter};
 use crate::config::HttpConfig;
 use crate::service::HubState;
 use crate::tokens::Tokens;
-
-/// Most HTTP connections served at once; more wait in the accept queue.
-pub const MAX_CONNECTIONS: usize = 512;
 
 /// What the front door shares between requests.
 #[derive(Debug)]
@@ -57,6 +56,8 @@ pub(crate) struct Connection {
     /// answered 403 with this reason. A bad certificate is never the public
     /// tier, as a wrong token is not.
     pub refused: Option<String>,
+    /// Requests mark themselves in progress on it (the idle timeout).
+    pub watch: Watch,
 }
 
 /// An error as the caller sees it: a status and a precise message, as
@@ -114,8 +115,20 @@ fn router(front: Arc<Front>) -> Router {
         .with_state(front)
 }
 
+/// What each request on the front door is held to.
+#[derive(Debug, Clone, Copy)]
+struct RequestLimits {
+    max_body_bytes: usize,
+    body_read_timeout: Duration,
+}
+
 /// Serves until `shutdown` completes, then gives open requests `grace` to
 /// finish.
+///
+/// Every connection holds a slot (`[http.connections]`: in all and per
+/// address) for its whole life, so every stage of it is bounded in time:
+/// the TLS handshake, the first request, each request's headers and body,
+/// the quiet time between requests, its age and its peer's certificate.
 pub(crate) async fn serve(
     listener: TcpListener,
     front: Arc<Front>,
@@ -123,16 +136,15 @@ pub(crate) async fn serve(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let front_header_timeout_ms = front.config.header_read_timeout_ms.max(1);
+    let limits = Arc::new(front.config.connections.clone());
+    let header_timeout = Duration::from_millis(front.config.header_read_timeout_ms.max(1));
+    let per_request =
+        RequestLimits { max_body_bytes: front.config.max_body_bytes, body_read_timeout: Duration::from_millis(front.config.body_read_timeout_ms.max(1)) };
     let app = router(front);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let gate = Gate::new(&limits);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
         let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -144,35 +156,43 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // With every slot taken this waits (after closing the quietest
+        // connection), and new connections wait in the kernel's queue.
+        let admitted = tokio::select! {
+            slot = gate.admit(addr) => slot,
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = admitted else { continue };
         let _ = tcp.set_nodelay(true);
-        let header_timeout = Duration::from_millis(front_header_timeout_ms);
-        let app = app.clone();
-        let tls = tls.clone();
+        let (app, tls, limits) = (app.clone(), tls.clone(), limits.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _permit = permit;
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // A client that trickles its headers (slowloris) loses its
-            // connection instead of holding one of the slots for ever.
+            // A client that trickles its headers (slowloris) or sits idle
+            // between requests loses its connection.
             builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            builder.http2().timer(TokioTimer::new());
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(limits.keep_alive_interval()))
+                .keep_alive_timeout(limits.keep_alive_timeout())
+                .max_concurrent_streams(limits.max_concurrent_streams.max(1));
             match tls {
                 None => {
-                    let conn = Connection { addr, identity: None, refused: None };
-                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(tcp), service(app, conn)).into_owned()).await;
+                    let watch = slot.watch().clone();
+                    let stream = Guarded::new(tcp, slot, &limits, addr);
+                    let conn = Connection { addr, identity: None, refused: None, watch };
+                    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service(app, conn, per_request)).into_owned()).await {
+                        tracing::info!(%addr, error = %e, "HTTP connection ended on an error");
+                    }
                 }
                 Some(tls) => {
-                    let accepted = tokio::time::timeout(tabadul_certs::tls::HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(tls.config()).accept(tcp)).await;
-                    let stream = match accepted {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::warn!(%addr, error = %e, "HTTPS handshake refused"),
-                        Err(_) => return tracing::debug!(%addr, "HTTPS handshake timed out"),
-                    };
+                    let Some(accepted) = tabadul_certs::tls::accept(&tls, tcp, addr, slot, &limits).await else { return };
                     // The verifier already checked chain and CRL; the
                     // network's own rules (no intermediate CA, key usages,
                     // exactly one identity) are checked here so that the
                     // refusal can say why.
-                    let (identity, refused) = match stream.get_ref().1.peer_certificates() {
+                    let (identity, refused) = match accepted.stream.get_ref().1.peer_certificates() {
                         None | Some([]) => (None, None),
                         Some(chain) => match tls.check_client(chain) {
                             Ok(identity) => (Some(identity), None),
@@ -182,8 +202,11 @@ pub(crate) async fn serve(
                             }
                         },
                     };
-                    let conn = Connection { addr, identity, refused };
-                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service(app, conn)).into_owned()).await;
+                    let conn = Connection { addr, identity, refused, watch: accepted.watch };
+                    // A slowloris client's header timeout ends here.
+                    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(accepted.stream), service(app, conn, per_request)).into_owned()).await {
+                        tracing::info!(%addr, error = %e, "HTTP connection ended on an error");
+                    }
                 }
             }
         });
@@ -197,6 +220,7 @@ pub(crate) async fn serve(
 fn service(
     app: Router,
     conn: Connection,
+    limits: RequestLimits,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = Response,
@@ -206,20 +230,55 @@ fn service(
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         // `who` is filled in by the `Principal` extractor.
         let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), addr = %conn.addr, who = tracing::field::Empty);
-        let refusal = conn.refused.clone().map(|why| {
-            let e = ApiError::new(StatusCode::FORBIDDEN, why);
-            if request.uri().path().starts_with("/sdmx") { e.sdmx() } else { e }
-        });
+        let in_progress = conn.watch.request();
+        let refusal = conn.refused.clone();
         request.extensions_mut().insert(conn.clone());
-        let app = app.clone();
-        tracing::Instrument::instrument(
-            async move {
-                match refusal {
-                    Some(e) => Ok(e.into_response()),
-                    None => app.oneshot(request.map(axum::body::Body::new)).await,
+        let (app, addr) = (app.clone(), conn.addr);
+        let answer = async move {
+            let h1 = request.version() < http::Version::HTTP_2;
+            let sdmx = request.uri().path().starts_with("/sdmx");
+            let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            // Refused before a byte of the body is read: waiting for 10^12
+            // announced bytes would hold the connection for nothing.
+            let response = if let Some(why) = refusal {
+                // A bad certificate is never the public tier: 403, and why.
+                let e = ApiError::new(StatusCode::FORBIDDEN, why);
+                if sdmx { e.sdmx() } else { e }.into_response()
+            } else if announced.is_some_and(|n| n > limits.max_body_bytes as u64) {
+                tracing::warn!(%addr, announced, "request refused: announced body over max_body_bytes");
+                cut_off(body::Cut::TooLarge, limits, sdmx, h1)
+            } else {
+                let verdict = body::Verdict::default();
+                let (head, incoming) = request.into_parts();
+                let bounded = body::Bounded::new(incoming, limits.body_read_timeout, limits.max_body_bytes, verdict.clone());
+                let Ok(response) = app.oneshot(hyper::Request::from_parts(head, axum::body::Body::new(bounded))).await;
+                match verdict.get() {
+                    Some(cut) => {
+                        tracing::warn!(%addr, ?cut, "request body cut off");
+                        cut_off(cut, limits, sdmx, h1)
+                    }
+                    None => response,
                 }
-            },
-            span,
-        )
+            };
+            Ok::<_, std::convert::Infallible>(response.map(|b| axum::body::Body::new(TrackedBody::new(b, Some(in_progress)))))
+        };
+        tracing::Instrument::instrument(answer, span)
     })
+}
+
+/// The answer to a request whose body was cut off; on HTTP/1.1 the
+/// connection closes after it (the rest of the body is not read).
+fn cut_off(cut: body::Cut, limits: RequestLimits, sdmx: bool, h1: bool) -> Response {
+    let error = match cut {
+        body::Cut::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} bytes", limits.max_body_bytes)),
+        body::Cut::TooSlow => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request body not received within {} ms", limits.body_read_timeout.as_millis()),
+        ),
+    };
+    let mut response = if sdmx { error.sdmx() } else { error }.into_response();
+    if h1 {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

@@ -20,6 +20,10 @@
 //!   region × ISCO group × sex end to end (gRPC, mTLS, policy, disclosure
 //!   control, ledger, log), cold and warm, and the node's peak memory. The
 //!   DuckDB side of the comparison runs in `scripts/bench.sh` on the same file.
+//! - `slow-clients`: an honest HTTPS client's answers/s and p99 latency on
+//!   the front door while N hostile clients (silent TLS, HTTP/2 preface
+//!   then silence, slowloris, slow body) hold connections from M loopback
+//!   addresses, reconnecting whenever the hub cuts them off.
 
 use std::time::{Duration, Instant};
 
@@ -106,6 +110,19 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    SlowClients {
+        /// Hostile connections held at once.
+        #[arg(long, default_value_t = 1000)]
+        slow: usize,
+        /// Loopback source addresses they come from (127.0.0.2, ...).
+        #[arg(long, default_value_t = 1)]
+        addresses: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// More `[http]` settings for the hub (e.g. `[http.connections]`).
+        #[arg(long, default_value = "")]
+        hub_config: String,
+    },
     Log {
         #[arg(long, default_value_t = 100_000)]
         entries: u64,
@@ -127,6 +144,7 @@ fn main() -> Result<()> {
         Bench::Log { entries, concurrency } => log_bench(entries, concurrency),
         Bench::LedgerAudit { records, repeats } => rt.block_on(ledger_audit(records, repeats)),
         Bench::Microdata { records, file, repeats, median_out } => rt.block_on(microdata(records, &file, repeats, median_out.as_deref())),
+        Bench::SlowClients { slow, addresses, seconds, hub_config } => rt.block_on(slow_clients(slow, addresses, seconds, &hub_config)),
         Bench::Load { nodes, concurrency, seconds, deadline_ms, cache, max_concurrent_queries } => {
             rt.block_on(load(nodes, concurrency, seconds, deadline_ms, cache, max_concurrent_queries))
         }
@@ -848,5 +866,80 @@ async fn microdata(records: usize, file: &std::path::Path, repeats: usize, media
     if let Some(path) = median_out {
         std::fs::write(path, format!("{}", median.as_secs_f64()))?;
     }
+    Ok(())
+}
+
+async fn slow_clients(slow: usize, addresses: usize, seconds: u64, hub_config: &str) -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tabadul_tests::hostile::{self, Kind};
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::init(dir.path())?;
+    let hub_cert = pki.issue("hub", "alo")?;
+    let extra = format!("[http]\nrate_per_minute = 1000000\nburst = 100000\n{hub_config}\n");
+    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &[], 5000, &extra)?;
+    let front = hub.http.ok_or_else(|| anyhow::anyhow!("no front door"))?;
+    let h1 = hostile::client_tls(&pki, None, &[b"http/1.1"])?;
+    let h2 = hostile::client_tls(&pki, None, &[b"h2"])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (cut, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // The kinds that hold a connection (a huge Content-Length is answered at
+    // once, or never: it is in the tests, not here).
+    let kinds = [Kind::SilentTls, Kind::H2PrefaceThenSilence, Kind::Slowloris, Kind::SlowBody];
+    let tasks: Vec<_> = (0..slow)
+        .map(|i| {
+            let kind = kinds[i % kinds.len()];
+            let from = hostile::source(i % addresses.max(1));
+            let tls = Some(if kind == Kind::H2PrefaceThenSilence { h2.clone() } else { h1.clone() });
+            let (stop, cut, refused) = (stop.clone(), cut.clone(), refused.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match hostile::hold(kind, from, front, tls.clone(), Duration::from_secs(2)).await {
+                        // Turned away at once: an attacker would retry;
+                        // a pause keeps the retry storm from measuring the
+                        // bench's own CPU instead of the hub.
+                        Ok(o) if o.held < Duration::from_millis(200) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Ok(_) => {
+                            cut.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let them take their places.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let client = tabadul_tests::http::Client::tls(front, &pki.ca_cert(), None)?;
+    let mut times = Vec::new();
+    let mut failed = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let c = client.clone();
+        let t = Instant::now();
+        // Ten seconds without an answer is a failure, as a browser would see it.
+        let answer = tokio::time::timeout(Duration::from_secs(10), tokio::task::spawn_blocking(move || c.get("/sdmx/dataflow", &[]))).await;
+        match answer {
+            Ok(Ok(Ok(a))) if a.status == 200 => times.push(t.elapsed()),
+            _ => failed += 1,
+        }
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in &tasks {
+        t.abort();
+    }
+    times.sort();
+    println!("| honest client, GET /sdmx/dataflow over HTTPS, while {slow} slow clients from {addresses} address(es) hold connections for {seconds} s | |");
+    println!("| answers/s | {:.1} |", times.len() as f64 / took.as_secs_f64());
+    println!("| failed (no answer within 10 s) | {failed} |");
+    if !times.is_empty() {
+        println!("| p50 / p99 | {:.1} ms / {:.1} ms |", ms(percentile(&times, 0.5)), ms(percentile(&times, 0.99)));
+    }
+    println!("| slow connections cut by the hub / turned away at once | {} / {} |", cut.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    println!("| peak RSS hub | {:.0} MiB |", peak_rss_mib(hub.child.id()));
     Ok(())
 }
