@@ -18,12 +18,16 @@ fn the_local_federation_runs_its_demo() {
     for expect in [
         "refused", "unreachable", "breakdown by SEX", "under embargo", "withdrawn", "Regional aggregate",
         // Job-seeker records: small cells withheld, the rest perturbed.
-        "PES_JOBSEEKER_RECORDS", "threshold", "cell-key",
+        "PES_JOBSEEKER_RECORDS", "cell-key",
         // The auditor's step: both logs verify, the hub's with a witness majority.
         "cosigned by:", "verified: no problems found", "cross-checked the hub log",
     ] {
         assert!(text.contains(expect), "missing {expect:?}:\n{text}");
     }
+    // A withheld job-seeker cell is marked C with no rule named (which
+    // would say "1 to 9 people").
+    let withheld = text.lines().filter(|l| l.starts_with("MAR ") && l.contains(" withheld ")).collect::<Vec<_>>();
+    assert!(!withheld.is_empty() && withheld.iter().all(|l| l.trim_end().ends_with(" C")), "{text}");
     assert!(text.contains("expires"), "the demo's token has a lifetime");
     // Every secret the demo wrote is its user's alone: keys and the token
     // file 0600, the data directories of the hub and the nodes 0700.
