@@ -129,8 +129,8 @@ impl Adversary {
     }
 }
 
-/// Rank by Gaussian elimination with partial pivoting.
-fn rank(mut m: Vec<Vec<f64>>) -> usize {
+/// Rank by Gaussian elimination with partial pivoting (f64).
+pub fn rank(mut m: Vec<Vec<f64>>) -> usize {
     let cols = m.first().map_or(0, Vec::len);
     let mut rank = 0;
     for c in 0..cols {

@@ -124,3 +124,41 @@ pub fn to_csv(records: &[JobSeeker]) -> String {
 pub fn count(records: &[JobSeeker], f: impl Fn(&JobSeeker) -> bool) -> u64 {
     records.iter().filter(|r| f(r)).count() as u64
 }
+
+/// The attacker's atoms: region × occupation × sex.
+pub const ATOMS: usize = REGIONS.len() * OCUS.len() * 2;
+
+/// The atom of a region, occupation and sex.
+pub fn atom(region: &str, ocu: &str, sex: &str) -> usize {
+    let r = REGIONS.iter().position(|x| *x == region).unwrap_or(0);
+    let o = OCUS.iter().position(|x| *x == ocu).unwrap_or(0);
+    (r * OCUS.len() + o) * 2 + usize::from(sex == "M")
+}
+
+/// The atoms a released cell covers, as its requester can tell: the
+/// query's filters, then the cell's own codes (a total code covers all).
+pub fn atoms_of(q: &tabadul_proto::pb::Query, d: &tabadul_proto::pb::Decision, c: &tabadul_proto::pb::Cell) -> Vec<usize> {
+    let mut allowed: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    allowed.insert("REGION", REGIONS.to_vec());
+    allowed.insert("OCU", OCUS.to_vec());
+    allowed.insert("SEX", vec!["F", "M"]);
+    for f in &q.filters {
+        allowed.insert(f.dimension.as_str(), f.codes.iter().map(String::as_str).collect());
+    }
+    for (dim, code) in d.dimensions.iter().zip(&c.key) {
+        if let Some(a) = allowed.get_mut(dim.as_str())
+            && !matches!(code.as_str(), "_T" | "T")
+        {
+            *a = vec![code.as_str()];
+        }
+    }
+    let mut out = Vec::new();
+    for r in &allowed["REGION"] {
+        for o in &allowed["OCU"] {
+            for s in &allowed["SEX"] {
+                out.push(atom(r, o, s));
+            }
+        }
+    }
+    out
+}

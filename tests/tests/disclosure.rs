@@ -9,11 +9,9 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use std::collections::BTreeMap;
-
 use tabadul_proto::pb::{self, DecisionKind};
 use tabadul_tests::adversary::{Adversary, Measure, count_protected, sum_protected};
-use tabadul_tests::microdata::{self as md, JobSeeker, OCUS, REGIONS};
+use tabadul_tests::microdata::{self as md, ATOMS, JobSeeker, OCUS, REGIONS, atom, atoms_of};
 use tabadul_tests::{NodeDir, Pki, collect, node_client, run_ok};
 
 const TABLE: &str = "PES_JOBSEEKER_RECORDS";
@@ -98,41 +96,6 @@ fn query(breakdown: &[&str], filters: &[(&str, Vec<&str>)], statistic: &str) -> 
 
 fn withheld(c: &pb::Cell) -> bool {
     c.conf_status == "C" || c.conf_status == "D"
-}
-
-/// Atoms are region × occupation × sex.
-fn atom(region: &str, ocu: &str, sex: &str) -> usize {
-    let r = REGIONS.iter().position(|x| *x == region).unwrap();
-    let o = OCUS.iter().position(|x| *x == ocu).unwrap();
-    (r * OCUS.len() + o) * 2 + usize::from(sex == "M")
-}
-const ATOMS: usize = REGIONS.len() * OCUS.len() * 2;
-
-/// The atoms a cell covers: the query's filters, then the cell's own codes.
-fn atoms_of(q: &pb::Query, d: &pb::Decision, c: &pb::Cell) -> Vec<usize> {
-    let mut allowed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    allowed.insert("REGION", REGIONS.to_vec());
-    allowed.insert("OCU", OCUS.to_vec());
-    allowed.insert("SEX", vec!["F", "M"]);
-    for f in &q.filters {
-        allowed.insert(f.dimension.as_str(), f.codes.iter().map(String::as_str).collect());
-    }
-    for (dim, code) in d.dimensions.iter().zip(&c.key) {
-        if let Some(a) = allowed.get_mut(dim.as_str())
-            && !matches!(code.as_str(), "_T" | "T")
-        {
-            *a = vec![code.as_str()];
-        }
-    }
-    let mut out = Vec::new();
-    for r in &allowed["REGION"] {
-        for o in &allowed["OCU"] {
-            for s in &allowed["SEX"] {
-                out.push(atom(r, o, s));
-            }
-        }
-    }
-    out
 }
 
 /// Asks `q` and tells the adversary what came back.

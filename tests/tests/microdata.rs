@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use tabadul_proto::pb::{self, DecisionKind};
-use tabadul_tests::microdata::{self as md, JobSeeker, OCUS, REGIONS};
+use tabadul_tests::adversary::rank;
+use tabadul_tests::microdata::{self as md, ATOMS, JobSeeker, OCUS, REGIONS, atom, atoms_of};
 use tabadul_tests::{NodeDir, Pki, collect, node_client, run_ok};
 
 const TABLE: &str = "PES_JOBSEEKER_RECORDS";
@@ -107,42 +108,6 @@ struct Known {
     value: f64,
 }
 
-/// Atoms are region × occupation × sex.
-fn atom(region: &str, ocu: &str, sex: &str) -> usize {
-    let r = REGIONS.iter().position(|x| *x == region).unwrap();
-    let o = OCUS.iter().position(|x| *x == ocu).unwrap();
-    (r * OCUS.len() + o) * 2 + usize::from(sex == "M")
-}
-const ATOMS: usize = REGIONS.len() * OCUS.len() * 2;
-
-/// The atoms a cell covers: the query's filters, then the cell's own codes
-/// for the breakdown dimensions (a total code covers them all).
-fn atoms_of(q: &pb::Query, d: &pb::Decision, c: &pb::Cell) -> Vec<usize> {
-    let mut allowed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    allowed.insert("REGION", REGIONS.to_vec());
-    allowed.insert("OCU", OCUS.to_vec());
-    allowed.insert("SEX", vec!["F", "M"]);
-    for f in &q.filters {
-        allowed.insert(f.dimension.as_str(), f.codes.iter().map(String::as_str).collect());
-    }
-    for (dim, code) in d.dimensions.iter().zip(&c.key) {
-        if let Some(a) = allowed.get_mut(dim.as_str())
-            && !matches!(code.as_str(), "_T" | "T")
-        {
-            *a = vec![code.as_str()];
-        }
-    }
-    let mut out = Vec::new();
-    for r in &allowed["REGION"] {
-        for o in &allowed["OCU"] {
-            for s in &allowed["SEX"] {
-                out.push(atom(r, o, s));
-            }
-        }
-    }
-    out
-}
-
 /// The attacker's linear algebra (f64, independent of the node's): can
 /// the sum over `target` be computed from the released rows? Atoms known to
 /// be empty are known (the strongest attacker).
@@ -160,28 +125,6 @@ fn determined(known: &[Known], empty: &[bool], target: &[usize]) -> bool {
     let r0 = rank(rows.clone());
     rows.push(dense(target));
     rank(rows) == r0
-}
-
-fn rank(mut m: Vec<Vec<f64>>) -> usize {
-    let mut rank = 0;
-    for c in 0..ATOMS {
-        let Some(p) = (rank..m.len()).max_by(|a, b| m[*a][c].abs().total_cmp(&m[*b][c].abs())) else { break };
-        if m[p][c].abs() < 1e-9 {
-            continue;
-        }
-        m.swap(rank, p);
-        let pivot = m[rank].clone();
-        for (i, row) in m.iter_mut().enumerate() {
-            if i != rank && row[c] != 0.0 {
-                let f = row[c] / pivot[c];
-                for (x, p) in row.iter_mut().zip(&pivot) {
-                    *x -= f * p;
-                }
-            }
-        }
-        rank += 1;
-    }
-    rank
 }
 
 fn empties(records: &[JobSeeker]) -> Vec<bool> {
