@@ -63,7 +63,7 @@ impl Atoms {
             .filter(|(_, ac)| ac.iter().zip(&classes).all(|(a, cs)| cs.binary_search(a).is_ok()))
             .map(|(a, _)| *a)
             .collect();
-        Target { atoms, classes }
+        Target { atoms }
     }
 
     pub fn stats_of(&self, t: &Target) -> AtomStats {
@@ -81,7 +81,7 @@ impl Atoms {
 
     /// One atom as a target of its own.
     pub fn single(&self, k: usize) -> Target {
-        Target { atoms: vec![self.nonempty[k]], classes: self.classes[k].iter().map(|c| vec![*c]).collect() }
+        Target { atoms: vec![self.nonempty[k]] }
     }
 }
 

@@ -28,12 +28,10 @@ use std::collections::BTreeSet;
 
 use super::span::{Echelon, P, Span, TooComplex, eliminate, pow};
 
-/// Something that must stay incomputable: its atoms and, per grouped
-/// column, the classes it spans (to find cells in the same row or column).
+/// Something that must stay incomputable: the atoms it covers (sorted).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub atoms: Vec<u32>,
-    pub classes: Vec<Vec<u32>>,
 }
 
 /// One measure the requester can combine releases in.
@@ -222,7 +220,7 @@ mod tests {
                 let cs: Vec<u32> = c.map_or(vec![0, 1, 2], |c| vec![c]);
                 let mut atoms: Vec<u32> = rs.iter().flat_map(|r| cs.iter().map(move |c| r * 3 + c)).collect();
                 atoms.sort();
-                out.push((r, c, Target { atoms, classes: vec![rs, cs] }));
+                out.push((r, c, Target { atoms }));
             }
         }
         out
@@ -265,8 +263,8 @@ mod tests {
         // Earlier the requester got the total of atoms {0,1}; now it asks
         // for atom 1 alone while atom 0 is a sensitive group: withheld.
         let earlier: [&[u32]; 1] = [&[0, 1]];
-        let sensitive = Target { atoms: vec![0], classes: vec![vec![0]] };
-        let now = Target { atoms: vec![1], classes: vec![vec![1]] };
+        let sensitive = Target { atoms: vec![0] };
+        let now = Target { atoms: vec![1] };
         let cells = [Candidate { target: &now, n: 40, margin: false }];
         let mut released = vec![true];
         let sys = System { ledger: earlier.to_vec(), targets: vec![&sensitive] };
@@ -286,7 +284,7 @@ mod tests {
         // group {3,4} of five people, though neither atom alone, nor any
         // nested pair, reveals it.
         let earlier: [&[u32]; 2] = [&[0, 1, 2, 3, 4], &[0, 1]];
-        let c = Target { atoms: vec![2], classes: vec![vec![2]] };
+        let c = Target { atoms: vec![2] };
         let cells = [Candidate { target: &c, n: 30, margin: false }];
         let sys = System { ledger: earlier.to_vec(), targets: vec![] };
         let sizes = [40, 40, 30, 2, 3];
@@ -305,8 +303,8 @@ mod tests {
         // system nothing else is known, so atom 0 stays hidden there,
         // whereas in the count system releasing {1} would isolate it.
         let earlier: [&[u32]; 1] = [&[0, 1]];
-        let zero = Target { atoms: vec![0], classes: vec![vec![0]] };
-        let one = Target { atoms: vec![1], classes: vec![vec![1]] };
+        let zero = Target { atoms: vec![0] };
+        let one = Target { atoms: vec![1] };
         let cells = [Candidate { target: &one, n: 40, margin: false }];
         let counts = System { ledger: earlier.to_vec(), targets: vec![&zero] };
         let sums = System { ledger: vec![], targets: vec![&zero] };
