@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::connection::{ConnectionLimits, Gate, Guarded, Live, Slot, TrackRequests, Watch};
+use crate::connection::{Closable, ConnectionLimits, Gate, Guarded, Live, Slot, TrackRequests, Watch};
 use crate::{Error, Identity, Role};
 
 /// The files a party needs for mutual TLS.
@@ -162,19 +162,110 @@ fn server_config_with(files: &TlsFiles, verifier: Arc<dyn ClientCertVerifier>, a
 /// A client configuration that presents our certificate and checks the
 /// server against the network CA and CRL.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, Error> {
-    let (roots, anchors) = roots(files)?;
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
-        .with_crls(crls(files)?)
-        .build()
-        .map_err(|e| Error::Verifier(e.to_string()))?;
-    let verifier = Arc::new(crate::verifier::NetworkServerVerifier { inner: verifier, anchors });
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok(ClientCurrent::build(files)?.config)
+}
+
+/// The client's TLS configuration, swappable at run time like
+/// [`ServerTls`]: for a long-running client (the hub calling its members),
+/// a new CRL applies to the next handshake *and* closes the connections
+/// already open to a server it now refuses. Without this, a pooled channel
+/// to a revoked member would keep answering until a restart.
+#[derive(Debug)]
+pub struct ClientTls {
+    files: TlsFiles,
+    current: RwLock<ClientCurrent>,
+    live: Arc<Live>,
+    /// Counts reloads: a handshake that straddles one is checked again.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct ClientCurrent {
+    config: Arc<ClientConfig>,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+}
+
+impl ClientCurrent {
+    fn build(files: &TlsFiles) -> Result<Self, Error> {
+        let (roots, anchors) = roots(files)?;
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .with_crls(crls(files)?)
+            .build()
+            .map_err(|e| Error::Verifier(e.to_string()))?;
+        let verifier = Arc::new(crate::verifier::NetworkServerVerifier { inner, anchors });
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ClientCurrent { config: Arc::new(config), verifier })
+    }
+}
+
+impl ClientTls {
+    pub fn load(files: TlsFiles) -> Result<Arc<Self>, Error> {
+        let current = RwLock::new(ClientCurrent::build(&files)?);
+        Ok(Arc::new(ClientTls { files, current, live: Arc::default(), generation: Default::default() }))
+    }
+
+    /// Re-reads the files, then closes the open connections to servers the
+    /// new configuration refuses. On error the previous configuration
+    /// stays. Returns how many connections were closed.
+    pub fn reload(&self) -> Result<usize, Error> {
+        let fresh = ClientCurrent::build(&self.files)?;
+        let verifier = fresh.verifier.clone();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.live.recheck_servers(&*verifier))
+    }
+
+    /// The configuration for the next handshake.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).config.clone()
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// The open connections this client made.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn accepts_now(&self, chain: &[CertificateDer<'_>], server_name: &ServerName<'_>) -> bool {
+        let verifier = self.current.read().unwrap_or_else(|p| p.into_inner()).verifier.clone();
+        chain
+            .split_first()
+            .is_some_and(|(ee, rest)| verifier.verify_server_cert(ee, rest, server_name, &[], rustls_pki_types::UnixTime::now()).is_ok())
+    }
+}
+
+/// Where a channel takes its client configuration from.
+#[derive(Debug, Clone)]
+pub enum ClientSource {
+    /// Fixed for the channel's life: for short-lived command-line clients.
+    Fixed(Arc<ClientConfig>),
+    /// Reloaded with the files, open connections re-checked: for servers
+    /// that call other servers.
+    Live(Arc<ClientTls>),
+}
+
+impl From<Arc<ClientConfig>> for ClientSource {
+    fn from(config: Arc<ClientConfig>) -> Self {
+        ClientSource::Fixed(config)
+    }
+}
+
+impl From<Arc<ClientTls>> for ClientSource {
+    fn from(tls: Arc<ClientTls>) -> Self {
+        ClientSource::Live(tls)
+    }
 }
 
 /// The identity in a certificate's `spiffe://` URI SAN. Exactly one such SAN
@@ -540,9 +631,10 @@ impl std::fmt::Display for Expect {
 pub fn channel(
     addr: &str,
     expected: Expect,
-    config: Arc<ClientConfig>,
+    config: impl Into<ClientSource>,
     connect_timeout: Duration,
 ) -> Result<Channel, Error> {
+    let config = config.into();
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::Invalid { what: "endpoint", reason: format!("{addr:?}: {e}") })?
         .connect_timeout(connect_timeout)
@@ -557,11 +649,10 @@ pub fn channel(
     Ok(endpoint.connect_with_connector_lazy(connector))
 }
 
-async fn connect(
-    uri: Uri,
-    config: Arc<ClientConfig>,
-    expected: Expect,
-) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+/// A client connection past its handshake and identity check.
+type ClientStream = Closable<tokio_rustls::client::TlsStream<TcpStream>>;
+
+async fn connect(uri: Uri, source: ClientSource, expected: Expect) -> io::Result<TokioIo<ClientStream>> {
     let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "endpoint has no host"))?;
     let port = uri.port_u16().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "endpoint has no port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
@@ -569,7 +660,12 @@ async fn connect(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
     let tcp = TcpStream::connect((host.as_str(), port)).await?;
     tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await?;
+    let peer = tcp.peer_addr()?;
+    let (config, generation) = match &source {
+        ClientSource::Fixed(config) => (config.clone(), 0),
+        ClientSource::Live(live) => (live.config(), live.generation()),
+    };
+    let tls = tokio_rustls::TlsConnector::from(config).connect(server_name.clone(), tcp).await?;
     let presented = tls
         .get_ref()
         .1
@@ -587,7 +683,23 @@ async fn connect(
             ),
         ));
     }
-    Ok(TokioIo::new(tls))
+    let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
+    let not_after = chain_not_after(&chain);
+    let watch = Watch::new();
+    let registration = match &source {
+        ClientSource::Fixed(_) => None,
+        ClientSource::Live(live) => {
+            let who = presented.map_or_else(String::new, |p| p.to_string());
+            let registration = live.live.register_outgoing(chain.clone(), peer, server_name.clone(), who, watch.clone());
+            // A reload during the handshake re-checked the connections
+            // registered then, not this one: check it here.
+            if live.generation() != generation && !live.accepts_now(&chain, &server_name) {
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("server at {host}:{port}: its certificate was revoked during the handshake")));
+            }
+            Some(registration)
+        }
+    };
+    Ok(TokioIo::new(Closable::new(tls, watch, registration, not_after)))
 }
 
 /// The serial number of a certificate, as lowercase hex.
@@ -595,4 +707,34 @@ pub fn serial_hex(cert: &CertificateDer<'_>) -> Result<String, Error> {
     let (_, x509) = x509_parser::parse_x509_certificate(cert)
         .map_err(|_| Error::BadIdentity { input: "<certificate>".into(), reason: "not a valid X.509 certificate".into() })?;
     Ok(hex::encode(x509.raw_serial()))
+}
+
+/// A failed call's cause in words an operator can act on: tonic says only
+/// "transport error" when the server refused our certificate, and the TLS
+/// alert that says why is buried in the error's sources.
+pub fn explain_failure(status: &tonic::Status) -> String {
+    let mut chain = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    let all = chain.join(": ");
+    let lower = all.to_lowercase();
+    let why = if lower.contains("certificaterevoked") || lower.contains("certificate_revoked") {
+        "the server refused our certificate: it has been revoked (ask the network CA for a new one)"
+    } else if lower.contains("certificateexpired") || lower.contains("certificate_expired") {
+        "the server refused our certificate: it has expired (renew it)"
+    } else if lower.contains("unknownca") || lower.contains("unknown_ca") || lower.contains("badcertificate") || lower.contains("bad_certificate") {
+        "the server refused our certificate: not issued by its network's CA or not valid for this use"
+    } else if lower.contains("certificaterequired") {
+        "the server requires a client certificate"
+    } else {
+        ""
+    };
+    match (why, all.is_empty()) {
+        ("", true) => format!("{:?}: {}", status.code(), status.message()),
+        ("", false) => format!("{:?}: {} ({all})", status.code(), status.message()),
+        (why, _) => format!("{why} [{all}]"),
+    }
 }

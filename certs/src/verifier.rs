@@ -111,9 +111,18 @@ impl ClientCertVerifier for NetworkClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        check_chain(end_entity, intermediates, &self.anchors, Purpose::Client).map_err(rejected)?;
-        Ok(verified)
+        let result = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .and_then(|verified| check_chain(end_entity, intermediates, &self.anchors, Purpose::Client).map(|_| verified).map_err(rejected));
+        if let Err(error) = &result {
+            // The listener only knows the address; the operator needs to
+            // know whose certificate it was.
+            let who = crate::tls::identity_of(end_entity).map_or_else(|_| "no identity".to_owned(), |id| id.to_string());
+            let serial = crate::tls::serial_hex(end_entity).unwrap_or_default();
+            tracing::warn!(%who, %serial, %error, "client certificate refused");
+        }
+        result
     }
     fn verify_tls12_signature(
         &self,

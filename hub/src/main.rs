@@ -233,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
             let r = client
                 .federated_query(request)
                 .await
-                .map_err(|s| anyhow::anyhow!("the hub refused the query ({:?}): {}", s.code(), s.message()))?
+                .map_err(|s| anyhow::anyhow!("the hub refused the query: {}", tls::explain_failure(&s)))?
                 .into_inner();
             if json { print_json(&r) } else { print_table(&r) }
         }

@@ -57,7 +57,9 @@ pub async fn run_notify(
     }
     let log = Arc::new(Log::open(&config.data_dir.join("log"), signer)?);
     let mut witnesses = Vec::new();
-    let client_tls = tls::client_config(&config.tls)?;
+    // Reloaded with the CRL below: a revoked member's open connection is
+    // closed, not reused.
+    let client_tls = tls::ClientTls::load(config.tls.clone())?;
     let mut members = std::collections::BTreeMap::new();
     for m in &config.members {
         let expected = match &m.identity {
@@ -207,6 +209,7 @@ pub async fn run_notify(
     let tls_watch = {
         let files: Vec<std::path::PathBuf> = [Some(config.tls.cert.clone()), Some(config.tls.key.clone()), config.tls.crl.clone()].into_iter().flatten().collect();
         let tls_sets: Vec<Arc<ServerTls>> = std::iter::once(server_tls.clone()).chain(http_tls.clone()).collect();
+        let client_tls = client_tls.clone();
         let mut rx = stop_rx.clone();
         let every = Duration::from_millis(config.crl_reload_interval_ms.max(50));
         tokio::spawn(async move {
@@ -233,6 +236,10 @@ pub async fn run_notify(
                             }
                             Err(e) => tracing::error!(error = %e, "new TLS files rejected; the previous configuration stays in force"),
                         }
+                    }
+                    match client_tls.reload() {
+                        Ok(closed) => tracing::info!(closed_connections = closed, "TLS configuration for calling members reloaded"),
+                        Err(e) => tracing::error!(error = %e, "new TLS files rejected for calling members; the previous configuration stays in force"),
                     }
                 }
             }

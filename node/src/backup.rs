@@ -39,8 +39,7 @@ pub fn backup(member: &str, store: &Store, log: &Log, dir: &Path) -> Result<Mani
         return Err(Error::Invalid(format!("backup directory {} is not empty; choose a new one", dir.display())));
     }
     crate::private::create_dir(dir)?;
-    store.backup_to(&dir.join("store"))?;
-    let latest = log.backup_to(&dir.join("log"))?;
+    let latest = independent_copies(store, log, dir)?;
     let manifest = Manifest {
         member: member.to_owned(),
         created: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
@@ -73,12 +72,10 @@ pub fn restore(config: &NodeConfig, member: &str, from: &Path) -> Result<(Manife
             return Err(Error::Invalid(format!("{} has no {part}/ directory", from.display())));
         }
     }
-    // The node must be stopped: opening its store takes RocksDB's lock,
-    // which a running node holds.
-    if config.store_dir().exists() {
-        Store::open(&config.store_dir()).map_err(|e| Error::Invalid(format!(
-            "cannot open the node's store ({e}); is the node still running? stop it first")))?;
-    }
+    // The node must be stopped. Its lock file says so without opening the
+    // store, which may be damaged (the usual reason to restore): what is
+    // there is moved aside as it is, never opened or repaired.
+    let _stopped = crate::private::lock_data_dir(&config.data_dir)?;
     // Copy the backup next to the data and check it there: nothing of ours
     // moves until the copy is whole and its log verifies.
     let staging = config.data_dir.join(".restore-new");
@@ -135,7 +132,62 @@ pub fn restore(config: &NodeConfig, member: &str, from: &Path) -> Result<(Manife
     Ok((manifest, moved))
 }
 
-/// Copies a directory of files (RocksDB directories are flat).
+/// Writes the store's and the log's checkpoints into `dir` as files of
+/// their own. A RocksDB checkpoint hard-links the live SST files where it
+/// can, and a backup that shares its inodes with the live store is damaged
+/// with it: so the checkpoints are made beside the live data (same
+/// filesystem, cheap links), copied byte for byte into `dir`, compared,
+/// and the links removed. Returns the log checkpoint the copy holds.
+fn independent_copies(store: &Store, log: &Log, dir: &Path) -> Result<std::sync::Arc<tabadul_audit::SignedCheckpoint>, Error> {
+    let data_dir = store.path().parent().unwrap_or(Path::new("."));
+    let staging = data_dir.join(format!(".backup-links-{}-{}", std::process::id(), time::OffsetDateTime::now_utc().unix_timestamp_nanos()));
+    let result = (|| {
+        crate::private::create_dir(&staging)?;
+        store.backup_to(&staging.join("store"))?;
+        let latest = log.backup_to(&staging.join("log"))?;
+        for part in ["store", "log"] {
+            copy_tree(&staging.join(part), &dir.join(part))?;
+            same_tree(&staging.join(part), &dir.join(part))?;
+        }
+        Ok(latest)
+    })();
+    // Crash point: a leftover `.backup-links-*` holds only links to files
+    // the store also holds; removing it (by hand, or at the next backup's
+    // end) loses nothing.
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+/// Checks that every file under `a` is under `b` with the same bytes.
+fn same_tree(a: &Path, b: &Path) -> Result<(), Error> {
+    for item in std::fs::read_dir(a).map_err(|e| Error::io(a, e))? {
+        let item = item.map_err(|e| Error::io(a, e))?;
+        let (x, y) = (item.path(), b.join(item.file_name()));
+        if x.is_dir() {
+            same_tree(&x, &y)?;
+        } else if digest_of(&x)? != digest_of(&y)? {
+            return Err(Error::Invalid(format!("the backup's copy {} differs from what was written; the backup is not usable", y.display())));
+        }
+    }
+    Ok(())
+}
+
+fn digest_of(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(ctx.finish().as_ref().to_vec());
+        }
+        ctx.update(&buf[..n]);
+    }
+}
+
+/// Copies a directory of files (RocksDB directories are flat), each
+/// synced to disk before the backup's manifest is written.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
     crate::private::create_dir(to)?;
     for item in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
@@ -145,6 +197,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
             copy_tree(&item.path(), &target)?;
         } else {
             std::fs::copy(item.path(), &target).map_err(|e| Error::io(&target, e))?;
+            std::fs::File::open(&target).and_then(|f| f.sync_all()).map_err(|e| Error::io(&target, e))?;
         }
     }
     Ok(())

@@ -22,6 +22,27 @@ pub fn create_dir(dir: &Path) -> Result<(), Error> {
     std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// The file a serving node holds locked, so that offline commands that
+/// replace its data (`restore`) can tell it is running without opening
+/// the store, which may be the very thing that is damaged.
+pub const LOCK_FILE: &str = "node.lock";
+
+/// Takes the data directory's lock (created if missing); held until the
+/// returned file is dropped. Fails if another process holds it.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, Error> {
+    create_dir(data_dir)?;
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
+            "{} is locked by a running node (or another restore): stop it first",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
 /// The permission bits of `path` that let others than the owner in, if any.
 pub fn too_open(path: &Path) -> Option<u32> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
@@ -32,6 +53,16 @@ pub fn too_open(path: &Path) -> Option<u32> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_lock_is_held_by_one_holder_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(tmp.path()).unwrap();
+        let second = lock_data_dir(tmp.path()).unwrap_err().to_string();
+        assert!(second.contains("locked by a running node"), "{second}");
+        drop(held);
+        lock_data_dir(tmp.path()).expect("free again once dropped");
+    }
 
     #[test]
     fn created_private_and_loose_modes_are_seen() {

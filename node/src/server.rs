@@ -55,6 +55,8 @@ pub async fn run_notify(
     for dir in [config.data_dir.clone(), config.store_dir(), config.log_dir()] {
         crate::private::create_dir(&dir)?;
     }
+    // Held while serving: `restore` refuses to swap the data under us.
+    let _running = crate::private::lock_data_dir(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.store_dir())?);
     let signer = tabadul_audit::load_signer(&config.log_key)?;
     let origin = format!("{}/node/{}", identity.network(), identity.id());

@@ -258,6 +258,11 @@ impl Store {
         Ok(())
     }
 
+    /// Where the store lives on disk.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes a consistent copy of the store (a RocksDB checkpoint) to the
     /// new directory `dir`.
     pub fn backup_to(&self, dir: &Path) -> Result<(), Error> {

@@ -168,3 +168,88 @@ async fn a_connection_older_than_the_age_limit_is_closed() {
     assert!(aged, "a connection lived past max_connection_age_s");
     logged(&hub, "older than max_connection_age_s").await;
 }
+
+fn federated() -> pb::FederatedQueryRequest {
+    pb::FederatedQueryRequest { query: Some(q()), ..Default::default() }
+}
+
+/// The hub's side of a member's revocation: its pooled connection to the
+/// revoked node is closed at the CRL reload and no new one is made, so
+/// the member stops answering within the reload interval (the runbook's
+/// promise), while another member's connection is untouched.
+#[tokio::test]
+async fn a_revoked_member_stops_answering_through_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let (mar, egy) = (NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap(), NodeDir::create(dir.path(), &pki, "EGY", POLICY).unwrap());
+    let (mar_proc, egy_proc) = (mar.start().unwrap(), egy.start().unwrap());
+    let members = [
+        tabadul_tests::HubMember::new(&pki, "MAR", mar_proc.addr.to_string()).unwrap(),
+        tabadul_tests::HubMember::new(&pki, "EGY", egy_proc.addr.to_string()).unwrap(),
+    ];
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 3000, "crl_reload_interval_ms = 200\n").unwrap();
+    let operator = pki.issue("operator", "ana").unwrap();
+    let mut client = tabadul_tests::hub_client(hub.addr, &pki.tls_files(&operator)).unwrap();
+    let states = async |client: &mut pb::hub_client::HubClient<tonic::transport::Channel>| {
+        let r = client.federated_query(federated()).await.unwrap().into_inner();
+        let state = |code: &str| r.members.iter().find(|m| m.member == code).map(|m| (m.state, m.detail.clone())).unwrap();
+        (state("MAR"), state("EGY"))
+    };
+    let answered = pb::MemberState::Answered as i32;
+    let ((mar_state, _), (egy_state, _)) = states(&mut client).await;
+    assert_eq!((mar_state, egy_state), (answered, answered), "both answer before the revocation");
+    let egy_cert = tabadul_tests::Cert { cert: pki.certs_dir.join("node-EGY.pem"), key: pki.certs_dir.join("node-EGY.key") };
+    pki.revoke(&egy_cert).unwrap();
+    let mut last = None;
+    let cut_off = eventually(Duration::from_secs(10), async || {
+        let (m, e) = states(&mut client).await;
+        let out = e.0 != answered;
+        last = Some((m, e));
+        out
+    })
+    .await;
+    assert!(cut_off, "the revoked member still answers through the hub: {last:?}\n{}", hub.log_text());
+    let ((mar_state, mar_reason), (_, egy_reason)) = last.unwrap();
+    assert_eq!(mar_state, answered, "the unrevoked member is cut off too: {mar_reason}");
+    assert!(egy_reason.to_lowercase().contains("revoked") || egy_reason.contains("certificate"), "the reason should name the certificate: {egy_reason}");
+    logged(&hub, CLOSED).await;
+    logged(&hub, "node/EGY").await;
+    // And it stays out: later queries make new handshakes, which the CRL refuses.
+    let (_, (egy_state, _)) = states(&mut client).await;
+    assert_ne!(egy_state, answered);
+}
+
+/// A revoked operator is told why, not "transport error", and the hub's
+/// log names whose certificate it refused (identity and serial), not only
+/// the address it came from.
+#[tokio::test]
+async fn a_revoked_operator_is_told_why_and_the_hub_logs_whose_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &[], 2000, "crl_reload_interval_ms = 200\n").unwrap();
+    let revoked = pki.issue("operator", "ana").unwrap();
+    let serial = tls::serial_hex(&tls::load_certs(&revoked.cert).unwrap()[0]).unwrap();
+    let run = |cert: tabadul_tests::Cert| {
+        let (addr, ca) = (hub.addr.to_string(), pki.ca_cert());
+        std::process::Command::new(tabadul_tests::bin("tabadul-hub"))
+            .args(["query", "--hub", &addr, "--dataflow", "UNE_RATE", "--ca"])
+            .arg(ca)
+            .arg("--cert")
+            .arg(&cert.cert)
+            .arg("--key")
+            .arg(&cert.key)
+            .output()
+            .unwrap()
+    };
+    assert!(run(revoked.clone()).status.success(), "valid before revocation");
+    pki.revoke(&revoked).unwrap();
+    reloaded(async || !run(revoked.clone()).status.success()).await;
+    let out = run(revoked.clone());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("our certificate: it has been revoked"), "{stderr}");
+    logged(&hub, "client certificate refused").await;
+    let line = hub.log_text().lines().find(|l| l.contains("client certificate refused")).unwrap_or_default().to_owned();
+    assert!(line.contains("spiffe://alo/operator/ana") && line.contains(&serial), "the refusal names neither identity nor serial {serial}: {line}");
+}

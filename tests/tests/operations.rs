@@ -142,6 +142,86 @@ fn a_damaged_backup_is_refused_and_the_data_stays() {
     drop(node.start().unwrap());
 }
 
+/// Every file under `dir` with its inode.
+fn inodes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
+        if e.path().is_dir() {
+            out.extend(inodes(&e.path()));
+        } else {
+            out.push((e.path(), e.metadata().unwrap().ino()));
+        }
+    }
+    out
+}
+
+/// The runbook's disaster: the live store is damaged after a backup. The
+/// backup must not share a single file with the live store (a RocksDB
+/// checkpoint hard-links by default, so damage to one was damage to both),
+/// and `restore` must move the damaged data aside without opening it.
+#[tokio::test]
+async fn a_backup_survives_damage_to_the_live_store_and_restores_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    import_synthetic(&node, "MAR", 2023..=2024);
+    let proc = node.start().unwrap();
+    let hub = pki.issue("hub", "alo").unwrap();
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    let q = || pb::Query { dataflow: "UNE_PERS".into(), start_period: "2024".into(), end_period: "2024".into(), ..Default::default() };
+    let (_, before) = collect(&mut client, q()).await.unwrap();
+    let backup = dir.path().join("backup");
+    run_ok(node.command(&["backup", "--out", backup.to_str().unwrap()])).unwrap();
+    drop(client);
+    drop(proc);
+
+    let live: std::collections::BTreeSet<u64> = inodes(&node.dir.join("data/store")).into_iter().chain(inodes(&node.dir.join("data/log"))).map(|(_, i)| i).collect();
+    let copied = inodes(&backup);
+    let shared: Vec<_> = copied.iter().filter(|(_, i)| live.contains(i)).collect();
+    assert!(shared.is_empty(), "the backup shares files with the live store: {shared:?}");
+    assert!(copied.iter().any(|(p, _)| p.extension().is_some_and(|e| e == "sst")), "no table files in the backup: {copied:?}");
+    assert!(!std::fs::read_dir(node.dir.join("data")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".backup-links")), "the checkpoint's links were left behind");
+
+    // Damage every table and manifest file of the live store in place.
+    let mut damaged = 0;
+    for (path, _) in inodes(&node.dir.join("data/store")) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".sst") || name.starts_with("MANIFEST") || name == "CURRENT" {
+            let len = std::fs::metadata(&path).unwrap().len() as usize;
+            std::fs::write(&path, vec![0xA5u8; len.max(16) / 2]).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+    assert!(!node.command(&["status"]).output().unwrap().status.success(), "the damage was not damage");
+
+    let out = run_ok(node.command(&["restore", "--from", backup.to_str().unwrap()])).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("restored the backup of MAR") && text.contains("before-restore-"), "{text}");
+    let proc = node.start().unwrap();
+    let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR").unwrap();
+    let (_, after) = collect(&mut client, q()).await.unwrap();
+    assert_eq!(after.len(), before.len(), "the restored node answers as before the damage");
+    assert_eq!(after.iter().map(|c| c.value).sum::<f64>(), before.iter().map(|c| c.value).sum::<f64>());
+}
+
+/// `restore` on a running node refuses and moves nothing.
+#[test]
+fn restore_refuses_while_the_node_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    import_synthetic(&node, "MAR", 2024..=2024);
+    let backup = dir.path().join("b");
+    run_ok(node.command(&["backup", "--out", backup.to_str().unwrap()])).unwrap();
+    let _proc = node.start().unwrap();
+    let out = node.command(&["restore", "--from", backup.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("running") && stderr.contains("stop it"), "{stderr}");
+    assert!(!std::fs::read_dir(node.dir.join("data")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("before-restore-")));
+}
+
 /// The value of a sample line `name{labels} value` in Prometheus text.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))

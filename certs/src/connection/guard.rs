@@ -205,6 +205,88 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
+/// A connection this side made, closable from outside like [`Guarded`]:
+/// registered for CRL re-checks of the server it reached, and closed when
+/// that server's certificate expires. Clients have no admission limits or
+/// idle rules to apply, so it carries no slot and no watchdog.
+#[derive(Debug)]
+pub struct Closable<S> {
+    inner: S,
+    watch: Watch,
+    _registration: Option<Registration>,
+    /// Dropped with the connection: stops its expiry timer.
+    _alive: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<S> Closable<S> {
+    pub fn new(inner: S, watch: Watch, registration: Option<Registration>, not_after: Option<SystemTime>) -> Self {
+        let alive = not_after.map(|t| {
+            let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+            let watch = watch.clone();
+            tokio::spawn(async move {
+                let left = t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                tokio::select! {
+                    () = tokio::time::sleep(left) => {
+                        tracing::warn!("closing the connection: the server's certificate has expired");
+                        watch.close();
+                    }
+                    _ = gone => {}
+                }
+            });
+            alive
+        });
+        Closable { inner, watch, _registration: registration, _alive: alive }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn closed_error() -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed: the server's certificate is no longer accepted")
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Closable<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.watch.0.read.register(cx.waker());
+        if self.watch.is_closed() {
+            return Poll::Ready(Err(Self::closed_error()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.watch.0.write.register(cx.waker());
+        if self.watch.is_closed() {
+            return Poll::Ready(Err(Self::closed_error()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.watch.0.write.register(cx.waker());
+        if self.watch.is_closed() {
+            return Poll::Ready(Err(Self::closed_error()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.watch.0.write.register(cx.waker());
+        if self.watch.is_closed() {
+            return Poll::Ready(Err(Self::closed_error()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// When a watchdog closes its connection.
 #[derive(Debug, Clone, Copy)]
 struct Rules {
