@@ -26,7 +26,7 @@
 
 use std::collections::BTreeSet;
 
-use super::span::{Echelon, P, Span, TooComplex, eliminate, pow};
+use super::span::{Echelon, P, Span, TooComplex, eliminate, modp, pow};
 
 /// Something that must stay incomputable: the atoms it covers (sorted).
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ pub fn secondary(
         let small = span.small_columns(sizes, threshold);
         let mut off_small = Echelon::default();
         for row in span.rows() {
-            let mut v = project(row, &small);
+            let mut v = project(&row, &small);
             if !off_small.reduce(&mut v) {
                 off_small.push(v);
             }
@@ -199,11 +199,11 @@ fn project(v: &[u64], small: &[bool]) -> Vec<u64> {
 /// Whether residual `t` is a multiple of `row` (whose first non-zero
 /// entry is at `p`): adding `row` to the span would determine `t`.
 fn parallel(t: &[u64], row: &[u64], p: usize) -> bool {
-    let f = t[p] * pow(row[p], P - 2) % P;
+    let f = modp(t[p] * pow(row[p], P - 2));
     if f == 0 {
         return false;
     }
-    t.iter().zip(row).all(|(x, r)| *x == f * r % P)
+    t.iter().zip(row).all(|(x, r)| *x == modp(f * r))
 }
 
 #[cfg(test)]
