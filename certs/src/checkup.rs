@@ -20,8 +20,13 @@ impl Finding {
     }
 }
 
-/// A certificate expiring sooner than this is reported.
-pub const RENEW_WITHIN_DAYS: i64 = 14;
+/// A certificate expiring sooner than this is reported: time to renew.
+pub const RENEW_WITHIN_DAYS: i64 = 30;
+
+/// A certificate expiring sooner than this is a problem (`doctor` fails).
+pub const URGENT_WITHIN_DAYS: i64 = 7;
+
+const RENEW_HOW: &str = "tabadul-certs request --key <this key> … --out <dir>, then the CA signs the .csr";
 
 /// Checks the certificate (role `role`, expiry) and the CRL of `files`.
 /// Returns the findings and our identity when the certificate is usable.
@@ -44,8 +49,11 @@ pub fn tls_files(files: &TlsFiles, role: Role) -> (Vec<Finding>, Option<Identity
     };
     match tls::not_after(&files.cert) {
         Ok(t) if t <= now => out.push(Finding::new("certificate", false, "has expired: peers refuse it; get a new one from the network CA")),
+        Ok(t) if t - now < URGENT_WITHIN_DAYS * 86_400 => {
+            out.push(Finding::new("certificate", false, format!("expires in {} days: renew it now ({RENEW_HOW})", (t - now) / 86_400)));
+        }
         Ok(t) if t - now < RENEW_WITHIN_DAYS * 86_400 => {
-            out.push(Finding::new("certificate", false, format!("expires in {} days: renew it", (t - now) / 86_400)));
+            out.push(Finding::new("certificate", true, format!("expires in {} days: renew it soon ({RENEW_HOW})", (t - now) / 86_400)));
         }
         Ok(t) => out.push(Finding::new("certificate", true, format!("valid for {} more days", (t - now) / 86_400))),
         Err(e) => out.push(Finding::new("certificate", false, e.to_string())),

@@ -70,6 +70,11 @@ enum Command {
         id: String,
         #[command(flatten)]
         endpoint: Endpoint,
+        /// Renew: make the request for this existing key (the one the
+        /// current certificate holds) instead of a new one; only the .csr
+        /// is written.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// Where to write <role>-<id>.key (0600) and <role>-<id>.csr.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -139,12 +144,17 @@ fn main() -> anyhow::Result<()> {
             println!("  key         {} (mode 0600)", issued.key_path.display());
             println!("  serial      {}", issued.serial_hex);
         }
-        Command::Request { network, role, id, endpoint: Endpoint { dns_names, ip_addresses }, out } => {
+        Command::Request { network, role, id, endpoint: Endpoint { dns_names, ip_addresses }, key, out } => {
             let identity = Identity::new(&network, role, &id)?;
-            let (csr, key) = tabadul_certs::pki::request(&identity, &dns_names, &ip_addresses, &out)?;
+            let renewing = key.is_some();
+            let (csr, key) = tabadul_certs::pki::request_with(&identity, &dns_names, &ip_addresses, key.as_deref(), &out)?;
             println!("{identity}");
             println!("  request {} (send this to the network administrator)", csr.display());
-            println!("  key     {} (mode 0600; it never leaves this machine)", key.display());
+            if renewing {
+                println!("  key     {} (kept: the renewed certificate holds the same key)", key.display());
+            } else {
+                println!("  key     {} (mode 0600; it never leaves this machine)", key.display());
+            }
         }
         Command::Sign { ca_dir, csr, role, id, days, out } => {
             let ca = CaDir::open(&ca_dir)?;

@@ -25,7 +25,7 @@ use crate::{Error, Identity, Role};
 /// How long a CRL is valid before peers must get a fresh one.
 pub const CRL_VALIDITY: Duration = Duration::days(7);
 /// Default validity of an issued leaf certificate: short, so that rotation is routine.
-pub const DEFAULT_LEAF_DAYS: i64 = 30;
+pub const DEFAULT_LEAF_DAYS: i64 = 90;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
@@ -144,21 +144,49 @@ fn record(state: &mut State, serial_hex: &str, req: &IssueRequest) {
 /// `<role>-<id>.csr` in `out_dir`. Only the request goes to the network
 /// administrator, who signs it with [`CaDir::sign`].
 pub fn request(identity: &Identity, dns_names: &[String], ip_addresses: &[IpAddr], out_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    request_with(identity, dns_names, ip_addresses, None, out_dir)
+}
+
+/// [`request`], or with `existing` a request for a key already in use:
+/// renewal of a certificate that keeps its key (nothing secret is
+/// written; only `<role>-<id>.csr`). Returns the request's and the key's
+/// paths.
+pub fn request_with(
+    identity: &Identity,
+    dns_names: &[String],
+    ip_addresses: &[IpAddr],
+    existing: Option<&Path>,
+    out_dir: &Path,
+) -> Result<(PathBuf, PathBuf), Error> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, identity.uri());
     params.distinguished_name = dn;
     params.subject_alt_names = subject_names(identity, dns_names, ip_addresses)?;
-    let key = KeyPair::generate()?;
-    let csr = params.serialize_request(&key)?;
     fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let stem = format!("{}-{}", identity.role(), identity.id());
-    let key_path = out_dir.join(format!("{stem}.key"));
     let csr_path = out_dir.join(format!("{stem}.csr"));
-    if key_path.exists() {
-        return Err(Error::Invalid { what: "key", reason: format!("{} exists; move it away first (a request never overwrites a key)", key_path.display()) });
-    }
-    write_secret(&key_path, key.serialize_pem().as_bytes())?;
+    let (key, key_path) = match existing {
+        Some(path) => {
+            let pem = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let key = KeyPair::from_pem(&pem)
+                .map_err(|e| Error::Invalid { what: "key", reason: format!("{}: not a private key this tool can use ({e})", path.display()) })?;
+            (key, path.to_owned())
+        }
+        None => {
+            let key_path = out_dir.join(format!("{stem}.key"));
+            if key_path.exists() {
+                return Err(Error::Invalid {
+                    what: "key",
+                    reason: format!("{} exists; move it away first (a request never overwrites a key), or renew with it (--key)", key_path.display()),
+                });
+            }
+            let key = KeyPair::generate()?;
+            write_secret(&key_path, key.serialize_pem().as_bytes())?;
+            (key, key_path)
+        }
+    };
+    let csr = params.serialize_request(&key)?;
     write_atomic(&csr_path, csr.pem()?.as_bytes(), 0o644)?;
     Ok((csr_path, key_path))
 }

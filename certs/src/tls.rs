@@ -709,16 +709,40 @@ pub fn serial_hex(cert: &CertificateDer<'_>) -> Result<String, Error> {
     Ok(hex::encode(x509.raw_serial()))
 }
 
+/// Why a server refuses us, found by asking it: a fresh handshake, then a
+/// read, which returns the alert the server sent after checking our
+/// certificate (in TLS 1.3 that comes after our side has finished, so a
+/// failed call often saw only a broken pipe). `None` when the server
+/// accepts us or says nothing in time.
+pub async fn diagnose(addr: &str, config: Arc<ClientConfig>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let (host, _) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let name = ServerName::try_from(host).ok()?;
+    let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await.ok()?.ok()?;
+    let mut tls = match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {
+        Ok(tls) => tls,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut byte)).await {
+        Ok(Err(e)) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
 /// A failed call's cause in words an operator can act on: tonic says only
 /// "transport error" when the server refused our certificate, and the TLS
 /// alert that says why is buried in the error's sources.
-pub fn explain_failure(status: &tonic::Status) -> String {
+/// `diagnosis` is what [`diagnose`] found, if it was asked.
+pub fn explain_failure(status: &tonic::Status, diagnosis: Option<&str>) -> String {
     let mut chain = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
         chain.push(e.to_string());
         source = e.source();
     }
+    chain.extend(diagnosis.map(str::to_owned));
     let all = chain.join(": ");
     let lower = all.to_lowercase();
     let why = if lower.contains("certificaterevoked") || lower.contains("certificate_revoked") {

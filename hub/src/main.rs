@@ -218,7 +218,8 @@ async fn main() -> anyhow::Result<()> {
             let files = TlsFiles { ca, cert, key, crl };
             // A hub of our own network only: our certificate says which.
             let network = files.own_identity()?.network().to_owned();
-            let channel = tls::channel(&hub, Expect::Role { network, role: Role::Hub }, tls::client_config(&files)?, Duration::from_secs(5))?;
+            let client_tls = tls::client_config(&files)?;
+            let channel = tls::channel(&hub, Expect::Role { network, role: Role::Hub }, client_tls.clone(), Duration::from_secs(5))?;
             let mut client = pb::hub_client::HubClient::new(channel).max_decoding_message_size(256 << 20);
             let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
             if statistic.is_some() || !variable.is_empty() {
@@ -230,11 +231,18 @@ async fn main() -> anyhow::Result<()> {
                 regional_aggregate: aggregate,
                 deadline_ms: deadline_ms.unwrap_or(0),
             };
-            let r = client
-                .federated_query(request)
-                .await
-                .map_err(|s| anyhow::anyhow!("the hub refused the query: {}", tls::explain_failure(&s)))?
-                .into_inner();
+            let r = match client.federated_query(request).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    // A refused certificate shows as a transport error: ask
+                    // the hub once more, at the TLS level, why.
+                    let diagnosis = match s.code() {
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => tls::diagnose(&hub, client_tls).await,
+                        _ => None,
+                    };
+                    anyhow::bail!("the hub refused the query: {}", tls::explain_failure(&s, diagnosis.as_deref()));
+                }
+            };
             if json { print_json(&r) } else { print_table(&r) }
         }
     }

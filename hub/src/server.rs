@@ -153,6 +153,9 @@ pub async fn run_notify(
         let crl = config.tls.crl.clone();
         let refresh = Arc::new(move |m: &tabadul_telemetry::Registry| {
             m.set("tabadul_hub_log_entries", &[], st.log.len() as f64);
+            m.set("tabadul_hub_log_writable", &[], if st.log.failure().is_some() { 0.0 } else { 1.0 });
+            let (_, age) = st.log.published();
+            m.set("tabadul_hub_log_published_checkpoint_age_seconds", &[], age.as_secs_f64());
             m.set("tabadul_hub_cache_entries", &[], st.cache.len() as f64);
             m.set("tabadul_hub_queries_working", &[], st.admission.working() as f64);
             m.set("tabadul_hub_queries_waiting", &[], st.admission.waiting() as f64);
@@ -299,6 +302,8 @@ fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     m.describe("tabadul_hub_federated_query_seconds", Kind::Histogram, "Time to answer a federated query, fan-out included.");
     m.describe("tabadul_hub_member_answers_total", Kind::Counter, "Member outcomes of federated queries (answered, refused, unreachable, timed-out, failed).");
     m.describe("tabadul_hub_log_entries", Kind::Gauge, "Entries in the hub's signed exchange log.");
+    m.describe("tabadul_hub_log_writable", Kind::Gauge, "0 when the hub's log has failed (disk full, I/O error) and federated queries are refused; 1 otherwise.");
+    m.describe("tabadul_hub_log_published_checkpoint_age_seconds", Kind::Gauge, "Seconds since the hub's log last published (synced) a signed checkpoint; alert when it grows while queries come in.");
     m.describe("tabadul_hub_cosigned_size", Kind::Gauge, "Tree size of the latest checkpoint the witnesses cosigned.");
     m.describe("tabadul_hub_member_log_forked", Kind::Gauge, "1 when a member's node was caught forking its log.");
     m.describe("tabadul_hub_certificate_expiry_seconds", Kind::Gauge, "Seconds until the hub's TLS certificate expires.");

@@ -216,13 +216,16 @@ pub async fn run_notify(
 }
 
 /// Reloads the policy when its file changes or on SIGHUP, and the TLS
-/// configuration (CRL) when the CRL file changes. A broken file is logged
-/// and recorded; what was in force stays in force.
+/// configuration when the certificate, key or CRL file changes (or on
+/// SIGHUP): renewal and revocation need no restart. A broken file is
+/// logged and recorded; what was in force stays in force.
 async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval_ms: u64, stop: impl Future<Output = ()>) {
-    let fingerprint = |path: &std::path::Path| std::fs::read(path).ok().map(|b| ring::digest::digest(&ring::digest::SHA256, &b));
-    let crl_path = server_tls.files().crl.clone();
-    let mut policy_seen = fingerprint(&state.policy_path).map(|d| d.as_ref().to_vec());
-    let mut crl_seen = crl_path.as_deref().and_then(fingerprint).map(|d| d.as_ref().to_vec());
+    let fingerprint = |path: &std::path::Path| std::fs::read(path).ok().map(|b| ring::digest::digest(&ring::digest::SHA256, &b).as_ref().to_vec());
+    let files = server_tls.files().clone();
+    let tls_paths: Vec<std::path::PathBuf> = [Some(files.cert.clone()), Some(files.key.clone()), files.crl.clone()].into_iter().flatten().collect();
+    let tls_fingerprint = || tls_paths.iter().map(|p| fingerprint(p)).collect::<Vec<_>>();
+    let mut policy_seen = fingerprint(&state.policy_path);
+    let mut tls_seen = tls_fingerprint();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(50)));
     tokio::pin!(stop);
@@ -232,22 +235,24 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
             _ = tick.tick() => false,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = fingerprint(&state.policy_path).map(|d| d.as_ref().to_vec());
+        let now = fingerprint(&state.policy_path);
         if forced || now != policy_seen {
             policy_seen = now;
             let _ = state.reload_policy();
         }
-        if let Some(crl) = &crl_path {
-            let now = fingerprint(crl).map(|d| d.as_ref().to_vec());
-            if forced || now != crl_seen {
-                crl_seen = now;
-                match server_tls.reload() {
-                    Ok(closed) => {
-                        tracing::info!(crl = %crl.display(), closed_connections = closed, "TLS configuration reloaded");
+        let now = tls_fingerprint();
+        if forced || now != tls_seen {
+            tls_seen = now;
+            match server_tls.reload() {
+                Ok(closed) => {
+                    tracing::info!(closed_connections = closed, "TLS configuration reloaded (certificate, key or CRL changed)");
+                    if let Some(crl) = &files.crl {
                         tls::check_crl_freshness(crl);
                     }
-                    Err(e) => tracing::error!(error = %e, "new CRL rejected; the previous one stays in force"),
                 }
+                // A certificate replaced before its key (or the reverse)
+                // fails here until the other file follows.
+                Err(e) => tracing::error!(error = %e, "new TLS files rejected; the previous configuration stays in force"),
             }
         }
     }

@@ -276,6 +276,9 @@ async fn node_and_hub_serve_prometheus_metrics_that_follow_the_traffic() {
     assert_eq!(sample(&hub_text, "tabadul_hub_member_answers_total{member=\"EGY\",state=\"refused\"}"), Some(3.0), "{hub_text}");
     assert_eq!(sample(&hub_text, "tabadul_hub_member_log_forked{member=\"MAR\"}"), Some(0.0), "{hub_text}");
     assert_eq!(sample(&hub_text, "tabadul_hub_log_entries"), Some(4.0), "three answers and one refusal: {hub_text}");
+    assert_eq!(sample(&hub_text, "tabadul_hub_log_writable"), Some(1.0), "{hub_text}");
+    let age = sample(&hub_text, "tabadul_hub_log_published_checkpoint_age_seconds").expect("the hub's checkpoint age is exposed");
+    assert!((0.0..60.0).contains(&age), "{age}");
     // Anything but GET /metrics is turned away.
     let mut s = std::net::TcpStream::connect(hub.metrics.unwrap()).unwrap();
     std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();

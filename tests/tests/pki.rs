@@ -140,3 +140,66 @@ async fn a_node_enrols_with_a_request_and_its_key_never_leaves() {
     let described = client.describe(tabadul_proto::pb::DescribeRequest {}).await.unwrap().into_inner();
     assert_eq!(described.member, "MAR");
 }
+
+/// Renewal before expiry, as the runbook says: `doctor` warns from 30 days
+/// out and fails inside 7; `request --key` makes a request for the key in
+/// use (no new secret); the CA signs it; the node, which reloads changed
+/// certificate files, serves the renewed certificate with the same key and
+/// `doctor` is content again.
+#[tokio::test]
+async fn a_certificate_is_renewed_with_its_own_key_before_it_expires() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = tabadul_tests::NodeDir::create(dir.path(), &pki, "MAR", "").unwrap();
+    let (cert, key) = (pki.certs_dir.join("node-MAR.pem"), pki.certs_dir.join("node-MAR.key"));
+    let issue = |days: &str| {
+        let out = certs(&[OsStr::new("issue"), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new("MAR"), OsStr::new("--ip"), OsStr::new("127.0.0.1"), OsStr::new("--dns"), OsStr::new("localhost"), OsStr::new("--days"), OsStr::new(days), OsStr::new("--ca-dir"), pki.ca_dir.as_os_str(), OsStr::new("--out"), pki.certs_dir.as_os_str()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let proc = node.start().unwrap();
+    let doctor = || {
+        let out = node.command(&["doctor"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, text) = doctor();
+    assert_eq!(code, Some(0), "a fresh certificate (90 days by default) is fine: {text}");
+    assert!(!text.contains("renew it"), "{text}");
+    issue("20");
+    let (code, text) = doctor();
+    assert_eq!(code, Some(0), "20 days left is a warning, not a failure: {text}");
+    assert!(text.contains("renew it soon") && text.contains("request --key"), "{text}");
+    issue("3");
+    let (code, text) = doctor();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("renew it now"), "{text}");
+
+    // The renewal: a request for the key in use; nothing secret written.
+    let key_before = std::fs::read(&key).unwrap();
+    let req_dir = dir.path().join("renewal");
+    let out = certs(&[OsStr::new("request"), OsStr::new("--network"), OsStr::new("alo"), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new("MAR"), OsStr::new("--ip"), OsStr::new("127.0.0.1"), OsStr::new("--dns"), OsStr::new("localhost"), OsStr::new("--key"), key.as_os_str(), OsStr::new("--out"), req_dir.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!req_dir.join("node-MAR.key").exists(), "a renewal writes no new key");
+    assert_eq!(std::fs::read(&key).unwrap(), key_before, "the key in use is untouched");
+    let signed = dir.path().join("signed");
+    let out = certs(&[OsStr::new("sign"), OsStr::new("--ca-dir"), pki.ca_dir.as_os_str(), OsStr::new("--csr"), req_dir.join("node-MAR.csr").as_os_str(), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new("MAR"), OsStr::new("--out"), signed.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::copy(signed.join("node-MAR.pem"), &cert).unwrap();
+    let (code, text) = doctor();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("renew it"), "{text}");
+    // The running node serves it with the key it had (the key file was
+    // never touched): a fresh handshake, whose signature proves the key
+    // matches the certificate, sees the new serial.
+    let serial = tls::serial_hex(&tls::load_certs(&cert).unwrap()[0]).unwrap();
+    let hub = pki.issue("hub", "alo").unwrap();
+    let served = tabadul_tests::eventually(std::time::Duration::from_secs(10), async || {
+        let config = tls::client_config(&pki.tls_files(&hub)).unwrap();
+        let tcp = tokio::net::TcpStream::connect(proc.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let Ok(s) = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await else { return false };
+        s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| tls::serial_hex(c).unwrap()) == Some(serial.clone())
+    })
+    .await;
+    assert!(served, "the node does not serve the renewed certificate");
+}

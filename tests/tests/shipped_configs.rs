@@ -39,10 +39,20 @@ fn systemd_units_run_commands_the_binaries_accept_and_are_hardened() {
     let dir = tabadul_tests::repo_root().join("deploy/systemd");
     for unit in ["tabadul-node.service", "tabadul-hub.service"] {
         let text = std::fs::read_to_string(dir.join(unit)).unwrap();
-        for line in ["User=tabadul", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=", "ReadOnlyPaths=/etc/tabadul"] {
+        for line in ["User=tabadul", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadOnlyPaths=/etc/tabadul"] {
             assert!(text.lines().any(|l| l == line), "{unit} lacks {line}");
         }
         let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+        // Every listener the unit asks for must be one it can bind: a port
+        // below 1024 needs CAP_NET_BIND_SERVICE, and no other capability is
+        // granted.
+        let ports: Vec<u16> = exec.split_whitespace().skip_while(|w| !w.ends_with("listen")).filter_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse().ok())).collect();
+        let privileged = ports.iter().any(|p| *p < 1024);
+        let caps = if privileged { "CAP_NET_BIND_SERVICE" } else { "" };
+        for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
+            let line = format!("{key}={caps}");
+            assert!(text.lines().any(|l| l == line), "{unit} listens on {ports:?} and needs exactly {line}");
+        }
         let mut words = exec.split_whitespace();
         let binary = std::path::Path::new(words.next().unwrap()).file_name().unwrap().to_str().unwrap().to_owned();
         // The same arguments with --help: clap rejects any flag it does not know.
@@ -53,4 +63,9 @@ fn systemd_units_run_commands_the_binaries_accept_and_are_hardened() {
         let out = std::process::Command::new(tabadul_tests::bin(&binary)).args(&bad).arg("--help").output().unwrap();
         assert!(!out.status.success(), "the check itself must be able to fail");
     }
+    // The runbook serves the front door where the hub's unit does.
+    let hub = std::fs::read_to_string(dir.join("tabadul-hub.service")).unwrap();
+    let front = hub.split_whitespace().skip_while(|w| *w != "--http-listen").nth(1).expect("the hub's unit serves the front door");
+    let runbook = std::fs::read_to_string(tabadul_tests::repo_root().join("deploy/README.md")).unwrap();
+    assert!(runbook.contains(&format!("--http-listen {front}")), "deploy/README.md does not serve the front door on {front} as the unit does");
 }
