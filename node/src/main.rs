@@ -372,7 +372,7 @@ async fn main() -> anyhow::Result<()> {
                 let withdrawals = store.withdrawals()?;
                 let today = time::OffsetDateTime::now_utc().date();
                 let a = if dict.microdata(&q.dataflow).is_some() {
-                    tabadul_node::micro_query::answer(&store, &dict, &member, &policy, &withdrawals, &who, &q, today, tabadul_node::micro_query::Detail::Owner)??.answer
+                    tabadul_node::micro_query::answer(&store, &dict, &member, &policy, &withdrawals, &who, &q, today, tabadul_node::micro_query::Detail::Owner, None)??.answer
                 } else {
                     query::answer(Some(&store), &dict, &policy, &withdrawals, &who, &q, today)??
                 };

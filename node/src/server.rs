@@ -106,6 +106,7 @@ pub async fn run_notify(
         metrics: metrics_registry(),
         limits: crate::limits::Limits::new(config.max_concurrent_per_peer, config.max_queries_per_second_per_peer),
         release_lock: std::sync::Mutex::new(()),
+        kept_spans: Default::default(),
         boot: hex::encode(&tabadul_audit::new_salt()[..8]),
         changes: std::sync::atomic::AtomicU64::new(0),
     });

@@ -38,6 +38,8 @@ pub(crate) struct NodeState {
     /// ledger: two concurrent answers must each see the other's release,
     /// or together they could reveal what neither would alone.
     pub release_lock: std::sync::Mutex<()>,
+    /// The disclosure audit's spans, kept between answers.
+    pub kept_spans: crate::micro_query::protection::KeptSpans,
     /// Random per process start, so a restart (which may follow a restore
     /// or an offline import) is a new generation too.
     pub boot: String,
@@ -83,7 +85,10 @@ pub(crate) fn answer_any(
     let _serial = state.release_lock.lock().unwrap_or_else(|p| p.into_inner());
     // A requester sees withheld cells alike; the team's preview sees why.
     let detail = if record { crate::micro_query::Detail::Requester } else { crate::micro_query::Detail::Owner };
-    let answer = crate::micro_query::answer(&state.store, &state.dict, state.member(), policy, &withdrawals, who, q, today, detail)?;
+    // The preview records nothing, so it must not leave a span holding
+    // rows the ledger will never have.
+    let kept = record.then_some(&state.kept_spans);
+    let answer = crate::micro_query::answer(&state.store, &state.dict, state.member(), policy, &withdrawals, who, q, today, detail, kept)?;
     Ok(match answer.map(|mut a| {
         a.answer = stamp(a.answer);
         a

@@ -74,6 +74,16 @@ impl Atoms {
         s
     }
 
+    /// Which atoms these are: a hash of how the codes were grouped. Two
+    /// answers with the same fingerprint (and sizes) index the same
+    /// groups of records the same way.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.grouping.dims.hash(&mut h);
+        h.finish()
+    }
+
     /// Records per atom (dense).
     pub fn sizes(&self) -> Vec<u64> {
         self.stats.iter().map(|s| s.n).collect()

@@ -86,6 +86,7 @@ pub fn answer(
     q: &pb::Query,
     today: time::Date,
     detail: Detail,
+    kept: Option<&protection::KeptSpans>,
 ) -> Result<Result<MicroAnswer, InvalidQuery>, crate::Error> {
     let Some(table) = dict.microdata(&q.dataflow) else {
         return Ok(Err(InvalidQuery(format!("unknown microdata table {:?}", q.dataflow))));
@@ -243,7 +244,8 @@ pub fn answer(
     // ---- stage 5: protection
     let earlier: Vec<Earlier> =
         history.iter().zip(&history_sets).map(|((b, flags), sets)| Earlier::new(&atoms, sets, b, *flags)).collect();
-    let protection = match protection::protect(&params, &req, &atoms, &cells, &earlier) {
+    let kept_key = format!("{subject}\x1f{}", table.id);
+    let protection = match protection::protect_kept(&params, &req, &atoms, &cells, &earlier, kept.map(|k| (k, kept_key.as_str()))) {
         Ok(p) => p,
         Err(_) => {
             return Ok(Ok(refuse(&mut decision, format!(

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::disclosure::secondary::{Candidate, SecondaryOutcome, System};
+use crate::disclosure::secondary::{Candidate, Kept, Layout, SecondaryOutcome, System};
 use crate::disclosure::span::TooComplex;
 use crate::disclosure::{self, Params, Statistic, Target};
 use crate::ledger::{self, BoxDef};
@@ -59,6 +59,28 @@ pub struct Protection {
 /// suppressed: a cell withheld because it holds 1..9 people (or released
 /// because it holds 0) would itself reveal what the noise hides.
 pub fn protect(params: &Params, req: &Request, atoms: &Atoms, cells: &[CellDef], earlier: &[Earlier]) -> Result<Protection, TooComplex> {
+    protect_kept(params, req, atoms, cells, earlier, None)
+}
+
+/// The spans kept between answers ([`Kept`]), by ledger subject, table and
+/// measure. Answers are serialised (the release lock), so one lock around
+/// the map costs nothing.
+#[derive(Debug, Default)]
+pub struct KeptSpans(std::sync::Mutex<HashMap<String, Kept>>);
+
+/// How many spans are kept at most (each holds a measure's ledger rows).
+const MAX_KEPT: usize = 64;
+
+/// [`protect`], starting each measure's audit from the span kept for
+/// `key` (subject and table) where it still fits, and keeping the new one.
+pub fn protect_kept(
+    params: &Params,
+    req: &Request,
+    atoms: &Atoms,
+    cells: &[CellDef],
+    earlier: &[Earlier],
+    kept: Option<(&KeptSpans, &str)>,
+) -> Result<Protection, TooComplex> {
     if params.dp.is_some() {
         return Ok(Protection { released: vec![true; cells.len()], why: vec![Vec::new(); cells.len()], primary: vec![false; cells.len()], ..Default::default() });
     }
@@ -100,7 +122,27 @@ pub fn protect(params: &Params, req: &Request, atoms: &Atoms, cells: &[CellDef],
         })
         .collect();
     let candidates: Vec<Candidate<'_>> = cells.iter().map(|c| Candidate { target: &c.target, n: c.stats.n, margin: c.margin() }).collect();
-    let outcome = disclosure::secondary(atoms.stats.len(), &atoms.sizes(), params.threshold, &systems, &candidates, &mut released)?;
+    let layout = Layout { atoms: atoms.stats.len(), fingerprint: atoms.fingerprint() };
+    let names: Vec<String> = measures_of(req).iter().map(|m| format!("{}\x1f{m}", kept.map_or("", |(_, key)| key))).collect();
+    let mut slots: Vec<Option<Kept>> = match kept {
+        Some((spans, _)) => {
+            let mut map = spans.0.lock().unwrap_or_else(|p| p.into_inner());
+            names.iter().map(|n| map.remove(n)).collect()
+        }
+        None => vec![None; names.len()],
+    };
+    let outcome = disclosure::secondary::secondary_kept(layout, &atoms.sizes(), params.threshold, &systems, &candidates, &mut released, &mut slots)?;
+    if let Some((spans, _)) = kept {
+        let mut map = spans.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, slot) in names.into_iter().zip(slots) {
+            if let Some(k) = slot {
+                if map.len() >= MAX_KEPT {
+                    map.clear();
+                }
+                map.insert(name, k);
+            }
+        }
+    }
     for i in &outcome.withheld {
         why[*i].push("secondary");
     }

@@ -24,7 +24,8 @@
 //! already reveals (the data changed since) is left to the caller to
 //! report, and does not block this answer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 
 use super::span::{Echelon, P, Span, TooComplex, eliminate, modp, pow};
 
@@ -96,21 +97,94 @@ pub fn secondary(
     cells: &[Candidate<'_>],
     released: &mut [bool],
 ) -> Result<SecondaryOutcome, TooComplex> {
+    let mut kept = vec![None; systems.len()];
+    secondary_kept(Layout { atoms, fingerprint: 0 }, sizes, threshold, systems, cells, released, &mut kept)
+}
+
+/// Which atoms the rows are over: their number and a fingerprint of how
+/// they were formed (the caller's grouping), so that a [`Kept`] span is
+/// only reused over the very same atoms.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub atoms: usize,
+    pub fingerprint: u64,
+}
+
+/// A measure's span over the rows released so far, kept between answers:
+/// the next answer over the same atoms adds only the rows it does not
+/// hold, instead of eliminating the whole ledger again (the audit's cost
+/// grew with the ledger's size squared). Order does not matter to a span,
+/// so the rows are kept as a set; if any of them is not in the next
+/// answer's ledger (a release that was never recorded, a restore), the
+/// span is rebuilt from the ledger.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    fingerprint: u64,
+    rows: HashSet<Vec<u32>>,
+    span: Span,
+    /// Small groups the rows reveal (see [`Measure::old`]).
+    old: BTreeSet<Vec<u32>>,
+    off_small: Echelon,
+}
+
+/// [`secondary`], reusing the spans in `kept` (one slot per system) where
+/// they fit and leaving there the spans after this answer, its released
+/// cells included, for the next one.
+pub fn secondary_kept(
+    layout: Layout,
+    sizes: &[u64],
+    threshold: u64,
+    systems: &[System<'_>],
+    cells: &[Candidate<'_>],
+    released: &mut [bool],
+    kept: &mut [Option<Kept>],
+) -> Result<SecondaryOutcome, TooComplex> {
     let mut out = SecondaryOutcome::default();
     let later: Vec<&[u32]> = cells.iter().map(|c| c.target.atoms.as_slice()).collect();
+    let fingerprint = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (layout.atoms, layout.fingerprint, sizes, threshold).hash(&mut h);
+        h.finish()
+    };
     let mut measures = Vec::with_capacity(systems.len());
-    for sys in systems {
-        let span = Span::with_room(atoms, &sys.ledger, &later)?;
-        let old: BTreeSet<Vec<u32>> = span.small_groups(sizes, threshold, MAX_OLD_GROUPS)?.into_iter().collect();
+    let mut rows_of = Vec::with_capacity(systems.len());
+    for (sys, slot) in systems.iter().zip(kept.iter_mut()) {
+        let ledger: HashSet<&[u32]> = sys.ledger.iter().copied().filter(|r| !r.is_empty()).collect();
+        let fits = |k: &Kept| k.fingerprint == fingerprint && k.rows.iter().all(|r| ledger.contains(r.as_slice()));
+        let (span, old, off_small, rows) = match slot.take().filter(fits) {
+            Some(k) => {
+                let new: Vec<&[u32]> = ledger.iter().copied().filter(|r| !k.rows.contains(*r)).collect();
+                let (mut span, mut off_small, mut rows) = (k.span, k.off_small, k.rows);
+                span.add_room(&new)?;
+                span.add_room(&later)?;
+                let small = span.small_columns(sizes, threshold);
+                for row in &new {
+                    add_row(&mut span, &mut off_small, &small, row);
+                    rows.insert(row.to_vec());
+                }
+                // The kept groups stand while no row came in unchecked:
+                // every row an answer released was checked to reveal no
+                // group beyond them.
+                let old = if new.is_empty() { k.old } else { span.small_groups(sizes, threshold, MAX_OLD_GROUPS)?.into_iter().collect() };
+                (span, old, off_small, rows)
+            }
+            None => {
+                let span = Span::with_room(layout.atoms, &sys.ledger, &later)?;
+                let old: BTreeSet<Vec<u32>> = span.small_groups(sizes, threshold, MAX_OLD_GROUPS)?.into_iter().collect();
+                let small = span.small_columns(sizes, threshold);
+                let mut off_small = Echelon::default();
+                for row in span.rows() {
+                    let mut v = project(&row, &small);
+                    if !off_small.reduce(&mut v) {
+                        off_small.push(v);
+                    }
+                }
+                (span, old, off_small, ledger.iter().map(|r| r.to_vec()).collect())
+            }
+        };
         out.already_revealed += old.len();
         let small = span.small_columns(sizes, threshold);
-        let mut off_small = Echelon::default();
-        for row in span.rows() {
-            let mut v = project(&row, &small);
-            if !off_small.reduce(&mut v) {
-                off_small.push(v);
-            }
-        }
+        rows_of.push(rows);
         let withheld_now = cells.iter().enumerate().filter(|(i, _)| !released[*i]).map(|(_, c)| c.target);
         let mut live = Vec::new();
         for t in sys.targets.iter().copied().chain(withheld_now) {
@@ -124,7 +198,7 @@ pub fn secondary(
     }
     let mut order: Vec<usize> = (0..cells.len()).filter(|i| released[*i] && !cells[*i].target.atoms.is_empty()).collect();
     order.sort_by_key(|i| (!cells[*i].margin, std::cmp::Reverse(cells[*i].n)));
-    for i in order {
+    for i in order.iter().copied() {
         let atoms_i = cells[i].target.atoms.as_slice();
         let rows: Vec<Option<Vec<u64>>> = measures.iter().map(|m| m.span.residual(atoms_i).filter(|r| r.iter().any(|x| *x != 0))).collect();
         let mut exposes = false;
@@ -160,7 +234,27 @@ pub fn secondary(
             }
         }
     }
+    // What the next answer over the same atoms starts from: the ledger
+    // plus this answer's released cells, as it will find them recorded.
+    for ((m, mut rows), slot) in measures.into_iter().zip(rows_of).zip(kept.iter_mut()) {
+        rows.extend(order.iter().filter(|i| released[**i]).map(|i| cells[*i].target.atoms.clone()));
+        // Only a complete set of groups can be carried over.
+        if m.old.len() < MAX_OLD_GROUPS {
+            *slot = Some(Kept { fingerprint, rows, span: m.span, old: m.old, off_small: m.off_small });
+        }
+    }
     Ok(out)
+}
+
+/// Adds a released row to a kept span and to its projection off the small
+/// atoms.
+fn add_row(span: &mut Span, off_small: &mut Echelon, small: &[bool], row: &[u32]) {
+    let Some(residual) = span.residual(row) else { return };
+    let mut projected = project(&residual, small);
+    if !off_small.reduce(&mut projected) {
+        off_small.push(projected);
+    }
+    span.push(residual);
 }
 
 /// One measure's state while the answer's cells are offered.
@@ -255,6 +349,81 @@ mod tests {
             if !released[i] {
                 assert!(!span.determines(&c.target.atoms), "cell {i} computable");
             }
+        }
+    }
+
+    /// Random answers over the same atoms, each against everything
+    /// released before: the kept span must decide exactly as a span built
+    /// afresh from the ledger, answer after answer, and a kept span holding
+    /// a row the ledger lacks must not be used.
+    #[test]
+    fn a_kept_span_decides_as_a_fresh_one() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..20 {
+            let atoms = 24;
+            let sizes: Vec<u64> = (0..atoms).map(|_| if next(4) == 0 { 1 + next(9) } else { 10 + next(40) }).collect();
+            let mut ledger: Vec<Vec<u32>> = Vec::new();
+            let mut withheld: Vec<Target> = Vec::new();
+            let mut kept = vec![None];
+            let layout = Layout { atoms, fingerprint: 7 };
+            for answer in 0..12 {
+                let cells: Vec<Target> = (0..1 + next(6))
+                    .map(|_| {
+                        let mut a: Vec<u32> = (0..atoms as u32).filter(|_| next(3) == 0).collect();
+                        if a.is_empty() {
+                            a.push(next(atoms as u64) as u32);
+                        }
+                        Target { atoms: a }
+                    })
+                    .collect();
+                let n: Vec<u64> = cells.iter().map(|c| c.atoms.iter().map(|a| sizes[*a as usize]).sum()).collect();
+                let candidates: Vec<Candidate<'_>> = cells.iter().zip(&n).map(|(t, n)| Candidate { target: t, n: *n, margin: false }).collect();
+                let rows: Vec<&[u32]> = ledger.iter().map(Vec::as_slice).collect();
+                let sys = System { ledger: rows, targets: withheld.iter().collect() };
+                let primary: Vec<bool> = n.iter().map(|n| *n >= 10).collect();
+                let mut fresh = primary.clone();
+                let a = secondary(atoms, &sizes, 10, std::slice::from_ref(&sys), &candidates, &mut fresh).unwrap();
+                let mut again = primary.clone();
+                let b = secondary_kept(layout, &sizes, 10, std::slice::from_ref(&sys), &candidates, &mut again, &mut kept).unwrap();
+                assert_eq!(fresh, again, "answer {answer}");
+                assert_eq!(a, b, "answer {answer}");
+                assert!(kept[0].is_some());
+                for (i, c) in cells.iter().enumerate() {
+                    if fresh[i] {
+                        ledger.push(c.atoms.clone());
+                    } else {
+                        withheld.push(c.clone());
+                    }
+                }
+                // Now and then a release the kept span did not see (one
+                // answered over other atoms): it must be taken in.
+                if next(3) == 0 {
+                    ledger.push((0..atoms as u32).filter(|_| next(2) == 0).collect());
+                }
+            }
+            // A span that took in a release the ledger never recorded is
+            // not reused: the answer is decided from the ledger alone.
+            let mut stale = kept.clone();
+            if let Some(k) = stale[0].as_mut() {
+                k.rows.insert(vec![0]);
+                k.span.add_row(&[0]);
+            }
+            let probe = Target { atoms: vec![1] };
+            let candidates = [Candidate { target: &probe, n: sizes[1], margin: false }];
+            let rows: Vec<&[u32]> = ledger.iter().map(Vec::as_slice).collect();
+            let sys = System { ledger: rows, targets: withheld.iter().collect() };
+            let mut fresh = vec![sizes[1] >= 10];
+            secondary(atoms, &sizes, 10, std::slice::from_ref(&sys), &candidates, &mut fresh).unwrap();
+            let mut again = fresh.clone();
+            again[0] = sizes[1] >= 10;
+            secondary_kept(layout, &sizes, 10, std::slice::from_ref(&sys), &candidates, &mut again, &mut stale).unwrap();
+            assert_eq!(fresh, again);
         }
     }
 

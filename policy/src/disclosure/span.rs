@@ -154,6 +154,42 @@ impl Span {
         Ok(span)
     }
 
+    /// Gives every atom of `rows` a residual column if it has none (and is
+    /// not known): a span kept from an earlier answer takes in the rows
+    /// and cells of this one. Basis rows are sparse, so nothing already
+    /// reduced changes.
+    pub fn add_room(&mut self, rows: &[&[u32]]) -> Result<(), TooComplex> {
+        for row in rows {
+            for a in row.iter() {
+                let a = *a as usize;
+                if a >= self.known.len() {
+                    self.known.resize(a + 1, false);
+                    self.column.resize(a + 1, None);
+                }
+                if !self.known[a] && self.column[a].is_none() {
+                    self.column[a] = Some(self.width as u32);
+                    self.width += 1;
+                }
+            }
+        }
+        if self.width > MAX_RESIDUAL_ATOMS {
+            return Err(TooComplex { unknown_atoms: self.width });
+        }
+        Ok(())
+    }
+
+    /// Adds a released row (its atoms must have room: [`Span::add_room`]).
+    pub fn add_row(&mut self, row: &[u32]) {
+        if let Some(v) = self.dense(row) {
+            self.insert(v);
+        }
+    }
+
+    /// Residual columns.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     /// `set` as a vector over the residual columns; None when one of its
     /// atoms has no column (no row holds it: nothing can reveal the set).
     fn dense(&self, set: &[u32]) -> Option<Vec<u64>> {
