@@ -42,27 +42,45 @@ impl Atoms {
     /// out: an attacker who knew them empty would know more, so this is the
     /// strongest attacker's view.
     pub fn target_of(&self, sets: &[Option<BTreeSet<u32>>]) -> Target {
-        let classes: Vec<Vec<u32>> = self
+        // Per grouped column, which of its classes the box takes.
+        let allowed: Vec<Vec<bool>> = self
             .grouping
             .dims
             .iter()
             .map(|(c, map, count)| match &sets[*c] {
-                None => (0..*count).collect(),
+                None => vec![true; *count as usize],
                 Some(s) => {
-                    let mut v: Vec<u32> = s.iter().filter_map(|i| map.get(*i as usize).copied()).collect();
-                    v.sort_unstable();
-                    v.dedup();
+                    let mut v = vec![false; *count as usize];
+                    for class in s.iter().filter_map(|i| map.get(*i as usize)) {
+                        v[*class as usize] = true;
+                    }
                     v
                 }
             })
             .collect();
-        let atoms: Vec<u32> = self
-            .nonempty
-            .iter()
-            .zip(&self.classes)
-            .filter(|(_, ac)| ac.iter().zip(&classes).all(|(a, cs)| cs.binary_search(a).is_ok()))
-            .map(|(a, _)| *a)
-            .collect();
+        let combos = allowed.iter().try_fold(1usize, |acc, a| acc.checked_mul(a.iter().filter(|x| **x).count())).unwrap_or(usize::MAX);
+        // A box is checked against every ledger box on every answer: walk
+        // whichever is smaller, its own combinations of classes (in
+        // ascending atom order) or the non-empty atoms.
+        let atoms: Vec<u32> = if combos < self.nonempty.len() {
+            let mut out = Vec::with_capacity(combos);
+            let mut index = vec![0usize];
+            for ((_, _, count), a) in self.grouping.dims.iter().zip(&allowed) {
+                index = index
+                    .iter()
+                    .flat_map(|base| a.iter().enumerate().filter(|(_, x)| **x).map(move |(class, _)| base * *count as usize + class))
+                    .collect();
+            }
+            out.extend(index.into_iter().filter(|a| self.stats.get(*a).is_some_and(|s| s.n > 0)).map(|a| a as u32));
+            out
+        } else {
+            self.nonempty
+                .iter()
+                .zip(&self.classes)
+                .filter(|(_, ac)| ac.iter().zip(&allowed).all(|(a, ok)| ok[*a as usize]))
+                .map(|(a, _)| *a)
+                .collect()
+        };
         Target { atoms }
     }
 

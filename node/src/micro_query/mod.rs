@@ -324,7 +324,7 @@ pub fn answer(
         }
         out.push(cell);
     }
-    tracing::debug!(atoms = atoms.stats.len(), cells = cells.len(), ledger = history.len(),
+    tracing::debug!(atoms = atoms.stats.len(), cells = cells.len(), ledger = history.len(), kept_spans_reused = protection.outcome.reused,
         scan_ms = scanned.as_secs_f64() * 1e3, cells_ms = (built - scanned).as_secs_f64() * 1e3,
         protection_ms = (started.elapsed() - built).as_secs_f64() * 1e3, "microdata answer computed");
     decision.rules_fired = match detail {

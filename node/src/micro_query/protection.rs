@@ -93,14 +93,19 @@ pub fn protect_kept(
     let mut released: Vec<bool> = why.iter().map(Vec::is_empty).collect();
     let primary: Vec<bool> = released.iter().map(|r| !r).collect();
 
-    // Per atom: sensitive for counts (threshold) and for magnitudes.
-    let sensitive_count: Vec<Target> = (0..atoms.nonempty.len())
-        .filter(|k| !disclosure::primary(params, Statistic::Count, &atoms.stats[atoms.nonempty[*k] as usize]).is_empty())
-        .map(|k| atoms.single(k))
-        .collect();
+    // Atoms the primary rules protect, as targets of their own. An atom
+    // of fewer than `threshold` records needs none: it is a small group,
+    // and the small-group search finds any combination that isolates it
+    // (in every measure), so a target per small atom would only repeat
+    // that check at the cost of one residual each, thousands of them on a
+    // finely split table. What remains are the atoms of `threshold` or
+    // more records whose magnitude is dominated.
     let sensitive_magnitude: Vec<Target> = if req.statistic.magnitude() {
         (0..atoms.nonempty.len())
-            .filter(|k| !disclosure::primary(params, req.statistic, &atoms.stats[atoms.nonempty[*k] as usize]).is_empty())
+            .filter(|k| {
+                let stats = &atoms.stats[atoms.nonempty[*k] as usize];
+                stats.n >= params.threshold && !disclosure::primary(params, req.statistic, stats).is_empty()
+            })
             .map(|k| atoms.single(k))
             .collect()
     } else {
@@ -117,7 +122,9 @@ pub fn protect_kept(
                 .filter(|e| e.flags & ledger::WITHHELD != 0 || (!is_count && e.flags & ledger::WITHHELD_MAGNITUDE != 0 && in_measure(e)))
                 .map(|e| &e.target)
                 .collect();
-            targets.extend(if is_count { &sensitive_count } else { &sensitive_magnitude });
+            if !is_count {
+                targets.extend(&sensitive_magnitude);
+            }
             System { ledger, targets }
         })
         .collect();

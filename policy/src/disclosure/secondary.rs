@@ -24,10 +24,10 @@
 //! already reveals (the data changed since) is left to the caller to
 //! report, and does not block this answer.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use super::span::{Echelon, P, Span, TooComplex, eliminate, modp, pow};
+use super::span::{Echelon, P, Span, Sparse, TooComplex, eliminate, modp, pow, sparse};
 
 /// Something that must stay incomputable: the atoms it covers (sorted).
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct SecondaryOutcome {
     pub withheld: Vec<usize>,
     /// Targets the ledger alone already reveals.
     pub already_revealed: usize,
+    /// Measures whose audit started from a kept span (for the debug log).
+    pub reused: usize,
 }
 
 /// How many small groups the ledger alone may already reveal (after the
@@ -125,6 +127,11 @@ pub struct Kept {
     /// Small groups the rows reveal (see [`Measure::old`]).
     old: BTreeSet<Vec<u32>>,
     off_small: Echelon,
+    /// The targets' residuals (sparse; empty when already determined), as
+    /// of the span's first `rank` rows: most targets are the same from one
+    /// answer to the next, and their residuals were the audit's main cost.
+    residuals: HashMap<Vec<u32>, Sparse>,
+    rank: usize,
 }
 
 /// [`secondary`], reusing the spans in `kept` (one slot per system) where
@@ -151,10 +158,12 @@ pub fn secondary_kept(
     for (sys, slot) in systems.iter().zip(kept.iter_mut()) {
         let ledger: HashSet<&[u32]> = sys.ledger.iter().copied().filter(|r| !r.is_empty()).collect();
         let fits = |k: &Kept| k.fingerprint == fingerprint && k.rows.iter().all(|r| ledger.contains(r.as_slice()));
-        let (span, old, off_small, rows) = match slot.take().filter(fits) {
+        let (span, old, off_small, rows, (cached, cached_rank)) = match slot.take().filter(fits) {
             Some(k) => {
+                out.reused += 1;
                 let new: Vec<&[u32]> = ledger.iter().copied().filter(|r| !k.rows.contains(*r)).collect();
                 let (mut span, mut off_small, mut rows) = (k.span, k.off_small, k.rows);
+                let cached = (k.residuals, k.rank);
                 span.add_room(&new)?;
                 span.add_room(&later)?;
                 let small = span.small_columns(sizes, threshold);
@@ -166,7 +175,7 @@ pub fn secondary_kept(
                 // every row an answer released was checked to reveal no
                 // group beyond them.
                 let old = if new.is_empty() { k.old } else { span.small_groups(sizes, threshold, MAX_OLD_GROUPS)?.into_iter().collect() };
-                (span, old, off_small, rows)
+                (span, old, off_small, rows, cached)
             }
             None => {
                 let span = Span::with_room(layout.atoms, &sys.ledger, &later)?;
@@ -179,7 +188,7 @@ pub fn secondary_kept(
                         off_small.push(v);
                     }
                 }
-                (span, old, off_small, ledger.iter().map(|r| r.to_vec()).collect())
+                (span, old, off_small, ledger.iter().map(|r| r.to_vec()).collect(), (HashMap::new(), 0))
             }
         };
         out.already_revealed += old.len();
@@ -187,14 +196,22 @@ pub fn secondary_kept(
         rows_of.push(rows);
         let withheld_now = cells.iter().enumerate().filter(|(i, _)| !released[*i]).map(|(_, c)| c.target);
         let mut live = Vec::new();
+        let mut revealed = Vec::new();
         for t in sys.targets.iter().copied().chain(withheld_now) {
-            match span.residual(&t.atoms) {
+            let residual = match cached.get(&t.atoms) {
+                Some(kept) => Some(span.catch_up(kept, cached_rank)),
+                None => span.residual(&t.atoms),
+            };
+            match residual {
                 None => {}
-                Some(r) if r.iter().all(|x| *x == 0) => out.already_revealed += usize::from(!t.atoms.is_empty()),
-                Some(r) => live.push(r),
+                Some(r) if r.iter().all(|x| *x == 0) => {
+                    out.already_revealed += usize::from(!t.atoms.is_empty());
+                    revealed.push(t.atoms.clone());
+                }
+                Some(r) => live.push((t.atoms.clone(), r)),
             }
         }
-        measures.push(Measure { span, old, live, off_small, small });
+        measures.push(Measure { span, old, live, revealed, off_small, small });
     }
     let mut order: Vec<usize> = (0..cells.len()).filter(|i| released[*i] && !cells[*i].target.atoms.is_empty()).collect();
     order.sort_by_key(|i| (!cells[*i].margin, std::cmp::Reverse(cells[*i].n)));
@@ -205,7 +222,7 @@ pub fn secondary_kept(
         for (m, row) in measures.iter().zip(&rows) {
             let Some(row) = row else { continue };
             let p = row.iter().position(|x| *x != 0).unwrap_or(0);
-            if m.live.iter().any(|t| parallel(t, row, p)) || m.isolates(row, sizes, threshold)? {
+            if m.live.iter().any(|(_, t)| parallel(t, row, p)) || m.isolates(row, sizes, threshold)? {
                 exposes = true;
                 break;
             }
@@ -214,7 +231,7 @@ pub fn secondary_kept(
             released[i] = false;
             out.withheld.push(i);
             for (m, row) in measures.iter_mut().zip(rows) {
-                m.live.extend(row);
+                m.live.extend(row.map(|r| (atoms_i.to_vec(), r)));
             }
             continue;
         }
@@ -225,7 +242,7 @@ pub fn secondary_kept(
                 m.off_small.push(projected);
             }
             if let Some((pivot, pushed)) = m.span.push(row) {
-                for t in m.live.iter_mut() {
+                for (_, t) in m.live.iter_mut() {
                     let f = t[pivot];
                     if f != 0 {
                         eliminate(t, pushed, f);
@@ -240,7 +257,10 @@ pub fn secondary_kept(
         rows.extend(order.iter().filter(|i| released[**i]).map(|i| cells[*i].target.atoms.clone()));
         // Only a complete set of groups can be carried over.
         if m.old.len() < MAX_OLD_GROUPS {
-            *slot = Some(Kept { fingerprint, rows, span: m.span, old: m.old, off_small: m.off_small });
+            let mut residuals: HashMap<Vec<u32>, Sparse> = m.live.into_iter().map(|(key, r)| (key, sparse(&r))).collect();
+            residuals.extend(m.revealed.into_iter().map(|key| (key, Sparse::new())));
+            let rank = m.span.rank();
+            *slot = Some(Kept { fingerprint, rows, span: m.span, old: m.old, off_small: m.off_small, residuals, rank });
         }
     }
     Ok(out)
@@ -262,8 +282,10 @@ struct Measure {
     span: Span,
     /// Small groups the ledger alone reveals: not this answer's doing.
     old: BTreeSet<Vec<u32>>,
-    /// Residuals of the targets still hidden.
-    live: Vec<Vec<u64>>,
+    /// Residuals of the targets still hidden, by the target's atoms.
+    live: Vec<(Vec<u32>, Vec<u64>)>,
+    /// Targets already determined (by the ledger alone).
+    revealed: Vec<Vec<u32>>,
     /// The span projected off the small atoms, and which columns those are.
     off_small: Echelon,
     small: Vec<bool>,
@@ -392,7 +414,8 @@ mod tests {
                 let mut again = primary.clone();
                 let b = secondary_kept(layout, &sizes, 10, std::slice::from_ref(&sys), &candidates, &mut again, &mut kept).unwrap();
                 assert_eq!(fresh, again, "answer {answer}");
-                assert_eq!(a, b, "answer {answer}");
+                assert_eq!((&a.withheld, a.already_revealed), (&b.withheld, b.already_revealed), "answer {answer}");
+                assert_eq!(b.reused, usize::from(answer > 0), "answer {answer}: the kept span was not used");
                 assert!(kept[0].is_some());
                 for (i, c) in cells.iter().enumerate() {
                     if fresh[i] {

@@ -32,7 +32,7 @@ pub(crate) fn modp(x: u64) -> u64 {
 /// row costs its entries, not the system's width.
 pub type Sparse = Vec<(u32, u64)>;
 
-fn sparse(v: &[u64]) -> Sparse {
+pub fn sparse(v: &[u64]) -> Sparse {
     v.iter().enumerate().filter(|(_, x)| **x != 0).map(|(c, x)| (c as u32, *x)).collect()
 }
 
@@ -188,6 +188,28 @@ impl Span {
     /// Residual columns.
     pub fn width(&self) -> usize {
         self.width
+    }
+
+    /// Rows in the basis.
+    pub fn rank(&self) -> usize {
+        self.basis.len()
+    }
+
+    /// A residual kept (sparse) while the span held its first `from` basis
+    /// rows, brought up to date: reduced by the rows added since. Earlier
+    /// rows need not be applied again: later rows are zero at their pivots.
+    pub fn catch_up(&self, kept: &[(u32, u64)], from: usize) -> Vec<u64> {
+        let mut v = vec![0u64; self.width];
+        for &(c, x) in kept {
+            v[c as usize] = x;
+        }
+        for (pivot, row) in &self.basis[from.min(self.basis.len())..] {
+            let f = v[*pivot];
+            if f != 0 {
+                eliminate(&mut v, row, f);
+            }
+        }
+        v
     }
 
     /// `set` as a vector over the residual columns; None when one of its
