@@ -71,9 +71,11 @@ enum Command {
     /// Verify a fetched directory offline.
     Verify {
         dir: PathBuf,
-        /// The log's verifier key, or @file.
-        #[arg(long)]
-        vkey: String,
+        /// The log's verifier key, or @file. Repeat it after a log key
+        /// rotation (the current key and the earlier ones): each
+        /// checkpoint must verify with one of them.
+        #[arg(long, required = true)]
+        vkey: Vec<String>,
         /// k-of-n witness policy file (`witness <vkey>` lines, `quorum <k>`).
         #[arg(long)]
         witness_policy: Option<PathBuf>,
@@ -158,7 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(VERIFIED)
         }
         Command::Verify { dir, vkey, witness_policy } => {
-            let key = offline::read_vkey(&vkey).context("reading --vkey")?;
+            let keys = vkey.iter().map(|v| offline::read_vkey(v).context("reading --vkey")).collect::<anyhow::Result<Vec<_>>>()?;
             let policy = witness_policy
                 .map(|p| {
                     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -166,7 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 })
                 .transpose()?;
             let log = LogDir::load(&dir).with_context(|| format!("reading {}", dir.display()))?;
-            let report = offline::verify(&log, &key, policy.as_ref());
+            let report = offline::verify_keys(&log, &keys, policy.as_ref());
             let code = if report.findings.is_empty() { VERIFIED } else { TAMPERED };
             if json {
                 println!("{}", serde_json::json!({ "outcome": outcome(code), "report": report }));

@@ -234,9 +234,18 @@ pub struct Report {
 /// Verifies a log directory against the log's key and, optionally, a
 /// witness policy.
 pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) -> Report {
+    verify_keys(dir, std::slice::from_ref(log_key), policy)
+}
+
+/// [`verify`] for a log whose key was rotated: each checkpoint must be
+/// signed by one of `log_keys` (all of the log's origin), the current key
+/// and the ones before it.
+pub fn verify_keys(dir: &LogDir, log_keys: &[Verifier], policy: Option<&WitnessPolicy>) -> Report {
     let mut findings = dir.damage.clone();
-    if dir.info.origin != log_key.name() {
-        findings.push(finding("file", "log.json", format!("origin {:?} is not the key's {:?}", dir.info.origin, log_key.name())));
+    for log_key in log_keys {
+        if dir.info.origin != log_key.name() {
+            findings.push(finding("file", "log.json", format!("origin {:?} is not the key's {:?}", dir.info.origin, log_key.name())));
+        }
     }
     // Leaves, and the root at every checkpoint size.
     // Checking each entry's form and building the tree are independent:
@@ -253,10 +262,15 @@ pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) 
     let mut last_good = 0;
     let mut good: BTreeMap<u64, Checkpoint> = BTreeMap::new();
     for (&size, text) in &dir.checkpoints {
-        let cp = match Checkpoint::open(text, log_key) {
-            Ok((cp, _)) => cp,
-            Err(e) => {
+        let opened = log_keys.iter().map(|k| Checkpoint::open(text, k)).reduce(|a, b| a.or(b));
+        let cp = match opened {
+            Some(Ok((cp, _))) => cp,
+            Some(Err(e)) => {
                 findings.push(finding("checkpoint", size, e.to_string()));
+                continue;
+            }
+            None => {
+                findings.push(finding("checkpoint", size, "no verifier key given".to_owned()));
                 continue;
             }
         };
@@ -332,7 +346,8 @@ pub fn verify(dir: &LogDir, log_key: &Verifier, policy: Option<&WitnessPolicy>) 
     }
     let mut witnessed_by = Vec::new();
     if let Some(text) = &dir.cosigned {
-        match Checkpoint::open(text, log_key) {
+        let opened = log_keys.iter().map(|k| Checkpoint::open(text, k)).reduce(|a, b| a.or(b));
+        match opened.unwrap_or_else(|| Err(crate::Error::Invalid("no verifier key given".into()))) {
             Err(e) => findings.push(finding("witness", "cosigned.note", e.to_string())),
             Ok((cp, note)) => {
                 let n = cp.size as usize;

@@ -147,6 +147,12 @@ pub struct MemberConfig {
     /// The verifier key of the node's log (`tabadul-audit keygen` prints
     /// it); every receipt from this node must be signed by it.
     pub log_vkey: String,
+    /// Verifier keys the node's log was signed with before its current
+    /// one (after a log key rotation): the hub's stored pin of that log,
+    /// signed with an old key, is still checked and kept, so the rotation
+    /// opens no window for a fork. Receipts must verify with `log_vkey`.
+    #[serde(default)]
+    pub previous_log_vkeys: Vec<String>,
     /// Whether this node witnesses the hub's log.
     #[serde(default = "yes")]
     pub witness: bool,

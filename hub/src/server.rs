@@ -87,12 +87,25 @@ pub async fn run_notify(
             witnesses.push(crate::witnessing::Witness { member: m.code.clone(), client: WitnessClient::new(channel.clone()), key, cosigned_size: 0 });
         }
         let client = NodeClient::new(channel.clone()).max_decoding_message_size(16 << 20);
-        // The pin survives restarts: a node cannot swap its log while the hub is down.
+        let previous = m
+            .previous_log_vkeys
+            .iter()
+            .map(|v| {
+                let key = Verifier::parse(v).map_err(|e| Error::Config { path: "hub.toml".into(), reason: format!("member {}: previous_log_vkeys: {e}", m.code) })?;
+                if key.name() != node_origin {
+                    return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: a previous log key is for {:?}, expected {node_origin:?}", m.code, key.name()) });
+                }
+                Ok(key)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The pin survives restarts: a node cannot swap its log while the
+        // hub is down. After a log key rotation it was signed with a
+        // previous key, which still vouches for it.
         let seen = match log.pinned(&node_origin)? {
-            Some(note) => match tabadul_audit::Checkpoint::open(&note, &log_key) {
-                Ok((cp, _)) => Some(tabadul_audit::receipt::Seen { size: cp.size, root: cp.root }),
-                Err(e) => {
-                    tracing::warn!(member = %m.code, error = %e, "stored pin does not verify with the configured key; starting afresh");
+            Some(note) => match std::iter::once(&log_key).chain(&previous).find_map(|key| tabadul_audit::Checkpoint::open(&note, key).ok()) {
+                Some((cp, _)) => Some(tabadul_audit::receipt::Seen { size: cp.size, root: cp.root }),
+                None => {
+                    tracing::warn!(member = %m.code, "stored pin verifies with neither the configured log key nor a previous one; starting afresh (list the old key in previous_log_vkeys after a rotation)");
                     None
                 }
             },

@@ -697,3 +697,87 @@ async fn a_stale_crl_is_seen_but_stops_no_exchange_and_still_refuses_the_revoked
     let mut revoked = node_client(proc.addr, &pki.tls_files(&rogue), "EGY").unwrap();
     assert!(collect(&mut revoked, q).await.is_err(), "a revoked certificate was accepted under a stale CRL");
 }
+
+/// The runbook's log key rotation: the node signs with a new key from its
+/// restart on; the hub is given the new verifier key and keeps the old one
+/// in `previous_log_vkeys`, so its pin of the node's log (signed with the
+/// old key) is kept and the log goes on without a window for a fork.
+/// Control: without the old key the hub has to start the pin afresh, and
+/// says so.
+#[tokio::test]
+async fn a_node_log_key_rotates_and_the_hub_keeps_its_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    import_synthetic(&node, "MAR", 2024..=2024);
+    let proc = node.start().unwrap();
+    let members = [tabadul_tests::HubMember::new(&pki, "MAR", proc.addr.to_string()).unwrap()];
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub_dir = dir.path().join("hub");
+    let hub = tabadul_tests::start_hub(&hub_dir, &pki, &hub_cert, &members, 3000).unwrap();
+    let operator = pki.issue("operator", "analyst").unwrap();
+    let ask = async |addr| {
+        let mut client = tabadul_tests::hub_client(addr, &pki.tls_files(&operator)).unwrap();
+        let q = pb::Query { dataflow: "UNE_PERS".into(), start_period: "2024".into(), end_period: "2024".into(), ..Default::default() };
+        let r = client.federated_query(pb::FederatedQueryRequest { query: Some(q), ..Default::default() }).await.unwrap().into_inner();
+        (r.members[0].state, r.members[0].detail.clone())
+    };
+    let answered = pb::MemberState::Answered as i32;
+    for _ in 0..2 {
+        assert_eq!(ask(hub.addr).await.0, answered);
+    }
+    drop(hub);
+    drop(proc);
+
+    // The node's new key (same origin), written where the old one was named.
+    let (old_key, old_vkey) = pki.log_key("alo/node/MAR").unwrap();
+    let new_key = dir.path().join("mar-log-2.key");
+    run_ok(Command::new(bin("tabadul-audit")).args(["keygen", "--origin", "alo/node/MAR", "--out"]).arg(&new_key)).unwrap();
+    let new_vkey = std::fs::read_to_string(tabadul_audit::vkey_path(&new_key)).unwrap().trim().to_owned();
+    assert_ne!(new_vkey, old_vkey);
+    configure(&node, &format!("log_key = {old_key:?}"), &format!("log_key = {new_key:?}"));
+    let proc = node.start().unwrap();
+    let config = std::fs::read_to_string(hub_dir.join("hub.toml")).unwrap();
+    let endpoint_of = |text: &str| text.lines().find(|l| l.starts_with("endpoint")).unwrap().to_owned();
+    let config = config.replace(&endpoint_of(&config), &format!("endpoint = {:?}", proc.addr.to_string()));
+
+    // Without the old key: the pin cannot be checked and is dropped.
+    std::fs::write(hub_dir.join("hub.toml"), config.replace(&format!("log_vkey = {old_vkey:?}"), &format!("log_vkey = {new_vkey:?}"))).unwrap();
+    let hub = tabadul_tests::restart_hub(&hub_dir).unwrap();
+    assert!(hub.log_text().contains("starting afresh"), "{}", hub.log_text());
+    drop(hub);
+
+    // With it: the pin is kept, and the node's answers (signed with the new
+    // key) extend it.
+    let rotated = config.replace(&format!("log_vkey = {old_vkey:?}"), &format!("log_vkey = {new_vkey:?}\nprevious_log_vkeys = [{old_vkey:?}]"));
+    std::fs::write(hub_dir.join("hub.toml"), rotated).unwrap();
+    let hub = tabadul_tests::restart_hub(&hub_dir).unwrap();
+    let (state, detail) = ask(hub.addr).await;
+    assert_eq!(state, answered, "{detail}\n{}", hub.log_text());
+    assert!(!hub.log_text().contains("starting afresh"), "{}", hub.log_text());
+
+    // An auditor verifies the whole log with both keys; the old key alone
+    // does not vouch for what was signed after the rotation.
+    let auditor = pki.issue("auditor", "court").unwrap();
+    let fetched = dir.path().join("fetched");
+    run_ok(
+        Command::new(bin("tabadul-audit"))
+            .args(["fetch", "--endpoint", &proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
+            .arg(&fetched)
+            .arg("--ca").arg(pki.ca_cert())
+            .arg("--cert").arg(&auditor.cert)
+            .arg("--key").arg(&auditor.key),
+    )
+    .unwrap();
+    let verify = |keys: &[&str]| {
+        let mut cmd = Command::new(bin("tabadul-audit"));
+        cmd.arg("verify");
+        for k in keys {
+            cmd.args(["--vkey", k]);
+        }
+        cmd.arg(&fetched).output().unwrap()
+    };
+    let both = verify(&[&new_vkey, &old_vkey]);
+    assert!(both.status.success(), "{}{}", String::from_utf8_lossy(&both.stdout), String::from_utf8_lossy(&both.stderr));
+    assert!(!verify(&[&old_vkey]).status.success(), "the old key alone verified checkpoints signed after the rotation");
+}

@@ -197,7 +197,10 @@ pub fn secondary_kept(
         let withheld_now = cells.iter().enumerate().filter(|(i, _)| !released[*i]).map(|(_, c)| c.target);
         let mut live = Vec::new();
         let mut revealed = Vec::new();
-        for t in sys.targets.iter().copied().chain(withheld_now) {
+        // A target released as it is in this measure (a box withheld in a
+        // later answer for another measure's sake, say) has nothing left to
+        // protect here, and is no sign of a leak.
+        for t in sys.targets.iter().copied().filter(|t| !ledger.contains(t.atoms.as_slice())).chain(withheld_now) {
             let residual = match cached.get(&t.atoms) {
                 Some(kept) => Some(span.catch_up(kept, cached_rank)),
                 None => span.residual(&t.atoms),
@@ -205,7 +208,12 @@ pub fn secondary_kept(
             match residual {
                 None => {}
                 Some(r) if r.iter().all(|x| *x == 0) => {
-                    out.already_revealed += usize::from(!t.atoms.is_empty());
+                    // A withheld cell of `threshold` or more records that
+                    // this measure determines is a complement chosen for
+                    // another measure's sake (its count was released before,
+                    // say): only a small one is a group revealed.
+                    let n: u64 = t.atoms.iter().map(|a| sizes.get(*a as usize).copied().unwrap_or(0)).sum();
+                    out.already_revealed += usize::from((1..threshold).contains(&n));
                     revealed.push(t.atoms.clone());
                 }
                 Some(r) => live.push((t.atoms.clone(), r)),
