@@ -69,3 +69,89 @@ fn systemd_units_run_commands_the_binaries_accept_and_are_hardened() {
     let runbook = std::fs::read_to_string(tabadul_tests::repo_root().join("deploy/README.md")).unwrap();
     assert!(runbook.contains(&format!("--http-listen {front}")), "deploy/README.md does not serve the front door on {front} as the unit does");
 }
+
+/// Splits a shell command line into words (double and single quotes, a
+/// `$(…)` kept inside its word, no expansions: enough for the runbook's
+/// commands).
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    let mut any = false;
+    let mut depth = 0usize;
+    for ch in line.chars() {
+        if depth > 0 || (ch == '(' && word.ends_with('$')) {
+            depth = match ch {
+                '(' => depth + 1,
+                ')' => depth - 1,
+                _ => depth,
+            };
+            word.push(ch);
+            continue;
+        }
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(ch);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !word.is_empty() {
+                    out.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            (None, c) => word.push(c),
+        }
+    }
+    if any || !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// Every `tabadul-*` command in the runbook's shell blocks is one its
+/// binary accepts: the same words with `--help` appended, which clap
+/// refuses if any flag or subcommand is unknown. The runbook cannot drift
+/// from the command lines again without this failing.
+#[test]
+fn every_runbook_command_is_accepted_by_its_binary() {
+    let runbook = std::fs::read_to_string(tabadul_tests::repo_root().join("deploy/README.md")).unwrap();
+    let mut in_sh = false;
+    let mut commands: Vec<String> = Vec::new();
+    let mut pending = String::new();
+    for line in runbook.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") {
+            in_sh = trimmed == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        let code = trimmed.split(" # ").next().unwrap_or("").trim_end();
+        match code.strip_suffix('\\') {
+            Some(head) => pending.push_str(head),
+            None => {
+                pending.push_str(code);
+                commands.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    let mut checked = 0;
+    for command in &commands {
+        let mut w: Vec<String> = words(command).into_iter().filter(|w| w != "…").collect();
+        if w.first().is_some_and(|x| x == "sudo") {
+            w.drain(..3.min(w.len()));
+        }
+        let Some(binary) = w.first().filter(|b| ["tabadul-node", "tabadul-hub", "tabadul-certs", "tabadul-audit"].contains(&b.as_str())).cloned() else { continue };
+        let out = std::process::Command::new(tabadul_tests::bin(&binary)).args(&w[1..]).arg("--help").output().unwrap();
+        assert!(out.status.success(), "deploy/README.md: `{command}` is refused by {binary}:\n{}", String::from_utf8_lossy(&out.stderr));
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} runbook commands found: {commands:?}");
+    // The check can fail: a flag the binary does not have is refused.
+    let out = std::process::Command::new(tabadul_tests::bin("tabadul-node")).args(["backup", "--to", "/x", "--help"]).output().unwrap();
+    assert!(!out.status.success());
+}
