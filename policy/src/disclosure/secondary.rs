@@ -27,7 +27,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use super::span::{Echelon, P, Span, Sparse, TooComplex, eliminate, modp, pow, sparse};
+use super::span::{Echelon, P, Span, Sparse, TooComplex, eliminate_sparse, modp, pow, sparse, sparse_get};
 
 /// Something that must stay incomputable: the atoms it covers (sorted).
 #[derive(Debug, Clone)]
@@ -202,12 +202,12 @@ pub fn secondary_kept(
         // protect here, and is no sign of a leak.
         for t in sys.targets.iter().copied().filter(|t| !ledger.contains(t.atoms.as_slice())).chain(withheld_now) {
             let residual = match cached.get(&t.atoms) {
-                Some(kept) => Some(span.catch_up(kept, cached_rank)),
-                None => span.residual(&t.atoms),
+                Some(kept) => Some(span.catch_up(kept.clone(), cached_rank)),
+                None => span.residual(&t.atoms).map(|r| sparse(&r)),
             };
             match residual {
                 None => {}
-                Some(r) if r.iter().all(|x| *x == 0) => {
+                Some(r) if r.is_empty() => {
                     // A withheld cell of `threshold` or more records that
                     // this measure determines is a complement chosen for
                     // another measure's sake (its count was released before,
@@ -230,7 +230,8 @@ pub fn secondary_kept(
         for (m, row) in measures.iter().zip(&rows) {
             let Some(row) = row else { continue };
             let p = row.iter().position(|x| *x != 0).unwrap_or(0);
-            if m.live.iter().any(|(_, t)| parallel(t, row, p)) || m.isolates(row, sizes, threshold)? {
+            let nnz = row.iter().filter(|x| **x != 0).count();
+            if m.live.iter().any(|(_, t)| parallel(t, row, p, nnz)) || m.isolates(row, sizes, threshold)? {
                 exposes = true;
                 break;
             }
@@ -239,7 +240,7 @@ pub fn secondary_kept(
             released[i] = false;
             out.withheld.push(i);
             for (m, row) in measures.iter_mut().zip(rows) {
-                m.live.extend(row.map(|r| (atoms_i.to_vec(), r)));
+                m.live.extend(row.map(|r| (atoms_i.to_vec(), sparse(&r))));
             }
             continue;
         }
@@ -251,9 +252,9 @@ pub fn secondary_kept(
             }
             if let Some((pivot, pushed)) = m.span.push(row) {
                 for (_, t) in m.live.iter_mut() {
-                    let f = t[pivot];
+                    let f = sparse_get(t, pivot);
                     if f != 0 {
-                        eliminate(t, pushed, f);
+                        eliminate_sparse(t, pushed, f);
                     }
                 }
             }
@@ -265,7 +266,7 @@ pub fn secondary_kept(
         rows.extend(order.iter().filter(|i| released[**i]).map(|i| cells[*i].target.atoms.clone()));
         // Only a complete set of groups can be carried over.
         if m.old.len() < MAX_OLD_GROUPS {
-            let mut residuals: HashMap<Vec<u32>, Sparse> = m.live.into_iter().map(|(key, r)| (key, sparse(&r))).collect();
+            let mut residuals: HashMap<Vec<u32>, Sparse> = m.live.into_iter().collect();
             residuals.extend(m.revealed.into_iter().map(|key| (key, Sparse::new())));
             let rank = m.span.rank();
             *slot = Some(Kept { fingerprint, rows, span: m.span, old: m.old, off_small: m.off_small, residuals, rank });
@@ -290,8 +291,8 @@ struct Measure {
     span: Span,
     /// Small groups the ledger alone reveals: not this answer's doing.
     old: BTreeSet<Vec<u32>>,
-    /// Residuals of the targets still hidden, by the target's atoms.
-    live: Vec<(Vec<u32>, Vec<u64>)>,
+    /// Residuals of the targets still hidden (sparse), by the target's atoms.
+    live: Vec<(Vec<u32>, Sparse)>,
     /// Targets already determined (by the ledger alone).
     revealed: Vec<Vec<u32>>,
     /// The span projected off the small atoms, and which columns those are.
@@ -320,14 +321,18 @@ fn project(v: &[u64], small: &[bool]) -> Vec<u64> {
     v.iter().zip(small).map(|(x, s)| if *s { 0 } else { *x }).collect()
 }
 
-/// Whether residual `t` is a multiple of `row` (whose first non-zero
-/// entry is at `p`): adding `row` to the span would determine `t`.
-fn parallel(t: &[u64], row: &[u64], p: usize) -> bool {
-    let f = modp(t[p] * pow(row[p], P - 2));
+/// Whether residual `t` (sparse) is a multiple of `row` (whose first
+/// non-zero entry is at `p`, `nnz` entries non-zero): adding `row` to the
+/// span would determine `t`.
+fn parallel(t: &[(u32, u64)], row: &[u64], p: usize, nnz: usize) -> bool {
+    if t.len() != nnz {
+        return false;
+    }
+    let f = modp(sparse_get(t, p) * pow(row[p], P - 2));
     if f == 0 {
         return false;
     }
-    t.iter().zip(row).all(|(x, r)| *x == modp(f * r))
+    t.iter().all(|&(c, x)| x == modp(f * row[c as usize]))
 }
 
 #[cfg(test)]

@@ -92,6 +92,45 @@ pub fn eliminate(v: &mut [u64], row: &[(u32, u64)], f: u64) {
     }
 }
 
+/// Entry `c` of a sparse vector.
+pub fn sparse_get(v: &[(u32, u64)], c: usize) -> u64 {
+    v.binary_search_by_key(&(c as u32), |e| e.0).map_or(0, |i| v[i].1)
+}
+
+/// [`eliminate`] for a sparse `v`: `v −= f × row`, zeros dropped. The
+/// targets' residuals are kept this way: thousands of them, each touching
+/// a few columns of a wide system.
+pub fn eliminate_sparse(v: &mut Sparse, row: &[(u32, u64)], f: u64) {
+    let mut out = Vec::with_capacity(v.len() + row.len());
+    let (mut i, mut j) = (0, 0);
+    while i < v.len() || j < row.len() {
+        let (c, x) = match (v.get(i), row.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                i += 1;
+                j += 1;
+                (a.0, modp(a.1 + P * P - f * b.1))
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                i += 1;
+                *a
+            }
+            (Some(_), Some(b)) | (None, Some(b)) => {
+                j += 1;
+                (b.0, modp(P * P - f * b.1))
+            }
+            (Some(a), None) => {
+                i += 1;
+                *a
+            }
+            (None, None) => break,
+        };
+        if x != 0 {
+            out.push((c, x));
+        }
+    }
+    *v = out;
+}
+
 /// The residual system would be too large to solve in reasonable time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TooComplex {
@@ -198,18 +237,14 @@ impl Span {
     /// A residual kept (sparse) while the span held its first `from` basis
     /// rows, brought up to date: reduced by the rows added since. Earlier
     /// rows need not be applied again: later rows are zero at their pivots.
-    pub fn catch_up(&self, kept: &[(u32, u64)], from: usize) -> Vec<u64> {
-        let mut v = vec![0u64; self.width];
-        for &(c, x) in kept {
-            v[c as usize] = x;
-        }
+    pub fn catch_up(&self, mut kept: Sparse, from: usize) -> Sparse {
         for (pivot, row) in &self.basis[from.min(self.basis.len())..] {
-            let f = v[*pivot];
+            let f = sparse_get(&kept, *pivot);
             if f != 0 {
-                eliminate(&mut v, row, f);
+                eliminate_sparse(&mut kept, row, f);
             }
         }
-        v
+        kept
     }
 
     /// `set` as a vector over the residual columns; None when one of its
@@ -440,6 +475,31 @@ mod tests {
             x ^= x << 17;
             let v = x >> 2;
             assert_eq!(modp(v), v % P, "{v}");
+        }
+    }
+
+    #[test]
+    fn sparse_elimination_agrees_with_dense() {
+        let mut x = 0x1234_5678_9ABC_DEF1u64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..2_000 {
+            let width = 1 + next(12) as usize;
+            let mut dense_v: Vec<u64> = (0..width).map(|_| if next(2) == 0 { 0 } else { next(P) }).collect();
+            let row: Vec<u64> = (0..width).map(|_| if next(2) == 0 { 0 } else { next(P) }).collect();
+            let f = next(P);
+            let mut sparse_v = sparse(&dense_v);
+            let row_sparse = sparse(&row);
+            eliminate(&mut dense_v, &row_sparse, f);
+            eliminate_sparse(&mut sparse_v, &row_sparse, f);
+            assert_eq!(sparse_v, sparse(&dense_v));
+            for c in 0..width {
+                assert_eq!(sparse_get(&sparse_v, c), dense_v[c]);
+            }
         }
     }
 
