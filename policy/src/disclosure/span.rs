@@ -497,8 +497,8 @@ mod tests {
             eliminate(&mut dense_v, &row_sparse, f);
             eliminate_sparse(&mut sparse_v, &row_sparse, f);
             assert_eq!(sparse_v, sparse(&dense_v));
-            for c in 0..width {
-                assert_eq!(sparse_get(&sparse_v, c), dense_v[c]);
+            for (c, x) in dense_v.iter().enumerate() {
+                assert_eq!(sparse_get(&sparse_v, c), *x);
             }
         }
     }
