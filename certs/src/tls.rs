@@ -437,7 +437,7 @@ pub struct Accepted {
 pub async fn accept(tls: &ServerTls, tcp: TcpStream, peer: SocketAddr, slot: Slot, limits: &ConnectionLimits) -> Option<Accepted> {
     let _ = tcp.set_nodelay(true);
     let watch = slot.watch().clone();
-    let tcp = Guarded::new(tcp, slot, limits, peer);
+    let tcp = Guarded::accepted(tcp, slot, limits, peer);
     let generation = tls.generation();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
     let mut stream = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
@@ -699,7 +699,7 @@ async fn connect(uri: Uri, source: ClientSource, expected: Expect) -> io::Result
             Some(registration)
         }
     };
-    Ok(TokioIo::new(Closable::new(tls, watch, registration, not_after)))
+    Ok(TokioIo::new(Closable::outgoing(tls, watch, registration, not_after)))
 }
 
 /// The serial number of a certificate, as lowercase hex.

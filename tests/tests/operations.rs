@@ -26,6 +26,21 @@ fn configure(node: &NodeDir, from: &str, to: &str) {
     std::fs::write(&node.config, config.replacen(from, to, 1)).unwrap();
 }
 
+/// Fetches MAR's log from the node at `addr` into `out`, as an auditor.
+fn fetch_node_log(pki: &Pki, addr: std::net::SocketAddr, out: &std::path::Path) -> std::path::PathBuf {
+    let auditor = pki.issue("auditor", "court").unwrap();
+    run_ok(
+        Command::new(bin("tabadul-audit"))
+            .args(["fetch", "--endpoint", &addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
+            .arg(out)
+            .arg("--ca").arg(pki.ca_cert())
+            .arg("--cert").arg(&auditor.cert)
+            .arg("--key").arg(&auditor.key),
+    )
+    .unwrap();
+    out.to_owned()
+}
+
 fn entries_of(status: &str) -> u64 {
     status.lines().find(|l| l.starts_with("log entries")).unwrap().split_whitespace().nth(2).unwrap().parse().unwrap()
 }
@@ -100,17 +115,7 @@ async fn an_online_backup_restores_to_a_node_whose_log_verifies() {
     let (d, cells) = collect(&mut client, q()).await.unwrap();
     assert_eq!(d.kind, pb::DecisionKind::Allowed as i32);
     assert!(!cells.is_empty());
-    let auditor = pki.issue("auditor", "court").unwrap();
-    let fetched = dir.path().join("fetched");
-    run_ok(
-        Command::new(bin("tabadul-audit"))
-            .args(["fetch", "--endpoint", &proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
-            .arg(&fetched)
-            .arg("--ca").arg(pki.ca_cert())
-            .arg("--cert").arg(&auditor.cert)
-            .arg("--key").arg(&auditor.key),
-    )
-    .unwrap();
+    let fetched = fetch_node_log(&pki, proc.addr, &dir.path().join("fetched"));
     let key = Verifier::parse(&node.log_vkey).unwrap();
     let report = offline::verify(&LogDir::load(&fetched).unwrap(), &key, None);
     assert!(report.findings.is_empty(), "{:?}", report.findings);
@@ -560,17 +565,7 @@ async fn a_full_disk_stops_releases_but_loses_no_acknowledged_entry() {
     disk.free();
     proc.kill();
     let proc = node.start().unwrap();
-    let auditor = pki.issue("auditor", "court").unwrap();
-    let fetched = dir.path().join("fetched");
-    run_ok(
-        Command::new(bin("tabadul-audit"))
-            .args(["fetch", "--endpoint", &proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
-            .arg(&fetched)
-            .arg("--ca").arg(pki.ca_cert())
-            .arg("--cert").arg(&auditor.cert)
-            .arg("--key").arg(&auditor.key),
-    )
-    .unwrap();
+    let fetched = fetch_node_log(&pki, proc.addr, &dir.path().join("fetched"));
     let log = LogDir::load(&fetched).unwrap();
     let report = offline::verify(&log, &Verifier::parse(&node.log_vkey).unwrap(), None);
     assert!(report.findings.is_empty(), "{:?}", report.findings);
@@ -758,17 +753,7 @@ async fn a_node_log_key_rotates_and_the_hub_keeps_its_pin() {
 
     // An auditor verifies the whole log with both keys; the old key alone
     // does not vouch for what was signed after the rotation.
-    let auditor = pki.issue("auditor", "court").unwrap();
-    let fetched = dir.path().join("fetched");
-    run_ok(
-        Command::new(bin("tabadul-audit"))
-            .args(["fetch", "--endpoint", &proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
-            .arg(&fetched)
-            .arg("--ca").arg(pki.ca_cert())
-            .arg("--cert").arg(&auditor.cert)
-            .arg("--key").arg(&auditor.key),
-    )
-    .unwrap();
+    let fetched = fetch_node_log(&pki, proc.addr, &dir.path().join("fetched"));
     let verify = |keys: &[&str]| {
         let mut cmd = Command::new(bin("tabadul-audit"));
         cmd.arg("verify");

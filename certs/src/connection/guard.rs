@@ -118,109 +118,66 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A connection's stream under watch from its TCP accept, holding its
-/// admission slot (and, once its peer is known, its registration for CRL
-/// re-checks) until it is dropped. TLS runs on top of it, so a close
-/// applies during the handshake too.
-#[derive(Debug)]
-pub struct Guarded<S> {
+/// A connection's stream that can be closed from outside through its
+/// [`Watch`]: once closed, every read and write fails. Built two ways:
+/// - [`Watched::accepted`], a listener's connection from its TCP accept
+///   (TLS runs on top, so a close applies during the handshake too), with
+///   its admission slot and its watchdog; once the peer is known,
+///   [`Watched::verified`] adds its registration for CRL re-checks and its
+///   certificate's expiry;
+/// - [`Watched::outgoing`], a connection a client made, registered for
+///   CRL re-checks of the server it reached and closed when that server's
+///   certificate expires (clients have no admission or idle rules).
+///
+/// What it holds besides lives exactly as long as the connection.
+pub struct Watched<S> {
     inner: S,
     watch: Watch,
-    _slot: Slot,
-    _registration: Option<Registration>,
-    /// Dropped with the connection: stops its watchdog.
-    _alive: tokio::sync::oneshot::Sender<()>,
+    /// The admission slot, the CRL registration, and the sender whose drop
+    /// stops the watchdog or expiry timer.
+    _held: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    closed: &'static str,
 }
 
-impl<S> Guarded<S> {
+/// A listener's connection ([`Watched::accepted`]).
+pub type Guarded<S> = Watched<S>;
+
+/// A connection a client made ([`Watched::outgoing`]).
+pub type Closable<S> = Watched<S>;
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Watched<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched").field("inner", &self.inner).field("watch", &self.watch).finish_non_exhaustive()
+    }
+}
+
+impl<S> Watched<S> {
     /// Guards `inner` (just accepted) and starts its watchdog: see
     /// [`ConnectionLimits`] for what closes it.
-    pub fn new(inner: S, slot: Slot, limits: &ConnectionLimits, peer: SocketAddr) -> Self {
+    pub fn accepted(inner: S, slot: Slot, limits: &ConnectionLimits, peer: SocketAddr) -> Self {
         let (alive, gone) = tokio::sync::oneshot::channel();
         let watch = slot.watch().clone();
         tokio::spawn(watchdog(watch.clone(), Rules::new(limits), peer, gone));
-        Guarded { inner, watch, _slot: slot, _registration: None, _alive: alive }
+        Watched { inner, watch, _held: vec![Box::new(slot), Box::new(alive)], closed: "connection closed by the server" }
     }
 
     /// After the handshake: keeps the connection's place among those a CRL
     /// reload re-checks, and closes it when the peer's chain expires.
     pub fn verified(&mut self, registration: Registration, not_after: Option<SystemTime>) {
-        self._registration = Some(registration);
+        self._held.push(Box::new(registration));
         if let Some(t) = not_after {
             self.watch.expire_at(t);
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    pub fn watch(&self) -> &Watch {
-        &self.watch
-    }
-
-    fn closed_error() -> io::Error {
-        io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed by the server")
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        // Registered before the check, so a close in between still wakes us.
-        self.watch.0.read.register(cx.waker());
-        if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+    /// A client's connection to a server whose chain expires at
+    /// `not_after`, registered for CRL re-checks if `registration`.
+    pub fn outgoing(inner: S, watch: Watch, registration: Option<Registration>, not_after: Option<SystemTime>) -> Self {
+        let mut held: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        if let Some(r) = registration {
+            held.push(Box::new(r));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.watch.0.write.register(cx.waker());
-        if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.watch.0.write.register(cx.waker());
-        if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
-        }
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        self.watch.0.write.register(cx.waker());
-        if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
-        }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// A connection this side made, closable from outside like [`Guarded`]:
-/// registered for CRL re-checks of the server it reached, and closed when
-/// that server's certificate expires. Clients have no admission limits or
-/// idle rules to apply, so it carries no slot and no watchdog.
-#[derive(Debug)]
-pub struct Closable<S> {
-    inner: S,
-    watch: Watch,
-    _registration: Option<Registration>,
-    /// Dropped with the connection: stops its expiry timer.
-    _alive: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl<S> Closable<S> {
-    pub fn new(inner: S, watch: Watch, registration: Option<Registration>, not_after: Option<SystemTime>) -> Self {
-        let alive = not_after.map(|t| {
+        if let Some(t) = not_after {
             let (alive, gone) = tokio::sync::oneshot::channel::<()>();
             let watch = watch.clone();
             tokio::spawn(async move {
@@ -233,42 +190,47 @@ impl<S> Closable<S> {
                     _ = gone => {}
                 }
             });
-            alive
-        });
-        Closable { inner, watch, _registration: registration, _alive: alive }
+            held.push(Box::new(alive));
+        }
+        Watched { inner, watch, _held: held, closed: "connection closed: the server's certificate is no longer accepted" }
     }
 
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
-    fn closed_error() -> io::Error {
-        io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed: the server's certificate is no longer accepted")
+    pub fn watch(&self) -> &Watch {
+        &self.watch
+    }
+
+    fn closed_error(&self) -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, self.closed)
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Closable<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // Registered before the check, so a close in between still wakes us.
         self.watch.0.read.register(cx.waker());
         if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+            return Poll::Ready(Err(self.closed_error()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.watch.0.write.register(cx.waker());
         if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+            return Poll::Ready(Err(self.closed_error()));
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.watch.0.write.register(cx.waker());
         if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+            return Poll::Ready(Err(self.closed_error()));
         }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -278,7 +240,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Closable<S> {
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         self.watch.0.write.register(cx.waker());
         if self.watch.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+            return Poll::Ready(Err(self.closed_error()));
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

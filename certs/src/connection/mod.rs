@@ -11,7 +11,7 @@ mod live;
 mod tracking;
 
 pub use gate::{Gate, Slot};
-pub use guard::{Closable, Guarded, RequestGuard, Watch};
+pub use guard::{Closable, Guarded, RequestGuard, Watch, Watched};
 pub use limits::ConnectionLimits;
 pub use live::{Live, Registration};
 pub use tracking::{TrackRequests, Tracked, TrackedBody};

@@ -180,7 +180,7 @@ pub(crate) async fn serve(
             match tls {
                 None => {
                     let watch = slot.watch().clone();
-                    let stream = Guarded::new(tcp, slot, &limits, addr);
+                    let stream = Guarded::accepted(tcp, slot, &limits, addr);
                     let conn = Connection { addr, identity: None, refused: None, watch };
                     if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service(app, conn, per_request)).into_owned()).await {
                         tracing::info!(%addr, error = %e, "HTTP connection ended on an error");
