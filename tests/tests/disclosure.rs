@@ -21,35 +21,22 @@ const P_PERCENT: f64 = 10.0;
 /// The demo federation's job-seeker protection (threshold 10, default
 /// dominance, p% and group rules), granted to the hub and two members;
 /// the default ledger scope makes them one requester.
-const POLICY: &str = r#"version = "adversary-1"
+fn policy() -> String {
+    policy_with("adversary-1", "threshold = 10", &[("hub-js", "hub"), ("members-js", "member:EGY"), ("jor-js", "member:JOR")])
+}
 
-[disclosure.PES_JOBSEEKER_RECORDS]
-threshold = 10
-
-[[rule]]
-id = "hub-js"
-requester = "hub"
-dataflows = ["PES_JOBSEEKER_RECORDS"]
-breakdowns = ["SEX", "AGE", "REGION", "OCU"]
-statistics = ["count", "sum", "mean"]
-variables = ["MONTHS_REGISTERED"]
-
-[[rule]]
-id = "members-js"
-requester = "member:EGY"
-dataflows = ["PES_JOBSEEKER_RECORDS"]
-breakdowns = ["SEX", "AGE", "REGION", "OCU"]
-statistics = ["count", "sum", "mean"]
-variables = ["MONTHS_REGISTERED"]
-
-[[rule]]
-id = "jor-js"
-requester = "member:JOR"
-dataflows = ["PES_JOBSEEKER_RECORDS"]
-breakdowns = ["SEX", "AGE", "REGION", "OCU"]
-statistics = ["count", "sum", "mean"]
-variables = ["MONTHS_REGISTERED"]
-"#;
+/// A policy granting the job-seeker table (count, sum and mean of months
+/// registered, by sex, age, region and occupation) to each requester, under
+/// `disclosure`.
+fn policy_with(version: &str, disclosure: &str, requesters: &[(&str, &str)]) -> String {
+    let mut text = format!("version = {version:?}\n\n[disclosure.PES_JOBSEEKER_RECORDS]\n{disclosure}\n");
+    for (id, requester) in requesters {
+        text.push_str(&format!(
+            "\n[[rule]]\nid = {id:?}\nrequester = {requester:?}\ndataflows = [\"PES_JOBSEEKER_RECORDS\"]\nbreakdowns = [\"SEX\", \"AGE\", \"REGION\", \"OCU\"]\nstatistics = [\"count\", \"sum\", \"mean\"]\nvariables = [\"MONTHS_REGISTERED\"]\n"
+        ));
+    }
+    text
+}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -255,7 +242,7 @@ async fn random_query_sequences_from_a_coalition_learn_nothing_protected() {
     let (mut narrowest_count, mut narrowest_sum) = (f64::INFINITY, f64::INFINITY);
     let mut narrowed = Vec::new();
     for seq in 0..sequences() as u64 {
-        let f = start_with(POLICY, sparse_records(100 + seq));
+        let f = start_with(&policy(), sparse_records(100 + seq));
         let mut clients = [f.client("hub", "alo"), f.client("node", "EGY"), f.client("node", "JOR")];
         let mut adv = Adversary::new(ATOMS, (0.0, 1e4));
         let mut rng = md::Rng::new(7_000 + seq);
@@ -293,7 +280,7 @@ async fn under_the_cell_key_method_no_small_group_is_even_narrowed() {
     let mut narrowed = Vec::new();
     let mut released = 0;
     for seq in 0..sequences() as u64 {
-        let f = start_with(CELL_KEY_POLICY, sparse_records(200 + seq));
+        let f = start_with(&cell_key_policy(), sparse_records(200 + seq));
         let mut hub = f.client("hub", "alo");
         let mut adv = Adversary::new(ATOMS, (0.0, 1e4));
         let mut rng = md::Rng::new(9_000 + seq);
@@ -314,7 +301,7 @@ async fn under_the_cell_key_method_no_small_group_is_even_narrowed() {
 async fn the_adversary_has_teeth() {
     // Without protection (threshold 1, no dominance, no p%, no group rule)
     // the same machinery finds the planted groups: its checks can fail.
-    let open = POLICY.replace("threshold = 10", "threshold = 1\ndominance = { n = 4, k = 100 }\np_percent = 0\ngroup = { max_size = 0, share = 1.0 }");
+    let open = policy().replace("threshold = 10", "threshold = 1\ndominance = { n = 4, k = 100 }\np_percent = 0\ngroup = { max_size = 0, share = 1.0 }");
     let f = start_with(&open, sparse_records(1));
     let mut hub = f.client("hub", "alo");
     let mut adv = Adversary::new(ATOMS, (0.0, 1e4));
@@ -330,7 +317,7 @@ async fn the_adversary_has_teeth() {
 /// Class 1: no exact figure in any reason, rule list or log line.
 #[tokio::test]
 async fn no_record_count_in_any_text() {
-    let f = start_with(POLICY, sparse_records(3));
+    let f = start_with(&policy(), sparse_records(3));
     let n = f.records.len();
     let mut hub = f.client("hub", "alo");
     let (d, _) = collect(&mut hub, query(&["REGION"], &[], "count")).await.unwrap();
@@ -365,26 +352,15 @@ async fn no_record_count_in_any_text() {
     assert!(entries.contains("unit records into PES_JOBSEEKER_RECORDS") && !entries.contains("1 records"), "{entries}");
 }
 
-const CELL_KEY_POLICY: &str = r#"version = "cell-key-1"
-
-[disclosure.PES_JOBSEEKER_RECORDS]
-threshold = 10
-cell_key = { d = 4, v = 2.0, js = 2, magnitude = 0.2 }
-
-[[rule]]
-id = "hub-js"
-requester = "hub"
-dataflows = ["PES_JOBSEEKER_RECORDS"]
-breakdowns = ["SEX", "AGE", "REGION", "OCU"]
-statistics = ["count", "sum", "mean"]
-variables = ["MONTHS_REGISTERED"]
-"#;
+fn cell_key_policy() -> String {
+    policy_with("cell-key-1", "threshold = 10\ncell_key = { d = 4, v = 2.0, js = 2, magnitude = 0.2 }", &[("hub-js", "hub")])
+}
 
 /// Class 2: magnitude noise that cannot be decoded, and that is not the
 /// largest contribution in disguise.
 #[tokio::test]
 async fn magnitude_noise_cannot_be_decoded() {
-    let f = start_with(CELL_KEY_POLICY, md::jobseekers(20_000, 7));
+    let f = start_with(&cell_key_policy(), md::jobseekers(20_000, 7));
     let mut hub = f.client("hub", "alo");
     // Cells that all hold the 900-month person (MA-01, occupation 0, a
     // man), padded by different occupations.
@@ -419,7 +395,7 @@ async fn magnitude_noise_cannot_be_decoded() {
 /// Class 3: a mean and a count of the same records are one release.
 #[tokio::test]
 async fn a_count_then_a_mean_cannot_size_a_small_group() {
-    let f = start_with(POLICY, md::jobseekers(20_000, 7));
+    let f = start_with(&policy(), md::jobseekers(20_000, 7));
     let mut hub = f.client("hub", "alo");
     let mut adv = Adversary::new(ATOMS, (0.0, 1e4));
     let others: Vec<&str> = OCUS.iter().copied().filter(|o| *o != "0").collect();
@@ -437,7 +413,7 @@ async fn a_count_then_a_mean_cannot_size_a_small_group() {
 /// Class 4: A − B − C isolating a small group split by earlier releases.
 #[tokio::test]
 async fn a_combination_of_several_releases_cannot_isolate_a_small_group() {
-    let f = start_with(POLICY, md::jobseekers(20_000, 7));
+    let f = start_with(&policy(), md::jobseekers(20_000, 7));
     let mut hub = f.client("hub", "alo");
     let mut adv = Adversary::new(ATOMS, (0.0, 1e4));
     let others: Vec<&str> = OCUS.iter().copied().filter(|o| *o != "0").collect();
@@ -458,7 +434,7 @@ async fn a_combination_of_several_releases_cannot_isolate_a_small_group() {
 /// hides stays hidden when asked for directly.
 #[tokio::test]
 async fn withheld_cells_look_alike_and_hidden_zeros_stay_hidden() {
-    let f = start_with(POLICY, md::jobseekers(20_000, 7));
+    let f = start_with(&policy(), md::jobseekers(20_000, 7));
     let mut hub = f.client("hub", "alo");
     let (_, cells) = collect(&mut hub, query(&["SEX", "REGION", "OCU"], &[], "count")).await.unwrap();
     let held: Vec<&pb::Cell> = cells.iter().filter(|c| withheld(c)).collect();
@@ -483,7 +459,7 @@ async fn withheld_cells_look_alike_and_hidden_zeros_stay_hidden() {
 /// requester; the public tier spends its own privacy budget.
 #[tokio::test]
 async fn members_and_the_hub_are_one_requester() {
-    let f = start_with(POLICY, md::jobseekers(20_000, 7));
+    let f = start_with(&policy(), md::jobseekers(20_000, 7));
     let others: Vec<&str> = OCUS.iter().copied().filter(|o| *o != "0").collect();
     assert_eq!(md::count(&f.records, |r| r.region == "MA-04" && r.ocu == "0"), 1);
     let mut hub = f.client("hub", "alo");

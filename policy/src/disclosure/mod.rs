@@ -29,6 +29,18 @@ pub mod ptable;
 pub mod secondary;
 pub mod span;
 
+/// A xorshift generator for the tests' random systems: deterministic, so a
+/// failure reproduces.
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 use std::sync::Arc;
 
 pub use secondary::{System, Target, secondary};

@@ -393,13 +393,8 @@ mod tests {
     /// a row the ledger lacks must not be used.
     #[test]
     fn a_kept_span_decides_as_a_fresh_one() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rnd = crate::disclosure::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: u64| rnd() % n;
         for _ in 0..20 {
             let atoms = 24;
             let sizes: Vec<u64> = (0..atoms).map(|_| if next(4) == 0 { 1 + next(9) } else { 10 + next(40) }).collect();

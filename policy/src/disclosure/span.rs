@@ -465,28 +465,20 @@ mod tests {
 
     #[test]
     fn the_mersenne_reduction_is_the_remainder() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = crate::disclosure::xorshift(0x9E37_79B9_7F4A_7C15);
         for edge in [0, 1, P - 1, P, P + 1, 2 * P, P * P, P * P + P - 1, (1 << 62) - 1] {
             assert_eq!(modp(edge), edge % P, "{edge}");
         }
         for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let v = x >> 2;
+            let v = rnd() >> 2;
             assert_eq!(modp(v), v % P, "{v}");
         }
     }
 
     #[test]
     fn sparse_elimination_agrees_with_dense() {
-        let mut x = 0x1234_5678_9ABC_DEF1u64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rnd = crate::disclosure::xorshift(0x1234_5678_9ABC_DEF1);
+        let mut next = move |n: u64| rnd() % n;
         for _ in 0..2_000 {
             let width = 1 + next(12) as usize;
             let mut dense_v: Vec<u64> = (0..width).map(|_| if next(2) == 0 { 0 } else { next(P) }).collect();
@@ -535,22 +527,16 @@ mod tests {
     fn agrees_with_brute_force_on_random_systems() {
         // Compare against rank computed in f64 with full pivoting on small
         // random 0/1 systems.
-        let mut seed = 7u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rnd = crate::disclosure::xorshift(7);
         for _ in 0..300 {
             let atoms = 2 + (rnd() % 6) as usize;
             let nrows = 1 + (rnd() % 7) as usize;
             let rows: Vec<Vec<u32>> = (0..nrows)
-                .map(|_| (0..atoms as u32).filter(|_| rnd() % 2 == 0).collect())
+                .map(|_| (0..atoms as u32).filter(|_| rnd().is_multiple_of(2)).collect())
                 .collect();
             let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
             let span = Span::new(atoms, &refs).unwrap();
-            let target: Vec<u32> = (0..atoms as u32).filter(|_| rnd() % 2 == 0).collect();
+            let target: Vec<u32> = (0..atoms as u32).filter(|_| rnd().is_multiple_of(2)).collect();
             let dense = |r: &[u32]| (0..atoms as u32).map(|a| if r.contains(&a) { 1.0 } else { 0.0 }).collect::<Vec<f64>>();
             let mut m: Vec<Vec<f64>> = rows.iter().map(|r| dense(r)).collect();
             let r0 = rank(m.clone());
@@ -581,18 +567,12 @@ mod tests {
 
     #[test]
     fn small_groups_agree_with_brute_force() {
-        let mut seed = 11u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rnd = crate::disclosure::xorshift(11);
         for _ in 0..300 {
             let atoms = 2 + (rnd() % 7) as usize;
-            let sizes: Vec<u64> = (0..atoms).map(|_| if rnd() % 2 == 0 { 1 + rnd() % 6 } else { 10 + rnd() % 30 }).collect();
+            let sizes: Vec<u64> = (0..atoms).map(|_| if rnd().is_multiple_of(2) { 1 + rnd() % 6 } else { 10 + rnd() % 30 }).collect();
             let nrows = 1 + (rnd() % 8) as usize;
-            let rows: Vec<Vec<u32>> = (0..nrows).map(|_| (0..atoms as u32).filter(|_| rnd() % 2 == 0).collect()).collect();
+            let rows: Vec<Vec<u32>> = (0..nrows).map(|_| (0..atoms as u32).filter(|_| rnd().is_multiple_of(2)).collect()).collect();
             let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
             let span = Span::new(atoms, &refs).unwrap();
             let mut got = span.small_groups(&sizes, 10, 1 << 12).unwrap();
