@@ -517,3 +517,39 @@ async fn the_public_cannot_spend_the_operators_budget() {
     assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
     assert!(!cells.is_empty() && cells.iter().all(|c| c.key.last().unwrap() == "2019" && c.flags == ["dp-laplace"]), "{cells:?}");
 }
+
+/// Class 1 under differential privacy: which periods an answer covers says
+/// nothing about which periods hold records. Two nodes, one with records in
+/// 2019 and one without, answer an open-ended query over the same periods
+/// (the last ten years); a range too long to answer is refused the same way
+/// by both, before any data is read.
+#[tokio::test]
+async fn under_differential_privacy_the_periods_answered_do_not_depend_on_the_data() {
+    let policy = DP_POLICY.replace("budget = 2.0", "budget = 10.0");
+    let without = md::jobseekers(2_000, 7);
+    let mut with = without.clone();
+    for r in with.iter_mut().take(40) {
+        r.period = "2019";
+    }
+    let this_year = time::OffsetDateTime::now_utc().year();
+    let expected: Vec<String> = (this_year - 9..=this_year).map(|y| y.to_string()).collect();
+    let mut seen = Vec::new();
+    for records in [without, with] {
+        assert_eq!(records.iter().any(|r| r.period == "2019"), !seen.is_empty());
+        let f = start_with(&policy, records);
+        let mut hub = f.client("hub", "alo");
+        let (d, cells) = collect(&mut hub, query(&["REGION"], &[], "count")).await.unwrap();
+        assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
+        assert!(cells.iter().all(|c| c.flags == ["dp-laplace"]), "{cells:?}");
+        let periods: std::collections::BTreeSet<String> = cells.iter().map(|c| c.key.last().unwrap().clone()).collect();
+        assert_eq!(periods.into_iter().collect::<Vec<_>>(), expected, "an open range answers the last ten years, held or not");
+        let mut q = query(&["REGION"], &[], "count");
+        q.start_period = "1800".into();
+        q.end_period = "2025".into();
+        let (d, cells) = collect(&mut hub, q).await.unwrap();
+        assert_eq!(d.kind, DecisionKind::Refused as i32, "{}", d.reason);
+        assert!(cells.is_empty() && d.reason.contains("at most 120"), "{}", d.reason);
+        seen.push(d.reason);
+    }
+    assert_eq!(seen[0], seen[1], "the refusal of a long range reads the same with and without data");
+}

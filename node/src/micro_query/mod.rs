@@ -48,8 +48,11 @@ use request::{Request, category_indices};
 pub const MAX_CELLS: usize = 100_000;
 /// The most atoms a scan may group into.
 pub const MAX_ATOMS: usize = 4_000_000;
-/// The most periods without data an answer under differential privacy lists.
-const MAX_EMPTY_PERIODS: usize = 50;
+/// The most periods an answer under differential privacy covers.
+const MAX_DP_PERIODS: usize = 120;
+/// How many years back an open-started query under differential privacy
+/// reaches.
+const DP_OPEN_YEARS: i32 = 10;
 
 /// An answer plus what it adds to the release ledger.
 #[derive(Debug, Clone)]
@@ -92,7 +95,7 @@ pub fn answer(
         return Ok(Err(InvalidQuery(format!("unknown microdata table {:?}", q.dataflow))));
     };
     let schema = Schema::of(dict, table);
-    let req = match request::parse(table, &schema, q) {
+    let mut req = match request::parse(table, &schema, q) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e)),
     };
@@ -134,6 +137,10 @@ pub fn answer(
         return Ok(Ok(MicroAnswer { answer: Answer { decision, cells: Vec::new() }, release: None }));
     }
 
+    let rows_note = match request::scope_rows(&rule, who, &schema, &mut req) {
+        Ok(note) => note,
+        Err(reason) => return Ok(Ok(refuse(&mut decision, reason))),
+    };
     let meta = microdata::meta(store, &table.id)?;
     if meta.import_starts.len() != meta.imports as usize {
         return Err(crate::Error::Invalid(format!(
@@ -141,32 +148,33 @@ pub fn answer(
             table.id, meta.imports, meta.import_starts.len())));
     }
     let mut withheld: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    if let Some((why, what)) = rows_note {
+        withheld.entry(why).or_default().insert(what);
+    }
     let mut periods: Vec<u32> = Vec::new();
     let mut period_names = meta.periods.clone();
-    let asked = |p: &str| {
-        (req.start_period.is_empty() || p >= req.start_period.as_str() || p.starts_with(&req.start_period))
-            && crate::policy::period_in(p, None, (!req.end_period.is_empty()).then_some(req.end_period.as_str()))
-    };
-    for (i, p) in meta.periods.iter().enumerate() {
-        if !asked(p) {
-            continue;
+    // Under differential privacy which periods hold records is itself exact
+    // data ("no data" against a noised cell says whether anyone is there),
+    // so the periods answered come from the request, the rule and the date
+    // alone, held or not. Otherwise, the table's own periods.
+    let candidates: Vec<String> = if dp {
+        match dp_periods(&req, &rule, today, &meta.periods) {
+            Ok(window) => window,
+            Err(e) => return Ok(Ok(refuse(&mut decision, e))),
         }
+    } else {
+        meta.periods.iter().filter(|p| asked(&req, p)).cloned().collect()
+    };
+    for p in &candidates {
         if !rule.period_in_range(p) {
             withheld.entry(format!("outside the periods granted by rule {}", rule.id)).or_default().insert(p.clone());
         } else if let Some(e) = rule.embargo_on(p, today) {
             withheld.entry(format!("under embargo until {} (rule {})", e.until, rule.id)).or_default().insert(p.clone());
-        } else {
+        } else if let Some(i) = period_names.iter().position(|n| n == p) {
             periods.push(i as u32);
-        }
-    }
-    if dp {
-        // Under differential privacy "no data" must look like noise: every
-        // year of a named range is answered, held or not.
-        for year in named_years(&req) {
-            if !period_names.contains(&year) && rule.period_in_range(&year) && rule.embargo_on(&year, today).is_none() {
-                periods.push(period_names.len() as u32);
-                period_names.push(year);
-            }
+        } else {
+            periods.push(period_names.len() as u32);
+            period_names.push(p.clone());
         }
     }
     decision.withheld = withheld.iter().map(|(why, what)| format!("{}: {why}", what.iter().cloned().collect::<Vec<_>>().join(", "))).collect();
@@ -368,7 +376,7 @@ pub fn answer(
         if req.breakdown.is_empty() { "in total".to_owned() } else { format!("by {}", decision.dimensions[1..decision.dimensions.len() - 1].join(" × ")) },
         protected,
         cells.len(),
-        if decision.withheld.is_empty() { String::new() } else { format!("; periods withheld: {}", decision.withheld.join("; ")) },
+        if decision.withheld.is_empty() { String::new() } else { format!("; also withheld: {}", decision.withheld.join("; ")) },
     );
     Ok(Ok(MicroAnswer { answer: Answer { decision, cells: out }, release: Some(release) }))
 }
@@ -404,12 +412,34 @@ fn tier_name(who: &Identity, public: bool) -> String {
     }
 }
 
-/// The years a request names by a start and an end year (nothing when the
-/// range is open or not in years).
-fn named_years(req: &Request) -> Vec<String> {
-    let year = |p: &str| (p.len() == 4).then(|| p.parse::<u32>().ok()).flatten();
-    match (year(&req.start_period), year(&req.end_period)) {
-        (Some(a), Some(b)) if a <= b => (a..=b).take(MAX_EMPTY_PERIODS).map(|y| y.to_string()).collect(),
-        _ => Vec::new(),
+/// The periods an answer under differential privacy covers, from the
+/// request, the rule and `today` only, never from the data: the years from
+/// the start (the request's, else `DP_OPEN_YEARS` before the end or the
+/// rule's start, whichever is later) to the end (the request's, else the
+/// rule's, else this year),
+/// in the table's frequency (years, quarters or months, as its periods are
+/// written; years for an empty table).
+fn dp_periods(req: &Request, rule: &crate::policy::Rule, today: time::Date, held: &[String]) -> Result<Vec<String>, String> {
+    let year = |p: Option<&str>| p.filter(|p| !p.is_empty()).and_then(|p| p.get(..4)).and_then(|y| y.parse::<i32>().ok());
+    let end = year(Some(&req.end_period)).or(year(rule.end_period.as_deref())).unwrap_or(today.year());
+    let recent = end - (DP_OPEN_YEARS - 1);
+    let start = year(Some(&req.start_period)).unwrap_or_else(|| year(rule.start_period.as_deref()).map_or(recent, |r| r.max(recent)));
+    let within: Vec<String> = match held.first().map(|p| p.get(4..6).unwrap_or("")) {
+        Some("-Q") => (1..=4).map(|q| format!("-Q{q}")).collect(),
+        Some("-M") => (1..=12).map(|m| format!("-M{m:02}")).collect(),
+        _ => vec![String::new()],
+    };
+    let count = usize::try_from(end - start + 1).unwrap_or(0).saturating_mul(within.len());
+    if count > MAX_DP_PERIODS {
+        return Err(format!(
+            "under differential privacy an answer covers every period asked for, held or not, at most {MAX_DP_PERIODS}; {start} to {end} is {count}: ask for a shorter range"
+        ));
     }
+    Ok((start..=end).flat_map(|y| within.iter().map(move |w| format!("{y}{w}"))).filter(|p| asked(req, p)).collect())
+}
+
+/// `period` lies within the request's start and end (either may be open).
+fn asked(req: &Request, period: &str) -> bool {
+    (req.start_period.is_empty() || period >= req.start_period.as_str() || period.starts_with(&req.start_period))
+        && crate::policy::period_in(period, None, (!req.end_period.is_empty()).then_some(req.end_period.as_str()))
 }
