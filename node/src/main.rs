@@ -400,11 +400,14 @@ async fn main() -> anyhow::Result<()> {
             println!("  rule    {}", if d.rule_id.is_empty() { "(none: default deny)" } else { &d.rule_id });
             println!("  policy  {}", d.policy_version);
             println!("  reason  {}", d.reason.replace("; no data matches", ""));
-            if let pb::DecisionKind::Allowed = pb::DecisionKind::try_from(d.kind).unwrap_or_default()
+            if matches!(pb::DecisionKind::try_from(d.kind), Ok(pb::DecisionKind::Allowed | pb::DecisionKind::PartlyAllowed))
                 && let Some(rule) = policy.rules.iter().find(|r| r.id == d.rule_id)
             {
                 let range = format!("{}..{}", rule.start_period.as_deref().unwrap_or(""), rule.end_period.as_deref().unwrap_or(""));
                 println!("  periods {range}");
+                for rows in rule.rows_text(Some(&requester)) {
+                    println!("  rows    {rows} only");
+                }
                 for e in &rule.embargoes {
                     println!("  embargo {} until {}", e.period, e.until);
                 }
@@ -457,6 +460,9 @@ fn explain_microdata(policy: &Policy, requester: &Identity, table: &tabadul_prot
             println!("  statistics  {stats}");
             if !rule.variables.is_empty() {
                 println!("  variables   {}", rule.variables.join(", "));
+            }
+            for rows in rule.rows_text(Some(requester)) {
+                println!("  rows        {rows} only");
             }
             if let Some(p) = policy.disclosure_params(&rule.id, &table.id) {
                 println!("  threshold   {} contributors per cell", p.threshold);

@@ -10,7 +10,7 @@ use tabadul_proto::pb::{self, DecisionKind};
 use tabadul_proto::{Dictionary, TIME_PERIOD};
 pub use tabadul_proto::{InvalidQuery, Resolved, resolve};
 
-use crate::policy::{Grant, Policy};
+use crate::policy::{Grant, Policy, Rule};
 use crate::store::{Store, Withdrawal};
 
 /// The outcome: the decision message and the cells to send.
@@ -46,6 +46,16 @@ pub fn answer(
         Grant::Allowed(rule) => rule,
     };
     decision.rule_id = rule.id.clone();
+    let mut r = r;
+    // reason -> the periods, series or rows it held back
+    let mut withheld: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let rows_note = match scope_rows(&rule, who, &mut r) {
+        Ok(note) => note,
+        Err(reason) => {
+            decision.reason = reason;
+            return Ok(Ok(Answer { decision, cells: Vec::new() }));
+        }
+    };
     if let Some(w) = withdrawals.iter().find(|w| w.dataflow == r.flow.id && w.series_key.is_empty()) {
         decision.reason = format!("{} is withdrawn by the member since {}: {}", r.flow.id, w.at, w.reason);
         return Ok(Ok(Answer { decision, cells: Vec::new() }));
@@ -54,8 +64,6 @@ pub fn answer(
         withdrawals.iter().filter(|w| w.dataflow == r.flow.id && !w.series_key.is_empty()).collect();
 
     let mut cells = Vec::new();
-    // reason -> the periods or series it held back
-    let mut withheld: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     if let Some(store) = store {
         let wanted = |codes: &[&str], time: &str| {
             codes.iter().zip(&r.allowed_codes).all(|(code, allowed)| allowed.as_ref().is_none_or(|a| a.contains(*code)))
@@ -100,19 +108,57 @@ pub fn answer(
     decision.withheld = withheld
         .iter()
         .map(|(reason, what)| format!("{}: {reason}", what.iter().cloned().collect::<Vec<_>>().join(", ")))
+        .chain(rows_note.clone())
         .collect();
+    // Rows the rule never grants do not make an answer without data a
+    // refusal (the request was granted, for its rows).
     decision.kind = match (cells.is_empty(), withheld.is_empty()) {
+        (false, true) if rows_note.is_some() => DecisionKind::PartlyAllowed,
         (_, true) => DecisionKind::Allowed,
         (false, false) => DecisionKind::PartlyAllowed,
         (true, false) => DecisionKind::Refused,
     } as i32;
+    let scope = if rule.rows.is_empty() { String::new() } else { format!(" for the rows where {}", rule.rows_text(Some(who)).join(" and ")) };
     decision.reason = match DecisionKind::try_from(decision.kind) {
-        Ok(DecisionKind::Allowed) if cells.is_empty() => format!("allowed by rule {}; no data matches", rule.id),
-        Ok(DecisionKind::Allowed) => format!("allowed by rule {}", rule.id),
+        Ok(DecisionKind::Allowed) if cells.is_empty() => format!("allowed by rule {}{scope}; no data matches", rule.id),
+        Ok(DecisionKind::Allowed) => format!("allowed by rule {}{scope}", rule.id),
         Ok(DecisionKind::PartlyAllowed) => format!("allowed by rule {}, some cells withheld: {}", rule.id, decision.withheld.join("; ")),
         _ => format!("everything asked for is withheld: {}", decision.withheld.join("; ")),
     };
     Ok(Ok(Answer { decision, cells }))
+}
+
+/// Narrows the codes `r` may return to the rows `rule` grants `who`
+/// (`rows = { NATIONALITY = "requester" }`). Returns the note for the
+/// decision's withheld list when the request reached beyond them (what the
+/// rule grants, nothing about the data), or the refusal when it asked for
+/// none of them.
+fn scope_rows(rule: &Rule, who: &Identity, r: &mut Resolved<'_>) -> Result<Option<String>, String> {
+    let mut note = None;
+    let granted = rule.rows_for(who);
+    let words = rule.rows_text(Some(who));
+    for (dim, codes) in &granted {
+        // allowed_codes runs over the dataflow's key, REF_AREA included.
+        let Some(pos) = r.flow.dimensions.iter().position(|d| d == dim) else { continue };
+        let asked = r.allowed_codes[pos].take();
+        let beyond = asked.as_ref().is_none_or(|a| a.iter().any(|c| !codes.contains(c)));
+        let kept: BTreeSet<String> = match asked {
+            None => codes.clone(),
+            Some(a) => a.intersection(codes).cloned().collect(),
+        };
+        if kept.is_empty() {
+            return Err(format!(
+                "rule {} grants only the rows where {}; this query asks for none of them (ask with {dim} in the breakdown or filtered to those codes)",
+                rule.id,
+                words.join(" and ")
+            ));
+        }
+        if beyond {
+            note = Some(format!("other codes of {dim}: not granted: rule {} grants only the rows where {}", rule.id, words.join(" and ")));
+        }
+        r.allowed_codes[pos] = Some(kept);
+    }
+    Ok(note)
 }
 
 /// The decision every answer starts from: refused, under this policy, for
@@ -131,13 +177,14 @@ pub(crate) fn refused_until_decided(policy: &Policy, dimensions: Vec<String>, q:
 pub fn grants(dict: &Dictionary, policy: &Policy, withdrawals: &[Withdrawal], who: &Identity) -> Vec<pb::DataflowGrant> {
     let mut out = Vec::new();
     for flow in dict.dataflows() {
-        let Some(rule) = policy.rules.iter().find(|r| r.requester.matches(who) && r.dataflows.contains(&flow.id)) else {
+        let Some(rule) = policy.rules.iter().find(|r| r.applies_to(who) && r.dataflows.contains(&flow.id)) else {
             continue;
         };
         out.push(pb::DataflowGrant {
             dataflow: flow.id.clone(),
             rule_id: rule.id.clone(),
             breakdowns: rule.breakdowns.iter().cloned().collect(),
+            rows: rule.rows_text(Some(who)),
             start_period: rule.start_period.clone().unwrap_or_default(),
             end_period: rule.end_period.clone().unwrap_or_default(),
             embargoes: rule.embargoes.iter().map(|e| format!("{} until {}", e.period, e.until)).collect(),

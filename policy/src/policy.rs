@@ -5,13 +5,32 @@
 //!
 //! [[rule]]
 //! id = "hub-labour-force"
-//! requester = "hub"                # hub | hub:<id> | member:<ISO3> | authenticated | public
+//! requester = "hub"                # hub | hub:<id> | member | member:<ISO3> | authenticated | public
 //! dataflows = ["UNE_RATE", "UNE_PERS", "LF_PERS"]
 //! breakdowns = ["SEX", "AGE"]      # dimensions that may vary in an answer
 //! start_period = "2015"            # optional, inclusive
 //! end_period = "2025"              # optional, inclusive
 //! embargo = [{ period = "2025", until = "2026-12-15" }]
 //! ```
+//!
+//! A rule may grant only some rows: `rows` names, per dimension, the codes
+//! a requester receives, either listed or bound to the requester's own
+//! member code. A destination can give every member the permits issued to
+//! its own nationals, and nothing about anyone else's:
+//!
+//! ```toml
+//! [[rule]]
+//! id = "members-own-nationals"
+//! requester = "member"             # any member state's node
+//! dataflows = ["WP_ISSUED"]
+//! breakdowns = ["SEX", "ECO"]
+//! rows = { NATIONALITY = "requester" }   # or a list: ["EGY", "JOR"]
+//! ```
+//!
+//! A scoped dimension may be broken down or filtered within its rows (it
+//! need not be listed in `breakdowns`); its total, and every other code,
+//! is not granted. A rule bound to the requester never matches a hub,
+//! which has no member code: the next rule in file order decides for it.
 //!
 //! Microdata tables (`[microdata.*]` in the dictionary) are granted the same
 //! way, with what may be computed and how it is protected:
@@ -68,6 +87,8 @@ pub enum Requester {
     Hub(Option<String>),
     /// A named member state's node.
     Member(String),
+    /// Any member state's node.
+    Members,
     /// Any authenticated node or hub of the network.
     Authenticated,
     /// Anyone: the figures are public. At the node this still means an
@@ -80,6 +101,7 @@ impl Requester {
     fn parse(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             None if s == "hub" => Ok(Requester::Hub(None)),
+            None if s == "member" => Ok(Requester::Members),
             None if s == "authenticated" => Ok(Requester::Authenticated),
             None if s == "public" => Ok(Requester::Public),
             Some(("hub", id)) if !id.is_empty() => Ok(Requester::Hub(Some(id.to_owned()))),
@@ -87,7 +109,7 @@ impl Requester {
                 Ok(Requester::Member(code.to_owned()))
             }
             _ => Err(format!(
-                "requester {s:?} must be hub, hub:<id>, member:<ISO 3166-1 alpha-3>, authenticated or public"
+                "requester {s:?} must be hub, hub:<id>, member, member:<ISO 3166-1 alpha-3>, authenticated or public"
             )),
         }
     }
@@ -97,6 +119,7 @@ impl Requester {
             Requester::Hub(None) => who.role() == Role::Hub,
             Requester::Hub(Some(id)) => who.role() == Role::Hub && who.id() == id,
             Requester::Member(code) => who.role() == Role::Node && who.id() == code,
+            Requester::Members => who.role() == Role::Node,
             Requester::Authenticated | Requester::Public => matches!(who.role(), Role::Hub | Role::Node),
         }
     }
@@ -108,6 +131,7 @@ impl fmt::Display for Requester {
             Requester::Hub(None) => f.write_str("hub"),
             Requester::Hub(Some(id)) => write!(f, "hub:{id}"),
             Requester::Member(c) => write!(f, "member:{c}"),
+            Requester::Members => f.write_str("member"),
             Requester::Authenticated => f.write_str("authenticated"),
             Requester::Public => f.write_str("public"),
         }
@@ -121,6 +145,15 @@ pub struct Embargo {
     pub until: time::Date,
 }
 
+/// The rows of one dimension a rule grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowScope {
+    /// Only the requester's own member code (`"requester"`).
+    Requester,
+    /// These codes of the dimension's codelist.
+    Codes(BTreeSet<String>),
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub id: String,
@@ -128,6 +161,8 @@ pub struct Rule {
     pub requester: Requester,
     pub dataflows: Vec<String>,
     pub breakdowns: BTreeSet<String>,
+    /// Per dimension: the only rows granted (none: every row).
+    pub rows: std::collections::BTreeMap<String, RowScope>,
     pub start_period: Option<String>,
     pub end_period: Option<String>,
     pub embargoes: Vec<Embargo>,
@@ -277,6 +312,8 @@ struct RawRule {
     dataflows: Vec<Spanned<String>>,
     #[serde(default)]
     breakdowns: Vec<Spanned<String>>,
+    #[serde(default)]
+    rows: std::collections::BTreeMap<String, Spanned<RawRows>>,
     start_period: Option<Spanned<String>>,
     end_period: Option<Spanned<String>>,
     #[serde(default)]
@@ -286,6 +323,14 @@ struct RawRule {
     #[serde(default)]
     variables: Vec<Spanned<String>>,
     disclosure: Option<Spanned<DisclosureSpec>>,
+}
+
+/// `"requester"`, one code, or a list of codes.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "rows: each dimension takes \"requester\", a code, or a list of codes")]
+enum RawRows {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -358,6 +403,38 @@ impl Policy {
                 }
                 breakdowns.insert(dim.clone());
             }
+            let mut rows = std::collections::BTreeMap::new();
+            for (dim, scope) in &r.rows {
+                let at = scope.span().start;
+                if dim == REF_AREA || dict.dimension(dim).is_none() {
+                    return Err(err(at, format!("rows: {dim:?} is not a dimension a rule can scope (unknown, or REF_AREA, which is always this member)")));
+                }
+                if flows.iter().all(|f| !f.1.contains(dim)) {
+                    let names: Vec<&str> = flows.iter().map(|f| f.0).collect();
+                    return Err(err(at, format!("rows: {} has no dimension {dim}", names.join(" or "))));
+                }
+                let scope = match scope.get_ref() {
+                    RawRows::One(word) if word == "requester" => {
+                        if !matches!(requester, Requester::Member(_) | Requester::Members | Requester::Authenticated) {
+                            return Err(err(at, format!(
+                                "rows: {dim} = \"requester\" binds rows to the requester's member code, and requester {requester} has none; use member, member:<ISO3> or authenticated"
+                            )));
+                        }
+                        RowScope::Requester
+                    }
+                    RawRows::One(code) => RowScope::Codes(BTreeSet::from([code.clone()])),
+                    RawRows::Many(codes) => RowScope::Codes(codes.iter().cloned().collect()),
+                };
+                if let RowScope::Codes(codes) = &scope {
+                    if codes.is_empty() {
+                        return Err(err(at, format!("rows: {dim} lists no code (a rule that grants no row grants nothing: remove it)")));
+                    }
+                    if let Some(bad) = codes.iter().find(|c| !dict.has_code(dim, c)) {
+                        return Err(err(at, format!("rows: {bad:?} is not a code of {dim}")));
+                    }
+                }
+                rows.insert(dim.clone(), scope);
+            }
             let period = |p: &Option<Spanned<String>>| -> Result<Option<String>, PolicyError> {
                 match p {
                     None => Ok(None),
@@ -401,6 +478,7 @@ impl Policy {
                 requester,
                 dataflows: r.dataflows.into_iter().map(Spanned::into_inner).collect(),
                 breakdowns,
+                rows,
                 start_period: period(&r.start_period)?,
                 end_period: period(&r.end_period)?,
                 embargoes,
@@ -442,8 +520,9 @@ impl Policy {
     /// [`Policy::decide`] for a dataflow or microdata table by id.
     pub fn decide_id(&self, who: &Identity, id: &str, released: &BTreeSet<String>) -> Grant {
         let mut lacks = Vec::new();
-        for rule in self.rules.iter().filter(|r| r.requester.matches(who) && r.dataflows.iter().any(|d| d == id)) {
-            let missing: Vec<&str> = released.difference(&rule.breakdowns).map(String::as_str).collect();
+        for rule in self.rules.iter().filter(|r| r.applies_to(who) && r.dataflows.iter().any(|d| d == id)) {
+            let missing: Vec<&str> =
+                released.iter().filter(|d| !rule.breakdowns.contains(*d) && !rule.rows.contains_key(*d)).map(String::as_str).collect();
             if missing.is_empty() {
                 return Grant::Allowed(Box::new(rule.clone()));
             }
@@ -464,7 +543,7 @@ impl Policy {
             let rule_id = self
                 .rules
                 .iter()
-                .find(|r| r.requester.matches(who) && r.dataflows.iter().any(|d| d == id))
+                .find(|r| r.applies_to(who) && r.dataflows.iter().any(|d| d == id))
                 .map(|r| r.id.clone())
                 .unwrap_or_default();
             Grant::Refused { rule_id, reason: lacks.join("; ") }
@@ -481,6 +560,40 @@ pub enum Grant {
 
 impl Rule {
     /// Whether `period` is in this rule's range.
+    /// The rule names `who`, and can bind its rows to `who` where it must:
+    /// a rule scoped to the requester's own code never applies to a hub.
+    pub fn applies_to(&self, who: &Identity) -> bool {
+        self.requester.matches(who) && (who.role() == Role::Node || !self.rows.values().any(|s| *s == RowScope::Requester))
+    }
+
+    /// The rows `who` may receive, per scoped dimension.
+    pub fn rows_for(&self, who: &Identity) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+        self.rows
+            .iter()
+            .map(|(dim, scope)| {
+                let codes = match scope {
+                    RowScope::Requester if who.role() == Role::Node => BTreeSet::from([who.id().to_owned()]),
+                    RowScope::Requester => BTreeSet::new(),
+                    RowScope::Codes(codes) => codes.clone(),
+                };
+                (dim.clone(), codes)
+            })
+            .collect()
+    }
+
+    /// The row scope in words, for `policy explain` and refusals:
+    /// `NATIONALITY = EGY (the requester's own)`.
+    pub fn rows_text(&self, who: Option<&Identity>) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|(dim, scope)| match (scope, who) {
+                (RowScope::Requester, Some(w)) if w.role() == Role::Node => format!("{dim} = {} (the requester's own)", w.id()),
+                (RowScope::Requester, _) => format!("{dim} = the requester's own member code"),
+                (RowScope::Codes(codes), _) => format!("{dim} = {}", codes.iter().cloned().collect::<Vec<_>>().join(", ")),
+            })
+            .collect()
+    }
+
     pub fn period_in_range(&self, period: &str) -> bool {
         period_in(period, self.start_period.as_deref(), self.end_period.as_deref())
     }
@@ -594,6 +707,68 @@ breakdowns = ["SEX", "AGE", "REGION"]
             assert_eq!(e.line, line, "{e}");
             assert!(e.reason.contains(what), "{e}");
         }
+    }
+
+    const CORRIDOR: &str = r#"
+[[rule]]
+id = "own-nationals"
+requester = "member"
+dataflows = ["WP_ISSUED"]
+breakdowns = ["SEX"]
+rows = { NATIONALITY = "requester" }
+
+[[rule]]
+id = "hub-totals"
+requester = "hub"
+dataflows = ["WP_ISSUED"]
+breakdowns = ["SEX"]
+"#;
+
+    #[test]
+    fn rows_bound_to_the_requester_follow_the_requester() {
+        let d = dict();
+        let p = Policy::parse(CORRIDOR, Path::new("p.toml"), &d).unwrap();
+        let wp = d.dataflow("WP_ISSUED").unwrap();
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let egy = id("spiffe://alo/node/EGY");
+        // The scoped dimension need not be a listed breakdown...
+        let Grant::Allowed(rule) = p.decide(&egy, wp, &set(&["NATIONALITY", "SEX"])) else { panic!("EGY refused") };
+        assert_eq!(rule.rows_for(&egy)["NATIONALITY"], set(&["EGY"]));
+        assert_eq!(rule.rows_for(&id("spiffe://alo/node/JOR"))["NATIONALITY"], set(&["JOR"]));
+        assert_eq!(rule.rows_text(Some(&egy)), ["NATIONALITY = EGY (the requester's own)"]);
+        // ...but every other dimension still must be.
+        assert!(matches!(p.decide(&egy, wp, &set(&["ECO"])), Grant::Refused { .. }));
+        // A hub has no member code: the bound rule never applies to it, and
+        // its own rule grants no nationality breakdown.
+        let hub = id("spiffe://alo/hub/alo");
+        match p.decide(&hub, wp, &set(&["NATIONALITY"])) {
+            Grant::Refused { rule_id, reason } => assert!(rule_id == "hub-totals" && reason.contains("NATIONALITY"), "{rule_id}: {reason}"),
+            other => panic!("{other:?}"),
+        }
+        let Grant::Allowed(rule) = p.decide(&hub, wp, &set(&["SEX"])) else { panic!("hub refused its totals") };
+        assert_eq!(rule.id, "hub-totals");
+    }
+
+    #[test]
+    fn row_scopes_are_checked_at_load() {
+        let d = dict();
+        for (from, to, what) in [
+            ("requester = \"member\"", "requester = \"hub\"", "has none"),
+            ("requester = \"member\"", "requester = \"public\"", "has none"),
+            ("NATIONALITY = \"requester\"", "NATIONALITY = [\"EGY\", \"XXX\"]", "\"XXX\" is not a code of NATIONALITY"),
+            ("NATIONALITY = \"requester\"", "NATIONALITY = []", "lists no code"),
+            ("NATIONALITY = \"requester\"", "REGION = \"requester\"", "has no dimension REGION"),
+            ("NATIONALITY = \"requester\"", "REF_AREA = \"requester\"", "REF_AREA"),
+            ("NATIONALITY = \"requester\"", "NATIONALITY = 3", "rows"),
+        ] {
+            let text = CORRIDOR.replacen(from, to, 1);
+            let e = Policy::parse(&text, Path::new("p.toml"), &d).unwrap_err();
+            assert!(e.reason.contains(what), "{to}: {e}");
+            assert!(e.line >= 2 && e.line <= 8, "{to}: {e}");
+        }
+        let listed = CORRIDOR.replace("NATIONALITY = \"requester\"", "NATIONALITY = [\"EGY\", \"JOR\"]");
+        let p = Policy::parse(&listed, Path::new("p.toml"), &d).unwrap();
+        assert_eq!(p.rules[0].rows_text(None), ["NATIONALITY = EGY, JOR"]);
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub fn generate(member: &str, years: std::ops::RangeInclusive<i32>) -> Vec<Obs> 
         if gulf {
             // Work permits issued to foreign workers by nationality (permits).
             let total = (pop * growth * 12.0 * wobble("wp")).round();
-            for (nat, w) in [("IND", 0.3), ("PAK", 0.15), ("BGD", 0.15), ("PHL", 0.1), ("NPL", 0.1), ("EGY", 0.1)] {
+            for (nat, w) in [("IND", 0.3), ("PAK", 0.15), ("BGD", 0.15), ("PHL", 0.1), ("NPL", 0.1), ("EGY", 0.1), ("JOR", 0.03), ("YEM", 0.02)] {
                 push(&mut out, "WP_ISSUED", &["T", nat, "_T"], year, (total * w).round(), 0);
             }
             push(&mut out, "WP_ISSUED", &["T", "_T", "_T"], year, total, 0);

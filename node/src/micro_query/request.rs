@@ -8,6 +8,8 @@ use tabadul_proto::{InvalidQuery, MicroTable, REF_AREA, TIME_PERIOD};
 
 use crate::disclosure::Statistic;
 use crate::microdata::Schema;
+use crate::policy::Rule;
+use tabadul_certs::Identity;
 
 /// A microdata query in the schema's terms.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +114,37 @@ pub fn parse(table: &MicroTable, schema: &Schema, q: &pb::Query) -> Result<Reque
         start_period: q.start_period.clone(),
         end_period: q.end_period.clone(),
     })
+}
+
+/// Narrows `req`'s filters to the rows `rule` grants `who` (`rows = {
+/// NATIONALITY = "requester" }`): records outside them are never read.
+/// Returns the note for the decision's withheld list when the request
+/// reached beyond them (what the rule grants, nothing about the data), or
+/// the refusal when it asked for none of them.
+pub fn scope_rows(rule: &Rule, who: &Identity, schema: &Schema, req: &mut Request) -> Result<Option<(String, String)>, String> {
+    let words = rule.rows_text(Some(who)).join(" and ");
+    let mut note = None;
+    for (dim, codes) in rule.rows_for(who) {
+        let Some(c) = schema.categorical_index(&dim) else { continue };
+        if schema.totals[c].as_deref().is_some_and(|t| codes.contains(t)) {
+            continue; // the total is granted: every row is
+        }
+        let granted: BTreeSet<u32> =
+            schema.codes[c].iter().enumerate().filter(|(_, code)| codes.contains(*code)).map(|(i, _)| i as u32).collect();
+        let asked: BTreeSet<u32> = req.filters.get(&c).cloned().unwrap_or_else(|| category_indices(schema, c).collect());
+        let kept: BTreeSet<u32> = asked.intersection(&granted).copied().collect();
+        if kept.is_empty() {
+            return Err(format!(
+                "rule {} grants only the rows where {words}; this query asks for none of them (ask with {dim} in the breakdown or filtered to those codes)",
+                rule.id
+            ));
+        }
+        if kept != asked {
+            note = Some((format!("not granted: rule {} grants only the rows where {words}", rule.id), format!("other codes of {dim}")));
+        }
+        req.filters.insert(c, kept);
+    }
+    Ok(note)
 }
 
 fn variables_of(t: &MicroTable) -> String {

@@ -1,0 +1,183 @@
+//! Labour-migration corridors: a destination grants each member the rows
+//! about its own nationals (`rows = { NATIONALITY = "requester" }`), and
+//! the hub the totals only. Real node, real mutual TLS, SYNTHETIC data.
+//!
+//! The adversary here is the requester itself: random breakdowns and
+//! filters, from two members, must never return a row about anyone else's
+//! nationals, in aggregates or in microdata counts.
+
+#![allow(clippy::unwrap_used)]
+
+use tabadul_proto::pb::{self, DecisionKind};
+use tabadul_tests::microdata::Rng;
+use tabadul_tests::{NodeDir, Pki, Proc, collect, node_client, run_ok, synthetic};
+
+const POLICY: &str = r#"version = "sau-corridors"
+
+[[rule]]
+id = "own-nationals"
+requester = "member"
+dataflows = ["WP_ISSUED", "WP_RECORDS"]
+breakdowns = ["SEX", "ECO", "OCU"]
+rows = { NATIONALITY = "requester" }
+
+[[rule]]
+id = "hub-totals"
+requester = "hub"
+dataflows = ["WP_ISSUED"]
+breakdowns = ["SEX"]
+"#;
+
+const NATIONALITIES: [&str; 6] = ["IND", "PAK", "EGY", "JOR", "PHL", "_T"];
+/// Key positions of WP_ISSUED: REF_AREA, SEX, NATIONALITY, ECO, TIME_PERIOD.
+const NAT: usize = 2;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    pki: Pki,
+    node: NodeDir,
+    _proc: Proc,
+    addr: std::net::SocketAddr,
+    /// Work-permit records per nationality (2024).
+    records: Vec<(&'static str, &'static str)>,
+}
+
+impl Fixture {
+    fn client(&self, role: &str, id: &str) -> pb::node_client::NodeClient<tonic::transport::Channel> {
+        let cert = self.pki.issue(role, id).unwrap();
+        node_client(self.addr, &self.pki.tls_files(&cert), "SAU").unwrap()
+    }
+}
+
+fn start() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "SAU", POLICY).unwrap();
+    let obs = dir.path().join("sau.csv");
+    std::fs::write(&obs, synthetic::to_sdmx_csv(&synthetic::generate("SAU", 2022..=2024))).unwrap();
+    node.import(&[&obs]).unwrap();
+    // Work-permit records: nationality and occupation, 2024.
+    let mut rng = Rng::new(11);
+    let mut records = Vec::new();
+    let mut csv = String::from("TIME_PERIOD,NATIONALITY,ECO,OCU,SEX,MONTHLY_WAGE,DURATION_MONTHS\n");
+    for _ in 0..600 {
+        let nat = NATIONALITIES[(rng.unit() * 5.0) as usize];
+        let ocu = ["7", "8", "9"][(rng.unit() * 3.0) as usize];
+        let sex = if rng.unit() < 0.8 { "M" } else { "F" };
+        csv.push_str(&format!("2024,{nat},F,{ocu},{sex},{},24\n", 1500 + (rng.unit() * 2000.0) as u32));
+        records.push((nat, ocu));
+    }
+    let micro = dir.path().join("wp.csv");
+    std::fs::write(&micro, csv).unwrap();
+    run_ok(node.command(&["import", "--table", "WP_RECORDS"]).arg(&micro)).unwrap();
+    let proc = node.start().unwrap();
+    let addr = proc.addr;
+    Fixture { _dir: dir, pki, node, _proc: proc, addr, records }
+}
+
+fn query(dataflow: &str, breakdown: &[&str], nationality: Option<Vec<&str>>) -> pb::Query {
+    pb::Query {
+        dataflow: dataflow.into(),
+        breakdown: breakdown.iter().map(|s| s.to_string()).collect(),
+        filters: nationality
+            .map(|codes| pb::DimensionFilter { dimension: "NATIONALITY".into(), codes: codes.into_iter().map(String::from).collect() })
+            .into_iter()
+            .collect(),
+        aggregation: (dataflow == "WP_RECORDS").then(|| pb::Aggregation { statistic: "count".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_member_receives_rows_about_its_own_nationals_only() {
+    let f = start();
+    for member in ["EGY", "JOR"] {
+        let mut client = f.client("node", member);
+        // Broken down by nationality: the member's own row, and a note of
+        // what the rule does not grant.
+        let (d, cells) = collect(&mut client, query("WP_ISSUED", &["NATIONALITY"], None)).await.unwrap();
+        assert_eq!(d.kind, DecisionKind::PartlyAllowed as i32, "{}", d.reason);
+        assert!(!cells.is_empty() && cells.iter().all(|c| c.key[NAT] == member), "{member}: {cells:?}");
+        assert!(d.withheld.iter().any(|w| w.contains("other codes of NATIONALITY") && w.contains(&format!("NATIONALITY = {member}"))), "{:?}", d.withheld);
+        // Filtered to its own: allowed in full.
+        let (d, cells) = collect(&mut client, query("WP_ISSUED", &["SEX"], Some(vec![member]))).await.unwrap();
+        assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
+        assert!(!cells.is_empty() && cells.iter().all(|c| c.key[NAT] == member), "{cells:?}");
+        // The total over every nationality, or another's row: refused, and told why.
+        for q in [query("WP_ISSUED", &[], None), query("WP_ISSUED", &[], Some(vec!["IND"]))] {
+            let (d, cells) = collect(&mut client, q).await.unwrap();
+            assert_eq!(d.kind, DecisionKind::Refused as i32, "{}", d.reason);
+            assert!(cells.is_empty());
+            assert!(d.reason.contains(&format!("grants only the rows where NATIONALITY = {member}")), "{}", d.reason);
+        }
+    }
+}
+
+/// Random breakdowns and filters, from two members in turn: no cell about
+/// another nationality, ever, and the adversary is not starved (it gets its
+/// own rows often).
+#[tokio::test]
+async fn random_queries_never_reach_another_nationality() {
+    let f = start();
+    let mut rng = Rng::new(7);
+    let mut own_rows = 0;
+    for i in 0..60 {
+        let member = ["EGY", "JOR"][i % 2];
+        let mut client = f.client("node", member);
+        let breakdown: Vec<&str> = ["SEX", "NATIONALITY", "ECO"].into_iter().filter(|_| rng.unit() < 0.5).collect();
+        let filter = (rng.unit() < 0.6).then(|| {
+            let v: Vec<&str> = NATIONALITIES.into_iter().filter(|_| rng.unit() < 0.4).collect();
+            if v.is_empty() { vec!["_T"] } else { v }
+        });
+        let (d, cells) = collect(&mut client, query("WP_ISSUED", &breakdown, filter.clone())).await.unwrap();
+        for c in &cells {
+            assert_eq!(c.key[NAT], member, "{member} asked {breakdown:?} {filter:?} and got {c:?} ({})", d.reason);
+        }
+        own_rows += cells.len();
+    }
+    assert!(own_rows > 20, "the random queries almost never got an answer: {own_rows} cells");
+}
+
+#[tokio::test]
+async fn the_hub_gets_totals_and_microdata_stays_within_the_rows() {
+    let f = start();
+    let mut hub = f.client("hub", "alo");
+    let (d, cells) = collect(&mut hub, query("WP_ISSUED", &["NATIONALITY"], None)).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Refused as i32, "{}", d.reason);
+    assert!(cells.is_empty() && d.rule_id == "hub-totals", "{}: {}", d.rule_id, d.reason);
+    let (d, cells) = collect(&mut hub, query("WP_ISSUED", &["SEX"], None)).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Allowed as i32, "{}", d.reason);
+    assert!(!cells.is_empty() && cells.iter().all(|c| c.key[NAT] == "_T"), "{cells:?}");
+
+    // Microdata: EGY's counts by occupation are counts of Egyptians only
+    // (this rule sets no noise, so they are exact where released).
+    let mut egy = f.client("node", "EGY");
+    let (d, cells) = collect(&mut egy, query("WP_RECORDS", &["OCU"], None)).await.unwrap();
+    assert!(matches!(DecisionKind::try_from(d.kind), Ok(DecisionKind::PartlyAllowed)), "{}", d.reason);
+    let total = cells.iter().find(|c| c.key[1] == "_T").unwrap_or_else(|| panic!("no total: {cells:?}"));
+    let egyptians = f.records.iter().filter(|r| r.0 == "EGY").count() as f64;
+    assert!(egyptians >= 10.0 && egyptians < f.records.len() as f64 / 2.0);
+    assert_eq!(total.value, egyptians, "the total EGY receives is over its own nationals: {total:?}");
+    for c in &cells {
+        if c.conf_status.is_empty() {
+            let ocu = &c.key[1];
+            let exact = f.records.iter().filter(|r| r.0 == "EGY" && (ocu == "_T" || r.1 == ocu)).count() as f64;
+            assert_eq!(c.value, exact, "{c:?}");
+        }
+    }
+    // The hub is granted no microdata here at all.
+    let (d, _) = collect(&mut hub, query("WP_RECORDS", &[], None)).await.unwrap();
+    assert_eq!(d.kind, DecisionKind::Refused as i32, "{}", d.reason);
+    assert!(d.reason.contains("default deny"), "{}", d.reason);
+}
+
+#[test]
+fn policy_explain_shows_the_rows_a_member_would_get() {
+    let f = start();
+    let out = run_ok(f.node.command(&["policy", "explain", "--as", "spiffe://alo/node/EGY", "--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY"])).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("rule    own-nationals") && text.contains("rows    NATIONALITY = EGY (the requester's own) only"), "{text}");
+    let out = run_ok(f.node.command(&["policy", "explain", "--as", "spiffe://alo/hub/alo", "--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY"])).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("REFUSED") && text.contains("hub-totals"), "{text}");
+}
