@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Every field line appears once, in this order; `receipt` lines (hub
-//! leaves only) follow, sorted by member. A line is `key value`, or `key`
+//! leaves, and a node's `peer-query` leaves: answers it asked another
+//! member for) follow, sorted by member. A line is `key value`, or `key`
 //! alone when the value is empty. Values hold no control characters
 //! (the encoder turns them into spaces). An encoding is valid only if
 //! re-encoding its parse gives the same bytes, so each entry has exactly
@@ -39,7 +40,7 @@ pub struct Entry {
     /// Unix time in milliseconds.
     pub time_ms: i64,
     /// `query`, `describe`, `withdraw`, `reinstate`, `import`,
-    /// `policy-load`, `federated-query`, `witness`.
+    /// `policy-load`, `federated-query`, `peer-query`, `witness`.
     pub kind: String,
     /// The verified identity of the requester, or `local-admin`/`local`.
     pub peer: String,
@@ -52,7 +53,8 @@ pub struct Entry {
     pub released: String,
     /// A short human explanation (a refusal reason, member statuses, ...).
     pub detail: String,
-    /// Hub leaves: the node receipts the answer was built on.
+    /// Hub leaves: the node receipts the answer was built on; a node's
+    /// `peer-query` leaf: the other node's receipt for what it received.
     pub receipts: Vec<ReceiptRef>,
 }
 

@@ -80,13 +80,17 @@ enum Command {
         #[arg(long)]
         witness_policy: Option<PathBuf>,
     },
-    /// Match the hub's receipts with node logs, both ways.
+    /// Match the hub's receipts with node logs, both ways. The requester
+    /// may also be a node that asked other members directly (its
+    /// `peer-query` leaves): pass its log as --hub and its identity as
+    /// --hub-identity (alias --requester, --requester-identity).
     CrossCheck {
-        /// The hub's fetched directory.
-        #[arg(long)]
+        /// The hub's (or asking node's) fetched directory.
+        #[arg(long, alias = "requester")]
         hub: PathBuf,
-        /// The hub's identity as nodes log it (spiffe://alo/hub/alo).
-        #[arg(long)]
+        /// Its identity as the answering nodes log it (spiffe://alo/hub/alo,
+        /// spiffe://alo/node/EGY).
+        #[arg(long, alias = "requester-identity")]
         hub_identity: Identity,
         /// MEMBER=DIR, repeatable: fetched node directories.
         #[arg(long = "node", value_parser = parse_member_dir)]

@@ -95,3 +95,36 @@ pub fn check_extends(receipt: &pb::Receipt, v: &Verified, seen: Option<Seen>) ->
     merkle::verify_consistency(seen.size, cp.size, &seen.root, &cp.root, &receipt.consistency_proof)
         .or_else(|e| bad(format!("checkpoint {} does not extend checkpoint {} verified earlier: {e}", cp.size, seen.size)))
 }
+
+/// Checks that a verified receipt's entry records exactly this answer: a
+/// query from `requester`, with this query digest, decision, rule and
+/// policy, and (unless refused) these cells under the receipt's salt. The
+/// hub checks every member's answer with it; a node checks the answers it
+/// asks other members for.
+pub fn check_answer(receipt: &pb::Receipt, v: &Verified, requester: &str, digest: &str, d: &pb::Decision, cells: &[pb::Cell]) -> Result<(), String> {
+    let e = &v.entry;
+    let mismatch = |what: &str, logged: &str, got: &str| format!("the receipt logs {what} {logged:?}, the answer says {got:?}");
+    if e.kind != "query" {
+        return Err(mismatch("kind", &e.kind, "query"));
+    }
+    if e.peer != requester {
+        return Err(mismatch("requester", &e.peer, requester));
+    }
+    if e.query_digest != digest || d.query_digest != digest {
+        return Err(mismatch("query", &e.query_digest, digest));
+    }
+    let word = tabadul_proto::decision_word(d.kind);
+    if e.decision != word {
+        return Err(mismatch("decision", &e.decision, word));
+    }
+    if e.rule_id != d.rule_id || e.policy_version != d.policy_version {
+        return Err(mismatch("rule and policy", &format!("{} {}", e.rule_id, e.policy_version), &format!("{} {}", d.rule_id, d.policy_version)));
+    }
+    if d.kind != pb::DecisionKind::Refused as i32 {
+        let released = crate::released_digest(&receipt.salt, &tabadul_proto::released_canonical(d, cells));
+        if e.released != released {
+            return Err("the cells received are not the ones the node logged as released".into());
+        }
+    }
+    Ok(())
+}

@@ -213,30 +213,7 @@ fn check_receipt(
     {
         return Err(format!("the receipt names leaf {}, logged before this request (the log had {} entries)", receipt.index, s.size));
     }
-    let e = &v.entry;
-    let mismatch = |what: &str, logged: &str, got: &str| format!("the receipt logs {what} {logged:?}, the answer says {got:?}");
-    if e.kind != "query" {
-        return Err(mismatch("kind", &e.kind, "query"));
-    }
-    if e.peer != hub.to_string() {
-        return Err(mismatch("requester", &e.peer, &hub.to_string()));
-    }
-    if e.query_digest != digest || d.query_digest != digest {
-        return Err(mismatch("query", &e.query_digest, digest));
-    }
-    let word = tabadul_proto::decision_word(d.kind);
-    if e.decision != word {
-        return Err(mismatch("decision", &e.decision, word));
-    }
-    if e.rule_id != d.rule_id || e.policy_version != d.policy_version {
-        return Err(mismatch("rule and policy", &format!("{} {}", e.rule_id, e.policy_version), &format!("{} {}", d.rule_id, d.policy_version)));
-    }
-    if d.kind != DecisionKind::Refused as i32 {
-        let released = tabadul_audit::released_digest(&receipt.salt, &tabadul_proto::released_canonical(d, cells));
-        if e.released != released {
-            return Err("the cells received are not the ones the node logged as released".into());
-        }
-    }
+    tabadul_audit::receipt::check_answer(receipt, &v, &hub.to_string(), digest, d, cells)?;
     // One leaf, one answer: two answers (say to two identical concurrent
     // queries) on the strength of one logged release would hide a release.
     {

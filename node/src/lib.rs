@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod limits;
 pub mod micro_query;
 pub mod microdata;
+mod peer;
 pub mod private;
 pub mod query;
 pub mod server;

@@ -90,6 +90,36 @@ enum Command {
     /// Check or explain the publication policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask another member's node, as this node (the node must be running):
+    /// e.g. a destination's work permits for our own nationals. The answer
+    /// is accepted only with that node's receipt, and logged here too.
+    Ask {
+        /// The member asked (ISO 3166-1 alpha-3).
+        #[arg(long)]
+        member: String,
+        /// Its node's address, host:port.
+        #[arg(long)]
+        endpoint: String,
+        /// Its log verifier key, or @FILE holding it.
+        #[arg(long)]
+        log_vkey: String,
+        #[arg(long)]
+        dataflow: String,
+        /// Dimensions to break down by (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        breakdown: Vec<String>,
+        /// DIM=CODE[+CODE...], repeatable.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// START:END, either may be empty.
+        #[arg(long)]
+        period: Option<String>,
+        /// count, weighted-count, sum, mean or ratio (microdata tables).
+        #[arg(long)]
+        statistic: Option<String>,
+        #[arg(long, default_value = "")]
+        variable: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -379,6 +409,27 @@ async fn main() -> anyhow::Result<()> {
                 (a.decision, a.cells)
             };
             print_preview(&requester, &decision, &cells);
+        }
+        Command::Ask { member, endpoint, log_vkey, dataflow, breakdown, filters, period, statistic, variable } => {
+            let config = load_config(&cli.config)?;
+            let log_vkey = match log_vkey.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading the log vkey from {path}"))?,
+                None => log_vkey,
+            };
+            let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            if let Some(statistic) = statistic {
+                q.aggregation = Some(pb::Aggregation { statistic, variable, denominator: String::new() });
+            }
+            let mut client = running(&config).await?;
+            let r = client
+                .ask(pb::AskRequest { member: member.clone(), endpoint, log_vkey, query: Some(q) })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            let d = r.decision.unwrap_or_default();
+            print_preview(&format!("this node, answered by {member}"), &d, &r.cells);
+            println!();
+            println!("  logged  {member}'s leaf {}, ours {} (kind peer-query)", r.their_leaf, r.our_leaf);
         }
         Command::Policy(PolicyCommand::Explain { ask }) => {
             let config = load_config(&cli.config)?;

@@ -90,6 +90,7 @@ pub async fn run_notify(
     };
     let log = Arc::new(Log::open(&config.log_dir(), signer)?);
     let server_tls = ServerTls::load(config.tls.clone())?;
+    let client_tls = tls::ClientTls::load(config.tls.clone())?;
     if let Some(crl) = &config.tls.crl {
         tls::check_crl_freshness(crl);
     }
@@ -102,6 +103,7 @@ pub async fn run_notify(
         policy_path: config.policy.clone(),
         store,
         log: log.clone(),
+        client_tls,
         witnessed: witness_logs.iter().map(|v| v.name().to_owned()).collect(),
         metrics: metrics_registry(),
         limits: crate::limits::Limits::new(config.max_concurrent_per_peer, config.max_queries_per_second_per_peer),
@@ -244,6 +246,10 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
         let now = tls_fingerprint();
         if forced || now != tls_seen {
             tls_seen = now;
+            // Outgoing calls (asking other members) follow the same files.
+            if let Err(e) = state.client_tls.reload() {
+                tracing::error!(error = %e, "new TLS files rejected for outgoing calls; the previous configuration stays in force");
+            }
             match server_tls.reload() {
                 Ok(closed) => {
                     tracing::info!(closed_connections = closed, "TLS configuration reloaded (certificate, key or CRL changed)");

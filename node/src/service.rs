@@ -27,6 +27,9 @@ pub(crate) struct NodeState {
     pub store: Arc<Store>,
     /// The signed exchange log.
     pub log: Arc<Log>,
+    /// This node as a client of other members' nodes (`peer`), reloaded
+    /// with the server's certificate, key and CRL.
+    pub client_tls: Arc<tabadul_certs::tls::ClientTls>,
     /// Origins of the logs this node witnesses.
     pub witnessed: Vec<String>,
     pub metrics: Arc<tabadul_telemetry::Registry>,
@@ -501,6 +504,10 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             .map_err(internal)?
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::PreviewResponse { decision: Some(answer.decision), cells: answer.cells }))
+    }
+
+    async fn ask(&self, request: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
+        crate::peer::ask(&self.state, request.into_inner()).await.map(Response::new)
     }
 
     async fn reload(&self, _: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {

@@ -212,6 +212,25 @@ impl NodeDir {
     }
 }
 
+impl Pki {
+    /// Fetches the signed log served at `addr` by `server`
+    /// (`spiffe://alo/node/MAR`) into `out` with `tabadul-audit fetch`, as
+    /// an auditor of the network would.
+    pub fn fetch_log(&self, addr: SocketAddr, server: &str, out: &Path) -> Result<PathBuf> {
+        let auditor = self.issue("auditor", "court")?;
+        run_ok(
+            Command::new(bin("tabadul-audit"))
+                .args(["fetch", "--endpoint", &addr.to_string(), "--server", server, "--out"])
+                .arg(out)
+                .arg("--ca").arg(self.ca_cert())
+                .arg("--cert").arg(&auditor.cert)
+                .arg("--key").arg(&auditor.key)
+                .arg("--crl").arg(self.crl()),
+        )?;
+        Ok(out.to_owned())
+    }
+}
+
 /// A running binary; killed when dropped.
 #[derive(Debug)]
 pub struct Proc {

@@ -33,7 +33,7 @@ const NATIONALITIES: [&str; 6] = ["IND", "PAK", "EGY", "JOR", "PHL", "_T"];
 const NAT: usize = 2;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pki: Pki,
     node: NodeDir,
     _proc: Proc,
@@ -72,7 +72,7 @@ fn start() -> Fixture {
     run_ok(node.command(&["import", "--table", "WP_RECORDS"]).arg(&micro)).unwrap();
     let proc = node.start().unwrap();
     let addr = proc.addr;
-    Fixture { _dir: dir, pki, node, _proc: proc, addr, records }
+    Fixture { dir, pki, node, _proc: proc, addr, records }
 }
 
 fn query(dataflow: &str, breakdown: &[&str], nationality: Option<Vec<&str>>) -> pb::Query {
@@ -180,4 +180,54 @@ fn policy_explain_shows_the_rows_a_member_would_get() {
     let out = run_ok(f.node.command(&["policy", "explain", "--as", "spiffe://alo/hub/alo", "--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY"])).unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("REFUSED") && text.contains("hub-totals"), "{text}");
+}
+
+/// An origin asks a destination directly, node to node: it gets its own
+/// nationals' rows under the destination's rules, accepts them only with
+/// the destination's receipt, and logs what it received, so the two logs
+/// cross-check offline. An answer whose receipt does not check is refused
+/// here, and the cross-check then shows the destination's unmatched leaf.
+#[tokio::test]
+async fn an_origin_asks_a_destination_and_both_logs_cross_check() {
+    let f = start();
+    let egy = NodeDir::create(f.dir.path(), &f.pki, "EGY", "version = \"egy-closed\"\n").unwrap();
+    let egy_proc = egy.start().unwrap();
+    let endpoint = f.addr.to_string();
+    let ask = |vkey: &str, extra: &[&str]| {
+        let mut args = vec!["ask", "--member", "SAU", "--endpoint", &endpoint, "--log-vkey", vkey, "--dataflow", "WP_ISSUED"];
+        args.extend(extra);
+        let out = egy.command(&args).output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (ok, text) = ask(&f.node.log_vkey, &["--breakdown", "NATIONALITY"]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("PARTLY-ALLOWED for this node, answered by SAU") && text.contains("own-nationals"), "{text}");
+    let rows: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("SAU ")).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|l| l.contains(" EGY ")), "{text}");
+    assert!(text.contains("logged  SAU's leaf"), "{text}");
+    let (ok, text) = ask(&f.node.log_vkey, &["--filter", "NATIONALITY=IND"]);
+    assert!(ok, "a refusal is an answer too: {text}");
+    assert!(text.starts_with("REFUSED") && text.contains("grants only the rows where NATIONALITY = EGY"), "{text}");
+
+    let fetched = f.dir.path().join("fetched");
+    let both = |name: &str| {
+        let sau = f.pki.fetch_log(f.addr, "spiffe://alo/node/SAU", &fetched.join(format!("sau-{name}"))).unwrap();
+        let ours = f.pki.fetch_log(egy_proc.addr, "spiffe://alo/node/EGY", &fetched.join(format!("egy-{name}"))).unwrap();
+        let out = std::process::Command::new(tabadul_tests::bin("tabadul-audit"))
+            .arg("cross-check").arg("--hub").arg(&ours).args(["--hub-identity", "spiffe://alo/node/EGY", "--node"])
+            .arg(format!("SAU={}", sau.display()))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = both("first");
+    assert_eq!(code, Some(0), "{text}");
+
+    // Asked with the wrong key for SAU's log: SAU answered and logged it,
+    // EGY cannot prove it and refuses it, and the auditor sees the gap.
+    let (ok, text) = ask(&egy.log_vkey, &["--breakdown", "SEX", "--filter", "NATIONALITY=EGY"]);
+    assert!(!ok && text.contains("receipt does not prove"), "{text}");
+    let (code, text) = both("second");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("orphan") && text.contains("no hub entry holds its receipt"), "{text}");
 }

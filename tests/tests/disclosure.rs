@@ -335,14 +335,7 @@ async fn no_record_count_in_any_text() {
     let ma01 = cells.iter().find(|c| c.key[1] == "MA-01").unwrap();
     assert!(withheld(ma01), "{ma01:?}");
     // Nor in the signed log.
-    let auditor = f.pki.issue("auditor", "ines").unwrap();
-    let out = f.dir.path().join("mar-log");
-    let mut fetch = std::process::Command::new(tabadul_tests::bin("tabadul-audit"));
-    fetch.args(["fetch", "--endpoint", &f.proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"]).arg(&out);
-    for (flag, path) in [("--ca", f.pki.ca_cert()), ("--cert", auditor.cert.clone()), ("--key", auditor.key.clone()), ("--crl", f.pki.crl())] {
-        fetch.arg(flag).arg(path);
-    }
-    run_ok(&mut fetch).unwrap();
+    let out = f.pki.fetch_log(f.proc.addr, "spiffe://alo/node/MAR", &f.dir.path().join("mar-log")).unwrap();
     let entries = String::from_utf8_lossy(&std::fs::read(out.join("entries.bin")).unwrap()).into_owned();
     assert!(entries.contains("count of PES_JOBSEEKER_RECORDS by REGION"), "{entries}");
     for count in [n, n + 1] {

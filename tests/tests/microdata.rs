@@ -229,14 +229,7 @@ async fn counts_means_and_flags_on_a_real_node() {
     assert!(err.message().contains("unknown code \"99\" for OCU"), "{}", err.message());
 
     // The node's signed log says which protections applied, and holds no figure.
-    let auditor = f.pki.issue("auditor", "ines").unwrap();
-    let out = f.dir.path().join("mar-log");
-    let mut fetch = std::process::Command::new(tabadul_tests::bin("tabadul-audit"));
-    fetch.args(["fetch", "--endpoint", &f.proc.addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"]).arg(&out);
-    for (flag, path) in [("--ca", f.pki.ca_cert()), ("--cert", auditor.cert.clone()), ("--key", auditor.key.clone()), ("--crl", f.pki.crl())] {
-        fetch.arg(flag).arg(path);
-    }
-    run_ok(&mut fetch).unwrap();
+    let out = f.pki.fetch_log(f.proc.addr, "spiffe://alo/node/MAR", &f.dir.path().join("mar-log")).unwrap();
     run_ok(std::process::Command::new(tabadul_tests::bin("tabadul-audit")).arg("verify").arg(&out).args(["--vkey", &f.node.log_vkey])).unwrap();
     let entries = String::from_utf8_lossy(&std::fs::read(out.join("entries.bin")).unwrap()).into_owned();
     assert!(entries.contains("sum of PES_JOBSEEKER_RECORDS by REGION × OCU"), "{entries}");

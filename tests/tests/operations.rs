@@ -28,17 +28,7 @@ fn configure(node: &NodeDir, from: &str, to: &str) {
 
 /// Fetches MAR's log from the node at `addr` into `out`, as an auditor.
 fn fetch_node_log(pki: &Pki, addr: std::net::SocketAddr, out: &std::path::Path) -> std::path::PathBuf {
-    let auditor = pki.issue("auditor", "court").unwrap();
-    run_ok(
-        Command::new(bin("tabadul-audit"))
-            .args(["fetch", "--endpoint", &addr.to_string(), "--server", "spiffe://alo/node/MAR", "--out"])
-            .arg(out)
-            .arg("--ca").arg(pki.ca_cert())
-            .arg("--cert").arg(&auditor.cert)
-            .arg("--key").arg(&auditor.key),
-    )
-    .unwrap();
-    out.to_owned()
+    pki.fetch_log(addr, "spiffe://alo/node/MAR", out).unwrap()
 }
 
 fn entries_of(status: &str) -> u64 {
