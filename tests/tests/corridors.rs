@@ -231,3 +231,85 @@ async fn an_origin_asks_a_destination_and_both_logs_cross_check() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("orphan") && text.contains("no hub entry holds its receipt"), "{text}");
 }
+
+/// Mirror statistics through the hub: EGY's placements in SAU beside SAU's
+/// permits, visas and stock of Egyptians. SAU grants the hub visas and
+/// stock by nationality but permits in total only, so the permits side is
+/// refused (and says so), never zero; the public gets nothing here.
+#[tokio::test]
+async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let policies = [
+        ("SAU", "[[rule]]\nid = \"hub-totals\"\nrequester = \"hub\"\ndataflows = [\"WP_ISSUED\"]\nbreakdowns = [\"SEX\"]\n\n\
+                 [[rule]]\nid = \"hub-mirror\"\nrequester = \"hub\"\ndataflows = [\"WP_VISAS\", \"MIG_STOCK\"]\nbreakdowns = [\"NATIONALITY\", \"SEX\"]\n"),
+        ("EGY", "[[rule]]\nid = \"hub-placements\"\nrequester = \"hub\"\ndataflows = [\"MIG_PLACED_ABROAD\", \"MIG_RETURN_PLACED\"]\nbreakdowns = [\"DESTINATION\", \"SEX\"]\n"),
+    ];
+    let mut members = Vec::new();
+    let mut procs = Vec::new();
+    let mut figures = Vec::new();
+    for (member, policy) in policies {
+        let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, policy).unwrap();
+        let data = node.dir.join("data.csv");
+        let mut obs = synthetic::generate(member, 2022..=2024);
+        obs.extend(synthetic::corridors(member, 2022..=2024));
+        std::fs::write(&data, synthetic::to_sdmx_csv(&obs)).unwrap();
+        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        let proc = node.start().unwrap();
+        members.push(tabadul_tests::HubMember::new(&pki, member, proc.addr.to_string()).unwrap());
+        procs.push(proc);
+        figures.extend(obs);
+    }
+    let hub_cert = pki.issue("hub", "alo").unwrap();
+    let hub = tabadul_tests::start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 3000, "").unwrap();
+    let token = String::from_utf8(
+        run_ok(std::process::Command::new(tabadul_tests::bin("tabadul-hub")).arg("token").arg("--config").arg(dir.path().join("hub/hub.toml")).args(["issue", "--name", "analyst"]))
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let http = tabadul_tests::http::Client::tls(hub.http.unwrap(), &pki.ca_cert(), None).unwrap();
+    let auth = format!("Bearer {token}");
+    let a = http
+        .get("/api/v1/corridors/EGY/SAU?start_period=2022&end_period=2024", &[("authorization", &auth)])
+        .unwrap_or_else(|e| panic!("{e}; the hub says: {}", hub.log_text()));
+    assert_eq!(a.status, 200, "{}", a.text());
+    let m = a.json().unwrap();
+    let side = |name: &str| &m["sides"][name];
+    assert_eq!(side("placements")["state"], "answered", "{m:#}");
+    assert_eq!(side("visas")["state"], "answered", "{m:#}");
+    assert_eq!(side("stock")["state"], "answered", "{m:#}");
+    assert_eq!(side("permits")["state"], "refused", "{m:#}");
+    assert!(side("permits")["detail"].as_str().unwrap().contains("NATIONALITY"), "the member's reason travels: {m:#}");
+    assert_eq!(side("placements")["coverage"], serde_json::json!(["2022", "2023", "2024"]));
+    let want = |flow: &str, key: &[&str], year: &str| {
+        figures.iter().find(|o| o.dataflow == flow && o.key == key && o.time == year).map(|o| o.value).unwrap_or_else(|| panic!("{flow} {key:?} {year}"))
+    };
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{m:#}");
+    for row in rows {
+        let year = row["period"].as_str().unwrap();
+        let placed = want("MIG_PLACED_ABROAD", &["EGY", "SAU", "T", "_T", "_T"], year);
+        let visas = want("WP_VISAS", &["SAU", "EGY", "T", "_T"], year);
+        assert_eq!(row["placements"].as_f64(), Some(placed), "{row}");
+        assert_eq!(row["visas"].as_f64(), Some(visas), "{row}");
+        assert!(row["stock"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+        assert!(row["permits"].is_null(), "a refused side is not zero: {row}");
+        assert!(row["asymmetry"]["permits"].is_null(), "{row}");
+        let expected = ((visas - placed) / visas.max(placed) * 1000.0).round() / 1000.0;
+        assert_eq!(row["asymmetry"]["visas"].as_f64(), Some(expected), "{row}");
+    }
+    // The public tier: every side refused, every figure absent.
+    let public = http.get("/api/v1/corridors/EGY/SAU", &[]).unwrap().json().unwrap();
+    for name in ["placements", "permits", "visas", "stock"] {
+        assert_eq!(public["sides"][name]["state"], "refused", "{public:#}");
+    }
+    assert!(public["rows"].as_array().unwrap().is_empty(), "{public:#}");
+    // Bad ends: a clear error.
+    let bad = http.get("/api/v1/corridors/EGY/XXX", &[("authorization", &auth)]).unwrap();
+    assert_eq!(bad.status, 400);
+    let message = bad.json().unwrap()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("destination \"XXX\" is not a member state"), "{message}");
+}

@@ -126,7 +126,7 @@ fn sdmx_rest_answers_in_every_format_and_reports_every_member() {
     assert_eq!(flows.status, 200, "{}", flows.text());
     assert_eq!(flows.header("content-type"), Some("application/vnd.sdmx.structure+xml; version=2.1"));
     let text = flows.text();
-    assert!(text.contains("<str:Dataflow id=\"UNE_RATE\" agencyID=\"ALO\" version=\"2026.3\""), "{text}");
+    assert!(text.contains("<str:Dataflow id=\"UNE_RATE\" agencyID=\"ALO\" version=\"2026.4\""), "{text}");
     assert!(text.contains("<com:Name xml:lang=\"ar\">معدل البطالة</com:Name>"), "Arabic names travel in the structures");
     let dsd = http.get("/sdmx/datastructure/ALO/DSD_UNE_RATE/latest", &[]).unwrap().text();
     for needle in ["<str:Codelist id=\"CL_SEX\"", "<str:Codelist id=\"CL_CONF_STATUS\"", "<str:ConceptScheme id=\"CS_TABADUL\"", "<str:TimeDimension id=\"TIME_PERIOD\" position=\"5\""] {

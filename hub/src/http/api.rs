@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<Arc<Front>> {
         .route("/api/v1/query", post(query))
         .route("/api/v1/releases", get(releases))
         .route("/api/v1/releases/{member}/{leaf}/proof", get(release_proof))
+        .route("/api/v1/corridors/{origin}/{destination}", get(super::corridor::mirror))
 }
 
 async fn openapi() -> Response {

@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 mod body;
+mod corridor;
 mod dashboard;
 mod sdmx;
 

@@ -1,0 +1,164 @@
+//! Mirror statistics for a labour-migration corridor
+//! (`GET /api/v1/corridors/{origin}/{destination}`): the origin's placements
+//! abroad beside the destination's work permits, work-contract visas and
+//! stock of migrant workers of the origin's nationality, period by period,
+//! with the asymmetry migration statisticians compare mirror flows by and
+//! each side's coverage.
+//!
+//! Each side is an ordinary federated query, answered by that member under
+//! its own rules and logged like any other: a side its member refuses is
+//! shown as refused (with the member's reason), never as zero.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use futures::future::join_all;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tabadul_proto::{REF_AREA, pb};
+
+use super::{ApiError, Front, Principal};
+use crate::federate::{Failure, federate};
+use crate::service::state_word;
+
+/// One side of the mirror: what it is called in the answer, whose figure
+/// it is, the dataflow, and the dimension naming the other country.
+struct Side {
+    name: &'static str,
+    of_origin: bool,
+    dataflow: &'static str,
+    partner: &'static str,
+}
+
+const SIDES: [Side; 4] = [
+    Side { name: "placements", of_origin: true, dataflow: "MIG_PLACED_ABROAD", partner: "DESTINATION" },
+    Side { name: "permits", of_origin: false, dataflow: "WP_ISSUED", partner: "NATIONALITY" },
+    Side { name: "visas", of_origin: false, dataflow: "WP_VISAS", partner: "NATIONALITY" },
+    Side { name: "stock", of_origin: false, dataflow: "MIG_STOCK", partner: "NATIONALITY" },
+];
+
+/// The destination-side flows the origin's placements are compared with.
+const MIRRORED: [&str; 2] = ["permits", "visas"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Periods {
+    #[serde(default)]
+    start_period: String,
+    #[serde(default)]
+    end_period: String,
+}
+
+pub(crate) async fn mirror(
+    State(front): State<Arc<Front>>,
+    who: Principal,
+    Path((origin, destination)): Path<(String, String)>,
+    Query(periods): Query<Periods>,
+) -> Result<Json<Value>, ApiError> {
+    let dict = &front.hub.dict;
+    for (what, code) in [("origin", &origin), ("destination", &destination)] {
+        if !dict.has_code(REF_AREA, code) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{what} {code:?} is not a member state (ISO 3166-1 alpha-3 of CL_AREA)")));
+        }
+    }
+    if origin == destination {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("a corridor joins two members; {origin} is both ends")));
+    }
+    let caller = who.caller();
+    let asks = SIDES.iter().map(|side| {
+        let (member, partner) = if side.of_origin { (&origin, &destination) } else { (&destination, &origin) };
+        let query = pb::Query {
+            dataflow: side.dataflow.into(),
+            filters: vec![pb::DimensionFilter { dimension: side.partner.into(), codes: vec![partner.clone()] }],
+            start_period: periods.start_period.clone(),
+            end_period: periods.end_period.clone(),
+            ..Default::default()
+        };
+        let request = pb::FederatedQueryRequest { query: Some(query), members: vec![member.clone()], ..Default::default() };
+        federate(&front.hub, &caller, request)
+    });
+    let answers = join_all(asks).await;
+
+    let mut sides = serde_json::Map::new();
+    let mut values: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut hub_leaves = Vec::new();
+    for (side, answer) in SIDES.iter().zip(answers) {
+        let member = if side.of_origin { &origin } else { &destination };
+        let (state, detail, by_period) = match answer {
+            Ok(a) => {
+                hub_leaves.push(a.hub_leaf);
+                let r = &a.response;
+                let status = r.members.iter().find(|m| &m.member == member);
+                // No breakdown: one cell per period, every other dimension at its total.
+                let by_period: BTreeMap<String, f64> = r
+                    .cells
+                    .iter()
+                    .filter(|c| c.key.first() == Some(member) && c.value.is_finite())
+                    .filter_map(|c| Some((c.key.last()?.clone(), c.value * 10f64.powi(c.unit_mult))))
+                    .collect();
+                (status.map_or("absent", |m| state_word(m.state)), status.map(|m| m.detail.clone()).unwrap_or_default(), by_period)
+            }
+            Err(Failure::Invalid(m)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{}: {m}", side.dataflow))),
+            Err(Failure::Busy(m)) => return Err(ApiError::busy(m)),
+            Err(Failure::Internal(m)) => ("failed", m, BTreeMap::new()),
+        };
+        sides.insert(
+            side.name.into(),
+            json!({
+                "member": member, "dataflow": side.dataflow, "filter": { side.partner: [if side.of_origin { &destination } else { &origin }] },
+                "state": state, "detail": detail, "coverage": by_period.keys().collect::<Vec<_>>(),
+            }),
+        );
+        values.insert(side.name, by_period);
+    }
+
+    let all_periods: BTreeSet<&String> = values.values().flat_map(BTreeMap::keys).collect();
+    let rows: Vec<Value> = all_periods
+        .into_iter()
+        .map(|p| {
+            let mut row = serde_json::Map::new();
+            row.insert("period".into(), json!(p));
+            for side in &SIDES {
+                row.insert(side.name.into(), values[side.name].get(p).map_or(Value::Null, |v| json!(v)));
+            }
+            let placed = values["placements"].get(p);
+            let asym: serde_json::Map<String, Value> = MIRRORED
+                .iter()
+                .map(|name| ((*name).to_owned(), placed.zip(values[name].get(p)).and_then(|(a, b)| asymmetry(*a, *b)).map_or(Value::Null, |v| json!(v))))
+                .collect();
+            row.insert("asymmetry".into(), Value::Object(asym));
+            Value::Object(row)
+        })
+        .collect();
+    Ok(Json(json!({
+        "origin": origin,
+        "destination": destination,
+        "sides": sides,
+        "rows": rows,
+        "asymmetry": "(destination − origin) / max(destination, origin), for the origin's placements against the destination's permits and visas: positive when the destination counts more",
+        "hub_leaves": hub_leaves,
+    })))
+}
+
+/// `(destination − origin) / max(destination, origin)`, in [−1, 1]; none
+/// when both are zero.
+fn asymmetry(origin: f64, destination: f64) -> Option<f64> {
+    let scale = origin.max(destination);
+    (scale > 0.0).then(|| ((destination - origin) / scale * 1000.0).round() / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asymmetry;
+
+    #[test]
+    fn asymmetry_is_signed_and_bounded() {
+        assert_eq!(asymmetry(100.0, 80.0), Some(-0.2));
+        assert_eq!(asymmetry(80.0, 100.0), Some(0.2));
+        assert_eq!(asymmetry(0.0, 50.0), Some(1.0));
+        assert_eq!(asymmetry(0.0, 0.0), None);
+    }
+}
