@@ -21,6 +21,8 @@ fn the_local_federation_runs_its_demo() {
         "PES_JOBSEEKER_RECORDS", "cell-key",
         // The auditor's step: both logs verify, the hub's with a witness majority.
         "cosigned by:", "verified: no problems found", "cross-checked the hub log",
+        // Corridors: node to node, SAU grants EGY its own nationals' rows, KWT nothing.
+        "PARTLY-ALLOWED for this node, answered by SAU", "REFUSED for this node, answered by KWT", "logged  SAU's leaf",
     ] {
         assert!(text.contains(expect), "missing {expect:?}:\n{text}");
     }

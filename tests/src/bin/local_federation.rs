@@ -26,22 +26,34 @@ const NO_SEX_BREAKDOWN: &str = "EGY";
 const EMBARGO: &str = "JOR";
 const WITHDRAWN: &str = "TUN";
 const LATEST_YEAR: i32 = 2025;
+/// A destination that grants every member the rows about its own nationals,
+/// and one that grants members nothing (the hub still sees its figures).
+const GRANTS_OWN_NATIONALS: &str = "SAU";
+const GRANTS_MEMBERS_NOTHING: &str = "KWT";
 /// Members that hold SYNTHETIC job-seeker records in the demo, and their regions.
 const JOBSEEKER_REGIONS: &[(&str, &[&str])] =
     &[("MAR", &["MA-01", "MA-04", "MA-06", "MA-03"]), ("TUN", &["TN-11", "TN-61", "TN-51"]), ("JOR", &["JO-AM", "JO-IR", "JO-AZ"])];
 
 fn policy_for(member: &str) -> String {
-    let all = r#"["UNE_RATE", "UNE_PERS", "LF_PERS", "POP_WA", "LFPR", "EMP_ECO", "PES_JOBSEEKERS", "WP_ISSUED"]"#;
+    let all = r#"["UNE_RATE", "UNE_PERS", "LF_PERS", "POP_WA", "LFPR", "EMP_ECO", "PES_JOBSEEKERS", "WP_ISSUED", "WP_VISAS", "MIG_STOCK", "MIG_PLACED_ABROAD", "MIG_RETURN_PLACED"]"#;
     let embargo_until = (time::OffsetDateTime::now_utc() + time::Duration::days(45)).date();
     let (breakdowns, extra) = match member {
-        NO_SEX_BREAKDOWN => (r#"["AGE", "REGION", "ECO", "NATIONALITY"]"#, String::new()),
+        NO_SEX_BREAKDOWN => (r#"["AGE", "REGION", "ECO", "NATIONALITY", "DESTINATION"]"#, String::new()),
         EMBARGO => (
-            r#"["SEX", "AGE", "REGION", "ECO", "NATIONALITY"]"#,
+            r#"["SEX", "AGE", "REGION", "ECO", "NATIONALITY", "DESTINATION"]"#,
             format!("embargo = [{{ period = \"{LATEST_YEAR}\", until = \"{embargo_until}\" }}]\n"),
         ),
-        _ => (r#"["SEX", "AGE", "REGION", "ECO", "NATIONALITY"]"#, String::new()),
+        _ => (r#"["SEX", "AGE", "REGION", "ECO", "NATIONALITY", "DESTINATION"]"#, String::new()),
     };
     let public = if member == NO_SEX_BREAKDOWN { "[]" } else { r#"["SEX"]"# };
+    let corridors = if member == GRANTS_OWN_NATIONALS {
+        "\n# Each member may see the permits, visas and stock of its own nationals here.\n\
+         [[rule]]\nid = \"own-nationals\"\nrequester = \"member\"\ndataflows = [\"WP_ISSUED\", \"WP_VISAS\", \"MIG_STOCK\"]\n\
+         breakdowns = [\"SEX\", \"OCU\", \"ECO\"]\nrows = { NATIONALITY = \"requester\" }\n"
+    } else {
+        ""
+    };
+    let _ = GRANTS_MEMBERS_NOTHING; // (no member rule at all: default deny)
     format!(
         "# Publication policy of {member} (SYNTHETIC demo network).\nversion = \"{member}-demo-1\"\n\n\
          [[rule]]\nid = \"{}-hub\"\nrequester = \"hub\"\ndataflows = {all}\nbreakdowns = {breakdowns}\nstart_period = \"2015\"\n{extra}\n\
@@ -51,7 +63,7 @@ fn policy_for(member: &str) -> String {
          disclosure = {{ threshold = 10, cell_key = {{ d = 4, v = 2.0, js = 2 }} }}\n\n\
          # Headline rates are open data: the hub's public tier may show them.\n\
          [[rule]]\nid = \"{}-open-data\"\nrequester = \"public\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\", \"LFPR\", \"POP_WA\"]\n\
-         breakdowns = {public}\nstart_period = \"2015\"\n{extra}",
+         breakdowns = {public}\nstart_period = \"2015\"\n{extra}{corridors}",
         member.to_lowercase(),
         member.to_lowercase(),
         member.to_lowercase()
@@ -83,7 +95,9 @@ fn main() -> Result<()> {
     for member in synthetic::members() {
         let node = NodeDir::create(&root.join("nodes"), &pki, member, &policy_for(member))?;
         let data = node.dir.join(format!("synthetic-{member}.csv"));
-        std::fs::write(&data, synthetic::to_sdmx_csv(&synthetic::generate(member, 2015..=LATEST_YEAR)))?;
+        let mut figures = synthetic::generate(member, 2015..=LATEST_YEAR);
+        figures.extend(synthetic::corridors(member, 2015..=LATEST_YEAR));
+        std::fs::write(&data, synthetic::to_sdmx_csv(&figures))?;
         run_ok(node.command(&["import"]).arg(&data)).with_context(|| format!("importing {member}"))?;
         if let Some(regions) = JOBSEEKER_REGIONS.iter().find(|(m, _)| *m == member).map(|(_, r)| *r) {
             let records = node.dir.join(format!("synthetic-jobseekers-{member}.csv"));
@@ -136,6 +150,9 @@ fn main() -> Result<()> {
     query(&format!("Unemployed persons, {LATEST_YEAR}, all members (note {EMBARGO}'s embargo)"), &["--dataflow", "UNE_PERS", "--period", &LATEST_YEAR.to_string(), "--aggregate"])?;
     query("Work permits issued by nationality, 2024 (Gulf members)", &["--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024", "--aggregate", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"])?;
 
+    query("Work-contract visas issued to Egyptians, 2024 (Gulf members; the mirror of Egypt's placements abroad)", &["--dataflow", "WP_VISAS", "--filter", "NATIONALITY=EGY", "--period", "2024", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"])?;
+    corridor_demo(&nodes, &running)?;
+
     query(
         "Job seekers by occupation, from unit records that never leave their country (small cells withheld, counts perturbed)",
         &["--dataflow", "PES_JOBSEEKER_RECORDS", "--breakdown", "OCU", "--members", "MAR,TUN,JOR", "--aggregate"],
@@ -157,6 +174,8 @@ fn main() -> Result<()> {
     println!("SDMX REST, for sdmx1, pysdmx or any SDMX tool (base URL http://{http}/sdmx):\n");
     println!("  curl -H 'Authorization: Bearer {token}' -H 'Accept: application/vnd.sdmx.data+csv;version=1.0.0' \\\n      'http://{http}/sdmx/data/ALO,UNE_RATE,latest/MAR+TUN+JOR.F+M.Y_GE15._T?startPeriod=2020'\n");
     println!("  JSON API: http://{http}/api/v1/openapi.json\n");
+    println!("  a migration corridor's mirror statistics (Egypt's placements in Saudi Arabia beside its permits, visas and stock of Egyptians):");
+    println!("  curl -H 'Authorization: Bearer {token}' 'http://{http}/api/v1/corridors/EGY/SAU?start_period=2020'\n");
     println!("  node logs: {}/nodes/<ISO3>/node.log, hub log: {}", root.display(), hub.log.display());
     if args.exit_after_demo {
         return Ok(());
@@ -167,6 +186,28 @@ fn main() -> Result<()> {
     println!("stopping");
     drop(hub);
     drop(running);
+    Ok(())
+}
+
+/// An origin asks destinations directly, node to node: EGY's node asks
+/// SAU's (which grants each member its own nationals' rows) and KWT's
+/// (which grants members nothing) for the permits issued to Egyptians.
+fn corridor_demo(nodes: &[NodeDir], running: &[Proc]) -> Result<()> {
+    let node = |m: &str| nodes.iter().find(|n| n.member == m).with_context(|| format!("node {m}"));
+    // `running` skips the offline member; match by position among the rest.
+    let started: Vec<&NodeDir> = nodes.iter().filter(|n| n.member != OFFLINE).collect();
+    let addr = |m: &str| -> Result<String> {
+        let i = started.iter().position(|n| n.member == m).with_context(|| format!("{m} is not running"))?;
+        Ok(running[i].addr.to_string())
+    };
+    let egy = node("EGY")?;
+    for destination in [GRANTS_OWN_NATIONALS, GRANTS_MEMBERS_NOTHING] {
+        let (endpoint, vkey) = (addr(destination)?, node(destination)?.log_vkey.clone());
+        let args = ["ask", "--member", destination, "--endpoint", &endpoint, "--log-vkey", &vkey, "--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024"];
+        println!("==> EGY's node asks {destination}'s directly for work permits by nationality, 2024\n    tabadul-node ask --member {destination} --dataflow WP_ISSUED --breakdown NATIONALITY --period 2024\n");
+        let out = egy.command(&args).output()?;
+        println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
     Ok(())
 }
 
