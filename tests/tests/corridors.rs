@@ -67,6 +67,11 @@ fn start() -> Fixture {
         csv.push_str(&format!("2024,{nat},F,{ocu},{sex},{},24\n", 1500 + (rng.unit() * 2000.0) as u32));
         records.push((nat, ocu));
     }
+    // A small corridor: three Yemeni workers, all in one occupation.
+    for _ in 0..3 {
+        csv.push_str("2024,YEM,F,2,M,2100,24\n");
+        records.push(("YEM", "2"));
+    }
     let micro = dir.path().join("wp.csv");
     std::fs::write(&micro, csv).unwrap();
     run_ok(node.command(&["import", "--table", "WP_RECORDS"]).arg(&micro)).unwrap();
@@ -312,4 +317,28 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
     assert_eq!(bad.status, 400);
     let message = bad.json().unwrap()["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("destination \"XXX\" is not a member state"), "{message}");
+}
+
+/// A small corridor stays protected: the three Yemeni workers, all in one
+/// occupation, are neither counted nor located for YEM, however it asks,
+/// and nothing released to YEM is about anyone else.
+#[tokio::test]
+async fn a_small_corridor_is_withheld_from_its_own_origin() {
+    let f = start();
+    assert_eq!(f.records.iter().filter(|r| r.0 == "YEM").count(), 3);
+    let mut yem = f.client("node", "YEM");
+    let mut seen = 0;
+    for (breakdown, ocu) in [(vec!["OCU"], None), (vec![], None), (vec!["SEX"], None), (vec![], Some("2")), (vec!["OCU", "SEX"], None)] {
+        let mut q = query("WP_RECORDS", &breakdown, None);
+        if let Some(ocu) = ocu {
+            q.filters.push(pb::DimensionFilter { dimension: "OCU".into(), codes: vec![ocu.into()] });
+        }
+        let (d, cells) = collect(&mut yem, q).await.unwrap();
+        for c in &cells {
+            let released = c.conf_status.is_empty() && c.value.is_finite();
+            assert!(!(released && c.value > 0.0), "YEM learnt a count of its three nationals: {c:?} ({})", d.reason);
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "the queries were answered at all");
 }
