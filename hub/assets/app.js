@@ -9,6 +9,13 @@ const I18N = {
   en: {
     appTitle: 'Tabadul', appSubtitle: 'Arab Labour Organization · labour-market statistics from member states',
     tabExplorer: 'Indicator explorer', tabTransparency: 'Transparency log', langToggle: 'العربية',
+    tabCorridors: 'Migration corridors', corTitle: 'Labour migration corridors: mirror statistics',
+    corIntro: 'The origin’s placements abroad beside the destination’s work permits, visas and migrant workers of the origin’s nationality. Each side is answered by its own member under its own rules; a refused side is shown as refused, never as zero.',
+    corOrigin: 'Origin (nationals placed abroad)', corDestination: 'Destination', corHeading: '{origin} → {destination}',
+    corSame: 'Choose two different members.', loadingCorridor: 'Asking both members…',
+    side_placements: 'Placements abroad (origin)', side_permits: 'Work permits (destination)', side_visas: 'Work-contract visas (destination)', side_stock: 'Migrant workers, stock (destination)',
+    asym_permits: 'Asymmetry, permits', asym_visas: 'Asymmetry, visas', notGranted: 'refused', noCover: 'no figure',
+    corAsymmetry: 'Asymmetry = (destination − origin) ÷ the larger of the two: positive when the destination counts more. Placements by the employment service are usually a small part of those who go.',
     tokenSummary: 'Operator token', tokenLabel: 'Bearer token', tokenApply: 'Apply', tokenClear: 'Clear',
     modePublic: 'Public access', tokenRejected: 'Token rejected', modeOperator: 'Operator: {name}', viaToken: 'token', viaCertificate: 'certificate',
     flow: 'Indicator', breakdown: 'Breakdown', noBreakdown: 'None (totals only)', codes: 'Categories',
@@ -50,6 +57,13 @@ const I18N = {
   ar: {
     appTitle: 'تبادل', appSubtitle: 'منظمة العمل العربية · إحصاءات سوق العمل من الدول الأعضاء',
     tabExplorer: 'مستكشف المؤشرات', tabTransparency: 'سجل الشفافية', langToggle: 'English',
+    tabCorridors: 'ممرات هجرة العمل', corTitle: 'ممرات هجرة العمل: الإحصاءات المتناظرة',
+    corIntro: 'توظيفات بلد المنشأ في الخارج إلى جانب تصاريح العمل والتأشيرات والعمال المهاجرين من جنسيته في بلد المقصد. تجيب كل دولة عن جانبها وفق قواعدها؛ والجانب المرفوض يُعرض مرفوضًا، لا صفرًا.',
+    corOrigin: 'بلد المنشأ (المواطنون الموظفون في الخارج)', corDestination: 'بلد المقصد', corHeading: '{origin} ← {destination}',
+    corSame: 'اختر دولتين مختلفتين.', loadingCorridor: 'جارٍ سؤال الدولتين…',
+    side_placements: 'التوظيف في الخارج (بلد المنشأ)', side_permits: 'تصاريح العمل (بلد المقصد)', side_visas: 'تأشيرات عقود العمل (بلد المقصد)', side_stock: 'رصيد العمال المهاجرين (بلد المقصد)',
+    asym_permits: 'عدم التناظر، التصاريح', asym_visas: 'عدم التناظر، التأشيرات', notGranted: 'مرفوض', noCover: 'لا رقم',
+    corAsymmetry: 'عدم التناظر = (بلد المقصد − بلد المنشأ) ÷ الأكبر بينهما: يكون موجبًا حين يُحصي بلد المقصد أكثر. ولا تمثّل توظيفات خدمات التشغيل عادةً إلا جزءًا صغيرًا من المغادرين.',
     tokenSummary: 'رمز المشغّل', tokenLabel: 'رمز الدخول', tokenApply: 'تطبيق', tokenClear: 'مسح',
     modePublic: 'وصول عام', tokenRejected: 'رُفض الرمز', modeOperator: 'المشغّل: {name}', viaToken: 'رمز', viaCertificate: 'شهادة',
     flow: 'المؤشر', breakdown: 'التصنيف حسب', noBreakdown: 'بدون (المجاميع فقط)', codes: 'الفئات',
@@ -92,6 +106,8 @@ const I18N = {
 
 const LOCALE = { en: 'en-GB', ar: 'ar-EG' };
 const STATES = ['answered', 'refused', 'unreachable', 'timed-out', 'failed'];
+const VIEWS = ['explorer', 'corridors', 'transparency'];
+const TAB_TITLE = { explorer: 'tabExplorer', corridors: 'tabCorridors', transparency: 'tabTransparency' };
 // 22 distinguishable colours: a member keeps its colour (by catalogue order) in every chart.
 const PALETTE = ['#1f77b4', '#d95f02', '#2ca02c', '#d62728', '#7b4fa6', '#8c564b', '#e377c2', '#5f6b73',
   '#a59d00', '#17a2b8', '#393b79', '#637939', '#b5651d', '#843c39', '#a13c8f', '#3182bd',
@@ -108,6 +124,7 @@ const state = {
   query: null,           // the query behind the displayed result (frozen copy of form)
   result: null, error: null, busy: false, seq: 0,
   releases: null, relError: null, relMember: '', relBusy: false, relSeq: 0,
+  corridor: null, corSeq: 0,
   hidden: new Set(),     // chart series the user switched off via the legend
 };
 
@@ -247,7 +264,7 @@ function parseHash() {
   let view = null, token = null;
   for (const p of parts) {
     if (p.startsWith('token=')) token = decodeURIComponent(p.slice(6));
-    else if (p === 'explorer' || p === 'transparency') view = p;
+    else if (VIEWS.includes(p)) view = p;
   }
   return { view, token };
 }
@@ -278,7 +295,7 @@ function applyLanguage() {
   const root = document.documentElement;
   root.lang = state.lang;
   root.dir = state.lang === 'ar' ? 'rtl' : 'ltr';
-  document.title = `${t('appTitle')} · ${t(state.view === 'transparency' ? 'tabTransparency' : 'tabExplorer')}`;
+  document.title = `${t('appTitle')} · ${t(TAB_TITLE[state.view] || 'tabExplorer')}`;
   for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
   const toggle = $('#lang-toggle');
   toggle.textContent = t('langToggle');
@@ -297,7 +314,7 @@ function renderIdentity() {
 }
 
 function showView() {
-  for (const v of ['explorer', 'transparency']) {
+  for (const v of VIEWS) {
     $(`#view-${v}`).hidden = state.view !== v;
     const tab = $(`#tab-${v}`);
     tab.setAttribute('aria-selected', String(state.view === v));
@@ -306,6 +323,7 @@ function showView() {
   applyLanguage();
   if (state.view === 'transparency' && !state.releases && !state.relBusy) loadReleases();
   if (state.view === 'explorer') drawChart(); // the chart measures its container, which was hidden
+  if (state.view === 'corridors') renderCorridorControls();
 }
 
 function switchLanguage() {
@@ -316,6 +334,8 @@ function switchLanguage() {
   renderControls();
   renderResult();
   renderReleases();
+  renderCorridorControls();
+  renderCorridor();
 }
 
 /* ---- identity & token ---- */
@@ -944,6 +964,76 @@ function verifyButton(rel) {
   return btn;
 }
 
+/* ---- migration corridors ---- */
+
+const SIDES = ['placements', 'permits', 'visas', 'stock'];
+
+function renderCorridorControls(wanted = {}) {
+  const members = sortedMembers();
+  if (!members.length) return;
+  // An explicit choice (a shared link), else what is selected, else EGY → SAU.
+  const pick = (sel, explicit, usual, fallback) => {
+    const current = explicit || $(sel).value || usual;
+    const chosen = members.some((m) => m.code === current) ? current : fallback;
+    $(sel).replaceChildren(...members.map((m) => h('option', { value: m.code, selected: m.code === chosen }, nameOf(m.name))));
+  };
+  pick('#cor-origin', wanted.origin, 'EGY', members[0].code);
+  pick('#cor-destination', wanted.destination, 'SAU', members[members.length > 1 ? 1 : 0].code);
+}
+
+async function runCorridor(e) {
+  e?.preventDefault();
+  const origin = $('#cor-origin').value, destination = $('#cor-destination').value;
+  showBox($('#cor-error'), '');
+  if (!origin || origin === destination) { showBox($('#cor-error'), t('corSame')); return; }
+  const p = new URLSearchParams();
+  const digits = (v) => v.trim().replace(/[٠-٩]/g, (d) => String(d.charCodeAt(0) - 0x0660));
+  const start = digits($('#cor-start').value), end = digits($('#cor-end').value);
+  if (start) p.set('start_period', start);
+  if (end) p.set('end_period', end);
+  const seq = ++state.corSeq;
+  showBox($('#cor-status'), t('loadingCorridor'), 'busy');
+  try {
+    const data = await (await api(`api/v1/corridors/${encodeURIComponent(origin)}/${encodeURIComponent(destination)}?${p}`)).json();
+    if (seq !== state.corSeq) return;
+    state.corridor = data;
+  } catch (err) {
+    if (seq !== state.corSeq) return;
+    state.corridor = null;
+    showBox($('#cor-error'), errorText(err));
+  }
+  showBox($('#cor-status'), '');
+  renderCorridor();
+  markReady();
+}
+
+function renderCorridor() {
+  const c = state.corridor;
+  $('#cor-result').hidden = !c;
+  if (!c) return;
+  $('#cor-heading').textContent = t('corHeading', { origin: memberName(c.origin), destination: memberName(c.destination) });
+  $('#cor-sides').replaceChildren(...SIDES.map((name) => {
+    const side = c.sides[name];
+    const st = STATES.includes(side.state) ? side.state : 'failed';
+    const flow = flowById(side.dataflow);
+    return h('li', { data: { side: name, state: side.state } },
+      h('span', { class: `badge st-${st}` }, t(st)), h('strong', {}, t(`side_${name}`)),
+      h('span', { class: 'what' }, `${memberName(side.member)} · ${flow ? nameOf(flow.name) : side.dataflow}`),
+      side.detail && side.state !== 'answered' ? h('p', { class: 'meta' }, side.detail) : '');
+  }));
+  const head = h('tr', {}, h('th', {}, t('colPeriod')), ...SIDES.map((n) => h('th', {}, t(`side_${n}`))), h('th', {}, t('asym_permits')), h('th', {}, t('asym_visas')));
+  const cell = (name, v) => {
+    if (v !== null && v !== undefined) return h('td', { class: 'num' }, fmtInt(v));
+    const refused = c.sides[name].state !== 'answered';
+    return h('td', { class: 'num meta', data: { missing: refused ? 'refused' : 'no-figure' } }, t(refused ? 'notGranted' : 'noCover'));
+  };
+  const ratio = (v) => h('td', { class: 'num' }, v === null || v === undefined ? t('none') : numFmt(3, 3).format(v));
+  const rows = c.rows.map((r) => h('tr', { data: { period: r.period } }, h('td', {}, fmtPeriod(r.period)),
+    ...SIDES.map((n) => cell(n, r[n])), ratio(r.asymmetry.permits), ratio(r.asymmetry.visas)));
+  if (!rows.length) rows.push(h('tr', {}, h('td', { colspan: 7, class: 'meta' }, t('noData'))));
+  $('#cor-table').replaceChildren(h('thead', {}, head), h('tbody', {}, ...rows));
+}
+
 /* ---- start-up ---- */
 
 let catalogueReady = Promise.resolve();
@@ -970,6 +1060,13 @@ async function loadCatalogue() {
     if (document.body.dataset.ready !== '1') document.body.dataset.ready = 'catalogue';
     if (params.get('run') === '1') runQuery();
     if (state.view === 'transparency') renderReleases();
+    renderCorridorControls();
+    // A shared corridor link: ?corridor=EGY,SAU
+    const [origin, destination] = (params.get('corridor') || '').split(',');
+    if (origin && destination) {
+      renderCorridorControls({ origin, destination });
+      runCorridor();
+    }
   })();
   return catalogueReady.catch(() => {});
 }
@@ -989,6 +1086,7 @@ function init() {
   $('#dl-sdmx').addEventListener('click', () => download('genericdata', 'xml'));
   $('#rel-member').addEventListener('change', (e) => { state.relMember = e.target.value; loadReleases(); });
   $('#rel-refresh').addEventListener('click', loadReleases);
+  $('#cor-form').addEventListener('submit', runCorridor);
   window.addEventListener('hashchange', () => {
     const hh = parseHash();
     state.view = hh.view || state.view;

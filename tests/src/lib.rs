@@ -420,3 +420,16 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
     }
     false
 }
+
+/// Headless Chromium (Debian's package), as the machine's CI runs it.
+pub fn chromium(args: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().expect("a temporary profile directory");
+    Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,1400", "--virtual-time-budget=15000"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium (scripts/prepare.sh installs it)")
+}

@@ -266,7 +266,9 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
         figures.extend(obs);
     }
     let hub_cert = pki.issue("hub", "alo").unwrap();
-    let hub = tabadul_tests::start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 3000, "").unwrap();
+    // Plain HTTP on loopback, so headless Chromium opens the dashboard
+    // without a certificate (as in the dashboard tests).
+    let hub = tabadul_tests::start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 3000, "[http]\ndangerous_plain_http = true\n").unwrap();
     let token = String::from_utf8(
         run_ok(std::process::Command::new(tabadul_tests::bin("tabadul-hub")).arg("token").arg("--config").arg(dir.path().join("hub/hub.toml")).args(["issue", "--name", "analyst"]))
             .unwrap()
@@ -275,7 +277,7 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
     .unwrap()
     .trim()
     .to_owned();
-    let http = tabadul_tests::http::Client::tls(hub.http.unwrap(), &pki.ca_cert(), None).unwrap();
+    let http = tabadul_tests::http::Client::plain(hub.http.unwrap());
     let auth = format!("Bearer {token}");
     let a = http
         .get("/api/v1/corridors/EGY/SAU?start_period=2022&end_period=2024", &[("authorization", &auth)])
@@ -312,6 +314,18 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
         assert_eq!(public["sides"][name]["state"], "refused", "{public:#}");
     }
     assert!(public["rows"].as_array().unwrap().is_empty(), "{public:#}");
+    // The dashboard's corridor view, from a shared link, in both languages:
+    // each side's state, and the refused side written as refused.
+    for (lang, refused) in [("en", "refused"), ("ar", "مرفوض")] {
+        let url = format!("http://{}/ui/?lang={lang}&corridor=EGY,SAU#corridors&token={token}", hub.http.unwrap());
+        let dom = String::from_utf8(tabadul_tests::chromium(&["--dump-dom"], &url).stdout).unwrap();
+        assert!(dom.contains("data-ready=\"1\""), "{lang}: the page never finished:\n{dom}");
+        for (side, state) in [("placements", "answered"), ("permits", "refused"), ("visas", "answered"), ("stock", "answered")] {
+            assert!(dom.contains(&format!("data-side=\"{side}\" data-state=\"{state}\"")), "{lang}: {side} {state}:\n{dom}");
+        }
+        assert!(dom.contains("data-period=\"2024\"") && dom.contains("data-missing=\"refused\""), "{lang}:\n{dom}");
+        assert!(dom.contains(&format!(">{refused}</td>")), "{lang}: a refused side reads as refused:\n{dom}");
+    }
     // Bad ends: a clear error.
     let bad = http.get("/api/v1/corridors/EGY/XXX", &[("authorization", &auth)]).unwrap();
     assert_eq!(bad.status, 400);

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use tabadul_tests::http::{Answer, Client};
-use tabadul_tests::{HubMember, NodeDir, Pki, Proc, bin, dead_endpoint, run_ok, start_hub_with, synthetic};
+use tabadul_tests::{HubMember, NodeDir, Pki, Proc, bin, chromium, dead_endpoint, run_ok, start_hub_with, synthetic};
 
 /// Hubs grant SEX and AGE breakdowns; the public gets SEX only, and EGY
 /// publishes nothing to the public and no breakdown to the hub.
@@ -465,19 +465,6 @@ fn limits_give_clear_errors() {
     // Another operator has a bucket of their own.
     let bob = bearer(&f.issue_token("bob"));
     assert_eq!(http.get("/api/v1/whoami", &[("authorization", &bob)]).unwrap().status, 200);
-}
-
-/// Headless Chromium (Debian's package), as the machine's CI runs it.
-fn chromium(args: &[&str], url: &str) -> std::process::Output {
-    let profile = tempfile::tempdir().unwrap();
-    Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,1400", "--virtual-time-budget=15000"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("chromium (scripts/prepare.sh installs it)")
 }
 
 /// A screenshot's pixels: width, height, RGB rows.
