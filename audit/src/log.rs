@@ -232,6 +232,8 @@ impl Log {
     /// one synced batch. The only writer of tree data, for appends and
     /// recovery alike.
     fn commit(&self, frontier: &Frontier, batch: &[Pending], publish: bool) -> Result<(Frontier, Arc<SignedCheckpoint>), Error> {
+        #[cfg(test)]
+        tests::PANIC_IN_COMMIT.with(|p| assert!(!p.get(), "injected panic in commit"));
         let mut frontier = frontier.clone();
         let mut wb = WriteBatch::default();
         for p in batch {
@@ -286,7 +288,13 @@ impl Log {
             let frontier = state.frontier.clone();
             let publish = state.published_at.elapsed() >= self.options.publish_interval;
             drop(state);
-            let result = self.commit(&frontier, &batch, publish);
+            // Crash point: a panic inside the commit (a bug here, or in
+            // RocksDB's binding) must not leave `writing` set, or every
+            // later append would wait forever. Fail-stop instead: the log
+            // refuses appends from now on, saying why; what was durable
+            // stays durable, and a restart recovers as after any crash.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(&frontier, &batch, publish)))
+                .unwrap_or_else(|panic| Err(self.stopped(&format!("a write panicked: {}", panic_text(&panic)))));
             state = self.lock();
             state.writing = false;
             match result {
@@ -476,16 +484,21 @@ impl Log {
         let latest = state.latest.clone();
         let publish = state.published != latest.checkpoint.size;
         drop(state);
-        let result = (|| {
+        // The same fail-stop as `append` if the checkpoint panics.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if publish {
                 self.put_synced(CHECKPOINTS, &latest.checkpoint.size.to_be_bytes(), latest.note.as_bytes())?;
             }
             rocksdb::checkpoint::Checkpoint::new(&self.db)
                 .and_then(|c| c.create_checkpoint(dir))
                 .map_err(|e| self.db_err(e))
-        })();
+        }))
+        .unwrap_or_else(|panic| Err(self.stopped(&format!("a backup panicked: {}", panic_text(&panic)))));
         let mut state = self.lock();
         state.writing = false;
+        if let Err(e @ Error::Stopped { .. }) = &result {
+            state.failed = Some(e.to_string());
+        }
         if publish && result.is_ok() {
             state.published = latest.checkpoint.size;
             state.published_at = std::time::Instant::now();
@@ -627,12 +640,50 @@ fn decode_u64(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
+
+/// What a caught panic said, when it said it as text.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::Entry;
     use crate::note::Note;
+
+    thread_local! {
+        /// Makes the next commit on this thread panic.
+        pub(super) static PANIC_IN_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn a_panic_while_writing_stops_the_log_instead_of_hanging_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let skey = key().to_skey();
+        let log = Log::open_with(dir.path(), Signer::from_skey(&skey).unwrap(), every_batch()).unwrap();
+        log.append(&Entry::now("query", "p"), None).unwrap();
+        PANIC_IN_COMMIT.with(|p| p.set(true));
+        let err = log.append(&Entry::now("query", "p"), None).unwrap_err();
+        PANIC_IN_COMMIT.with(|p| p.set(false));
+        assert!(err.to_string().contains("a write panicked: injected panic in commit"), "{err}");
+        // Fail-stop: later appends are refused at once (before the fix they
+        // waited forever on the flag the panic left set).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(log);
+        let l = log.clone();
+        std::thread::spawn(move || tx.send(l.append(&Entry::now("query", "p"), None).map(|a| a.index)));
+        let later = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("an append after the panic hung");
+        assert!(matches!(later, Err(Error::Stopped { .. })), "{later:?}");
+        assert!(log.failure().unwrap().contains("panicked"));
+        assert_eq!(log.len(), 1, "what was durable stays");
+        drop(log);
+        // A restart recovers as after any crash.
+        let log = Log::open_with(dir.path(), Signer::from_skey(&skey).unwrap(), every_batch()).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log.append(&Entry::now("query", "p"), None).unwrap().index, 1);
+    }
 
     fn every_batch() -> LogOptions {
         LogOptions { publish_interval: std::time::Duration::ZERO }

@@ -241,7 +241,10 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
         let now = fingerprint(&state.policy_path);
         if forced || now != policy_seen {
             policy_seen = now;
-            let _ = state.reload_policy();
+            // Reading the file and the synced log append block: not on the
+            // runtime's threads.
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || st.reload_policy()).await;
         }
         let now = tls_fingerprint();
         if forced || now != tls_seen {

@@ -376,8 +376,12 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     async fn withdraw(&self, request: Request<pb::WithdrawRequest>) -> Result<Response<pb::WithdrawResponse>, Status> {
         let r = request.into_inner();
         let w = new_withdrawal(&self.state.dict, &r.dataflow, &r.series_key, &r.reason).map_err(Status::invalid_argument)?;
-        self.state.store.withdraw(&w).map_err(internal)?;
-        self.state.refresh_withdrawals().map_err(internal)?;
+        // Synced store writes: off the runtime's threads.
+        let (state, stored) = (self.state.clone(), w.clone());
+        tokio::task::spawn_blocking(move || state.store.withdraw(&stored).and_then(|()| state.refresh_withdrawals()))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
         self.state.changed();
         admin_event(&self.state, "withdraw", "ok", format!("{}: {}", w.id(), w.reason)).await?;
         tracing::warn!(withdrawal = %w.id(), reason = %w.reason, "withdrawn");
@@ -386,8 +390,15 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
 
     async fn reinstate(&self, request: Request<pb::ReinstateRequest>) -> Result<Response<pb::ReinstateResponse>, Status> {
         let r = request.into_inner();
-        let removed = self.state.store.reinstate(&r.dataflow, &r.series_key).map_err(internal)?;
-        self.state.refresh_withdrawals().map_err(internal)?;
+        let (state, dataflow, series) = (self.state.clone(), r.dataflow.clone(), r.series_key.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            let removed = state.store.reinstate(&dataflow, &series)?;
+            state.refresh_withdrawals()?;
+            Ok::<_, crate::Error>(removed)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
         self.state.changed();
         admin_event(&self.state, "reinstate", if removed { "ok" } else { "none" }, format!("{} {}", r.dataflow, r.series_key)).await?;
         Ok(Response::new(pb::ReinstateResponse { removed }))
@@ -511,7 +522,8 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     }
 
     async fn reload(&self, _: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
-        match self.state.reload_policy() {
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || state.reload_policy()).await.map_err(internal)? {
             Ok(p) => Ok(Response::new(pb::ReloadResponse { policy_version: p.version.clone() })),
             Err(e) => Err(Status::invalid_argument(format!("{e}; the previous policy stays in force"))),
         }
