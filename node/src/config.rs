@@ -24,10 +24,13 @@ pub struct NodeConfig {
     pub log_key: PathBuf,
     /// The key this node cosigns other logs' checkpoints with, named
     /// `<network>/witness/<member>` (`tabadul-audit keygen`), mode 0600.
-    /// Without it the log key cosigns too, which works but mixes two
-    /// purposes in one key.
+    /// Required when `witness_logs` is set: one key, one purpose.
     #[serde(default)]
     pub witness_key: Option<PathBuf>,
+    /// Cosign with the log key when there is no `witness_key` (one key for
+    /// two purposes: a leaked log key would then forge cosignatures too).
+    #[serde(default)]
+    pub dangerous_witness_with_log_key: bool,
     /// Verifier keys of the logs this node witnesses (the hub's): it
     /// cosigns their checkpoints after checking consistency.
     #[serde(default)]

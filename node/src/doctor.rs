@@ -36,7 +36,9 @@ pub async fn run(config: &NodeConfig) -> Vec<Check> {
         (Err(e), _) => out.push(check("log key", false, e.to_string())),
     }
     match (&config.witness_key, &identity) {
-        (None, _) => out.push(check("witness key", false, "no witness_key: cosignatures are made with the log key (make one with tabadul-audit keygen --origin <network>/witness/<member>)")),
+        (None, _) if config.witness_logs.is_empty() => out.push(check("witness key", true, "no witness_key, and no log to witness")),
+        (None, _) if config.dangerous_witness_with_log_key => out.push(check("witness key", false, "no witness_key: cosignatures are made with the log key (dangerous_witness_with_log_key; make one with tabadul-audit keygen --origin <network>/witness/<member>)")),
+        (None, _) => out.push(check("witness key", false, "no witness_key: the node will not start while witness_logs is set (make one with tabadul-audit keygen --origin <network>/witness/<member>)")),
         (Some(path), Some(id)) => match tabadul_audit::load_signer(path) {
             Ok(s) if s.name() == format!("{}/witness/{}", id.network(), id.id()) => {
                 out.push(check("witness key", true, format!("cosigns as {} (the ALO needs this key too)", s.verifier())));

@@ -81,11 +81,17 @@ pub async fn run_notify(
             }
             Some(key)
         }
-        None => {
-            if !witness_logs.is_empty() {
-                tracing::warn!("no witness_key: cosignatures are made with the log key; give the witness its own key");
-            }
+        None if witness_logs.is_empty() => None,
+        None if config.dangerous_witness_with_log_key => {
+            tracing::warn!("no witness_key: cosignatures are made with the log key (dangerous_witness_with_log_key); give the witness its own key");
             None
+        }
+        None => {
+            let name = format!("{}/witness/{}", identity.network(), identity.id());
+            return Err(Error::Invalid(format!(
+                "witness_logs is set but witness_key is not: a witness cosigns with a key of its own (make one with tabadul-audit keygen --origin {name}), \
+                 or set dangerous_witness_with_log_key = true to cosign with the log key"
+            )));
         }
     };
     let log = Arc::new(Log::open(&config.log_dir(), signer)?);

@@ -247,3 +247,26 @@ async fn policy_reloads_on_change_and_a_broken_file_keeps_the_old_one() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ALLOWED") && text.contains("embargo 2025 until 2999-01-01"), "{text}");
 }
+
+/// One key, one purpose: a node told to witness the hub's log refuses to
+/// start without a witness key of its own, and says how to make one,
+/// unless its operator opts into cosigning with the log key by name.
+#[test]
+fn a_witness_without_its_own_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let node = NodeDir::create(dir.path(), &pki, "MAR", POLICY).unwrap();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    let without: String = config.lines().filter(|l| !l.starts_with("witness_key")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(without, config);
+    std::fs::write(&node.config, &without).unwrap();
+    let out = node.command(&["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("witness_logs is set but witness_key is not") && err.contains("tabadul-audit keygen --origin alo/witness/MAR"), "{err}");
+    let doctor = node.command(&["doctor"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&doctor.stdout).contains("the node will not start while witness_logs is set"), "{}", String::from_utf8_lossy(&doctor.stdout));
+    std::fs::write(&node.config, format!("dangerous_witness_with_log_key = true\n{without}")).unwrap();
+    let proc = node.start().unwrap();
+    assert!(proc.log_text().contains("dangerous_witness_with_log_key"), "{}", proc.log_text());
+}
