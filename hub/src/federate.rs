@@ -68,6 +68,12 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
         }
         None => tabadul_proto::resolve(&state.dict, &query).map_err(|e| Failure::Invalid(e.to_string()))?.flow,
     };
+    if flow.measure == Measure::Mirror {
+        return Err(Failure::Invalid(format!(
+            "{} is computed by the hub from both sides of a migration corridor, not held by members: ask /sdmx/data/{}/<origin>.<destination>. or GET /api/v1/corridors/<origin>/<destination>",
+            flow.id, flow.id
+        )));
+    }
     // The one place every door's member list passes: each member is asked,
     // summed and logged once, and the cache key below sees the same list
     // as the fan-out, so a cached answer is the answer for that set.
@@ -121,6 +127,8 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
     } else if req.regional_aggregate {
         response.aggregate_dimensions = response.dimensions[1..].to_vec();
         match &flow.measure {
+            // Refused above, before anything was asked.
+            Measure::Mirror => main.await,
             Measure::Count => {
                 let answers = main.await;
                 response.aggregate = merge::sum(&released(&answers), flow.unit_mult);

@@ -41,6 +41,11 @@ pub enum Measure {
     /// the same dimensions. Regional figures are recomputed from them, never
     /// averaged.
     Rate { numerator: String, denominator: String, scale: f64 },
+    /// Computed by the hub from both sides of a labour-migration corridor
+    /// (each side an ordinary dataflow answered by its member); no node
+    /// holds it. Its dimensions are REF_AREA (the origin), DESTINATION and
+    /// MIRROR_MEASURE.
+    Mirror,
 }
 
 #[derive(Debug, Clone)]
@@ -291,7 +296,9 @@ impl Dictionary {
                 if f.dimensions[..i].contains(d) {
                     return Err(invalid(item.clone(), format!("dimension {d} listed twice")));
                 }
-                if i > 0 && dim.total.is_none() {
+                // (A mirror's measures are never summed away: the hub
+                // writes each one.)
+                if i > 0 && dim.total.is_none() && f.measure != "mirror" {
                     return Err(invalid(item.clone(), format!("dimension {d} has no total code, so it cannot be aggregated away")));
                 }
             }
@@ -318,7 +325,9 @@ impl Dictionary {
                         scale: f.scale.unwrap_or(100.0),
                     }
                 }
-                other => return Err(invalid(item, format!("measure {other:?} must be count or rate"))),
+                "mirror" if f.dimensions == [REF_AREA, "DESTINATION", "MIRROR_MEASURE"] => Measure::Mirror,
+                "mirror" => return Err(invalid(item, "a mirror's dimensions are REF_AREA, DESTINATION, MIRROR_MEASURE".into())),
+                other => return Err(invalid(item, format!("measure {other:?} must be count, rate or mirror"))),
             };
             if let Some(ind) = &f.ilostat
                 && let Some(prev) = ilostat_indicators.insert(ind.clone(), id.clone())

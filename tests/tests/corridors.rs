@@ -314,6 +314,36 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
         assert_eq!(public["sides"][name]["state"], "refused", "{public:#}");
     }
     assert!(public["rows"].as_array().unwrap().is_empty(), "{public:#}");
+    // The same as SDMX, a dataflow of its own (MIG_MIRROR): a refused side
+    // has no observation, and the header and footer say why.
+    let csv = http
+        .get("/sdmx/data/MIG_MIRROR/EGY.SAU.?startPeriod=2022&endPeriod=2024", &[("authorization", &auth), ("accept", "application/vnd.sdmx.data+csv;version=1.0.0")])
+        .unwrap();
+    assert_eq!(csv.status, 200, "{}", csv.text());
+    assert!(csv.header("x-tabadul-members").unwrap().contains("SAU=refused"), "{:?}", csv.header("x-tabadul-members"));
+    let text = csv.text();
+    let value = |measure: &str, year: &str| -> Option<f64> {
+        text.lines().find(|l| l.contains(&format!(",EGY,SAU,{measure},{year},"))).map(|l| l.split(',').nth(5).unwrap().parse().unwrap())
+    };
+    for row in rows {
+        let year = row["period"].as_str().unwrap();
+        assert_eq!(value("PLACED", year), row["placements"].as_f64(), "{text}");
+        assert_eq!(value("VISAS", year), row["visas"].as_f64(), "{text}");
+        assert_eq!(value("ASYM_VISAS", year), row["asymmetry"]["visas"].as_f64(), "{text}");
+        assert_eq!(value("PERMITS", year), None, "a refused side is absent, not zero: {text}");
+    }
+    let dsd = http.get("/sdmx/datastructure/ALO/DSD_MIG_MIRROR/latest", &[]).unwrap();
+    assert_eq!(dsd.status, 200, "{}", dsd.text());
+    assert!(dsd.text().contains("<str:Codelist id=\"CL_MIRROR_MEASURE\""), "{}", dsd.text());
+    let xml = http.get("/sdmx/data/MIG_MIRROR/EGY.SAU.PLACED+PERMITS", &[("authorization", &auth)]).unwrap().text();
+    assert!(xml.contains("<footer:Message code=\"403\"") && xml.contains("WP_ISSUED for NATIONALITY=EGY"), "{xml}");
+    let bad_key = http.get("/sdmx/data/MIG_MIRROR/EGY", &[("authorization", &auth)]).unwrap();
+    assert_eq!(bad_key.status, 400, "{}", bad_key.text());
+    // Asked as an ordinary query, it says where to get it instead.
+    let q = http.post_json("/api/v1/query", &[("authorization", &auth)], &serde_json::json!({"dataflow": "MIG_MIRROR"})).unwrap();
+    assert_eq!(q.status, 400, "{}", q.text());
+    assert!(q.text().contains("computed by the hub"), "{}", q.text());
+
     // The dashboard's corridor view, from a shared link, in both languages:
     // each side's state, and the refused side written as refused.
     for (lang, refused) in [("en", "refused"), ("ar", "مرفوض")] {

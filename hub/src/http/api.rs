@@ -82,12 +82,13 @@ async fn catalogue(State(front): State<Arc<Front>>, _who: Principal) -> Json<Val
         .map(|f| {
             let (measure, parts) = match &f.measure {
                 tabadul_proto::Measure::Count => ("count", Value::Null),
+                tabadul_proto::Measure::Mirror => ("mirror", Value::Null),
                 tabadul_proto::Measure::Rate { numerator, denominator, scale } => {
                     ("rate", json!({ "numerator": numerator, "denominator": denominator, "scale": scale }))
                 }
             };
             json!({
-                "id": f.id, "kind": "indicator", "name": names(&f.name, dict.name_ar("dataflow", &f.id)),
+                "id": f.id, "kind": if f.measure == tabadul_proto::Measure::Mirror { "mirror" } else { "indicator" }, "name": names(&f.name, dict.name_ar("dataflow", &f.id)),
                 "unit": f.unit, "measure": measure, "rate": parts, "unit_mult": f.unit_mult,
                 "ilostat_indicator": f.ilostat_indicator,
                 "dimensions": f.dimensions.iter().map(|d| dimension(d)).collect::<Vec<_>>(),

@@ -11,7 +11,7 @@
 mod api;
 mod auth;
 mod body;
-mod corridor;
+pub(crate) mod corridor;
 mod dashboard;
 mod sdmx;
 

@@ -95,6 +95,17 @@ pub(crate) async fn handle(
         Some(d) => return Err(bad(format!("dimensionAtObservation={d}: {} has no such dimension", flow.id))),
     };
 
+    if flow.measure == tabadul_proto::Measure::Mirror {
+        let key = parts.get("key").map(String::as_str).unwrap_or("all");
+        let (series, notes, leaves) = mirror_series(&front, &who, key, &params).await?;
+        let mut extra = HeaderMap::new();
+        extra.insert("x-tabadul-cache", HeaderValue::from_static("miss"));
+        if let Ok(v) = HeaderValue::from_str(&leaves.iter().map(u64::to_string).collect::<Vec<_>>().join(",")) {
+            extra.insert("x-tabadul-hub-leaf", v);
+        }
+        let shape = Shape { detail, all_dimensions, format, download: params.format.is_some() };
+        return respond(&front, flow, series, notes, extra, shape, &params);
+    }
     let key = sdmx_key::parse_key(dict, flow, parts.get("key").map(String::as_str).unwrap_or("all")).map_err(|e| match e {
         sdmx_key::KeyError::Syntax(m) => bad(m),
         sdmx_key::KeyError::UnknownCode(m) => not_found(m),
@@ -137,8 +148,6 @@ pub(crate) async fn handle(
         .iter()
         .map(|m| MemberNote { member: m.member.clone(), state: state_word(m.state), detail: m.detail.clone() })
         .collect();
-    let status_header = notes.iter().map(|n| format!("{}={}", n.member, n.state)).collect::<Vec<_>>().join(", ");
-
     // Series: every dimension but the last (TIME_PERIOD).
     let n = flow.dimensions.len();
     let mut series: BTreeMap<Vec<String>, Vec<Obs>> = BTreeMap::new();
@@ -155,6 +164,37 @@ pub(crate) async fn handle(
             flags: c.flags.clone(),
         });
     }
+    let mut extra = HeaderMap::new();
+    extra.insert("x-tabadul-cache", HeaderValue::from_static(if answer.from_cache { "hit" } else { "miss" }));
+    if let Ok(v) = HeaderValue::from_str(&answer.hub_leaf.to_string()) {
+        extra.insert("x-tabadul-hub-leaf", v);
+    }
+    let shape = Shape { detail, all_dimensions, format, download: params.format.is_some() };
+    respond(&front, flow, series, notes, extra, shape, &params)
+}
+
+/// How the answer is to be written.
+struct Shape {
+    detail: Detail,
+    all_dimensions: bool,
+    format: negotiate::DataFormat,
+    /// `format=` was given: offer the body as a file.
+    download: bool,
+}
+
+/// Trims the series as asked and writes the message, with the members'
+/// states in a header (and the footer, where the format has one).
+fn respond(
+    front: &Front,
+    flow: &Dataflow,
+    mut series: BTreeMap<Vec<String>, Vec<Obs>>,
+    notes: Vec<MemberNote>,
+    mut extra: HeaderMap,
+    shape: Shape,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let dict = &front.hub.dict;
+    let status_header = notes.iter().map(|n| format!("{}={}", n.member, n.state)).collect::<Vec<_>>().join(", ");
     for obs in series.values_mut() {
         obs.sort_by(|a, b| a.period.cmp(&b.period));
         if let Some(first) = params.first_n_observations {
@@ -166,13 +206,8 @@ pub(crate) async fn handle(
         }
     }
     series.retain(|_, obs| !obs.is_empty());
-    let mut extra = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&status_header) {
         extra.insert("x-tabadul-members", v);
-    }
-    extra.insert("x-tabadul-cache", HeaderValue::from_static(if answer.from_cache { "hit" } else { "miss" }));
-    if let Ok(v) = HeaderValue::from_str(&answer.hub_leaf.to_string()) {
-        extra.insert("x-tabadul-hub-leaf", v);
     }
     // The log that holds that leaf (each hub replica has its own).
     if let Ok(v) = HeaderValue::from_str(front.hub.log.origin()) {
@@ -198,14 +233,15 @@ pub(crate) async fn handle(
         dimensions: &flow.dimensions,
         series,
         members: notes,
-        detail,
-        all_dimensions,
+        detail: shape.detail,
+        all_dimensions: shape.all_dimensions,
         code_names,
     };
+    let format = shape.format;
     let body = write::render(&ds, format);
     let mut r = ([(header::CONTENT_TYPE, format.media_type())], body).into_response();
     r.headers_mut().extend(extra);
-    if params.format.is_some()
+    if shape.download
         && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{}\"", flow.id, format.extension()))
     {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
@@ -216,4 +252,73 @@ pub(crate) async fn handle(
     r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept, Authorization"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     Ok(r)
+}
+
+/// The most corridors one MIG_MIRROR request may ask (each is four
+/// federated queries).
+const MAX_CORRIDORS: usize = 30;
+
+/// MIG_MIRROR's series for a key `ORIGINS.DESTINATIONS.MEASURES` (each
+/// part `+`-separated codes; origins and destinations required, measures
+/// empty for all): one corridor computation per origin × destination.
+async fn mirror_series(
+    front: &Front,
+    who: &Principal,
+    key: &str,
+    params: &Params,
+) -> Result<(BTreeMap<Vec<String>, Vec<Obs>>, Vec<MemberNote>, Vec<u64>), ApiError> {
+    use crate::http::corridor::{MEASURES, compute};
+    let parts: Vec<&str> = key.split('.').collect();
+    let [origins, destinations, measures] = parts[..] else {
+        return Err(bad(format!("key {key:?}: MIG_MIRROR's key is ORIGIN.DESTINATION.MEASURE, e.g. EGY.SAU. (every measure)")));
+    };
+    let codes = |part: &str| -> Vec<String> { part.split('+').filter(|c| !c.is_empty()).map(str::to_owned).collect() };
+    let (origins, destinations) = (codes(origins), codes(destinations));
+    if origins.is_empty() || destinations.is_empty() {
+        return Err(bad(format!("key {key:?}: name the origin(s) and destination(s) of the corridors, e.g. EGY.SAU+ARE.")));
+    }
+    let pairs: Vec<(&String, &String)> = origins.iter().flat_map(|o| destinations.iter().filter(move |d| *d != o).map(move |d| (o, d))).collect();
+    if pairs.len() > MAX_CORRIDORS {
+        return Err(bad(format!("{} corridors asked; at most {MAX_CORRIDORS} per request", pairs.len())));
+    }
+    let wanted: Vec<(&str, &str)> = match codes(measures) {
+        m if m.is_empty() => MEASURES.to_vec(),
+        m => {
+            let mut out = Vec::new();
+            for code in &m {
+                let found = MEASURES.iter().find(|(c, _)| c == code).ok_or_else(|| not_found(format!("unknown code {code:?} for MIRROR_MEASURE")))?;
+                out.push(*found);
+            }
+            out
+        }
+    };
+    let periods = (params.start_period.as_deref().unwrap_or_default(), params.end_period.as_deref().unwrap_or_default());
+    let caller = who.caller();
+    let mut series: BTreeMap<Vec<String>, Vec<Obs>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut leaves = Vec::new();
+    for (origin, destination) in pairs {
+        let m = compute(front, &caller, origin, destination, periods).await?;
+        leaves.extend(&m.hub_leaves);
+        for s in &m.sides {
+            let partner = if s.side.of_origin { &m.destination } else { &m.origin };
+            notes.push(MemberNote {
+                member: s.member.clone(),
+                state: s.state,
+                detail: format!("{} for {}={partner}: {}", s.side.dataflow, s.side.partner, s.detail),
+            });
+        }
+        for (code, name) in &wanted {
+            let obs: Vec<Obs> = m
+                .periods()
+                .into_iter()
+                .filter_map(|p| {
+                    let value = m.value(name, p)?;
+                    Some(Obs { period: p.clone(), value, obs_status: String::new(), conf_status: String::new(), unit_mult: 0, flags: Vec::new() })
+                })
+                .collect();
+            series.insert(vec![origin.clone(), destination.clone(), (*code).to_owned()], obs);
+        }
+    }
+    Ok((series, notes, leaves))
 }
