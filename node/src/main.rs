@@ -120,6 +120,24 @@ enum Command {
         #[arg(long, default_value = "")]
         variable: String,
     },
+    /// Mirror statistics of a migration corridor, for this node's own team:
+    /// our placements in the destination (our own figures) beside its
+    /// permits, visas and stock of our nationals, asked of its node as in
+    /// `ask` (under its rules, with its receipts, logged on both sides).
+    Corridor {
+        /// The destination (ISO 3166-1 alpha-3).
+        #[arg(long)]
+        member: String,
+        /// Its node's address, host:port.
+        #[arg(long)]
+        endpoint: String,
+        /// Its log verifier key, or @FILE holding it.
+        #[arg(long)]
+        log_vkey: String,
+        /// START:END, either may be empty.
+        #[arg(long)]
+        period: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -410,12 +428,42 @@ async fn main() -> anyhow::Result<()> {
             };
             print_preview(&requester, &decision, &cells);
         }
+        Command::Corridor { member, endpoint, log_vkey, period } => {
+            let config = load_config(&cli.config)?;
+            let log_vkey = vkey_arg(log_vkey)?;
+            let ours = config.tls.own_identity()?.id().to_owned();
+            let mut client = running(&config).await?;
+            let q = |flow: &str, dim: &str, code: &str| tabadul_proto::query_from_args(flow.into(), Vec::new(), &[format!("{dim}={code}")], period.as_deref());
+            let placed = client
+                .own(q("MIG_PLACED_ABROAD", "DESTINATION", &member).map_err(anyhow::Error::msg)?)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            let mut sides = vec![Side { title: format!("placed in {member} (ours)"), state: "ours".into(), note: String::new(), values: by_period(&placed.cells, &ours) }];
+            for (title, flow) in [("permits", "WP_ISSUED"), ("visas", "WP_VISAS"), ("stock", "MIG_STOCK")] {
+                let ask = pb::AskRequest {
+                    member: member.clone(),
+                    endpoint: endpoint.clone(),
+                    log_vkey: log_vkey.clone(),
+                    query: Some(q(flow, "NATIONALITY", &ours).map_err(anyhow::Error::msg)?),
+                };
+                let side = match client.ask(ask).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        let d = r.decision.unwrap_or_default();
+                        let state = tabadul_proto::decision_word(d.kind).to_owned();
+                        let note = if d.kind == pb::DecisionKind::Refused as i32 { d.reason.clone() } else { format!("rule {}, {member}'s leaf {}, ours {}", d.rule_id, r.their_leaf, r.our_leaf) };
+                        Side { title: format!("{title} ({member}, {flow})"), state, note, values: by_period(&r.cells, &member) }
+                    }
+                    Err(s) => Side { title: format!("{title} ({member}, {flow})"), state: "failed".into(), note: s.message().to_owned(), values: Default::default() },
+                };
+                sides.push(side);
+            }
+            print_corridor(&ours, &member, &sides);
+        }
         Command::Ask { member, endpoint, log_vkey, dataflow, breakdown, filters, period, statistic, variable } => {
             let config = load_config(&cli.config)?;
-            let log_vkey = match log_vkey.strip_prefix('@') {
-                Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading the log vkey from {path}"))?,
-                None => log_vkey,
-            };
+            let log_vkey = vkey_arg(log_vkey)?;
             let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
             if let Some(statistic) = statistic {
                 q.aggregation = Some(pb::Aggregation { statistic, variable, denominator: String::new() });
@@ -535,6 +583,56 @@ fn explain_microdata(policy: &Policy, requester: &Identity, table: &tabadul_prot
             }
             println!("  (run `policy preview` to see which cells this would release)");
         }
+    }
+}
+
+/// A vkey given on the command line, or `@FILE`.
+fn vkey_arg(arg: String) -> anyhow::Result<String> {
+    match arg.strip_prefix('@') {
+        Some(path) => Ok(std::fs::read_to_string(path).with_context(|| format!("reading the log vkey from {path}"))?.trim().to_owned()),
+        None => Ok(arg),
+    }
+}
+
+/// One column of a corridor table.
+struct Side {
+    title: String,
+    /// `ours`, or the other node's decision word, or `failed`.
+    state: String,
+    note: String,
+    values: std::collections::BTreeMap<String, f64>,
+}
+
+/// `member`'s totals by period (unit multiplier applied).
+fn by_period(cells: &[pb::Cell], member: &str) -> std::collections::BTreeMap<String, f64> {
+    cells
+        .iter()
+        .filter(|c| c.key.first().map(String::as_str) == Some(member) && c.value.is_finite())
+        .filter_map(|c| Some((c.key.last()?.clone(), c.value * 10f64.powi(c.unit_mult))))
+        .collect()
+}
+
+/// The corridor table: each side's state, then one row per period with
+/// the asymmetries of permits and visas against our placements. A refused
+/// side reads "refused", never 0.
+fn print_corridor(ours: &str, member: &str, sides: &[Side]) {
+    println!("Corridor {ours} → {member}");
+    for s in sides {
+        println!("  {:<40} {:<15} {}", s.title, s.state, s.note);
+    }
+    let periods: std::collections::BTreeSet<&String> = sides.iter().flat_map(|s| s.values.keys()).collect();
+    println!();
+    println!("  period  {:>12}  {:>12}  {:>12}  {:>12}  {:>14}  {:>14}", "placed", "permits", "visas", "stock", "asym permits", "asym visas");
+    for p in periods {
+        let cell = |s: &Side| match s.values.get(p) {
+            Some(v) => format!("{v:.0}"),
+            None if s.state == "refused" || s.state == "failed" => s.state.clone(),
+            None => "—".into(),
+        };
+        let asym = |i: usize| {
+            sides[0].values.get(p).zip(sides[i].values.get(p)).and_then(|(a, b)| tabadul_proto::mirror_asymmetry(*a, *b)).map_or("—".to_owned(), |v| format!("{v:.3}"))
+        };
+        println!("  {p:<6}  {:>12}  {:>12}  {:>12}  {:>12}  {:>14}  {:>14}", cell(&sides[0]), cell(&sides[1]), cell(&sides[2]), cell(&sides[3]), asym(1), asym(2));
     }
 }
 

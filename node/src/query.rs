@@ -161,6 +161,35 @@ fn scope_rows(rule: &Rule, who: &Identity, r: &mut Resolved<'_>) -> Result<Optio
     Ok(note)
 }
 
+/// The node's own observations matching `q`, for its own team through the
+/// admin socket: no policy, no withholding (the figures are theirs), and
+/// aggregate dataflows only (unit records leave only through disclosure
+/// control, even locally: `policy preview`).
+pub fn own(store: &Store, dict: &Dictionary, q: &pb::Query) -> Result<Result<Vec<pb::Cell>, InvalidQuery>, crate::Error> {
+    if dict.microdata(&q.dataflow).is_some() {
+        return Ok(Err(InvalidQuery(format!("{} holds unit records: see them through policy preview, under disclosure control", q.dataflow))));
+    }
+    let r = match resolve(dict, q) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut cells = Vec::new();
+    let wanted = |codes: &[&str], time: &str| {
+        codes.iter().zip(&r.allowed_codes).all(|(code, allowed)| allowed.as_ref().is_none_or(|a| a.contains(*code)))
+            && crate::policy::period_in(time, r.start.as_deref(), r.end.as_deref())
+    };
+    store.scan_where(&r.flow.id, wanted, |o| {
+        cells.push(pb::Cell {
+            key: o.key.into_iter().chain(std::iter::once(o.time_period)).collect(),
+            value: o.value,
+            obs_status: o.obs_status,
+            unit_mult: i32::from(o.unit_mult),
+            ..Default::default()
+        });
+    })?;
+    Ok(Ok(cells))
+}
+
 /// The decision every answer starts from: refused, under this policy, for
 /// cells of these dimensions, until a rule allows it.
 pub(crate) fn refused_until_decided(policy: &Policy, dimensions: Vec<String>, q: &pb::Query) -> pb::Decision {

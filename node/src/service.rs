@@ -517,6 +517,17 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         Ok(Response::new(pb::PreviewResponse { decision: Some(answer.decision), cells: answer.cells }))
     }
 
+    async fn own(&self, request: Request<pb::Query>) -> Result<Response<pb::PreviewResponse>, Status> {
+        let q = request.into_inner();
+        let state = self.state.clone();
+        let cells = tokio::task::spawn_blocking(move || crate::query::own(&state.store, &state.dict, &q))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::PreviewResponse { decision: None, cells }))
+    }
+
     async fn ask(&self, request: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
         crate::peer::ask(&self.state, request.into_inner()).await.map(Response::new)
     }

@@ -28,6 +28,16 @@ pub use members::{MembersError, distinct_members};
 pub use query_text::query_from_args;
 pub use resolve::{InvalidQuery, Resolved, resolve};
 
+/// The asymmetry of a mirror pair, as migration statisticians compare
+/// mirror flows: `(destination − origin) / max(destination, origin)`, in
+/// [−1, 1] (positive when the destination counts more), to three decimals;
+/// none when both are zero. The hub's corridor tables and a node's own use
+/// this one definition.
+pub fn mirror_asymmetry(origin: f64, destination: f64) -> Option<f64> {
+    let scale = origin.max(destination);
+    (scale > 0.0).then(|| ((destination - origin) / scale * 1000.0).round() / 1000.0)
+}
+
 /// Generated protobuf and gRPC types (package `tabadul.v1`).
 #[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
 pub mod pb {

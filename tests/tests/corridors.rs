@@ -386,3 +386,47 @@ async fn a_small_corridor_is_withheld_from_its_own_origin() {
     }
     assert!(seen > 0, "the queries were answered at all");
 }
+
+/// The origin's own mirror: EGY's team puts its placements in SAU (its own
+/// figures, read locally) beside what SAU grants it about Egyptians,
+/// asked of SAU's node with receipts; what SAU refuses reads "refused".
+#[test]
+fn the_origin_puts_its_placements_beside_the_destinations_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(dir.path()).unwrap();
+    let sau_policy = "[[rule]]\nid = \"own-nationals\"\nrequester = \"member\"\ndataflows = [\"WP_ISSUED\", \"WP_VISAS\"]\nbreakdowns = [\"SEX\"]\nrows = { NATIONALITY = \"requester\" }\n";
+    let mut figures = Vec::new();
+    let mut nodes = Vec::new();
+    for (member, policy) in [("SAU", sau_policy), ("EGY", "version = \"egy\"\n")] {
+        let node = NodeDir::create(dir.path(), &pki, member, policy).unwrap();
+        let mut obs = synthetic::generate(member, 2022..=2024);
+        obs.extend(synthetic::corridors(member, 2022..=2024));
+        let data = node.dir.join("data.csv");
+        std::fs::write(&data, synthetic::to_sdmx_csv(&obs)).unwrap();
+        run_ok(node.command(&["import"]).arg(&data)).unwrap();
+        let proc = node.start().unwrap();
+        figures.extend(obs);
+        nodes.push((node, proc));
+    }
+    let (sau, sau_proc) = &nodes[0];
+    let (egy, _) = &nodes[1];
+    let vkey_file = dir.path().join("sau-log.vkey");
+    std::fs::write(&vkey_file, format!("{}\n", sau.log_vkey)).unwrap();
+    let out = run_ok(egy.command(&[
+        "corridor", "--member", "SAU", "--endpoint", &sau_proc.addr.to_string(), "--log-vkey", &format!("@{}", vkey_file.display()), "--period", "2022:2024",
+    ]))
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("Corridor EGY → SAU"), "{text}");
+    assert!(text.lines().any(|l| l.contains("stock (SAU, MIG_STOCK)") && l.contains("refused")), "{text}");
+    let want = |flow: &str, key: &[&str], year: &str| figures.iter().find(|o| o.dataflow == flow && o.key == key && o.time == year).unwrap().value;
+    for year in ["2022", "2023", "2024"] {
+        let row: Vec<&str> = text.lines().find(|l| l.trim_start().starts_with(year)).unwrap_or_else(|| panic!("{year}: {text}")).split_whitespace().collect();
+        let placed = want("MIG_PLACED_ABROAD", &["EGY", "SAU", "T", "_T", "_T"], year);
+        let permits = want("WP_ISSUED", &["SAU", "T", "EGY", "_T"], year);
+        let visas = want("WP_VISAS", &["SAU", "EGY", "T", "_T"], year);
+        assert_eq!(row[1..4], [format!("{placed:.0}"), format!("{permits:.0}"), format!("{visas:.0}")], "{text}");
+        assert_eq!(row[4], "refused", "a refused side is not zero: {text}");
+        assert_eq!(row[5], format!("{:.3}", tabadul_proto::mirror_asymmetry(placed, permits).unwrap()), "{text}");
+    }
+}

@@ -98,7 +98,7 @@ impl Mirror {
         match name.strip_prefix("asym_") {
             Some(other) => {
                 let placed = self.values("placements").get(period)?;
-                asymmetry(*placed, *self.values(other).get(period)?)
+                tabadul_proto::mirror_asymmetry(*placed, *self.values(other).get(period)?)
             }
             None => self.values(name).get(period).copied(),
         }
@@ -198,16 +198,9 @@ pub(crate) async fn mirror(
     })))
 }
 
-/// `(destination − origin) / max(destination, origin)`, in [−1, 1]; none
-/// when both are zero.
-fn asymmetry(origin: f64, destination: f64) -> Option<f64> {
-    let scale = origin.max(destination);
-    (scale > 0.0).then(|| ((destination - origin) / scale * 1000.0).round() / 1000.0)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::asymmetry;
+    use tabadul_proto::mirror_asymmetry as asymmetry;
 
     #[test]
     fn asymmetry_is_signed_and_bounded() {
