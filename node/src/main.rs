@@ -103,17 +103,8 @@ enum Command {
         /// Its log verifier key, or @FILE holding it.
         #[arg(long)]
         log_vkey: String,
-        #[arg(long)]
-        dataflow: String,
-        /// Dimensions to break down by (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        breakdown: Vec<String>,
-        /// DIM=CODE[+CODE...], repeatable.
-        #[arg(long = "filter")]
-        filters: Vec<String>,
-        /// START:END, either may be empty.
-        #[arg(long)]
-        period: Option<String>,
+        #[command(flatten)]
+        what: QueryShape,
         /// count, weighted-count, sum, mean or ratio (microdata tables).
         #[arg(long)]
         statistic: Option<String>,
@@ -174,6 +165,19 @@ struct QueryArgs {
     /// The requester's identity, e.g. spiffe://alo/hub/alo.
     #[arg(long = "as")]
     requester: Identity,
+    #[command(flatten)]
+    what: QueryShape,
+}
+
+impl QueryArgs {
+    fn query(self) -> anyhow::Result<(Identity, pb::Query)> {
+        Ok((self.requester, self.what.query()?))
+    }
+}
+
+/// What a query asks: `policy explain`, `policy preview` and `ask`.
+#[derive(clap::Args)]
+struct QueryShape {
     #[arg(long)]
     dataflow: String,
     /// Dimensions to break down by (comma-separated).
@@ -187,10 +191,9 @@ struct QueryArgs {
     period: Option<String>,
 }
 
-impl QueryArgs {
-    fn query(self) -> anyhow::Result<(Identity, pb::Query)> {
-        let q = tabadul_proto::query_from_args(self.dataflow, self.breakdown, &self.filters, self.period.as_deref()).map_err(anyhow::Error::msg)?;
-        Ok((self.requester, q))
+impl QueryShape {
+    fn query(self) -> anyhow::Result<pb::Query> {
+        tabadul_proto::query_from_args(self.dataflow, self.breakdown, &self.filters, self.period.as_deref()).map_err(anyhow::Error::msg)
     }
 }
 
@@ -461,10 +464,10 @@ async fn main() -> anyhow::Result<()> {
             }
             print_corridor(&ours, &member, &sides);
         }
-        Command::Ask { member, endpoint, log_vkey, dataflow, breakdown, filters, period, statistic, variable } => {
+        Command::Ask { member, endpoint, log_vkey, what, statistic, variable } => {
             let config = load_config(&cli.config)?;
             let log_vkey = vkey_arg(log_vkey)?;
-            let mut q = tabadul_proto::query_from_args(dataflow, breakdown, &filters, period.as_deref()).map_err(anyhow::Error::msg)?;
+            let mut q = what.query()?;
             if let Some(statistic) = statistic {
                 q.aggregation = Some(pb::Aggregation { statistic, variable, denominator: String::new() });
             }

@@ -65,11 +65,7 @@ pub fn answer(
 
     let mut cells = Vec::new();
     if let Some(store) = store {
-        let wanted = |codes: &[&str], time: &str| {
-            codes.iter().zip(&r.allowed_codes).all(|(code, allowed)| allowed.as_ref().is_none_or(|a| a.contains(*code)))
-                && crate::policy::period_in(time, r.start.as_deref(), r.end.as_deref())
-        };
-        store.scan_where(&r.flow.id, wanted, |o| {
+        store.scan_where(&r.flow.id, |codes, time| wanted(&r, codes, time), |o| {
             if !rule.period_in_range(&o.time_period) {
                 let range = format!(
                     "{}..{}",
@@ -96,13 +92,7 @@ pub fn answer(
                     .insert(format!("{}.{}", o.dataflow, w.series_key));
                 return;
             }
-            cells.push(pb::Cell {
-                key: o.key.into_iter().chain(std::iter::once(o.time_period)).collect(),
-                value: o.value,
-                obs_status: o.obs_status,
-                unit_mult: i32::from(o.unit_mult),
-                ..Default::default()
-            });
+            cells.push(cell_of(o));
         })?;
     }
     decision.withheld = withheld
@@ -174,20 +164,25 @@ pub fn own(store: &Store, dict: &Dictionary, q: &pb::Query) -> Result<Result<Vec
         Err(e) => return Ok(Err(e)),
     };
     let mut cells = Vec::new();
-    let wanted = |codes: &[&str], time: &str| {
-        codes.iter().zip(&r.allowed_codes).all(|(code, allowed)| allowed.as_ref().is_none_or(|a| a.contains(*code)))
-            && crate::policy::period_in(time, r.start.as_deref(), r.end.as_deref())
-    };
-    store.scan_where(&r.flow.id, wanted, |o| {
-        cells.push(pb::Cell {
-            key: o.key.into_iter().chain(std::iter::once(o.time_period)).collect(),
-            value: o.value,
-            obs_status: o.obs_status,
-            unit_mult: i32::from(o.unit_mult),
-            ..Default::default()
-        });
-    })?;
+    store.scan_where(&r.flow.id, |codes, time| wanted(&r, codes, time), |o| cells.push(cell_of(o)))?;
     Ok(Ok(cells))
+}
+
+/// An observation's key codes and period are among those `r` asks for.
+fn wanted(r: &Resolved<'_>, codes: &[&str], time: &str) -> bool {
+    codes.iter().zip(&r.allowed_codes).all(|(code, allowed)| allowed.as_ref().is_none_or(|a| a.contains(*code)))
+        && crate::policy::period_in(time, r.start.as_deref(), r.end.as_deref())
+}
+
+/// A stored observation as the cell that carries it.
+fn cell_of(o: crate::store::Observation) -> pb::Cell {
+    pb::Cell {
+        key: o.key.into_iter().chain(std::iter::once(o.time_period)).collect(),
+        value: o.value,
+        obs_status: o.obs_status,
+        unit_mult: i32::from(o.unit_mult),
+        ..Default::default()
+    }
 }
 
 /// The decision every answer starts from: refused, under this policy, for
