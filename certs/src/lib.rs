@@ -18,6 +18,7 @@ pub mod connection;
 pub mod pki;
 pub mod tls;
 pub mod verifier;
+mod x509;
 
 pub use error::Error;
 pub use identity::{Identity, Role};

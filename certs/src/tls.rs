@@ -28,6 +28,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::connection::{Closable, ConnectionLimits, Gate, Guarded, Live, Slot, TrackRequests, Watch};
 use crate::{Error, Identity, Role};
+// Parsed in `x509`; here for the callers that know them as `tls::`.
+pub use crate::x509::{identity_of, serial_hex};
 
 /// The files a party needs for mutual TLS.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -265,26 +267,6 @@ impl From<Arc<ClientConfig>> for ClientSource {
 impl From<Arc<ClientTls>> for ClientSource {
     fn from(tls: Arc<ClientTls>) -> Self {
         ClientSource::Live(tls)
-    }
-}
-
-/// The identity in a certificate's `spiffe://` URI SAN. Exactly one such SAN
-/// must be present: two would make the holder ambiguous.
-pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, Error> {
-    let bad = |reason: &str| Error::BadIdentity { input: "<certificate>".into(), reason: reason.into() };
-    let (_, x509) = x509_parser::parse_x509_certificate(cert).map_err(|_| bad("not a valid X.509 certificate"))?;
-    let san = x509
-        .subject_alternative_name()
-        .map_err(|_| bad("malformed subjectAltName"))?
-        .ok_or_else(|| bad("no subjectAltName"))?;
-    let mut uris = san.value.general_names.iter().filter_map(|name| match name {
-        x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(*uri),
-        _ => None,
-    });
-    match (uris.next(), uris.next()) {
-        (Some(uri), None) => uri.parse(),
-        (None, _) => Err(bad("no spiffe:// URI SAN")),
-        (Some(_), Some(_)) => Err(bad("more than one spiffe:// URI SAN")),
     }
 }
 
@@ -700,13 +682,6 @@ async fn connect(uri: Uri, source: ClientSource, expected: Expect) -> io::Result
         }
     };
     Ok(TokioIo::new(Closable::outgoing(tls, watch, registration, not_after)))
-}
-
-/// The serial number of a certificate, as lowercase hex.
-pub fn serial_hex(cert: &CertificateDer<'_>) -> Result<String, Error> {
-    let (_, x509) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|_| Error::BadIdentity { input: "<certificate>".into(), reason: "not a valid X.509 certificate".into() })?;
-    Ok(hex::encode(x509.raw_serial()))
 }
 
 /// Why a server refuses us, found by asking it: a fresh handshake, then a

@@ -81,7 +81,7 @@ pub fn check_chain(
         Ok(None) => return Err(refuse(format!("the certificate has no extended key usage ({name} is required)"))),
         Err(_) => return Err(refuse("the certificate's extended key usage extension is malformed".into())),
     }
-    crate::tls::identity_of(end_entity).map_err(|e| refuse(e.to_string()))
+    crate::x509::identity_of(end_entity).map_err(|e| refuse(e.to_string()))
 }
 
 fn rejected(e: Error) -> rustls::Error {
@@ -118,8 +118,8 @@ impl ClientCertVerifier for NetworkClientVerifier {
         if let Err(error) = &result {
             // The listener only knows the address; the operator needs to
             // know whose certificate it was.
-            let who = crate::tls::identity_of(end_entity).map_or_else(|_| "no identity".to_owned(), |id| id.to_string());
-            let serial = crate::tls::serial_hex(end_entity).unwrap_or_default();
+            let who = crate::x509::identity_of(end_entity).map_or_else(|_| "no identity".to_owned(), |id| id.to_string());
+            let serial = crate::x509::serial_hex(end_entity).unwrap_or_default();
             tracing::warn!(%who, %serial, %error, "client certificate refused");
         }
         result

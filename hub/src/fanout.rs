@@ -5,12 +5,14 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use tabadul_audit::receipt::{KNOWN_SIZE_METADATA, Seen};
-use tabadul_audit::{ReceiptRef, Verifier};
+use tabadul_audit::ReceiptRef;
 use tabadul_certs::Identity;
-use tabadul_proto::pb::{self, DecisionKind, MemberState, node_client::NodeClient, query_response::Item};
+use tabadul_proto::pb::{self, DecisionKind, MemberState, query_response::Item};
 use tabadul_proto::{Dataflow, TIME_PERIOD};
 use tonic::Code;
-use tonic::transport::Channel;
+
+pub use crate::member::Member;
+use crate::member::poison;
 
 /// How many of a member's most recent leaf indices the hub remembers to
 /// refuse a receipt used twice (older ones lie below its pin anyway).
@@ -18,33 +20,6 @@ pub const MAX_REMEMBERED_LEAVES: usize = 100_000;
 
 /// Most cells the hub accepts from one member for one query.
 pub const MAX_CELLS_PER_MEMBER: usize = 1_000_000;
-
-/// A configured member and the channel to its node.
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub code: String,
-    pub identity: Identity,
-    pub client: NodeClient<Channel>,
-    /// The node's log key: receipts must be signed by it.
-    pub log_key: Verifier,
-    /// The node's latest checkpoint the hub verified: every later receipt
-    /// must extend it, so a node that rewrites or forks its log is caught
-    /// at its next answer.
-    pub seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
-    /// The node's `Audit` service, for consistency proofs between receipts.
-    pub audit: tabadul_proto::pb::audit_client::AuditClient<Channel>,
-    /// Leaf indices of this node's receipts already used for an answer.
-    pub used_leaves: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
-    /// Bounds the hub's concurrent queries to this node.
-    pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Set when the node was caught forking its log: its answers are refused.
-    pub forked: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    /// Where the pin is kept across restarts (the hub's own log).
-    pub pins: Option<std::sync::Arc<tabadul_audit::Log>>,
-    /// Checkpoints of answers that came back out of order, waiting to be
-    /// proven consistent with the pin.
-    pub unsettled: std::sync::Arc<crate::pins::Unsettled>,
-}
 
 /// What one member said (or failed to say).
 #[derive(Debug, Clone)]
@@ -228,26 +203,6 @@ fn check_receipt(
     Ok((v.to_ref(&member.code, receipt.index), Seen { size: v.checkpoint.size, root: v.checkpoint.root }))
 }
 
-/// Marks the member's log as forked; returns the reason.
-pub(crate) fn poison(member: &Member, why: String) -> String {
-    let reason = format!("the node's log forked: {why}");
-    tracing::error!(member = %member.code, %reason, "node log fork detected; its answers are refused from now on");
-    *member.forked.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
-    // On the hub's record, and kept across restarts until `tabadul-hub unpin`.
-    if let Some(log) = member.pins.clone() {
-        let (origin, code, detail) = (member.log_key.name().to_owned(), member.code.clone(), reason.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut entry = tabadul_audit::Entry::now("fork-detected", &origin);
-            entry.decision = "refused".into();
-            entry.detail = detail.clone();
-            if let Err(e) = log.set_forked(&origin, &detail).and_then(|()| log.append(&entry, None).map(|_| ())) {
-                tracing::error!(member = %code, error = %e, "could not record the fork");
-            }
-        });
-    }
-    reason
-}
-
 /// A node may only speak for its own member state, in the dataflow's shape.
 fn check(member: &Member, flow: &Dataflow, d: &pb::Decision, cells: &[pb::Cell]) -> Result<(), String> {
     let expected: Vec<&str> = flow.dimensions.iter().map(String::as_str).chain([TIME_PERIOD]).collect();
@@ -296,26 +251,9 @@ fn describe_transport_error(s: &tonic::Status) -> String {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    pub(crate) fn member(pin: Option<Seen>) -> Member {
-        // Never dialled in these tests: a lazy channel to nowhere.
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        Member {
-            code: "MAR".into(),
-            identity: "spiffe://alo/node/MAR".parse().unwrap(),
-            client: NodeClient::new(channel.clone()),
-            log_key: tabadul_audit::Signer::generate("alo/node/MAR").unwrap().verifier(),
-            seen: std::sync::Arc::new(std::sync::Mutex::new(pin)),
-            audit: tabadul_proto::pb::audit_client::AuditClient::new(channel),
-            forked: Default::default(),
-            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
-            used_leaves: Default::default(),
-            pins: None,
-            unsettled: Default::default(),
-        }
-    }
+    use crate::member::tests::member;
 
     #[tokio::test]
     async fn a_receipt_serves_one_answer_only() {

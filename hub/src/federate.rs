@@ -14,7 +14,7 @@ use tabadul_proto::{Measure, TIME_PERIOD};
 use crate::cache::{self, Cached};
 use crate::fanout::{self, MemberAnswer};
 use crate::merge::{self, Released};
-use crate::service::{HubState, state_word};
+use crate::state::{HubState, state_word};
 
 /// Who a federated query is for, as the hub's log records it.
 #[derive(Debug, Clone)]

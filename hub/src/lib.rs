@@ -27,10 +27,12 @@ mod error;
 pub mod fanout;
 mod federate;
 mod http;
+mod member;
 pub mod merge;
 mod pins;
 pub mod server;
 mod service;
+mod state;
 pub mod tokens;
 pub mod witnessing;
 

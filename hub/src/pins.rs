@@ -19,56 +19,14 @@
 //! call per *distinct* checkpoint (answers from one node batch share one).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tabadul_audit::merkle::Hash;
 use tabadul_audit::receipt::Seen;
 use tonic::Code;
 
-use crate::fanout::{Member, poison};
-
-/// Checkpoints waiting to be settled, and whether a task is settling them.
-#[derive(Debug, Default)]
-pub struct Unsettled {
-    /// size → (root, the signed checkpoint note, kept with the pin).
-    points: Mutex<BTreeMap<u64, (Hash, String)>>,
-    running: AtomicBool,
-}
-
-impl Unsettled {
-    /// Queues a checkpoint; two roots for one size is a fork, found at once.
-    fn add(&self, got: Seen, note: &str) -> Result<(), String> {
-        let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
-        match points.get(&got.size) {
-            Some((root, _)) if *root != got.root => Err(format!("two roots for size {}", got.size)),
-            Some(_) => Ok(()),
-            None => {
-                points.insert(got.size, (got.root, note.to_owned()));
-                Ok(())
-            }
-        }
-    }
-
-    fn take(&self) -> BTreeMap<u64, (Hash, String)> {
-        std::mem::take(&mut *self.points.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.points.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-    }
-
-    /// True if the caller should start the settling task (none runs).
-    fn claim(&self) -> bool {
-        !self.running.swap(true, Ordering::AcqRel)
-    }
-
-    /// Checkpoints waiting now (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.points.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
+use crate::member::{Member, poison};
 
 /// Moves the member's pin to `got` (already proven to extend `sent`, the
 /// pin our request carried). If another answer moved the pin meanwhile,
@@ -203,7 +161,8 @@ fn store_pin(member: &Member, note: &str) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::fanout::tests::member;
+    use crate::member::Unsettled;
+    use crate::member::tests::member;
 
     fn seen(size: u64, root: u8) -> Seen {
         Seen { size, root: [root; 32] }

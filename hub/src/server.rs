@@ -15,9 +15,10 @@ use tabadul_proto::pb::witness_client::WitnessClient;
 use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
 use tokio::net::TcpListener;
 
-pub use crate::service::state_word;
-use crate::fanout::Member;
-use crate::service::{HubService, HubState};
+pub use crate::state::state_word;
+use crate::member::Member;
+use crate::service::HubService;
+use crate::state::HubState;
 use crate::{Error, HubConfig};
 
 /// How long the hub waits for a TCP+TLS connection to a node.

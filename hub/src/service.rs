@@ -1,34 +1,16 @@
 //! The operator API: `Hub.FederatedQuery`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tabadul_audit::{Entry, Log};
+use tabadul_audit::Entry;
+use tabadul_certs::Role;
 use tabadul_certs::tls::peer_of;
-use tabadul_certs::{Identity, Role};
-use tabadul_proto::Dictionary;
-use tabadul_proto::pb::{self, MemberState};
+use tabadul_proto::pb;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::fanout::Member;
 use crate::federate::{Caller, Failure, federate};
-
-#[derive(Debug)]
-pub(crate) struct HubState {
-    pub identity: Identity,
-    pub dict: Arc<Dictionary>,
-    pub members: BTreeMap<String, Member>,
-    /// The hub's signed exchange log.
-    pub log: Arc<Log>,
-    pub metrics: Arc<tabadul_telemetry::Registry>,
-    pub default_deadline: Duration,
-    pub max_deadline: Duration,
-    pub cache: crate::cache::AnswerCache,
-    /// How many federated queries are worked on at once, and how many wait.
-    pub admission: crate::admission::Admission,
-}
+use crate::state::HubState;
 
 #[derive(Debug, Clone)]
 pub(crate) struct HubService {
@@ -80,14 +62,3 @@ impl pb::hub_server::Hub for HubService {
     }
 }
 
-/// The word used for a member state in logs and CLI output.
-pub fn state_word(state: i32) -> &'static str {
-    match MemberState::try_from(state) {
-        Ok(MemberState::Answered) => "answered",
-        Ok(MemberState::RefusedByPolicy) => "refused",
-        Ok(MemberState::Unreachable) => "unreachable",
-        Ok(MemberState::TimedOut) => "timed-out",
-        Ok(MemberState::Failed) => "failed",
-        _ => "unspecified",
-    }
-}

@@ -19,15 +19,22 @@ use tabadul_certs::{Identity, Role};
 use tabadul_proto::pb::{self, query_response::Item};
 use tonic::Status;
 
-use crate::service::NodeState;
 
 /// How long a connection to the other node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the whole answer may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Who asks and where it logs: this node's identity, its log, and its
+/// client TLS (the one the server's files reload).
+pub(crate) struct Asker<'a> {
+    pub identity: &'a Identity,
+    pub log: &'a Arc<tabadul_audit::Log>,
+    pub client_tls: &'a Arc<ClientTls>,
+}
+
 /// Asks `r.member`'s node `r.query` and logs what came back.
-pub(crate) async fn ask(state: &Arc<NodeState>, r: pb::AskRequest) -> Result<pb::AskResponse, Status> {
+pub(crate) async fn ask(state: Asker<'_>, r: pb::AskRequest) -> Result<pb::AskResponse, Status> {
     let member = r.member.trim();
     if member.len() != 3 || !member.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(Status::invalid_argument(format!("member {member:?} must be an ISO 3166-1 alpha-3 code, e.g. SAU")));
@@ -43,21 +50,21 @@ pub(crate) async fn ask(state: &Arc<NodeState>, r: pb::AskRequest) -> Result<pb:
     let them = Identity::new(state.identity.network(), Role::Node, member).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let digest = tabadul_proto::query_digest(&q);
 
-    let received = tokio::time::timeout(ANSWER_TIMEOUT, fetch(&r.endpoint, &them, &state.client_tls, q)).await;
+    let received = tokio::time::timeout(ANSWER_TIMEOUT, fetch(&r.endpoint, &them, state.client_tls, q)).await;
     let (decision, cells, their_receipt) = match received {
         Ok(Ok(answer)) => answer,
-        Ok(Err(status)) => return Err(failed(state, &them, &digest, tls::explain_failure(&status, None)).await),
-        Err(_) => return Err(failed(state, &them, &digest, format!("no answer from {member} within {} s", ANSWER_TIMEOUT.as_secs())).await),
+        Ok(Err(status)) => return Err(failed(&state, &them, &digest, tls::explain_failure(&status, None)).await),
+        Err(_) => return Err(failed(&state, &them, &digest, format!("no answer from {member} within {} s", ANSWER_TIMEOUT.as_secs())).await),
     };
     let Some(their_receipt) = their_receipt else {
-        return Err(failed(state, &them, &digest, format!("{member} sent no receipt: its answer cannot be proven and is not accepted")).await);
+        return Err(failed(&state, &them, &digest, format!("{member} sent no receipt: its answer cannot be proven and is not accepted")).await);
     };
     let verified = match receipt::verify(&their_receipt, &vkey)
         .map_err(|e| e.to_string())
         .and_then(|v| receipt::check_answer(&their_receipt, &v, &state.identity.to_string(), &digest, &decision, &cells).map(|()| v))
     {
         Ok(v) => v,
-        Err(why) => return Err(failed(state, &them, &digest, format!("{member}'s receipt does not prove its answer: {why}")).await),
+        Err(why) => return Err(failed(&state, &them, &digest, format!("{member}'s receipt does not prove its answer: {why}")).await),
     };
 
     let salt = tabadul_audit::new_salt();
@@ -106,7 +113,7 @@ async fn fetch(
 
 /// Logs a failed ask (the other node may have logged an answer this node
 /// did not accept: an auditor should see both sides), and builds the error.
-async fn failed(state: &NodeState, them: &Identity, digest: &str, why: String) -> Status {
+async fn failed(state: &Asker<'_>, them: &Identity, digest: &str, why: String) -> Status {
     let mut entry = Entry::now("peer-query", &them.to_string());
     entry.query_digest = digest.to_owned();
     entry.decision = "failed".into();

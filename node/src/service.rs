@@ -529,7 +529,9 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
     }
 
     async fn ask(&self, request: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
-        crate::peer::ask(&self.state, request.into_inner()).await.map(Response::new)
+        let st = &self.state;
+        let asker = crate::peer::Asker { identity: &st.identity, log: &st.log, client_tls: &st.client_tls };
+        crate::peer::ask(asker, request.into_inner()).await.map(Response::new)
     }
 
     async fn reload(&self, _: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {

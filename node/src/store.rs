@@ -21,6 +21,16 @@ use crate::Error;
 const CF_WITHDRAWALS: &str = "withdrawals";
 /// Microdata column chunks and table metadata (see [`crate::microdata`]).
 pub(crate) const CF_MICRO: &str = "micro";
+
+/// Where a microdata table's meta lives in `CF_MICRO`.
+pub(crate) fn micro_meta_key(table: &str) -> Vec<u8> {
+    format!("m\x1f{table}").into_bytes()
+}
+
+/// Where one chunk of one column of a microdata table lives in `CF_MICRO`.
+pub(crate) fn micro_chunk_key(table: &str, chunk: u32, column: &str) -> Vec<u8> {
+    format!("c\x1f{table}\x1f{chunk:08x}\x1f{column}").into_bytes()
+}
 /// The release ledger and differential-privacy budgets (see [`crate::ledger`]).
 pub(crate) const CF_LEDGER: &str = "ledger";
 /// Codes plus the period: more than any dataflow has.
@@ -132,7 +142,7 @@ impl Store {
             return Ok(c.clone());
         }
         let cf = self.cf(CF_MICRO);
-        let keys: Vec<Vec<u8>> = (0..chunks).map(|c| crate::microdata::chunk_key(table, c, column)).collect();
+        let keys: Vec<Vec<u8>> = (0..chunks).map(|c| micro_chunk_key(table, c, column)).collect();
         let mut out = Vec::with_capacity(keys.len());
         for (k, got) in keys.iter().zip(self.db.batched_multi_get_cf(cf, &keys, false)) {
             let value = got.map_err(|e| self.err(e))?.ok_or_else(|| {

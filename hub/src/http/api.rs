@@ -19,7 +19,7 @@ use tabadul_proto::pb;
 use super::auth::Via;
 use super::{ApiError, Front, Principal};
 use crate::federate::{Failure, federate};
-use crate::service::state_word;
+use crate::state::state_word;
 
 pub(crate) fn routes() -> Router<Arc<Front>> {
     Router::new()

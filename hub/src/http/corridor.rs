@@ -22,7 +22,7 @@ use tabadul_proto::{REF_AREA, pb};
 
 use super::{ApiError, Front, Principal};
 use crate::federate::{Caller, Failure, federate};
-use crate::service::state_word;
+use crate::state::state_word;
 
 /// One side of the mirror: what it is called in the answer, whose figure
 /// it is, the dataflow, and the dimension naming the other country.

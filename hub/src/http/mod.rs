@@ -33,7 +33,7 @@ use tower::ServiceExt;
 pub(crate) use auth::{Principal, RateLimiter};
 
 use crate::config::HttpConfig;
-use crate::service::HubState;
+use crate::state::HubState;
 use crate::tokens::Tokens;
 
 /// What the front door shares between requests.

@@ -10,7 +10,8 @@ use tabadul_proto::Dictionary;
 
 use tabadul_formats::microdata::parse_records;
 
-use super::{CHUNK, KEY_COLUMN, Schema, TableMeta, chunk_key, meta, meta_key};
+use super::{CHUNK, KEY_COLUMN, Schema, TableMeta, meta};
+use crate::store::{micro_chunk_key as chunk_key, micro_meta_key as meta_key};
 use crate::Error;
 use crate::store::{CF_MICRO, Store};
 

@@ -28,7 +28,7 @@ pub use tabadul_formats::microdata::Schema;
 use tabadul_proto::Dictionary;
 
 use crate::Error;
-use crate::store::{CF_MICRO, Store};
+use crate::store::{CF_MICRO, Store, micro_meta_key as meta_key};
 
 /// Records per chunk.
 pub const CHUNK: usize = 65_536;
@@ -55,13 +55,6 @@ impl TableMeta {
     }
 }
 
-pub(crate) fn meta_key(table: &str) -> Vec<u8> {
-    format!("m\x1f{table}").into_bytes()
-}
-
-pub(crate) fn chunk_key(table: &str, chunk: u32, column: &str) -> Vec<u8> {
-    format!("c\x1f{table}\x1f{chunk:08x}\x1f{column}").into_bytes()
-}
 
 /// The stored meta of a table (empty when nothing was imported).
 pub fn meta(store: &Store, table: &str) -> Result<TableMeta, Error> {

@@ -18,7 +18,7 @@ use super::negotiate;
 use super::write::{self, Detail, MemberNote, Obs};
 use crate::federate::{Failure, federate};
 use crate::http::{ApiError, Front, Principal};
-use crate::service::state_word;
+use crate::state::state_word;
 
 #[derive(Debug, serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -12,6 +12,7 @@ mod data;
 mod negotiate;
 mod structure;
 mod write;
+mod xml;
 
 use std::sync::Arc;
 
@@ -72,6 +73,6 @@ pub(crate) fn error_message(status: StatusCode, message: &str) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<mes:Error xmlns:mes=\"{}\" xmlns:com=\"{}\">\n<mes:ErrorMessage code=\"{code}\"><com:Text xml:lang=\"en\">{}</com:Text></mes:ErrorMessage>\n</mes:Error>\n",
         write::NS_MESSAGE,
         write::NS_COMMON,
-        write::esc(message)
+        xml::esc(message)
     )
 }

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use tabadul_proto::{Dictionary, REF_AREA};
 
 use super::negotiate;
-use super::write::{self, esc};
+use super::write;
+use super::xml::{dsd_id, esc, urn};
 use crate::http::{ApiError, Front, Principal};
 
 /// The concept scheme that holds every concept.
@@ -115,9 +116,6 @@ pub(crate) async fn handle(
     Ok(([(header::CONTENT_TYPE, negotiate::STRUCTURE_MEDIA_TYPE)], body).into_response())
 }
 
-pub(crate) fn dsd_id(flow: &str) -> String {
-    format!("DSD_{flow}")
-}
 
 fn flow_of_dsd(dsd: &str) -> &str {
     dsd.strip_prefix("DSD_").unwrap_or(dsd)
@@ -214,7 +212,7 @@ fn names(out: &mut String, en: &str, ar: Option<&str>) {
 fn maintainable(out: &mut String, element: &str, class: &str, dict: &Dictionary, id: &str) {
     out.push_str(&format!(
         "<str:{element} id=\"{id}\" agencyID=\"{a}\" version=\"{v}\" isFinal=\"true\" urn=\"{}\">",
-        write::urn(class, &dict.agency, id, &dict.version),
+        urn(class, &dict.agency, id, &dict.version),
         a = esc(&dict.agency),
         v = esc(&dict.version),
         id = esc(id),
@@ -290,7 +288,7 @@ fn render(dict: &Dictionary, sel: &Selection) -> String {
                 out.push_str(&format!(
                     "<str:Code id=\"{}\" urn=\"{}.{}\">",
                     esc(&code),
-                    write::urn("codelist.Code", &dict.agency, id, &dict.version),
+                    urn("codelist.Code", &dict.agency, id, &dict.version),
                     esc(&code)
                 ));
                 names(&mut out, &n, dict.name_ar("code", &format!("{id}:{code}")));
@@ -308,7 +306,7 @@ fn render(dict: &Dictionary, sel: &Selection) -> String {
             out.push_str(&format!(
                 "<str:Concept id=\"{}\" urn=\"{}.{}\">",
                 esc(&id),
-                write::urn("conceptscheme.Concept", &dict.agency, CONCEPT_SCHEME, &dict.version),
+                urn("conceptscheme.Concept", &dict.agency, CONCEPT_SCHEME, &dict.version),
                 esc(&id)
             ));
             names(&mut out, &name, ar.as_deref());
@@ -330,7 +328,7 @@ fn render(dict: &Dictionary, sel: &Selection) -> String {
 
 fn data_structure(out: &mut String, dict: &Dictionary, f: &tabadul_proto::Dataflow, dsd: &str) {
     let component_urn = |class: &str, id: &str| {
-        format!("{}.{}", write::urn(&format!("datastructure.{class}"), &dict.agency, dsd, &dict.version), esc(id))
+        format!("{}.{}", urn(&format!("datastructure.{class}"), &dict.agency, dsd, &dict.version), esc(id))
     };
     maintainable(out, "DataStructure", "datastructure.DataStructure", dict, dsd);
     names(out, &format!("{} (structure)", f.name), dict.name_ar("dataflow", &f.id));

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::negotiate::DataFormat;
+use super::xml::{esc, urn};
 
 pub(crate) const NS_MESSAGE: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/message";
 pub(crate) const NS_COMMON: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/common";
@@ -16,28 +17,6 @@ const NS_GENERIC: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/data
 const NS_SPECIFIC: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/data/structurespecific";
 const NS_FOOTER: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/message/footer";
 const NS_XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
-
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Not allowed in XML 1.0 at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `urn:sdmx:org.sdmx.infomodel.<class>=<agency>:<id>(<version>)`.
-pub(crate) fn urn(class: &str, agency: &str, id: &str, version: &str) -> String {
-    format!("urn:sdmx:org.sdmx.infomodel.{class}={}:{}({})", esc(agency), esc(id), esc(version))
-}
 
 fn prepared() -> String {
     time::OffsetDateTime::now_utc()
@@ -149,7 +128,7 @@ pub(crate) struct DataSet<'a> {
 
 impl DataSet<'_> {
     fn dsd(&self) -> String {
-        super::structure::dsd_id(self.flow)
+        super::xml::dsd_id(self.flow)
     }
     fn structure_id(&self) -> String {
         format!("{}_{}_{}", self.agency, self.dsd(), self.version.replace('.', "_"))
