@@ -544,3 +544,41 @@ fn the_dashboard_shows_the_federation_in_arabic_and_english() {
         chromium(&[&format!("--screenshot={}", shot.display())], &url.replace("lang=en", "lang=ar"));
     }
 }
+
+/// Stock clients' habits: pysdmx's REST client ends resource paths with a
+/// slash, and RFC 9110 makes the auth scheme case-insensitive.
+#[test]
+fn a_trailing_slash_and_any_case_of_bearer_are_understood() {
+    let f = Federation::start(false, PLAIN);
+    let http = f.client();
+    let token = f.issue_token("alice");
+    for path in ["/sdmx/dataflow/ALO/UNE_RATE/latest/", "/sdmx/dataflow/", "/api/v1/catalogue/", "/sdmx/data/UNE_RATE/MAR.F.Y_GE15._T/?startPeriod=2024"] {
+        let a = http.get(path, &[("authorization", &bearer(&token))]).unwrap();
+        let without = http.get(path.replacen("/?", "?", 1).trim_end_matches('/'), &[("authorization", &bearer(&token))]).unwrap();
+        assert_eq!(a.status, 200, "{path}: {}", a.text());
+        assert_eq!(a.status, without.status, "{path}");
+    }
+    // The dashboard keeps its own slash.
+    assert_eq!(http.get("/ui/", &[]).unwrap().status, 200);
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let who = http.get("/api/v1/whoami", &[("authorization", &format!("{scheme} {token}"))]).unwrap().json().unwrap();
+        assert_eq!(who["operator"], "alice", "{scheme}: {who}");
+    }
+    let a = http.get("/api/v1/whoami", &[("authorization", &format!("Basic {token}"))]).unwrap();
+    assert_eq!(a.status, 401, "another scheme is refused: {}", a.text());
+
+    // Periods as dates, date-times and reporting periods select what the
+    // years they fall in select.
+    let csv = |range: &str| {
+        let a = http.get(&format!("/sdmx/data/UNE_RATE/MAR.F.Y_GE15._T?{range}"), &[("authorization", &bearer(&token)), ("accept", "application/vnd.sdmx.data+csv;version=1.0.0")]).unwrap();
+        (a.status, a.text().lines().skip(1).map(String::from).collect::<Vec<_>>())
+    };
+    let (status, years) = csv("startPeriod=2023&endPeriod=2024");
+    assert_eq!(status, 200);
+    assert_eq!(years.len(), 2, "{years:?}");
+    for range in ["startPeriod=2023-01-01&endPeriod=2024-12-31", "startPeriod=2023-03-15T08:00:00Z&endPeriod=2024-06", "startPeriod=2023-M02&endPeriod=2024-Q4", "startPeriod=2023-W10&endPeriod=2024-D200", "startPeriod=2023-A1&endPeriod=2024-S1"] {
+        assert_eq!(csv(range), (200, years.clone()), "{range}");
+    }
+    let (status, _) = csv("startPeriod=2024-13-01");
+    assert_eq!(status, 400);
+}

@@ -85,7 +85,10 @@ impl FromRequestParts<Arc<Front>> for Principal {
             let token = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                .and_then(|v| v.trim_start().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
                 .ok_or_else(|| fail(StatusCode::UNAUTHORIZED, "Authorization must be \"Bearer <operator token>\"".into()))?;
             refresh_tokens(front).await;
             let name = front.tokens.check(token.trim()).map_err(|why| fail(StatusCode::UNAUTHORIZED, why.to_string()))?;

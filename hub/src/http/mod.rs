@@ -116,6 +116,24 @@ fn router(front: Arc<Front>) -> Router {
         .with_state(front)
 }
 
+/// `/sdmx/dataflow/ALO/UNE_RATE/latest/` as `/sdmx/dataflow/ALO/UNE_RATE/latest`
+/// (pysdmx's REST client adds the slash): the SDMX and JSON API resources
+/// are the same with or without it. The dashboard's `/ui/` keeps its own.
+fn without_trailing_slash(uri: &http::Uri) -> Option<http::Uri> {
+    let path = uri.path();
+    if !(path.starts_with("/sdmx/") || path.starts_with("/api/")) || !path.ends_with('/') {
+        return None;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let rebuilt = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = rebuilt.parse().ok();
+    http::Uri::from_parts(parts).ok()
+}
+
 /// What each request on the front door is held to.
 #[derive(Debug, Clone, Copy)]
 struct RequestLimits {
@@ -250,7 +268,10 @@ fn service(
                 cut_off(body::Cut::TooLarge, limits, sdmx, h1)
             } else {
                 let verdict = body::Verdict::default();
-                let (head, incoming) = request.into_parts();
+                let (mut head, incoming) = request.into_parts();
+                if let Some(uri) = without_trailing_slash(&head.uri) {
+                    head.uri = uri;
+                }
                 let bounded = body::Bounded::new(incoming, limits.body_read_timeout, limits.max_body_bytes, verdict.clone());
                 let Ok(response) = app.oneshot(hyper::Request::from_parts(head, axum::body::Body::new(bounded))).await;
                 match verdict.get() {

@@ -70,6 +70,13 @@ pub(crate) async fn handle(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let format = negotiate::data_format(&headers, params.format.as_deref())?;
+    // Dates, date-times and reporting periods, in the forms members store.
+    let mut params = params;
+    for p in [&mut params.start_period, &mut params.end_period] {
+        if let Some(given) = p.as_deref().filter(|g| !g.is_empty()) {
+            *p = Some(sdmx_key::period_param(given).map_err(|e| bad(e.to_string()))?);
+        }
+    }
     let flow = flow(&front, parts.get("flow").map(String::as_str).unwrap_or_default())?;
     let dict = &front.hub.dict;
     if params.updated_after.is_some() {
