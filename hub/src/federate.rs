@@ -59,8 +59,20 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
     let digest = tabadul_proto::query_digest(&query);
     // The nodes would refuse a malformed query too, but as one error here
     // it reads better than as every member failing.
+    let statistic_word = query.aggregation.as_ref().map_or("", |a| a.statistic.as_str());
     let micro_flow;
     let micro = state.dict.microdata(&query.dataflow);
+    match (micro.is_some(), statistic_word) {
+        (_, "") => {}
+        (true, s) if tabadul_proto::STATISTICS.contains(&s) => {}
+        (true, s) => return Err(Failure::Invalid(format!("statistic {s:?} must be one of {}", tabadul_proto::STATISTICS.join(", ")))),
+        (false, s) => {
+            return Err(Failure::Invalid(format!(
+                "{} is an indicator dataflow, published as its members compute it: a statistic ({s:?}) applies to microdata tables only",
+                query.dataflow
+            )));
+        }
+    }
     let flow = match micro {
         Some(table) => {
             micro_flow = microdata_shape(table, &query).map_err(Failure::Invalid)?;
@@ -120,7 +132,7 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
     // Every receipt an answer was built on goes into the hub's leaf.
     let mut receipts = Vec::new();
     let mut parts: Vec<MemberAnswer> = Vec::new();
-    let statistic = query.aggregation.as_ref().map_or("", |a| a.statistic.as_str());
+    let statistic = statistic_word;
     let answers = if req.regional_aggregate && micro.is_some() && !matches!(statistic, "" | "count" | "weighted-count" | "sum") {
         response.aggregate_method = format!("no regional aggregate: a {statistic} is not additive across members (ask for its sums)");
         main.await

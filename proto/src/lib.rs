@@ -28,6 +28,10 @@ pub use members::{MembersError, distinct_members};
 pub use query_text::query_from_args;
 pub use resolve::{InvalidQuery, Resolved, resolve};
 
+/// The statistics a microdata query may name (the node's disclosure
+/// control computes them; the hub checks the word before asking anyone).
+pub const STATISTICS: [&str; 5] = ["count", "weighted-count", "sum", "mean", "ratio"];
+
 /// The asymmetry of a mirror pair, as migration statisticians compare
 /// mirror flows: `(destination − origin) / max(destination, origin)`, in
 /// [−1, 1] (positive when the destination counts more), to three decimals;

@@ -582,3 +582,40 @@ fn a_trailing_slash_and_any_case_of_bearer_are_understood() {
     let (status, _) = csv("startPeriod=2024-13-01");
     assert_eq!(status, 400);
 }
+
+/// Every error in its documented format, and a wrong statistic refused
+/// before any member is asked.
+#[test]
+fn every_error_is_in_the_documented_format() {
+    let f = Federation::start(false, PLAIN);
+    let http = f.client();
+    let auth = bearer(&f.issue_token("alice"));
+    for (path, status) in [("/api/v1/releases?limit=abc", 400), ("/api/v1/nope", 404), ("/api/v1/query", 405)] {
+        let a = http.get(path, &[("authorization", &auth)]).unwrap();
+        assert_eq!(a.status, status, "{path}: {}", a.text());
+        let body = a.json().unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", a.text()));
+        assert_eq!(body["error"]["code"], status, "{path}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty(), "{path}: {body}");
+    }
+    let a = http.get("/sdmx/data/UNE_RATE/all?lastNObservations=abc", &[("authorization", &auth)]).unwrap();
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert!(a.text().contains("<mes:Error") || a.text().contains("Error"), "an SDMX-ML error message: {}", a.text());
+    assert!(a.header("content-type").unwrap().contains("xml"), "{:?}", a.header("content-type"));
+    // Refused at the hub: no member is asked, so no member logs anything.
+    let entries = || -> Vec<u64> {
+        f.nodes
+            .values()
+            .map(|(node, _)| {
+                let status = String::from_utf8(run_ok(node.command(&["status"])).unwrap().stdout).unwrap();
+                status.lines().find(|l| l.starts_with("log entries")).unwrap().split_whitespace().nth(2).unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    let before = entries();
+    for (flow, statistic, says) in [("UNE_RATE", "mean", "indicator dataflow"), ("PES_JOBSEEKER_RECORDS", "median", "must be one of")] {
+        let a = http.post_json("/api/v1/query", &[("authorization", &auth)], &json!({"dataflow": flow, "statistic": statistic})).unwrap();
+        assert_eq!(a.status, 400, "{}", a.text());
+        assert!(a.text().contains(says), "{}", a.text());
+    }
+    assert_eq!(entries(), before, "a member was asked");
+}

@@ -113,7 +113,40 @@ fn router(front: Arc<Front>) -> Router {
         .merge(api::routes())
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(documented_errors))
         .with_state(front)
+}
+
+/// Every error of the JSON API and of SDMX REST in its documented format
+/// (`{"error": …}`, an SDMX-ML error message), including those axum writes
+/// itself in plain text: a query string that does not parse, an unknown
+/// path, a method a resource does not take.
+async fn documented_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path();
+    let (api, sdmx) = (path.starts_with("/api/"), path.starts_with("/sdmx"));
+    let response = next.run(request).await;
+    let status = response.status();
+    let typed = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("json") || t.contains("xml"));
+    if !(api || sdmx) || !(status.is_client_error() || status.is_server_error()) || typed {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
+    let message = match (text.is_empty(), status) {
+        (false, _) => text,
+        (true, StatusCode::NOT_FOUND) => "no such resource (see /api/v1/openapi.json and /sdmx)".to_owned(),
+        (true, StatusCode::METHOD_NOT_ALLOWED) => "this resource does not take that method".to_owned(),
+        (true, s) => s.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let e = ApiError::new(status, message);
+    let mut out = if sdmx { e.sdmx() } else { e }.into_response();
+    // Keep what the original said beyond its body (Allow, Retry-After, …).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// `/sdmx/dataflow/ALO/UNE_RATE/latest/` as `/sdmx/dataflow/ALO/UNE_RATE/latest`

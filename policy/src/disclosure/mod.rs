@@ -245,4 +245,12 @@ mod tests {
         // Without the rule nothing is.
         assert!(!homogeneous(&Params { group: None, ..p }, 40, 41));
     }
+
+    #[test]
+    fn the_statistic_words_are_the_networks() {
+        for word in tabadul_proto::STATISTICS {
+            assert_eq!(super::Statistic::parse(word).map(super::Statistic::word), Some(word));
+        }
+        assert!(super::Statistic::parse("median").is_none());
+    }
 }
