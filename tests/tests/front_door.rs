@@ -619,3 +619,32 @@ fn every_error_is_in_the_documented_format() {
     }
     assert_eq!(entries(), before, "a member was asked");
 }
+
+/// Compressed answers for clients that accept them, and CORS for the
+/// public tier only: read from any page, never with credentials.
+#[test]
+fn answers_are_compressed_and_the_public_tier_is_open_to_web_pages() {
+    let f = Federation::start(false, PLAIN);
+    let http = f.client();
+    let plain = http.get("/sdmx/datastructure/ALO/DSD_UNE_RATE/latest", &[]).unwrap();
+    assert_eq!(plain.header("content-encoding"), None);
+    for encoding in ["gzip", "br"] {
+        let a = http.get("/sdmx/datastructure/ALO/DSD_UNE_RATE/latest", &[("accept-encoding", encoding)]).unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("content-encoding"), Some(encoding));
+        assert!(!a.body.is_empty() && a.body.len() * 3 < plain.body.len(), "{encoding}: {} of {} bytes", a.body.len(), plain.body.len());
+    }
+    // A web page of another origin reads the public tier...
+    let origin = ("origin", "https://dashboard.example");
+    let a = http.get("/sdmx/dataflow", &[origin]).unwrap();
+    assert_eq!(a.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(a.header("access-control-allow-credentials"), None);
+    let pre = http.request("OPTIONS", "/api/v1/query", &[origin, ("access-control-request-method", "POST"), ("access-control-request-headers", "content-type")], b"").unwrap();
+    assert_eq!((pre.status, pre.header("access-control-allow-origin")), (204, Some("*")));
+    // ...but never with an operator's credentials.
+    let pre = http.request("OPTIONS", "/api/v1/query", &[origin, ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization, content-type")], b"").unwrap();
+    assert_eq!(pre.header("access-control-allow-origin"), None, "{:?}", pre.headers);
+    let token = f.issue_token("alice");
+    let a = http.get("/api/v1/whoami", &[origin, ("authorization", &bearer(&token))]).unwrap();
+    assert_eq!(a.header("access-control-allow-origin"), None);
+}

@@ -114,7 +114,50 @@ fn router(front: Arc<Front>) -> Router {
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(documented_errors))
+        .layer(axum::middleware::from_fn(public_cors))
+        // gzip or brotli, as the client accepts (SDMX messages of a
+        // thousand series shrink ten times).
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(front)
+}
+
+/// The public tier may be read from any web page, without credentials:
+/// `Access-Control-Allow-Origin: *` on SDMX and JSON API answers to
+/// requests that carry no `Authorization` (a browser never sends one
+/// cross-origin unless the page asks, and the preflight below never allows
+/// it), and a preflight that allows GET and the JSON API's POST only.
+async fn public_cors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path();
+    let public_path = path.starts_with("/sdmx") || path.starts_with("/api/v1/");
+    let cross_origin = request.headers().contains_key(header::ORIGIN);
+    if !(public_path && cross_origin) {
+        return next.run(request).await;
+    }
+    if request.method() == http::Method::OPTIONS {
+        let asks_credentials = request
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|h| h.split(',').any(|n| n.trim().eq_ignore_ascii_case("authorization")));
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        if !asks_credentials {
+            let h = r.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("accept, content-type"));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        }
+        return r;
+    }
+    let anonymous = !request.headers().contains_key(header::AUTHORIZATION);
+    let mut response = next.run(request).await;
+    if anonymous {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-tabadul-members, x-tabadul-hub-leaf, x-tabadul-hub-log"));
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 /// Every error of the JSON API and of SDMX REST in its documented format
