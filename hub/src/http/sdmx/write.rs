@@ -262,7 +262,7 @@ fn structure_specific(ds: &DataSet<'_>) -> String {
     header(&mut out, ds.agency, Some(&structure));
     let _ = write!(
         out,
-        "<mes:DataSet ss:structureRef=\"{}\" xsi:type=\"ns1:DataSetType\" ss:dataScope=\"DataStructure\" action=\"Information\">",
+        "<mes:DataSet ss:structureRef=\"{}\" xsi:type=\"ns1:DataSetType\" ss:dataScope=\"DataStructure\" ss:action=\"Information\">",
         ds.structure_id()
     );
     let obs_attrs = |out: &mut String, o: &Obs| {
@@ -514,6 +514,9 @@ mod tests {
         assert!(!s.contains("<Obs "));
         let flat = structure_specific(&sample(Detail::Full, true));
         assert!(flat.contains("ObsLevelDim:AllDimensions"));
+        // The data set's attributes are the structure-specific namespace's
+        // (the official XSD refuses an unqualified `action`).
+        assert!(flat.contains("ss:dataScope=\"DataStructure\" ss:action=\"Information\"") && !flat.contains(" action="), "{flat}");
         assert!(flat.contains("<Obs REF_AREA=\"TUN\" SEX=\"F\" TIME_PERIOD=\"2020\" OBS_VALUE=\"2\" OBS_STATUS=\"A\" UNIT_MULT=\"3\"/>"), "{flat}");
     }
 
