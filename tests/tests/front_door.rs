@@ -590,7 +590,15 @@ fn every_error_is_in_the_documented_format() {
     let f = Federation::start(false, PLAIN);
     let http = f.client();
     let auth = bearer(&f.issue_token("alice"));
-    for (path, status) in [("/api/v1/releases?limit=abc", 400), ("/api/v1/nope", 404), ("/api/v1/query", 405)] {
+    for (path, status) in [
+        ("/api/v1/releases?limit=abc", 400),
+        ("/api/v1/releases?limit=0", 400),
+        ("/api/v1/releases?limit=5001", 400),
+        ("/api/v1/releases?member=XXX", 400),
+        ("/api/v1/releases?limt=5", 400),
+        ("/api/v1/nope", 404),
+        ("/api/v1/query", 405),
+    ] {
         let a = http.get(path, &[("authorization", &auth)]).unwrap();
         assert_eq!(a.status, status, "{path}: {}", a.text());
         let body = a.json().unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", a.text()));

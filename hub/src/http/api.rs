@@ -238,6 +238,7 @@ async fn query(State(front): State<Arc<Front>>, who: Principal, body: Result<Jso
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReleasesParams {
     member: Option<String>,
     limit: Option<usize>,
@@ -252,7 +253,13 @@ async fn releases(State(front): State<Arc<Front>>, who: Principal, Query(p): Que
     if !who.is_operator() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "the release log is for operators (present an operator token or certificate)"));
     }
-    let limit = p.limit.unwrap_or(200).clamp(1, 5_000);
+    let limit = p.limit.unwrap_or(200);
+    if !(1..=5_000).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("limit={limit}: it must be 1 to 5000")));
+    }
+    if let Some(m) = p.member.as_deref().filter(|m| !front.hub.members.contains_key(*m)) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("member={m:?} is not a member this hub federates")));
+    }
     let log = front.hub.log.clone();
     let member = p.member.clone();
     let (entries, checkpoint, size) = tokio::task::spawn_blocking(move || {
