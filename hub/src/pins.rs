@@ -149,10 +149,18 @@ async fn prove(member: &Member, old: Seen, new: Seen) -> Result<(), String> {
     }
 }
 
+/// Keeps the pin in the hub's log database. Called with the member's pin
+/// locked, so pins are stored in the order they move; the synced write
+/// tells the runtime it blocks (`block_in_place`) rather than stall the
+/// other tasks of this worker thread.
 fn store_pin(member: &Member, note: &str) {
-    if let Some(pins) = &member.pins
-        && let Err(e) = pins.set_pinned(member.log_key.name(), note)
-    {
+    let Some(pins) = &member.pins else { return };
+    let store = || pins.set_pinned(member.log_key.name(), note);
+    let stored = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(store),
+        _ => store(),
+    };
+    if let Err(e) = stored {
         tracing::warn!(member = %member.code, error = %e, "could not store the pin");
     }
 }
