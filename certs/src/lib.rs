@@ -16,6 +16,7 @@ mod identity;
 pub mod checkup;
 pub mod connection;
 pub mod pki;
+pub mod reflection;
 pub mod tls;
 pub mod verifier;
 mod x509;

@@ -149,24 +149,9 @@ pub async fn run_notify(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HubServer<HubService>>().await;
-    // Reflection in both versions (stock Python clients and grpcurl still
-    // speak v1alpha), listing exactly what this port serves: the hub's
-    // services, not the nodes'.
-    let reflection = |b: tonic_reflection::server::Builder<'static>| {
-        ["tabadul.v1.Hub", "tabadul.v1.Audit", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
-            .into_iter()
-            .fold(
-                b.register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-                    .include_reflection_service(false),
-                |b, name| b.with_service_name(name),
-            )
-    };
-    let reflection_error = |e: tonic_reflection::server::Error| Error::Config { path: "reflection".into(), reason: e.to_string() };
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha().map_err(reflection_error)?;
-    let reflection = reflection(tonic_reflection::server::Builder::configure()).build_v1().map_err(reflection_error)?;
+    // Exactly what this port serves: the hub's services, not the nodes'.
+    let (reflection, reflection_v1alpha) = tabadul_certs::reflection::services(FILE_DESCRIPTOR_SET, &["tabadul.v1.Hub", "tabadul.v1.Audit"])
+        .map_err(|e| Error::Config { path: "reflection".into(), reason: e.to_string() })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let witnessing = (config.witness_interval_ms > 0 && !witnesses.is_empty()).then(|| {

@@ -94,15 +94,8 @@ enum Command {
     /// e.g. a destination's work permits for our own nationals. The answer
     /// is accepted only with that node's receipt, and logged here too.
     Ask {
-        /// The member asked (ISO 3166-1 alpha-3).
-        #[arg(long)]
-        member: String,
-        /// Its node's address, host:port.
-        #[arg(long)]
-        endpoint: String,
-        /// Its log verifier key, or @FILE holding it.
-        #[arg(long)]
-        log_vkey: String,
+        #[command(flatten)]
+        peer: PeerArgs,
         #[command(flatten)]
         what: QueryShape,
         /// count, weighted-count, sum, mean or ratio (microdata tables).
@@ -116,15 +109,9 @@ enum Command {
     /// permits, visas and stock of our nationals, asked of its node as in
     /// `ask` (under its rules, with its receipts, logged on both sides).
     Corridor {
-        /// The destination (ISO 3166-1 alpha-3).
-        #[arg(long)]
-        member: String,
-        /// Its node's address, host:port.
-        #[arg(long)]
-        endpoint: String,
-        /// Its log verifier key, or @FILE holding it.
-        #[arg(long)]
-        log_vkey: String,
+        /// The destination.
+        #[command(flatten)]
+        peer: PeerArgs,
         /// START:END, either may be empty.
         #[arg(long)]
         period: Option<String>,
@@ -173,6 +160,20 @@ impl QueryArgs {
     fn query(self) -> anyhow::Result<(Identity, pb::Query)> {
         Ok((self.requester, self.what.query()?))
     }
+}
+
+/// Another member's node, as `ask` and `corridor` reach it.
+#[derive(clap::Args)]
+struct PeerArgs {
+    /// The member asked (ISO 3166-1 alpha-3).
+    #[arg(long)]
+    member: String,
+    /// Its node's address, host:port.
+    #[arg(long)]
+    endpoint: String,
+    /// Its log verifier key, or @FILE holding it.
+    #[arg(long)]
+    log_vkey: String,
 }
 
 /// What a query asks: `policy explain`, `policy preview` and `ask`.
@@ -431,7 +432,7 @@ async fn main() -> anyhow::Result<()> {
             };
             print_preview(&requester, &decision, &cells);
         }
-        Command::Corridor { member, endpoint, log_vkey, period } => {
+        Command::Corridor { peer: PeerArgs { member, endpoint, log_vkey }, period } => {
             let config = load_config(&cli.config)?;
             let log_vkey = vkey_arg(log_vkey)?;
             let ours = config.tls.own_identity()?.id().to_owned();
@@ -464,7 +465,7 @@ async fn main() -> anyhow::Result<()> {
             }
             print_corridor(&ours, &member, &sides);
         }
-        Command::Ask { member, endpoint, log_vkey, what, statistic, variable } => {
+        Command::Ask { peer: PeerArgs { member, endpoint, log_vkey }, what, statistic, variable } => {
             let config = load_config(&cli.config)?;
             let log_vkey = vkey_arg(log_vkey)?;
             let mut q = what.query()?;

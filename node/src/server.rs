@@ -167,23 +167,9 @@ pub async fn run_notify(
             }
         })
     };
-    // Reflection in both versions (stock Python clients and grpcurl still
-    // speak v1alpha), listing exactly what this port serves: not the admin
-    // API (on its own socket), not the hub's.
-    let reflection = |b: tonic_reflection::server::Builder<'static>| {
-        ["tabadul.v1.Node", "tabadul.v1.Audit", "tabadul.v1.Witness", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
-            .into_iter()
-            .fold(
-                b.register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-                    .include_reflection_service(false),
-                |b, name| b.with_service_name(name),
-            )
-    };
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha().map_err(|e| Error::Invalid(format!("reflection: {e}")))?;
-    let reflection = reflection(tonic_reflection::server::Builder::configure()).build_v1().map_err(|e| Error::Invalid(format!("reflection: {e}")))?;
+    // Exactly what this port serves: not the admin API (on its own
+    // socket), not the hub's.
+    let (reflection, reflection_v1alpha) = tabadul_certs::reflection::services(FILE_DESCRIPTOR_SET, &["tabadul.v1.Node", "tabadul.v1.Audit", "tabadul.v1.Witness"])?;
     let node = NodeServer::new(NodeService { state: state.clone() }).max_decoding_message_size(config.max_request_bytes);
     let public = tls::grpc_server(&config.connections)
         .timeout(Duration::from_secs(60))
