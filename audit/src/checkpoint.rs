@@ -68,7 +68,10 @@ impl Checkpoint {
     /// Parses a signed checkpoint and checks the log's signature and origin.
     pub fn open(note_text: &str, log_key: &Verifier) -> Result<(Self, Note), Error> {
         let note = Note::parse(note_text)?;
-        note.verify_by(log_key)?;
+        // Strict: a second, invalid line by the log's own key fails too.
+        if note.verify_known(std::slice::from_ref(log_key))? != [true] {
+            return Err(Error::Note(format!("the note carries no signature by {}", log_key.name())));
+        }
         let cp = Checkpoint::parse(&note.text)?;
         if cp.origin != log_key.name() {
             return Err(bad(format!("checkpoint origin {:?} is not the log's name {:?}", cp.origin, log_key.name())));

@@ -79,6 +79,17 @@ enum Command {
         /// k-of-n witness policy file (`witness <vkey>` lines, `quorum <k>`).
         #[arg(long)]
         witness_policy: Option<PathBuf>,
+        /// A checkpoint pinned earlier (the `--state` file of `watch`): the
+        /// log must still hold that tree, neither cut short nor rewritten.
+        #[arg(long)]
+        pin: Option<PathBuf>,
+    },
+    /// Check one receipt offline: its checkpoint's signature, the leaf's
+    /// inclusion, and (with --pin) that its tree and a pinned one are one
+    /// history.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
     },
     /// Match the hub's receipts with node logs, both ways. The requester
     /// may also be a node that asked other members directly (its
@@ -118,6 +129,26 @@ enum Command {
         /// counts only against the real key, not the one it carries.
         #[arg(long)]
         vkey: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Verify a receipt file: the JSON of the hub's release proof
+    /// (`/api/v1/releases/{member}/{leaf}/proof`), optionally with the
+    /// leaf itself as `entry` (base64).
+    Verify {
+        file: PathBuf,
+        /// The member's log verifier key, or @file.
+        #[arg(long)]
+        vkey: String,
+        /// A checkpoint of the member's log pinned earlier (`watch --state`).
+        #[arg(long)]
+        pin: Option<PathBuf>,
+        /// The member's fetched log, to prove the receipt's tree and the
+        /// pinned one consistent when their sizes differ.
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
 }
 
@@ -163,7 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(VERIFIED)
         }
-        Command::Verify { dir, vkey, witness_policy } => {
+        Command::Verify { dir, vkey, witness_policy, pin } => {
             let keys = vkey.iter().map(|v| offline::read_vkey(v).context("reading --vkey")).collect::<anyhow::Result<Vec<_>>>()?;
             let policy = witness_policy
                 .map(|p| {
@@ -172,8 +203,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 })
                 .transpose()?;
             let log = LogDir::load(&dir).with_context(|| format!("reading {}", dir.display()))?;
-            let report = offline::verify_keys(&log, &keys, policy.as_ref());
+            let mut report = offline::verify_keys(&log, &keys, policy.as_ref());
+            if let Some(pin) = pin {
+                let text = std::fs::read_to_string(&pin).with_context(|| format!("reading {}", pin.display()))?;
+                report.findings.extend(offline::check_pin(&log, &keys, &text));
+            }
             let code = if report.findings.is_empty() { VERIFIED } else { TAMPERED };
+            if code == VERIFIED {
+                // What cross-check re-verifies with before it trusts the directory.
+                let stamp = offline::Stamp { vkeys: keys.iter().map(ToString::to_string).collect(), verified_size: report.verified_size, at: now() };
+                offline::Stamp::write(&dir, &stamp)?;
+            }
             if json {
                 println!("{}", serde_json::json!({ "outcome": outcome(code), "report": report }));
             } else {
@@ -186,13 +226,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(code)
         }
         Command::CrossCheck { hub, hub_identity, nodes } => {
-            let hub = LogDir::load(&hub).with_context(|| format!("reading {}", hub.display()))?;
+            // Receipts are matched only between logs that verify: each
+            // directory is verified again, with the keys `verify` used.
+            let mut findings = Vec::new();
+            let hub = load_verified(&hub, &mut findings)?;
             let mut dirs = BTreeMap::new();
             for (member, dir) in nodes {
-                dirs.insert(member, LogDir::load(&dir).with_context(|| format!("reading {}", dir.display()))?);
+                dirs.insert(member, load_verified(&dir, &mut findings)?);
             }
-            let findings = offline::cross_check(&hub, &dirs, &hub_identity.to_string());
-            let code = if findings.is_empty() { VERIFIED } else { TAMPERED };
+            if findings.is_empty() {
+                findings = offline::cross_check(&hub, &dirs, &hub_identity.to_string());
+            }
+            let code = verdict(&findings);
             if json {
                 println!("{}", serde_json::json!({ "outcome": outcome(code), "findings": findings }));
             } else {
@@ -232,7 +277,52 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
+        Command::Receipt { command: ReceiptCommand::Verify { file, vkey, pin, log } } => {
+            let key = offline::read_vkey(&vkey).context("reading --vkey")?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let receipt: offline::ReceiptFile = serde_json::from_str(&text).with_context(|| format!("parsing {} (the JSON of a release proof)", file.display()))?;
+            let pin = pin.map(|p| std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+            let log = log.map(|d| LogDir::load(&d).with_context(|| format!("reading {}", d.display()))).transpose()?;
+            let findings = offline::check_receipt(&receipt, &key, pin.as_deref(), log.as_ref());
+            let code = verdict(&findings);
+            if json {
+                println!("{}", serde_json::json!({ "outcome": outcome(code), "findings": findings }));
+            } else {
+                println!("receipt for leaf {} of {}", receipt.member_leaf, key.name());
+                print_findings(&findings);
+            }
+            Ok(code)
+        }
     }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Exit code for findings: tampering beats a check that could not be made.
+fn verdict(findings: &[Finding]) -> u8 {
+    if offline::tampered(findings) {
+        TAMPERED
+    } else if findings.is_empty() {
+        VERIFIED
+    } else {
+        COULD_NOT_CHECK
+    }
+}
+
+/// Loads a fetched directory that `verify` passed, verifying it again with
+/// the keys it recorded; its findings, if any, go to `findings`.
+fn load_verified(dir: &Path, findings: &mut Vec<Finding>) -> anyhow::Result<LogDir> {
+    let log = LogDir::load(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let stamp = offline::Stamp::read(dir)?.with_context(|| format!(
+        "{} has not passed `tabadul-audit verify`: verify it first (cross-check matches receipts only between logs that verify)", dir.display()))?;
+    let keys = stamp.vkeys.iter().map(|v| offline::read_vkey(v)).collect::<Result<Vec<_>, _>>().with_context(|| format!("{}: {}", dir.display(), offline::Stamp::FILE))?;
+    findings.extend(offline::verify_keys(&log, &keys, None).findings.into_iter().map(|mut f| {
+        f.at = format!("{} {}", log.info.origin, f.at);
+        f
+    }));
+    Ok(log)
 }
 
 fn outcome(code: u8) -> &'static str {

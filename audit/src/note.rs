@@ -304,6 +304,24 @@ impl Note {
         }))
     }
 
+    /// Opens the note as Go's `note.Open` does, and more strictly: every
+    /// signature line that names a known key (its name and key ID) must
+    /// verify, wherever it stands and however many valid lines sit beside
+    /// it (C2SP: clients SHOULD reject such a note; Go ignores a known
+    /// key's repeated lines after its first). Lines by unknown keys are
+    /// ignored. Returns, for each of `known` in order, whether it signed.
+    pub fn verify_known(&self, known: &[Verifier]) -> Result<Vec<bool>, Error> {
+        let mut signed = vec![false; known.len()];
+        for (line, s) in self.signatures.iter().enumerate() {
+            let Some((i, v)) = known.iter().enumerate().find(|(_, v)| v.name == s.name && v.id() == s.id) else { continue };
+            let one = Note { text: self.text.clone(), signatures: vec![s.clone()] };
+            one.verify_by(v).map_err(|_| bad(format!(
+                "signature line {} by the known key {} does not verify", line + 1, v.name)))?;
+            signed[i] = true;
+        }
+        Ok(signed)
+    }
+
     /// The note with all its signature lines.
     pub fn to_text(&self) -> String {
         let mut out = self.text.clone();

@@ -357,10 +357,11 @@ pub fn verify_keys(dir: &LogDir, log_keys: &[Verifier], policy: Option<&WitnessP
                     findings.push(finding("witness", "cosigned.note", format!("cosigned root for size {n} does not match the entries")));
                 }
                 if let Some(policy) = policy {
-                    for w in &policy.witnesses {
-                        if note.verify_by(w).is_ok() {
-                            witnessed_by.push(w.name().to_owned());
-                        }
+                    // A known witness's invalid cosignature fails the note,
+                    // even when the others still make the quorum.
+                    match note.verify_known(&policy.witnesses) {
+                        Ok(signed) => witnessed_by.extend(policy.witnesses.iter().zip(signed).filter(|(_, s)| *s).map(|(w, _)| w.name().to_owned())),
+                        Err(e) => findings.push(finding("witness", "cosigned.note", e.to_string())),
                     }
                 }
             }
@@ -409,6 +410,145 @@ fn roots_at(leaves: &[Hash], sizes: impl Iterator<Item = u64>) -> BTreeMap<u64, 
     out
 }
 
+/// The `what` of a finding that is no evidence of tampering, only of a
+/// check that could not be made with what was fetched (exit 2, not 1).
+pub const UNCHECKED: &str = "unchecked";
+
+/// Whether `findings` show tampering (anything but [`UNCHECKED`]).
+pub fn tampered(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.what != UNCHECKED)
+}
+
+/// Checks a fetched log against a checkpoint pinned earlier (as `watch`
+/// keeps it): the log must still hold the pinned tree, the same entries
+/// under the same root. A log cut short or rewritten since is reported.
+pub fn check_pin(dir: &LogDir, log_keys: &[Verifier], pin: &str) -> Vec<Finding> {
+    let opened = log_keys.iter().map(|k| Checkpoint::open(pin, k)).reduce(|a, b| a.or(b));
+    let pinned = match opened {
+        Some(Ok((cp, _))) => cp,
+        Some(Err(e)) => return vec![finding("pin", "-", format!("the pinned checkpoint does not verify with the log's key: {e}"))],
+        None => return vec![finding("pin", "-", "no verifier key given")],
+    };
+    let n = pinned.size as usize;
+    if n > dir.entries.len() {
+        return vec![finding("pin", pinned.size, format!(
+            "the log was cut short: the pinned checkpoint covers {n} entries, the fetched log holds {}", dir.entries.len()))];
+    }
+    let leaves: Vec<Hash> = dir.entries[..n].iter().map(|e| merkle::leaf_hash(e)).collect();
+    if merkle::root(&leaves) != pinned.root {
+        return vec![finding("pin", pinned.size, format!("the log's first {n} entries are not the tree pinned earlier: its history was rewritten"))];
+    }
+    Vec::new()
+}
+
+/// `verified.json`, written by `verify` beside what it verified: the keys
+/// it verified with, so `cross-check` can verify again before it trusts
+/// the directory (it refuses a directory without one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stamp {
+    pub vkeys: Vec<String>,
+    pub verified_size: u64,
+    pub at: String,
+}
+
+impl Stamp {
+    pub const FILE: &'static str = "verified.json";
+
+    pub fn write(dir: &Path, stamp: &Stamp) -> Result<(), Error> {
+        let path = dir.join(Self::FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(stamp).unwrap_or_default()).map_err(|e| Error::io(&path, e))
+    }
+
+    /// The stamp, if `verify` passed on this directory.
+    pub fn read(dir: &Path) -> Result<Option<Stamp>, Error> {
+        let path = dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// A receipt as an auditor holds it: what the hub's release proof
+/// (`/api/v1/releases/{member}/{leaf}/proof`) returns, optionally with the
+/// leaf itself (`entry`, base64) from the member's answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceiptFile {
+    pub member_leaf: u64,
+    pub leaf_hash: String,
+    pub member_checkpoint: String,
+    pub inclusion_proof: Vec<String>,
+    #[serde(default)]
+    pub entry: Option<String>,
+}
+
+/// Checks one receipt offline: the checkpoint's signature (strictly), the
+/// leaf's inclusion in it, the leaf's form when present and, given a pin,
+/// that the receipt's tree and the pinned one are one history. `log` (a
+/// fetched directory of the same log) lets the consistency with the pin be
+/// computed; without it a different size is [`UNCHECKED`].
+pub fn check_receipt(r: &ReceiptFile, log_key: &Verifier, pin: Option<&str>, log: Option<&LogDir>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let at = format!("leaf {}", r.member_leaf);
+    let cp = match Checkpoint::open(&r.member_checkpoint, log_key) {
+        Ok((cp, _)) => cp,
+        Err(e) => return vec![finding("receipt", at, format!("its checkpoint does not verify with {}: {e}", log_key.name()))],
+    };
+    let Some(leaf_hash) = hex::decode(&r.leaf_hash).ok().and_then(|h| <Hash>::try_from(h).ok()) else {
+        return vec![finding("receipt", at, "leaf_hash is not 32 bytes of hex")];
+    };
+    if let Some(entry) = &r.entry {
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(entry) {
+            Ok(bytes) if merkle::leaf_hash(&bytes) != leaf_hash => out.push(finding("receipt", &at, "the entry given is not the leaf the receipt names")),
+            Ok(bytes) => {
+                if let Err(e) = crate::entry::check(&bytes) {
+                    out.push(finding("receipt", &at, format!("the entry is not a canonical entry: {e}")));
+                }
+            }
+            Err(_) => out.push(finding("receipt", &at, "entry is not base64")),
+        }
+    }
+    let proof: Result<Vec<Vec<u8>>, _> = r.inclusion_proof.iter().map(hex::decode).collect();
+    match proof {
+        Err(_) => out.push(finding("receipt", &at, "inclusion_proof holds a hash that is not hex")),
+        Ok(p) => {
+            if let Err(e) = merkle::verify_inclusion(r.member_leaf, cp.size, &leaf_hash, &p, &cp.root) {
+                out.push(finding("receipt", &at, format!("the leaf is not proven in the signed tree of size {}: {e}", cp.size)));
+            }
+        }
+    }
+    let Some(pin) = pin else { return out };
+    let pinned = match Checkpoint::open(pin, log_key) {
+        Ok((p, _)) => p,
+        Err(e) => {
+            out.push(finding("pin", "-", format!("the pinned checkpoint does not verify: {e}")));
+            return out;
+        }
+    };
+    if pinned.size == cp.size {
+        if pinned.root != cp.root {
+            out.push(finding("pin", pinned.size, format!("the log signed two roots for size {}: it forked", cp.size)));
+        }
+        return out;
+    }
+    let Some(log) = log else {
+        out.push(finding(UNCHECKED, "pin", format!(
+            "the receipt's tree ({}) and the pin ({}) differ in size; give the fetched log (--log) to prove them one history", cp.size, pinned.size)));
+        return out;
+    };
+    let leaves: Vec<Hash> = log.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    for (what, c) in [("pin", &pinned), ("receipt", &cp)] {
+        match leaves.get(..c.size as usize) {
+            None => out.push(finding(UNCHECKED, what, format!("the fetched log holds {} entries, fewer than the tree of size {}", leaves.len(), c.size))),
+            Some(prefix) if merkle::root(prefix) != c.root => out.push(finding(what, c.size, format!("the fetched log's first {} entries do not have the signed root: two histories", c.size))),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
 /// Matches the hub's receipts with node logs, both ways. `nodes` maps a
 /// member code to its log directory; `hub_peer` is the hub's identity as
 /// nodes record it (`spiffe://alo/hub/alo`).
@@ -426,6 +566,14 @@ pub fn cross_check(hub: &LogDir, nodes: &BTreeMap<String, LogDir>, hub_peer: &st
             let Some(node) = nodes.get(&r.member) else { continue };
             referenced.entry(node.info.origin.as_str()).or_default().insert(r.index);
             let at = format!("hub {i} -> {} {}", r.member, r.index);
+            // The hub saw a tree larger than the one fetched: the node's log
+            // was fetched first. Nothing here says the entry is missing.
+            if r.tree_size > node.entries.len() as u64 {
+                findings.push(finding(UNCHECKED, at, format!(
+                    "the receipt is from the node's tree of size {}; the fetched node log holds {} entries (fetch it again after the hub)",
+                    r.tree_size, node.entries.len())));
+                continue;
+            }
             match node.entries.get(r.index as usize) {
                 None => findings.push(finding("receipt", at, format!("the node log has no entry {} (it holds {})", r.index, node.entries.len()))),
                 Some(leaf) if merkle::leaf_hash(leaf) != r.leaf_hash => {
@@ -552,6 +700,99 @@ mod tests {
             consistency_proof: proof.iter().map(hex::encode).collect(),
             reason: String::new(),
         }
+    }
+
+    /// A fetched directory of a three-entry log whose latest checkpoint is
+    /// cosigned by `witnesses`; returns the directory's path.
+    fn cosigned_dir(root: &Path, log_key: &Signer, witnesses: &[Signer]) -> PathBuf {
+        let log = log_of(&root.join("db"), &log_key.to_skey(), &["e0", "e1", "e2"]);
+        let latest = log.latest().note.clone();
+        let mut note = Note::parse(&latest).unwrap();
+        for w in witnesses {
+            note.add_lines(&w.cosign(&note.text, 1_700_000_000).unwrap()).unwrap();
+        }
+        let entries: Vec<Vec<u8>> = log.read(0, 3).unwrap().into_iter().map(|(_, e)| e.encode()).collect();
+        let info = LogInfo { origin: log_key.name().into(), endpoint: String::new(), fetched_at: String::new(), size: 3 };
+        let dir = root.join("fetched");
+        LogDir::write(&dir, &info, &entries, &[(3, latest)], &[], Some(&note.to_text())).unwrap();
+        dir
+    }
+
+    fn policy(witnesses: &[Signer], quorum: usize) -> WitnessPolicy {
+        WitnessPolicy { witnesses: witnesses.iter().map(Signer::cosignature_verifier).collect(), quorum }
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_cosigned_note_fails_verify() {
+        let root = tempfile::tempdir().unwrap();
+        let key = Signer::generate("alo/hub/alo").unwrap();
+        let witnesses = [Signer::generate("alo/witness/MAR").unwrap(), Signer::generate("alo/witness/EGY").unwrap()];
+        let dir = cosigned_dir(root.path(), &key, &witnesses);
+        let all = policy(&witnesses, 2);
+        let clean = verify(&LogDir::load(&dir).unwrap(), &key.verifier(), Some(&all));
+        assert!(clean.findings.is_empty(), "{:?}", clean.findings);
+        let original = std::fs::read(dir.join("cosigned.note")).unwrap();
+        let mut flips = 0;
+        for at in 0..original.len() {
+            let mut bytes = original.clone();
+            bytes[at] ^= 0x01;
+            std::fs::write(dir.join("cosigned.note"), &bytes).unwrap();
+            let report = verify(&LogDir::load(&dir).unwrap(), &key.verifier(), Some(&all));
+            assert!(!report.findings.is_empty(), "flipping byte {at} of cosigned.note went unnoticed");
+            flips += 1;
+        }
+        assert!(flips > 200, "{flips}");
+        // A quorum of one still holds with one witness's line damaged, but
+        // a known witness's invalid cosignature fails the note anyway.
+        let one = policy(&witnesses, 1);
+        let text = String::from_utf8(original.clone()).unwrap();
+        let last = text.trim_end_matches('\n').rsplit('\n').next().unwrap().to_owned();
+        let sig_at = text.rfind(&last).unwrap() + last.len() - 10; // inside the signature bytes, past the key ID
+        let mut bytes = original.clone();
+        bytes[sig_at] = if bytes[sig_at] == b'A' { b'B' } else { b'A' };
+        std::fs::write(dir.join("cosigned.note"), &bytes).unwrap();
+        let report = verify(&LogDir::load(&dir).unwrap(), &key.verifier(), Some(&one));
+        assert!(report.findings.iter().any(|f| f.reason.contains("does not verify")), "{:?}", report.findings);
+    }
+
+    #[test]
+    fn an_extra_invalid_line_by_the_log_key_fails_in_any_position() {
+        let root = tempfile::tempdir().unwrap();
+        let key = Signer::generate("alo/node/MAR").unwrap();
+        let dir = cosigned_dir(root.path(), &key, &[]);
+        let latest = std::fs::read_to_string(dir.join("checkpoints/3.note")).unwrap();
+        let note = Note::parse(&latest).unwrap();
+        let mut forged = note.signatures[0].clone();
+        let n = forged.raw.len();
+        forged.raw[n - 1] ^= 0x01;
+        for position in 0..=note.signatures.len() {
+            let mut signatures = note.signatures.clone();
+            signatures.insert(position, forged.clone());
+            let text = Note { text: note.text.clone(), signatures }.to_text();
+            std::fs::write(dir.join("checkpoints/3.note"), &text).unwrap();
+            let report = verify(&LogDir::load(&dir).unwrap(), &key.verifier(), None);
+            assert!(report.findings.iter().any(|f| f.what == "checkpoint" && f.reason.contains("does not verify")), "position {position}: {:?}", report.findings);
+        }
+    }
+
+    #[test]
+    fn a_log_cut_short_or_rewritten_since_the_pin_is_caught() {
+        let root = tempfile::tempdir().unwrap();
+        let key = Signer::generate("alo/node/MAR").unwrap();
+        let dir = cosigned_dir(root.path(), &key, &[]);
+        let pin = std::fs::read_to_string(dir.join("checkpoints/3.note")).unwrap();
+        let d = LogDir::load(&dir).unwrap();
+        assert!(check_pin(&d, &[key.verifier()], &pin).is_empty());
+        let short = LogDir { entries: d.entries[..2].to_vec(), ..LogDir::load(&dir).unwrap() };
+        let found = check_pin(&short, &[key.verifier()], &pin);
+        assert!(found.iter().any(|f| f.reason.contains("cut short")), "{found:?}");
+        let mut changed = LogDir::load(&dir).unwrap();
+        changed.entries[1] = Entry { detail: "other".into(), ..Entry::default() }.encode();
+        let found = check_pin(&changed, &[key.verifier()], &pin);
+        assert!(found.iter().any(|f| f.reason.contains("rewritten")), "{found:?}");
+        // A pin signed by another key is no pin.
+        let other = Signer::generate("alo/node/MAR").unwrap();
+        assert!(!check_pin(&d, &[other.verifier()], &pin).is_empty());
     }
 
     #[test]

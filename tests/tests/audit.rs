@@ -314,18 +314,35 @@ async fn any_flipped_byte_and_any_dropped_leaf_is_reported() {
     let info = LogDir::load(&node_dir).unwrap().info;
     let checkpoints: Vec<(u64, String)> = LogDir::load(&node_dir).unwrap().checkpoints.into_iter().collect();
     offline::LogDir::write(&dropped_dir, &info, &dropped, &checkpoints, &[], None).unwrap();
+    let hub_log_again = LogDir::load(&hub_dir).unwrap();
+    let found = offline::cross_check(&hub_log_again, &BTreeMap::from([("MAR".to_owned(), LogDir::load(&dropped_dir).unwrap())]), "spiffe://alo/hub/alo");
+    assert!(found.iter().any(|f| f.at.contains(&format!("-> MAR {victim}"))), "{found:?}");
+    // The binary matches receipts only between logs that verify: an
+    // unverified directory is refused, and one whose stamp was copied from
+    // a verified one is verified again, and fails.
+    let hub_vkey = vkey_of(&net.pki, "alo/hub/alo");
+    let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = net.audit(&["verify", node_dir.to_str().unwrap(), "--vkey", &key.to_string()]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", dropped_dir.display())]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("has not passed `tabadul-audit verify`"), "{text}");
+    std::fs::copy(node_dir.join("verified.json"), dropped_dir.join("verified.json")).unwrap();
     let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", dropped_dir.display())]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains(&format!("-> MAR {victim}")), "{text}");
+    assert!(text.contains("checkpoint alo/node/MAR"), "{text}");
     // And the other way round: a node answer the hub never logged is an orphan.
     let mut hub_entries = hub_log.entries.clone();
     let pos = hub_entries.iter().position(|e| Entry::decode(e).unwrap().receipts.iter().any(|r| r.index == receipted[0])).unwrap();
     hub_entries.remove(pos);
     let hub_dropped = net.dir.path().join("hub-dropped");
     offline::LogDir::write(&hub_dropped, &hub_log.info, &hub_entries, &[], &[], None).unwrap();
-    let (code, text) = net.audit(&["--json", "cross-check", "--hub", hub_dropped.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", node_dir.display())]);
-    assert_eq!(code, 1, "{text}");
-    assert!(text.contains("\"orphan\"") && text.contains(&format!("MAR {}", receipted[0])), "{text}");
+    let found = offline::cross_check(&LogDir::load(&hub_dropped).unwrap(), &BTreeMap::from([("MAR".to_owned(), LogDir::load(&node_dir).unwrap())]), "spiffe://alo/hub/alo");
+    assert!(found.iter().any(|f| f.what == "orphan" && f.at == format!("MAR {}", receipted[0])), "{found:?}");
+    // Through the binary, on the verified logs: nothing to report.
+    let (code, text) = net.audit(&["--json", "cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", node_dir.display())]);
+    assert_eq!(code, 0, "{text}");
 }
 
 #[tokio::test]
@@ -643,4 +660,81 @@ async fn a_hub_killed_mid_fan_out_restarts_with_a_log_that_verifies_and_stays_wi
     })
     .await;
     assert!(rewitnessed, "the restarted hub's log does not verify or is not cosigned by both nodes");
+}
+
+/// The auditor's checks beyond a fetched log: a hub fetched after its
+/// nodes holds receipts the fetched node logs cannot show (could not
+/// check, not tampered), a receipt verifies on its own, and a log cut
+/// short against a pin `watch` saved is caught.
+#[tokio::test]
+async fn an_auditor_tells_what_could_not_be_checked_from_what_was_tampered() {
+    let net = network(&["MAR"]);
+    let hub = net.hub("hub", &net.members());
+    let operator = net.pki.issue("operator", "analyst").unwrap();
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    client.federated_query(query("UNE_PERS", "2023")).await.unwrap();
+    client.federated_query(query("UNE_RATE", "2023")).await.unwrap();
+    let (_, mar) = &net.nodes["MAR"];
+    let node_vkey = vkey_of(&net.pki, "alo/node/MAR");
+    let hub_vkey = vkey_of(&net.pki, "alo/hub/alo");
+    // watch pins the node's log as it is now.
+    let state = net.dir.path().join("mar.pin");
+    let mut args: Vec<String> = vec!["watch".into()];
+    args.extend(net.remote_args(mar.addr, "spiffe://alo/node/MAR"));
+    args.extend(["--vkey".into(), node_vkey.clone(), "--state".into(), state.display().to_string()]);
+    let (code, text) = net.audit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{text}");
+    let early = net.fetch(mar.addr, "spiffe://alo/node/MAR", "MAR-early");
+    client.federated_query(query("LF_PERS", "2024")).await.unwrap();
+    let hub_dir = net.fetch(hub.addr, "spiffe://alo/hub/alo", "hub");
+    let (code, text) = net.audit(&["verify", early.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", early.display())]);
+    assert_eq!(code, 2, "the hub fetched after the node is not evidence of tampering: {text}");
+    assert!(text.contains("unchecked") && text.contains("fetch it again after the hub") && !text.contains("has no entry"), "{text}");
+    // Fetched again after the hub: everything checks.
+    let late = net.fetch(mar.addr, "spiffe://alo/node/MAR", "MAR-late");
+    let (code, text) = net.audit(&["verify", late.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", late.display())]);
+    assert_eq!(code, 0, "{text}");
+
+    // A node log cut short below the pin fails verify --pin, though every
+    // checkpoint it still holds verifies.
+    let short = net.dir.path().join("fetched").join("MAR-short");
+    let d = LogDir::load(&late).unwrap();
+    let pinned = offline::peek(&std::fs::read_to_string(&state).unwrap()).unwrap().size;
+    assert!(pinned >= 2, "pinned at {pinned}");
+    let keep: Vec<(u64, String)> = d.checkpoints.iter().filter(|(s, _)| **s < pinned).map(|(s, n)| (*s, n.clone())).collect();
+    let cut = offline::LogInfo { size: keep.last().unwrap().0, ..d.info.clone() };
+    offline::LogDir::write(&short, &cut, &d.entries[..cut.size as usize], &keep, &[], None).unwrap();
+    let (code, text) = net.audit(&["verify", short.to_str().unwrap(), "--vkey", &node_vkey]);
+    assert_eq!(code, 0, "without the pin the shorter log verifies: {text}");
+    let (code, text) = net.audit(&["verify", short.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cut short"), "{text}");
+
+    // One receipt, checked offline from the hub's release proof.
+    let http = tabadul_tests::http::Client::tls(hub.http.unwrap(), &net.pki.ca_cert(), Some(&net.pki.tls_files(&operator))).unwrap();
+    let releases = http.get("/api/v1/releases?member=MAR", &[]).unwrap().json().unwrap();
+    let leaf = releases["releases"][0]["member_leaf"].as_u64().unwrap();
+    let proof = http.get(&format!("/api/v1/releases/MAR/{leaf}/proof"), &[]).unwrap();
+    assert_eq!(proof.status, 200, "{}", proof.text());
+    let receipt = dir_file(&net, "receipt.json", &proof.text());
+    let (code, text) = net.audit(&["receipt", "verify", receipt.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap(), "--log", late.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    // Without the log, a pin of another size could not be checked.
+    let (code, text) = net.audit(&["receipt", "verify", receipt.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    // Another leaf hash, or another key: tampered.
+    let mut forged: serde_json::Value = proof.json().unwrap();
+    forged["leaf_hash"] = serde_json::json!(hex::encode([7u8; 32]));
+    let forged_file = dir_file(&net, "forged.json", &forged.to_string());
+    let (code, text) = net.audit(&["receipt", "verify", forged_file.to_str().unwrap(), "--vkey", &node_vkey]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not proven"), "{text}");
+    let (code, text) = net.audit(&["receipt", "verify", receipt.to_str().unwrap(), "--vkey", &hub_vkey]);
+    assert_eq!(code, 1, "{text}");
 }

@@ -218,6 +218,11 @@ async fn an_origin_asks_a_destination_and_both_logs_cross_check() {
     let both = |name: &str| {
         let sau = f.pki.fetch_log(f.addr, "spiffe://alo/node/SAU", &fetched.join(format!("sau-{name}"))).unwrap();
         let ours = f.pki.fetch_log(egy_proc.addr, "spiffe://alo/node/EGY", &fetched.join(format!("egy-{name}"))).unwrap();
+        // cross-check matches receipts only between logs `verify` passed.
+        for (dir, vkey) in [(&sau, &f.node.log_vkey), (&ours, &egy.log_vkey)] {
+            let out = std::process::Command::new(tabadul_tests::bin("tabadul-audit")).arg("verify").arg(dir).args(["--vkey", vkey]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        }
         let out = std::process::Command::new(tabadul_tests::bin("tabadul-audit"))
             .arg("cross-check").arg("--hub").arg(&ours).args(["--hub-identity", "spiffe://alo/node/EGY", "--node"])
             .arg(format!("SAU={}", sau.display()))
