@@ -20,7 +20,7 @@ use crate::state::{HubState, state_word};
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The verified identity, or `operator-token:<name>`, or
-    /// `public:<address>`.
+    /// `public:<day>:<pseudonym>` (`http/pseudonym.rs`), never an address.
     pub name: String,
     /// "" for an operator; "public" for the anonymous tier, which nodes
     /// answer under their public rules only.

@@ -209,6 +209,7 @@ pub async fn run_notify(
                 tokens: crate::tokens::Tokens::new(config.http.tokens.clone()),
                 limiter: crate::http::RateLimiter::new(config.http.rate_per_minute, config.http.burst),
                 config: config.http.clone(),
+                pseudonyms: Default::default(),
             });
             let _ = front.tokens.refresh();
             tracing::info!(addr = ?l.local_addr().ok(), tls = tls.is_some(), public_tier = config.http.public_tier, "HTTP front door serving");

@@ -424,7 +424,15 @@ fn operators_prove_who_they_are_and_the_public_gets_public_rules_only() {
     // Every request is on the hub's record, attributed.
     let peers: Vec<String> = f.hub_log().into_iter().filter(|e| e.kind == "federated-query").map(|e| e.peer).collect();
     assert!(peers.contains(&"operator-token:alice".to_owned()), "{peers:?}");
-    assert!(peers.contains(&"public:127.0.0.1".to_owned()), "{peers:?}");
+    // The public by a pseudonym of the day, never by address: one name
+    // for this one anonymous caller, and no address anywhere in the log.
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let public: std::collections::BTreeSet<&String> = peers.iter().filter(|p| p.starts_with("public:")).collect();
+    assert_eq!(public.len(), 1, "{peers:?}");
+    let name = public.first().unwrap();
+    assert!(name.starts_with(&format!("public:{today}:")) && name.len() == "public:yyyy-mm-dd:".len() + 12, "{name}");
+    let raw: Vec<String> = f.hub_log().into_iter().map(|e| format!("{} {}", e.peer, e.detail)).collect();
+    assert!(!raw.iter().any(|e| e.contains("127.0.0.1")), "an address in the hub's log: {raw:?}");
 }
 
 #[test]

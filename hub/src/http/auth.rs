@@ -24,7 +24,9 @@ use crate::federate::Caller;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Principal {
     Operator { name: String, via: Via },
-    Public { addr: IpAddr },
+    /// `name` is the day's pseudonym of `addr` ([`super::pseudonym`]): the
+    /// log and traces see only it; the rate limiter keys on the address.
+    Public { addr: IpAddr, name: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ impl Principal {
         match self {
             Principal::Operator { name, via: Via::Token } => format!("operator-token:{name}"),
             Principal::Operator { name, via: Via::Certificate } => name.clone(),
-            Principal::Public { addr } => format!("public:{addr}"),
+            Principal::Public { name, .. } => name.clone(),
         }
     }
 
@@ -62,7 +64,7 @@ impl Principal {
     fn bucket(&self) -> String {
         match self {
             Principal::Operator { name, via } => format!("{via:?}:{name}"),
-            Principal::Public { addr } => format!("public:{addr}"),
+            Principal::Public { addr, .. } => format!("public:{addr}"),
         }
     }
 }
@@ -102,7 +104,7 @@ impl FromRequestParts<Arc<Front>> for Principal {
             }
             Principal::Operator { name: identity.to_string(), via: Via::Certificate }
         } else if front.config.public_tier {
-            Principal::Public { addr: conn.addr.ip() }
+            Principal::Public { addr: conn.addr.ip(), name: front.pseudonyms.name(conn.addr.ip()) }
         } else {
             return Err(fail(StatusCode::UNAUTHORIZED, "this hub serves operators only: present an operator token or certificate".into()));
         };

@@ -13,6 +13,7 @@ mod auth;
 mod body;
 pub(crate) mod corridor;
 mod dashboard;
+mod pseudonym;
 mod sdmx;
 
 use std::future::Future;
@@ -43,6 +44,8 @@ pub(crate) struct Front {
     pub config: HttpConfig,
     pub tokens: Tokens,
     pub limiter: RateLimiter,
+    /// Today's names for public callers in the hub's log.
+    pub pseudonyms: pseudonym::Pseudonyms,
 }
 
 /// The connection a request came on: set by the accept loop, read by
