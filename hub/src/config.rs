@@ -52,8 +52,17 @@ pub struct HubConfig {
     /// apply to the next handshake on the gRPC and HTTPS listeners.
     #[serde(default = "default_crl_reload_interval_ms")]
     pub crl_reload_interval_ms: u64,
+    /// The members, by hand. With `[directory]` they come from the signed
+    /// network directory instead, and listing any here is an error.
     #[serde(default, rename = "member")]
     pub members: Vec<MemberConfig>,
+    /// `[directory]`: take the members, their endpoints and keys from the
+    /// network directory, signed by the network authority.
+    #[serde(default)]
+    pub directory: Option<DirectoryConfig>,
+    /// The directory as verified at load time (not in the file).
+    #[serde(skip)]
+    pub signed_directory: Option<tabadul_directory::SignedDirectory>,
     /// `[connections]`: caps and timeouts of the gRPC listener (the front
     /// door has its own, `[http.connections]`).
     #[serde(default)]
@@ -114,6 +123,19 @@ impl Default for HttpConfig {
             connections: ConnectionLimits::default(),
         }
     }
+}
+
+/// `[directory]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// The directory anchor: the network authority's directory verifier
+    /// key (`tabadul-directory keygen`), or `@file`.
+    pub anchor: String,
+    /// The signed directory to apply (`tabadul-directory build`). The hub
+    /// keeps every version it applied in `data_dir/directory/` and refuses
+    /// an older one, or another document for a version it holds.
+    pub file: PathBuf,
 }
 
 /// `[cache]`.
@@ -210,6 +232,17 @@ impl HubConfig {
         config.tls = config.tls.relative_to(base);
         if config.http.tokens.is_relative() {
             config.http.tokens = config.data_dir.join(&config.http.tokens);
+        }
+        if let Some(d) = &mut config.directory {
+            if d.file.is_relative() {
+                d.file = base.join(&d.file);
+            }
+            if !config.members.is_empty() {
+                return Err(Error::Config { path: path.to_owned(), reason: "with [directory], the members come from the signed network directory: remove the [[member]] tables".into() });
+            }
+            let signed = crate::directory::open(d, &config.dictionary)?;
+            config.members = crate::directory::members(&signed.doc);
+            config.signed_directory = Some(signed);
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in &config.members {

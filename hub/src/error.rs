@@ -18,6 +18,10 @@ pub enum Error {
     Certs(#[from] tabadul_certs::Error),
     #[error(transparent)]
     Log(#[from] tabadul_audit::Error),
+    /// The network directory was refused (signature, rollback, a second
+    /// history, a dictionary it does not name, this hub's key).
+    #[error(transparent)]
+    Directory(#[from] tabadul_directory::Error),
     #[error("this hub's certificate names {0}, which is not a hub identity")]
     NotAHub(String),
     #[error("gRPC server: {0}")]

@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod cache;
 pub mod config;
+pub mod directory;
 pub mod doctor;
 mod error;
 pub mod fanout;

@@ -56,6 +56,10 @@ pub async fn run_notify(
             reason: format!("the log key is for {:?}; this hub's log is {origin:?} (make one with tabadul-audit keygen --origin {origin})", signer.name()),
         });
     }
+    let directory = match (&config.directory, &config.signed_directory) {
+        (Some(c), Some(signed)) => Some(crate::directory::apply(c, signed, &config.data_dir, identity.id(), &signer.verifier(), &config.dictionary)?),
+        _ => None,
+    };
     let log = Arc::new(Log::open(&config.data_dir.join("log"), signer)?);
     let mut witnesses = Vec::new();
     // Reloaded with the CRL below: a revoked member's open connection is
@@ -134,6 +138,7 @@ pub async fn run_notify(
         identity: identity.clone(),
         dict,
         members,
+        directory,
         log: log.clone(),
         metrics: metrics_registry(),
         default_deadline: Duration::from_millis(config.deadline_ms),

@@ -19,6 +19,8 @@ pub(crate) struct HubState {
     pub identity: Identity,
     pub dict: Arc<Dictionary>,
     pub members: BTreeMap<String, Member>,
+    /// The signed network directory the members came from, if configured.
+    pub directory: Option<crate::directory::Held>,
     /// The hub's signed exchange log.
     pub log: Arc<Log>,
     pub metrics: Arc<tabadul_telemetry::Registry>,

@@ -55,6 +55,21 @@ pub struct NodeConfig {
     /// `[connections]`: caps and timeouts of the gRPC listener.
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// `[directory]`: follow the network's signed directory.
+    #[serde(default)]
+    pub directory: Option<DirectoryConfig>,
+}
+
+/// `[directory]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// The directory anchor: the network authority's directory verifier
+    /// key, or `@file`.
+    pub anchor: String,
+    /// The hub's front door, `https://host:port`, where
+    /// `tabadul-node directory fetch` gets the directory.
+    pub hub: String,
 }
 
 fn default_max_concurrent_per_peer() -> usize {
@@ -100,6 +115,11 @@ impl NodeConfig {
     }
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("log")
+    }
+    /// The directory versions this node accepted, and the dictionary the
+    /// latest one names.
+    pub fn directory_dir(&self) -> PathBuf {
+        self.data_dir.join("directory")
     }
     pub fn admin_socket(&self) -> PathBuf {
         self.data_dir.join("admin.sock")

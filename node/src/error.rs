@@ -36,6 +36,10 @@ pub enum Error {
     NotANode(String),
     #[error("{0}")]
     Invalid(String),
+    /// The network directory was refused, or the node's dictionary is not
+    /// the one it names.
+    #[error(transparent)]
+    Directory(#[from] tabadul_directory::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod backup;
 pub mod config;
+pub mod directory;
 pub mod doctor;
 mod error;
 pub mod import;

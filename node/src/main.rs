@@ -116,6 +116,20 @@ enum Command {
         #[arg(long)]
         period: Option<String>,
     },
+    /// The signed network directory (`[directory]` in node.toml).
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Fetch the latest directory and its dictionary from the hub; keep
+    /// them if the directory is signed by the anchor and follows the
+    /// versions held. Exit 1 when refused, or when this node's dictionary
+    /// is not the one the directory names (the node will not start with it).
+    Fetch,
 }
 
 #[derive(Subcommand)]
@@ -354,6 +368,14 @@ async fn main() -> anyhow::Result<()> {
             }
             for w in s.withdrawals {
                 println!("withdrawn     {w}");
+            }
+        }
+        Command::Directory { command: DirectoryCommand::Fetch } => {
+            let config = load_config(&cli.config)?;
+            let f = tokio::task::spawn_blocking(move || tabadul_node::directory::fetch(&config)).await??;
+            println!("directory version {} ({}; {} members); its dictionary is at {}", f.version, if f.new { "new" } else { "unchanged" }, f.members, f.dictionary.display());
+            if !f.dictionary_in_use {
+                bail!("this node's dictionary is not the one directory version {} names: install {} as the node's dictionary; the node refuses to start until then", f.version, f.dictionary.display());
             }
         }
         Command::Backup { out } => {

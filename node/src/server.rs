@@ -45,6 +45,9 @@ pub async fn run_notify(
     if identity.role() != Role::Node {
         return Err(Error::NotANode(identity.to_string()));
     }
+    // A node that follows the network directory serves only with the
+    // dictionary it names.
+    crate::directory::check_at_start(&config)?;
     let dict = Arc::new(Dictionary::load(&config.dictionary)?);
     if !dict.has_code(tabadul_proto::REF_AREA, identity.id()) {
         return Err(Error::Invalid(format!(

@@ -341,6 +341,12 @@ pub fn start_hub(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], 
 /// top-level keys (the lines before its first `[table]`) go at the top,
 /// its tables (`[http]`, `[cache]`) at the end.
 pub fn start_hub_with(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], deadline_ms: u64, extra: &str) -> Result<Proc> {
+    write_hub_config(dir, pki, hub_cert, members, deadline_ms, extra)?;
+    restart_hub(dir)
+}
+
+/// Writes the `hub.toml` [`start_hub_with`] starts the hub with.
+pub fn write_hub_config(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMember], deadline_ms: u64, extra: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let (log_key, _) = pki.hub_log_key()?;
     let tables_at = if extra.starts_with('[') { 0 } else { extra.find("\n[").map_or(extra.len(), |i| i + 1) };
@@ -358,17 +364,23 @@ pub fn start_hub_with(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMemb
     text.push('\n');
     text.push_str(extra);
     std::fs::write(dir.join("hub.toml"), text)?;
-    restart_hub(dir)
+    Ok(())
 }
 
 /// Starts the hub whose `hub.toml` (written by [`start_hub_with`], perhaps
 /// edited since) is in `dir`.
 pub fn restart_hub(dir: &Path) -> Result<Proc> {
+    restart_hub_at(dir, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+/// [`restart_hub`] on given gRPC and HTTP addresses (the ones a network
+/// directory lists for it).
+pub fn restart_hub_at(dir: &Path, listen: &str, http_listen: &str) -> Result<Proc> {
     let config = dir.join("hub.toml");
     let ready = dir.join("ready");
     let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin("tabadul-hub"));
-    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--ready-file"]).arg(&ready);
+    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", listen, "--metrics-listen", "127.0.0.1:0", "--http-listen", http_listen, "--ready-file"]).arg(&ready);
     Proc::spawn(cmd, &ready, &dir.join("hub.log"))
 }
 

@@ -13,6 +13,7 @@ mod auth;
 mod body;
 pub(crate) mod corridor;
 mod dashboard;
+mod directory;
 mod pseudonym;
 mod sdmx;
 
@@ -115,6 +116,7 @@ fn router(front: Arc<Front>) -> Router {
         .merge(sdmx::routes())
         .merge(api::routes())
         .merge(dashboard::routes())
+        .merge(directory::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(documented_errors))
         .layer(axum::middleware::from_fn(public_cors))

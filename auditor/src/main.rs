@@ -40,6 +40,13 @@ struct Remote {
     /// Identity the server must present, e.g. spiffe://alo/node/MAR.
     #[arg(long)]
     server: Identity,
+    #[command(flatten)]
+    creds: Creds,
+}
+
+/// The auditor's certificate and the network's CA.
+#[derive(clap::Args, Clone)]
+struct Creds {
     #[arg(long, env = "TABADUL_CA")]
     ca: PathBuf,
     /// The auditor's certificate.
@@ -61,21 +68,44 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Download a log's entries, checkpoints and proofs into a directory.
+    /// Download a log's entries, checkpoints and proofs into a directory;
+    /// with --all, every log the network directory names (the hubs' into
+    /// `<out>/hub-<id>`, each member's into `<out>/<code>`).
     Fetch {
+        /// The log's server, host:port (a node or the hub).
+        #[arg(long, required_unless_present = "all")]
+        endpoint: Option<String>,
+        /// Identity the server must present, e.g. spiffe://alo/node/MAR.
+        #[arg(long, required_unless_present = "all")]
+        server: Option<Identity>,
         #[command(flatten)]
-        remote: Remote,
+        creds: Creds,
+        /// Every hub and member in the network directory (--network-directory).
+        #[arg(long, requires = "network_directory", conflicts_with_all = ["endpoint", "server"])]
+        all: bool,
+        #[command(flatten)]
+        network: NetworkDirectory,
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verify a fetched directory offline.
+    /// The signed network directory: fetch it from a hub and check its
+    /// whole history against the anchor.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+    /// Verify a fetched directory offline. With --network-directory, the
+    /// keys and the witness policy come from the network directory, and
+    /// `dir` may be a `fetch --all` directory (every log in it is verified).
     Verify {
         dir: PathBuf,
         /// The log's verifier key, or @file. Repeat it after a log key
         /// rotation (the current key and the earlier ones): each
         /// checkpoint must verify with one of them.
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "network_directory")]
         vkey: Vec<String>,
+        #[command(flatten)]
+        network: NetworkDirectory,
         /// k-of-n witness policy file (`witness <vkey>` lines, `quorum <k>`).
         #[arg(long)]
         witness_policy: Option<PathBuf>,
@@ -95,17 +125,26 @@ enum Command {
     /// may also be a node that asked other members directly (its
     /// `peer-query` leaves): pass its log as --hub and its identity as
     /// --hub-identity (alias --requester, --requester-identity).
+    ///
+    /// With --network-directory and a `fetch --all` directory instead:
+    /// every hub's log against every member's, all verified first with the
+    /// keys the network directory names.
     CrossCheck {
         /// The hub's (or asking node's) fetched directory.
-        #[arg(long, alias = "requester")]
-        hub: PathBuf,
+        #[arg(long, alias = "requester", required_unless_present = "network_directory")]
+        hub: Option<PathBuf>,
         /// Its identity as the answering nodes log it (spiffe://alo/hub/alo,
         /// spiffe://alo/node/EGY).
-        #[arg(long, alias = "requester-identity")]
-        hub_identity: Identity,
+        #[arg(long, alias = "requester-identity", required_unless_present = "network_directory")]
+        hub_identity: Option<Identity>,
         /// MEMBER=DIR, repeatable: fetched node directories.
         #[arg(long = "node", value_parser = parse_member_dir)]
         nodes: Vec<(String, PathBuf)>,
+        #[command(flatten)]
+        network: NetworkDirectory,
+        /// A `fetch --all` directory (with --network-directory).
+        #[arg(requires = "network_directory", conflicts_with_all = ["hub", "hub_identity", "nodes"])]
+        all: Option<PathBuf>,
     },
     /// Check the log's latest checkpoint against the one pinned in
     /// `--state`; pin it if consistent, write a fraud proof if not.
@@ -129,6 +168,39 @@ enum Command {
         /// counts only against the real key, not the one it carries.
         #[arg(long)]
         vkey: String,
+    },
+}
+
+/// Where the network directory fetched by `directory fetch` is, and the
+/// anchor it is verified against each time it is used.
+#[derive(clap::Args, Clone)]
+struct NetworkDirectory {
+    /// A directory written by `tabadul-audit directory fetch`.
+    #[arg(long, requires = "anchor")]
+    network_directory: Option<PathBuf>,
+    /// The directory anchor (the network authority's verifier key), or @file.
+    #[arg(long, env = "TABADUL_DIRECTORY_ANCHOR")]
+    anchor: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Fetch every version of the network directory from a hub's front
+    /// door, check the chain from version 1 against the anchor (and
+    /// against the versions fetched before into the same directory), and
+    /// keep it with the dictionary it names.
+    Fetch {
+        /// The hub's front door, https://host:port.
+        #[arg(long)]
+        hub: String,
+        /// The network's CA (the hub's HTTPS certificate must chain to it).
+        #[arg(long, env = "TABADUL_CA")]
+        ca: PathBuf,
+        /// The directory anchor, or @file.
+        #[arg(long, env = "TABADUL_DIRECTORY_ANCHOR")]
+        anchor: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -184,8 +256,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{vkey}");
             Ok(VERIFIED)
         }
-        Command::Fetch { remote, out } => {
+        Command::Fetch { endpoint, server, creds, all, network, out } => {
             let rt = tokio::runtime::Runtime::new()?;
+            if all {
+                let doc = network.open()?;
+                return rt.block_on(fetch_all(&doc, &creds, &out, json));
+            }
+            let (Some(endpoint), Some(server)) = (endpoint, server) else { anyhow::bail!("give --endpoint and --server, or --all") };
+            let remote = Remote { endpoint, server, creds };
             let info = rt.block_on(fetch(&remote, &out))?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
@@ -194,7 +272,30 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(VERIFIED)
         }
-        Command::Verify { dir, vkey, witness_policy, pin } => {
+        Command::Directory { command: DirectoryCommand::Fetch { hub, ca, anchor, out } } => {
+            let anchor = offline::read_vkey(&anchor).context("reading --anchor")?;
+            let doc = fetch_directory(&hub, &ca, &anchor, &out)?;
+            if json {
+                println!("{}", serde_json::json!({ "outcome": "verified", "version": doc.version, "network": doc.network, "members": doc.members.len(), "hubs": doc.hubs.len() }));
+            } else {
+                println!("verified {}'s directory versions 1..{} against the anchor: {} members, {} hubs, witness quorum {}; kept in {}",
+                    doc.network, doc.version, doc.members.len(), doc.hubs.len(), doc.witness_quorum, out.display());
+            }
+            Ok(VERIFIED)
+        }
+        Command::Verify { dir, vkey, witness_policy, pin, network } => {
+            let pin = pin.map(|p| std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+            if network.network_directory.is_some() {
+                let doc = network.open()?;
+                let dirs = log_dirs(&dir)?;
+                let mut worst = VERIFIED;
+                for d in dirs {
+                    let log = LogDir::load(&d).with_context(|| format!("reading {}", d.display()))?;
+                    let (keys, policy) = keys_for(&doc, &log.info.origin)?;
+                    worst = worst.max(verify_one(&d, &log, &keys, policy.as_ref(), pin.as_deref(), json)?);
+                }
+                return Ok(worst);
+            }
             let keys = vkey.iter().map(|v| offline::read_vkey(v).context("reading --vkey")).collect::<anyhow::Result<Vec<_>>>()?;
             let policy = witness_policy
                 .map(|p| {
@@ -203,45 +304,44 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 })
                 .transpose()?;
             let log = LogDir::load(&dir).with_context(|| format!("reading {}", dir.display()))?;
-            let mut report = offline::verify_keys(&log, &keys, policy.as_ref());
-            if let Some(pin) = pin {
-                let text = std::fs::read_to_string(&pin).with_context(|| format!("reading {}", pin.display()))?;
-                report.findings.extend(offline::check_pin(&log, &keys, &text));
-            }
-            let code = if report.findings.is_empty() { VERIFIED } else { TAMPERED };
-            if code == VERIFIED {
-                // What cross-check re-verifies with before it trusts the directory.
-                let stamp = offline::Stamp { vkeys: keys.iter().map(ToString::to_string).collect(), verified_size: report.verified_size, at: now() };
-                offline::Stamp::write(&dir, &stamp)?;
-            }
-            if json {
-                println!("{}", serde_json::json!({ "outcome": outcome(code), "report": report }));
-            } else {
-                println!("{}: {} entries, {} checkpoints, verified up to size {}", report.origin, report.entries, report.checkpoints, report.verified_size);
-                if !report.witnessed_by.is_empty() {
-                    println!("cosigned by: {}", report.witnessed_by.join(", "));
-                }
-                print_findings(&report.findings);
-            }
-            Ok(code)
+            verify_one(&dir, &log, &keys, policy.as_ref(), pin.as_deref(), json)
         }
-        Command::CrossCheck { hub, hub_identity, nodes } => {
+        Command::CrossCheck { hub, hub_identity, nodes, network, all } => {
             // Receipts are matched only between logs that verify: each
-            // directory is verified again, with the keys `verify` used.
+            // directory is verified again, with the keys `verify` used (or
+            // the network directory names).
             let mut findings = Vec::new();
-            let hub = load_verified(&hub, &mut findings)?;
+            let mut pairs = Vec::new();
             let mut dirs = BTreeMap::new();
-            for (member, dir) in nodes {
-                dirs.insert(member, load_verified(&dir, &mut findings)?);
+            if let Some(root) = all {
+                let doc = network.open()?;
+                for h in &doc.hubs {
+                    let d = root.join(format!("hub-{}", h.id));
+                    let identity: Identity = format!("spiffe://{}/hub/{}", doc.network, h.id).parse()?;
+                    pairs.push((load_with_directory(&doc, &d, &mut findings)?, identity));
+                }
+                for m in &doc.members {
+                    dirs.insert(m.code.clone(), load_with_directory(&doc, &root.join(&m.code), &mut findings)?);
+                }
+            } else {
+                let (Some(hub), Some(hub_identity)) = (hub, hub_identity) else { anyhow::bail!("give --hub and --hub-identity, or --network-directory with a fetch --all directory") };
+                pairs.push((load_verified(&hub, &mut findings)?, hub_identity));
+                for (member, dir) in nodes {
+                    dirs.insert(member, load_verified(&dir, &mut findings)?);
+                }
             }
             if findings.is_empty() {
-                findings = offline::cross_check(&hub, &dirs, &hub_identity.to_string());
+                for (hub, identity) in &pairs {
+                    findings.extend(offline::cross_check(hub, &dirs, &identity.to_string()));
+                }
             }
             let code = verdict(&findings);
             if json {
                 println!("{}", serde_json::json!({ "outcome": outcome(code), "findings": findings }));
             } else {
-                println!("cross-checked the hub log ({} entries) with {} node logs", hub.entries.len(), dirs.len());
+                for (hub, _) in &pairs {
+                    println!("cross-checked the hub log {} ({} entries) with {} node logs", hub.info.origin, hub.entries.len(), dirs.len());
+                }
                 print_findings(&findings);
             }
             Ok(code)
@@ -296,6 +396,141 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+impl NetworkDirectory {
+    /// The latest version held by `directory fetch`, verified again
+    /// against the anchor.
+    fn open(&self) -> anyhow::Result<tabadul_directory::Directory> {
+        let (Some(dir), Some(anchor)) = (&self.network_directory, &self.anchor) else { anyhow::bail!("give --network-directory and --anchor") };
+        let anchor = offline::read_vkey(anchor).context("reading --anchor")?;
+        let held = tabadul_directory::History::open(&dir.join("versions"))?
+            .latest(&anchor)?
+            .with_context(|| format!("{} holds no directory: run `tabadul-audit directory fetch` first", dir.display()))?;
+        Ok(held.doc)
+    }
+}
+
+/// `directory fetch`: every version from 1, checked as a chain and against
+/// what was fetched before into `out`; then the dictionary it names.
+fn fetch_directory(hub: &str, ca: &Path, anchor: &tabadul_audit::Verifier, out: &Path) -> anyhow::Result<tabadul_directory::Directory> {
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).context("the directory is not UTF-8");
+    let latest = tabadul_directory::SignedDirectory::open(&text(tabadul_directory::fetch::get(hub, "/directory", ca)?)?, anchor)?;
+    let mut notes = Vec::new();
+    for v in 1..latest.doc.version {
+        notes.push(text(tabadul_directory::fetch::get(hub, &format!("/directory/{v}"), ca)?)?);
+    }
+    notes.push(latest.note.clone());
+    let chain = tabadul_directory::history::verify_chain(&notes, anchor)?;
+    let history = tabadul_directory::History::open(&out.join("versions"))?;
+    for signed in &chain {
+        // A version held from an earlier fetch must be the same document.
+        if let Some(old) = history.get(signed.doc.version, anchor)? {
+            anyhow::ensure!(old.note == signed.note, tabadul_directory::Error::Equivocation { version: signed.doc.version });
+            continue;
+        }
+        history.accept(signed, anchor)?;
+    }
+    if let Some(held) = history.latest(anchor)? {
+        anyhow::ensure!(held.doc.version <= latest.doc.version, tabadul_directory::Error::Rollback { got: latest.doc.version, held: held.doc.version });
+    }
+    let dict = tabadul_directory::fetch::get(hub, "/directory/dictionary", ca)?;
+    anyhow::ensure!(
+        tabadul_directory::digest(&dict) == latest.doc.dictionary.sha256,
+        tabadul_directory::Error::Refused(format!("the dictionary served is not the one directory version {} names", latest.doc.version))
+    );
+    std::fs::write(out.join("dictionary.toml"), dict)?;
+    std::fs::write(out.join("directory.json"), serde_json::to_string_pretty(&latest.doc)?)?;
+    Ok(latest.doc)
+}
+
+/// `fetch --all`: each hub into `hub-<id>`, each member into `<code>`. A
+/// log that cannot be fetched is reported and the others fetched.
+async fn fetch_all(doc: &tabadul_directory::Directory, creds: &Creds, out: &Path, json: bool) -> anyhow::Result<u8> {
+    let mut targets = Vec::new();
+    for h in &doc.hubs {
+        targets.push((format!("hub-{}", h.id), h.endpoint.clone(), format!("spiffe://{}/hub/{}", doc.network, h.id)));
+    }
+    for m in &doc.members {
+        targets.push((m.code.clone(), m.endpoint.clone(), format!("spiffe://{}/node/{}", doc.network, m.code)));
+    }
+    let mut failed = Vec::new();
+    for (name, endpoint, server) in targets {
+        let remote = Remote { endpoint, server: server.parse()?, creds: creds.clone() };
+        match fetch(&remote, &out.join(&name)).await {
+            Ok(info) if !json => println!("fetched {} entries of {} into {}", info.size, info.origin, out.join(&name).display()),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("could not fetch {name} ({}): {e:#}", remote.endpoint);
+                failed.push(name);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({ "outcome": if failed.is_empty() { "verified" } else { "could-not-check" }, "failed": failed }));
+    }
+    Ok(if failed.is_empty() { VERIFIED } else { COULD_NOT_CHECK })
+}
+
+/// A log directory, or every log directory inside one (`fetch --all`).
+fn log_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if dir.join("log.json").exists() {
+        return Ok(vec![dir.to_owned()]);
+    }
+    let mut out = Vec::new();
+    for item in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = item?.path();
+        if p.join("log.json").exists() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    anyhow::ensure!(!out.is_empty(), "{} holds no fetched log", dir.display());
+    Ok(out)
+}
+
+/// The keys of the log named `origin`, and for a hub's log the witness
+/// policy, as the network directory names them.
+fn keys_for(doc: &tabadul_directory::Directory, origin: &str) -> anyhow::Result<(Vec<tabadul_audit::Verifier>, Option<WitnessPolicy>)> {
+    let keys = doc.log_keys(origin).with_context(|| format!("the network directory (version {}) names no log {origin:?}", doc.version))?;
+    let is_hub = origin.starts_with(&format!("{}/hub/", doc.network));
+    let policy = (is_hub && doc.witness_quorum > 0).then(|| WitnessPolicy { witnesses: doc.witness_keys(), quorum: doc.witness_quorum });
+    Ok((keys, policy))
+}
+
+fn verify_one(dir: &Path, log: &LogDir, keys: &[tabadul_audit::Verifier], policy: Option<&WitnessPolicy>, pin: Option<&str>, json: bool) -> anyhow::Result<u8> {
+    let mut report = offline::verify_keys(log, keys, policy);
+    if let Some(pin) = pin {
+        report.findings.extend(offline::check_pin(log, keys, pin));
+    }
+    let code = if report.findings.is_empty() { VERIFIED } else { TAMPERED };
+    if code == VERIFIED {
+        // What cross-check re-verifies with before it trusts the directory.
+        let stamp = offline::Stamp { vkeys: keys.iter().map(ToString::to_string).collect(), verified_size: report.verified_size, at: now() };
+        offline::Stamp::write(dir, &stamp)?;
+    }
+    if json {
+        println!("{}", serde_json::json!({ "outcome": outcome(code), "report": report }));
+    } else {
+        println!("{}: {} entries, {} checkpoints, verified up to size {}", report.origin, report.entries, report.checkpoints, report.verified_size);
+        if !report.witnessed_by.is_empty() {
+            println!("cosigned by: {}", report.witnessed_by.join(", "));
+        }
+        print_findings(&report.findings);
+    }
+    Ok(code)
+}
+
+/// Loads a fetched log and verifies it with the keys (and, for a hub, the
+/// witness policy) the network directory names.
+fn load_with_directory(doc: &tabadul_directory::Directory, dir: &Path, findings: &mut Vec<Finding>) -> anyhow::Result<LogDir> {
+    let log = LogDir::load(dir).with_context(|| format!("reading {} (fetch --all first)", dir.display()))?;
+    let (keys, policy) = keys_for(doc, &log.info.origin)?;
+    findings.extend(offline::verify_keys(&log, &keys, policy.as_ref()).findings.into_iter().map(|mut f| {
+        f.at = format!("{} {}", log.info.origin, f.at);
+        f
+    }));
+    Ok(log)
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
@@ -345,7 +580,8 @@ fn print_findings(findings: &[Finding]) {
 }
 
 fn client(remote: &Remote) -> anyhow::Result<AuditClient<tonic::transport::Channel>> {
-    let files = TlsFiles { ca: remote.ca.clone(), cert: remote.cert.clone(), key: remote.key.clone(), crl: remote.crl.clone() };
+    let c = &remote.creds;
+    let files = TlsFiles { ca: c.ca.clone(), cert: c.cert.clone(), key: c.key.clone(), crl: c.crl.clone() };
     let channel = tls::channel(&remote.endpoint, Expect::Identity(remote.server.clone()), tls::client_config(&files)?, Duration::from_secs(5))?;
     Ok(AuditClient::new(channel).max_decoding_message_size(64 << 20))
 }
