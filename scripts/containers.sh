@@ -148,7 +148,7 @@ base_image() {
 binaries_image() {
     local b
     mkdir -p "$WORK/binaries/out"
-    for b in tabadul-node tabadul-hub tabadul-certs tabadul-audit; do
+    for b in tabadul-node tabadul-hub tabadul-certs tabadul-audit tabadul-directory; do
         [ -x "$BIN/$b" ] || fail "$BIN/$b is missing: build first (cargo build --workspace --bins, or set CARGO_TARGET_DIR)"
         objcopy --strip-debug "$BIN/$b" "$WORK/binaries/out/$b"
     done

@@ -59,7 +59,7 @@ pub struct HubConfig {
     /// `[directory]`: take the members, their endpoints and keys from the
     /// network directory, signed by the network authority.
     #[serde(default)]
-    pub directory: Option<DirectoryConfig>,
+    pub directory: Option<crate::directory::DirectoryConfig>,
     /// The directory as verified at load time (not in the file).
     #[serde(skip)]
     pub signed_directory: Option<tabadul_directory::SignedDirectory>,
@@ -125,19 +125,6 @@ impl Default for HttpConfig {
     }
 }
 
-/// `[directory]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirectoryConfig {
-    /// The directory anchor: the network authority's directory verifier
-    /// key (`tabadul-directory keygen`), or `@file`.
-    pub anchor: String,
-    /// The signed directory to apply (`tabadul-directory build`). The hub
-    /// keeps every version it applied in `data_dir/directory/` and refuses
-    /// an older one, or another document for a version it holds.
-    pub file: PathBuf,
-}
-
 /// `[cache]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -181,6 +168,22 @@ pub struct MemberConfig {
     /// The verifier key of the node's witness key (`<network>/witness/<code>`),
     /// which its cosignatures must verify with; without it, its log key.
     pub witness_vkey: Option<String>,
+}
+
+/// The members as the hub configures them, from the network directory.
+fn members_of(doc: &tabadul_directory::Directory) -> Vec<MemberConfig> {
+    doc.members
+        .iter()
+        .map(|m| MemberConfig {
+            code: m.code.clone(),
+            endpoint: m.endpoint.clone(),
+            identity: None,
+            log_vkey: m.log_vkey.clone(),
+            previous_log_vkeys: m.previous_log_vkeys.clone(),
+            witness: m.witness_vkey.is_some(),
+            witness_vkey: m.witness_vkey.clone(),
+        })
+        .collect()
 }
 
 fn yes() -> bool {
@@ -241,7 +244,7 @@ impl HubConfig {
                 return Err(Error::Config { path: path.to_owned(), reason: "with [directory], the members come from the signed network directory: remove the [[member]] tables".into() });
             }
             let signed = crate::directory::open(d, &config.dictionary)?;
-            config.members = crate::directory::members(&signed.doc);
+            config.members = members_of(&signed.doc);
             config.signed_directory = Some(signed);
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -3,13 +3,26 @@
 //! applied are kept so none can be rolled back, and its front door serves
 //! them to nodes and auditors (`GET /directory`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tabadul_audit::Verifier;
-use tabadul_directory::{Directory, History, SignedDirectory};
+use tabadul_directory::{History, SignedDirectory};
 
 use crate::Error;
-use crate::config::{DirectoryConfig, MemberConfig};
+
+/// `[directory]`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// The directory anchor: the network authority's directory verifier
+    /// key (`tabadul-directory keygen`), or `@file`.
+    pub anchor: String,
+    /// The signed directory to apply (`tabadul-directory build`). The hub
+    /// keeps every version it applied in `data_dir/directory/` and refuses
+    /// an older one, or another document for a version it holds.
+    pub file: PathBuf,
+}
+
 
 /// The directory as the hub holds it, for the front door.
 #[derive(Debug)]
@@ -27,22 +40,6 @@ pub fn open(config: &DirectoryConfig, dictionary: &Path) -> Result<SignedDirecto
     let signed = SignedDirectory::open(&note, &anchor).map_err(|e| Error::Config { path: config.file.clone(), reason: e.to_string() })?;
     tabadul_directory::check_dictionary(&signed.doc, dictionary)?;
     Ok(signed)
-}
-
-/// The members as the hub configures them, from the directory.
-pub fn members(doc: &Directory) -> Vec<MemberConfig> {
-    doc.members
-        .iter()
-        .map(|m| MemberConfig {
-            code: m.code.clone(),
-            endpoint: m.endpoint.clone(),
-            identity: None,
-            log_vkey: m.log_vkey.clone(),
-            previous_log_vkeys: m.previous_log_vkeys.clone(),
-            witness: m.witness_vkey.is_some(),
-            witness_vkey: m.witness_vkey.clone(),
-        })
-        .collect()
 }
 
 /// At start: the directory must list this hub with the key it signs its

@@ -31,6 +31,18 @@ pub async fn run(config: &HubConfig) -> Vec<Check> {
         (Ok(s), _) => out.push(check("log key", false, format!("is for {}, not this hub's log", s.name()))),
         (Err(e), _) => out.push(check("log key", false, e.to_string())),
     }
+    if let Some(d) = &config.signed_directory {
+        // Loading the configuration verified it; what is left to say is
+        // which version, and whether this hub is listed with its key.
+        let listed = identity.as_ref().and_then(|id| d.doc.hub(id.id())).map(|h| h.log_vkey.clone());
+        let own = tabadul_audit::load_signer(&config.log_key).ok().map(|s| s.verifier().to_string());
+        let ok = listed.is_some() && listed == own;
+        out.push(check("network directory", ok, if ok {
+            format!("version {} verified against the anchor: {} members, dictionary {}", d.doc.version, d.doc.members.len(), d.doc.dictionary.version)
+        } else {
+            format!("version {} does not list this hub with the log key it signs with", d.doc.version)
+        }));
+    }
     out.extend(front_door(config));
     out.push(data_dir(config));
     let Some(identity) = identity else { return out };

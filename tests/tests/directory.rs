@@ -148,6 +148,8 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     let mut answered: Vec<&str> = r.members.iter().filter(|m| m.state == MemberState::Answered as i32).map(|m| m.member.as_str()).collect();
     answered.sort();
     assert_eq!(answered, ["EGY", "MAR"], "{r:?}");
+    let (_, text) = run(Command::new(bin("tabadul-hub")).arg("doctor").arg("--config").arg(net.hub_dir().join("hub.toml")));
+    assert!(text.contains("network directory") && text.contains("version 1 verified against the anchor: 2 members"), "{text}");
 
     // A node fetches it over HTTPS and keeps it; the dictionary matches.
     let hub_url = format!("https://{}", net.http);
