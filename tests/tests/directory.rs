@@ -274,6 +274,14 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     assert_ne!(code, 0, "{text}");
     assert!(text.contains("older than version 2"), "{text}");
 
+    // The node's held version changed on its disk: it will not start.
+    let held = mar_node.dir.join("data").join("directory").join("2.note");
+    let original = std::fs::read_to_string(&held).unwrap();
+    tamper(&held, &net.nodes[0].1.addr.to_string(), &dead_endpoint().unwrap(), &held);
+    let e = mar_node.start().unwrap_err().to_string();
+    assert!(e.contains("directory refused") && e.contains("does not verify"), "{e}");
+    std::fs::write(&held, original).unwrap();
+
     // A dictionary other than the one the directory names: the node will
     // not start with it, and a hub will not start with a directory naming
     // another dictionary.
