@@ -171,7 +171,7 @@ pub struct MemberConfig {
 }
 
 /// The members as the hub configures them, from the network directory.
-fn members_of(doc: &tabadul_directory::Directory) -> Vec<MemberConfig> {
+pub(crate) fn members_of(doc: &tabadul_directory::Directory) -> Vec<MemberConfig> {
     doc.members
         .iter()
         .map(|m| MemberConfig {

@@ -89,14 +89,17 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
     // The one place every door's member list passes: each member is asked,
     // summed and logged once, and the cache key below sees the same list
     // as the fan-out, so a cached answer is the answer for that set.
-    req.members = tabadul_proto::distinct_members(&req.members, state.members.len()).map_err(|e| Failure::Invalid(e.to_string()))?;
+    // One snapshot of the members for the whole query: a directory applied
+    // meanwhile changes the next query, not this one.
+    let roster = state.members();
+    req.members = tabadul_proto::distinct_members(&req.members, roster.len()).map_err(|e| Failure::Invalid(e.to_string()))?;
     let mut members = Vec::new();
     if req.members.is_empty() {
-        members.extend(state.members.values());
+        members.extend(roster.values());
     } else {
         for code in &req.members {
             members.push(
-                state.members.get(code).ok_or_else(|| Failure::Invalid(format!("{code} is not a member configured on this hub")))?,
+                roster.get(code).ok_or_else(|| Failure::Invalid(format!("{code} is not a member configured on this hub")))?,
             );
         }
     }
@@ -196,10 +199,16 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
 /// the generation it answered under.
 async fn revalidated(state: &HubState, key: &str) -> Option<Cached> {
     let hit = state.cache.get(key)?;
-    let checks = hit.generations.iter().map(|(code, generation)| async move {
-        match state.members.get(code) {
-            Some(member) => fanout::generation(member, REVALIDATE_DEADLINE).await.as_deref() == Some(generation.as_str()),
-            None => false,
+    // A member no longer federated (removed by a new directory) fails
+    // the check: the answer it contributed to is dropped.
+    let roster = state.members();
+    let checks = hit.generations.iter().map(|(code, generation)| {
+        let member = roster.get(code);
+        async move {
+            match member {
+                Some(member) => fanout::generation(member, REVALIDATE_DEADLINE).await.as_deref() == Some(generation.as_str()),
+                None => false,
+            }
         }
     });
     if join_all(checks).await.into_iter().all(|same| same) {

@@ -31,6 +31,7 @@ mod http;
 mod member;
 pub mod merge;
 mod pins;
+mod roster;
 pub mod server;
 mod service;
 mod state;

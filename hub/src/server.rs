@@ -5,24 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tabadul_audit::service::{AuditService, Readers};
-use tabadul_audit::{Log, Verifier};
+use tabadul_audit::Log;
 use tabadul_certs::tls::{self, ServerTls};
-use tabadul_certs::{Identity, Role};
+use tabadul_certs::Role;
 use tabadul_proto::pb::hub_server::HubServer;
 use tabadul_proto::pb::audit_server::AuditServer;
-use tabadul_proto::pb::node_client::NodeClient;
-use tabadul_proto::pb::witness_client::WitnessClient;
 use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
 use tokio::net::TcpListener;
 
 pub use crate::state::state_word;
-use crate::member::Member;
 use crate::service::HubService;
 use crate::state::HubState;
 use crate::{Error, HubConfig};
 
 /// How long the hub waits for a TCP+TLS connection to a node.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` completes, then lets in-flight queries finish.
 pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -61,75 +57,16 @@ pub async fn run_notify(
         _ => None,
     };
     let log = Arc::new(Log::open(&config.data_dir.join("log"), signer)?);
-    let mut witnesses = Vec::new();
     // Reloaded with the CRL below: a revoked member's open connection is
     // closed, not reused.
     let client_tls = tls::ClientTls::load(config.tls.clone())?;
-    let mut members = std::collections::BTreeMap::new();
-    for m in &config.members {
-        let expected = match &m.identity {
-            Some(id) => id.clone(),
-            None => Identity::new(identity.network(), Role::Node, &m.code)?,
-        };
-        let channel = tls::channel(&m.endpoint, tls::Expect::Identity(expected.clone()), client_tls.clone(), CONNECT_TIMEOUT)?;
-        let log_key = Verifier::parse(&m.log_vkey).map_err(|e| Error::Config { path: "hub.toml".into(), reason: format!("member {}: log_vkey: {e}", m.code) })?;
-        let node_origin = format!("{}/node/{}", identity.network(), m.code);
-        if log_key.name() != node_origin {
-            return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: log_vkey is for {:?}, expected {node_origin:?}", m.code, log_key.name()) });
-        }
-        if m.witness {
-            let key = match &m.witness_vkey {
-                Some(v) => {
-                    let v = Verifier::parse(v).map_err(|e| Error::Config { path: "hub.toml".into(), reason: format!("member {}: witness_vkey: {e}", m.code) })?;
-                    let name = format!("{}/witness/{}", identity.network(), m.code);
-                    if v.name() != name {
-                        return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: witness_vkey is for {:?}, expected {name:?}", m.code, v.name()) });
-                    }
-                    v.cosigner()
-                }
-                None => log_key.cosigner(),
-            };
-            witnesses.push(crate::witnessing::Witness { member: m.code.clone(), client: WitnessClient::new(channel.clone()), key, cosigned_size: 0 });
-        }
-        let client = NodeClient::new(channel.clone()).max_decoding_message_size(16 << 20);
-        let previous = m
-            .previous_log_vkeys
-            .iter()
-            .map(|v| {
-                let key = Verifier::parse(v).map_err(|e| Error::Config { path: "hub.toml".into(), reason: format!("member {}: previous_log_vkeys: {e}", m.code) })?;
-                if key.name() != node_origin {
-                    return Err(Error::Config { path: "hub.toml".into(), reason: format!("member {}: a previous log key is for {:?}, expected {node_origin:?}", m.code, key.name()) });
-                }
-                Ok(key)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // The pin survives restarts: a node cannot swap its log while the
-        // hub is down. After a log key rotation it was signed with a
-        // previous key, which still vouches for it.
-        let seen = match log.pinned(&node_origin)? {
-            Some(note) => match std::iter::once(&log_key).chain(&previous).find_map(|key| tabadul_audit::Checkpoint::open(&note, key).ok()) {
-                Some((cp, _)) => Some(tabadul_audit::receipt::Seen { size: cp.size, root: cp.root }),
-                None => {
-                    tracing::warn!(member = %m.code, "stored pin verifies with neither the configured log key nor a previous one; starting afresh (list the old key in previous_log_vkeys after a rotation)");
-                    None
-                }
-            },
-            None => None,
-        };
-        members.insert(m.code.clone(), Member {
-            code: m.code.clone(),
-            identity: expected,
-            client,
-            log_key,
-            seen: Arc::new(std::sync::Mutex::new(seen)),
-            audit: tabadul_proto::pb::audit_client::AuditClient::new(channel.clone()),
-            forked: Arc::new(std::sync::Mutex::new(log.forked(&node_origin)?)),
-            used_leaves: Default::default(),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_per_member.max(1))),
-            pins: Some(log.clone()),
-            unsettled: Default::default(),
-        });
-    }
+    let connector = crate::roster::Connector {
+        network: identity.network().to_owned(),
+        client_tls: client_tls.clone(),
+        log: log.clone(),
+        max_in_flight: config.max_in_flight_per_member,
+    };
+    let (members, witnesses) = connector.roster(&config.members, None)?;
     let server_tls = ServerTls::load(config.tls.clone())?;
     if let Some(crl) = &config.tls.crl {
         tls::check_crl_freshness(crl);
@@ -137,7 +74,7 @@ pub async fn run_notify(
     let state = Arc::new(HubState {
         identity: identity.clone(),
         dict,
-        members,
+        members: std::sync::RwLock::new(Arc::new(members)),
         directory,
         log: log.clone(),
         metrics: metrics_registry(),
@@ -150,7 +87,7 @@ pub async fn run_notify(
             Duration::from_millis(config.max_queue_wait_ms),
         ),
     });
-    tracing::info!(hub = %identity, addr = ?listener.local_addr().ok(), members = state.members.len(), "hub serving");
+    tracing::info!(hub = %identity, addr = ?listener.local_addr().ok(), members = state.members().len(), "hub serving");
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HubServer<HubService>>().await;
@@ -159,9 +96,19 @@ pub async fn run_notify(
         .map_err(|e| Error::Config { path: "reflection".into(), reason: e.to_string() })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let witnessing = (config.witness_interval_ms > 0 && !witnesses.is_empty()).then(|| {
+    let (witnesses_tx, witnesses_rx) = tokio::sync::watch::channel(witnesses);
+    let witnessing = (config.witness_interval_ms > 0).then(|| {
         let mut rx = stop_rx.clone();
-        tokio::spawn(crate::witnessing::run(log.clone(), witnesses, Duration::from_millis(config.witness_interval_ms), async move {
+        tokio::spawn(crate::witnessing::run(log.clone(), witnesses_rx, Duration::from_millis(config.witness_interval_ms), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }))
+    });
+    // A newer signed directory installed while the hub runs replaces the
+    // members (checked on the same interval as the TLS files).
+    let following = config.directory.clone().map(|d| {
+        let mut rx = stop_rx.clone();
+        let every = Duration::from_millis(config.crl_reload_interval_ms.max(50));
+        tokio::spawn(crate::roster::follow_directory(state.clone(), connector.clone(), d, config.dictionary.clone(), config.members.clone(), witnesses_tx, every, async move {
             let _ = rx.wait_for(|s| *s).await;
         }))
     });
@@ -182,7 +129,7 @@ pub async fn run_notify(
             {
                 m.set("tabadul_hub_cosigned_size", &[], cp.size as f64);
             }
-            for member in st.members.values() {
+            for member in st.members().values() {
                 let forked = member.forked.lock().unwrap_or_else(|p| p.into_inner()).is_some();
                 m.set("tabadul_hub_member_log_forked", &[("member", &member.code)], if forked { 1.0 } else { 0.0 });
             }
@@ -299,6 +246,9 @@ pub async fn run_notify(
     let _ = stop_tx.send(true);
     if let Some(w) = witnessing {
         let _ = w.await;
+    }
+    if let Some(f) = following {
+        let _ = f.await;
     }
     if let Some(m) = metrics {
         let _ = m.await;

@@ -18,7 +18,9 @@ use crate::member::Member;
 pub(crate) struct HubState {
     pub identity: Identity,
     pub dict: Arc<Dictionary>,
-    pub members: BTreeMap<String, Member>,
+    /// The members federated now; replaced whole when a new network
+    /// directory is applied (`roster.rs`). Read with [`HubState::members`].
+    pub(crate) members: std::sync::RwLock<Arc<BTreeMap<String, Member>>>,
     /// The signed network directory the members came from, if configured.
     pub directory: Option<crate::directory::Held>,
     /// The hub's signed exchange log.
@@ -29,6 +31,17 @@ pub(crate) struct HubState {
     pub cache: crate::cache::AnswerCache,
     /// How many federated queries are worked on at once, and how many wait.
     pub admission: crate::admission::Admission,
+}
+
+impl HubState {
+    /// The members as they are now: a snapshot that a query keeps to its end.
+    pub fn members(&self) -> Arc<BTreeMap<String, Member>> {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_members(&self, members: BTreeMap<String, Member>) {
+        *self.members.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(members);
+    }
 }
 
 /// The word used for a member state in logs and CLI output.

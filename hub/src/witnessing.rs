@@ -13,7 +13,7 @@ use tabadul_proto::pb::witness_client::WitnessClient;
 use tonic::transport::Channel;
 
 /// One witness: a member node and what we know it last cosigned.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Witness {
     pub member: String,
     pub client: WitnessClient<Channel>,
@@ -25,19 +25,33 @@ pub struct Witness {
 }
 
 /// Every `interval`, if the log grew, asks every witness to cosign the
-/// latest checkpoint and stores it with the cosignatures it got.
-pub async fn run(log: Arc<Log>, mut witnesses: Vec<Witness>, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+/// latest checkpoint and stores it with the cosignatures it got. The
+/// witnesses are whoever `current` holds at each round (a new network
+/// directory changes them); a witness kept keeps what it last cosigned.
+pub async fn run(log: Arc<Log>, mut current: tokio::sync::watch::Receiver<Vec<Witness>>, interval: Duration, stop: impl std::future::Future<Output = ()>) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     let mut published = 0u64;
+    let mut witnesses: Vec<Witness> = current.borrow_and_update().clone();
     loop {
         tokio::select! {
             () = &mut stop => return,
             _ = tick.tick() => {}
         }
+        if current.has_changed().unwrap_or(false) {
+            let mut next = current.borrow_and_update().clone();
+            for w in &mut next {
+                if let Some(old) = witnesses.iter().find(|o| o.member == w.member && o.key == w.key) {
+                    w.cosigned_size = old.cosigned_size;
+                }
+            }
+            witnesses = next;
+            // Ask the new set even if the log has not grown since.
+            published = 0;
+        }
         let latest = log.latest();
-        if latest.checkpoint.size == 0 || latest.checkpoint.size == published {
+        if witnesses.is_empty() || latest.checkpoint.size == 0 || latest.checkpoint.size == published {
             continue;
         }
         let results = join_all(witnesses.iter_mut().map(|w| cosign(&log, w, &latest.note, latest.checkpoint.size))).await;

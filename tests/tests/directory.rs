@@ -112,7 +112,7 @@ fn network() -> Net {
     let auditor = pki.issue("auditor", "court").unwrap();
     let (grpc, http) = (dead_endpoint().unwrap(), dead_endpoint().unwrap());
     let net = Net { dir, pki, authority_key, anchor, nodes, hub_cert, auditor, grpc, http };
-    let extra = format!("[directory]\nanchor = {:?}\nfile = \"directory.note\"\n", net.anchor);
+    let extra = format!("crl_reload_interval_ms = 100\n[directory]\nanchor = {:?}\nfile = \"directory.note\"\n", net.anchor);
     write_hub_config(&net.hub_dir(), &net.pki, &net.hub_cert, &[], 3000, &extra).unwrap();
     net
 }
@@ -233,11 +233,25 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     let (code, text) = run(Command::new(bin("tabadul-directory")).args(["verify", "--anchor", &net.anchor]).arg(&forged));
     assert_eq!(code, 1, "{text}");
 
-    // Version 2 removes EGY: after the hub applies it, EGY is not asked.
-    let v2 = net.build("v2", &["MAR"], Some(&v1), &dict);
-    let hub = net.start_hub(&v2).unwrap();
-    let before = net.log_size("EGY", "before");
+    // Installed while the hub runs: a forged directory is refused and the
+    // members stay; version 2, which removes EGY, applies at once and EGY
+    // is not asked again.
+    let hub = net.start_hub(&v1).unwrap();
     let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    std::fs::copy(&forged, net.hub_dir().join("directory.note")).unwrap();
+    let refused = tabadul_tests::eventually(std::time::Duration::from_secs(10), async || hub.log_text().contains("new network directory refused")).await;
+    assert!(refused, "{}", hub.log_text());
+    let r = client.federated_query(query()).await.unwrap().into_inner();
+    assert_eq!(r.members.len(), 2, "{r:?}");
+    let v2 = net.build("v2", &["MAR"], Some(&v1), &dict);
+    std::fs::copy(&v2, net.hub_dir().join("directory.note")).unwrap();
+    let front = tabadul_tests::http::Client::tls(hub.http.unwrap(), &net.pki.ca_cert(), None).unwrap();
+    let applied = tabadul_tests::eventually(std::time::Duration::from_secs(10), async || {
+        front.get("/directory", &[]).is_ok_and(|a| a.text().contains("\"version\": 2"))
+    })
+    .await;
+    assert!(applied, "{}", hub.log_text());
+    let before = net.log_size("EGY", "before");
     let r = client.federated_query(query()).await.unwrap().into_inner();
     let asked: Vec<&str> = r.members.iter().map(|m| m.member.as_str()).collect();
     assert_eq!(asked, ["MAR"], "{r:?}");
@@ -245,6 +259,18 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     let egy = pb::FederatedQueryRequest { members: vec!["EGY".into()], ..query() };
     let err = client.federated_query(egy).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // Version 1 installed again while the hub runs: a rollback, refused.
+    std::fs::copy(&v1, net.hub_dir().join("directory.note")).unwrap();
+    let refused = tabadul_tests::eventually(std::time::Duration::from_secs(10), async || hub.log_text().contains("older than version 2")).await;
+    assert!(refused, "{}", hub.log_text());
+    let r = client.federated_query(query()).await.unwrap().into_inner();
+    assert_eq!(r.members.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(), ["MAR"], "{r:?}");
+    // And after a restart, the same.
+    drop(hub);
+    let hub = net.start_hub(&v2).unwrap();
+    let mut client = hub_client(hub.addr, &net.pki.tls_files(&operator)).unwrap();
+    let r = client.federated_query(query()).await.unwrap().into_inner();
+    assert_eq!(r.members.iter().map(|m| m.member.as_str()).collect::<Vec<_>>(), ["MAR"], "{r:?}");
     // The node follows: version 2 after version 1.
     let (code, text) = run(&mut mar_node.command(&["directory", "fetch"]));
     assert_eq!(code, 0, "{text}");

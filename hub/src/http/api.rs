@@ -108,7 +108,7 @@ async fn catalogue(State(front): State<Arc<Front>>, _who: Principal) -> Json<Val
         "agency": dict.agency,
         "dictionary_version": dict.version,
         "dictionary_digest": dict.digest,
-        "members": front.hub.members.keys().map(|c| json!({ "code": c, "name": member_name(c) })).collect::<Vec<_>>(),
+        "members": front.hub.members().keys().map(|c| json!({ "code": c, "name": member_name(c) })).collect::<Vec<_>>(),
         "dataflows": flows,
     }))
 }
@@ -119,7 +119,8 @@ async fn members(State(front): State<Arc<Front>>, who: Principal) -> Result<Json
     if !who.is_operator() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "member status is for operators (present an operator token or certificate)"));
     }
-    let checks = front.hub.members.values().map(|m| async move {
+    let roster = front.hub.members();
+    let checks = roster.values().map(|m| async move {
         let started = std::time::Instant::now();
         let generation = crate::fanout::generation(m, Duration::from_millis(1500)).await;
         let seen = *m.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,7 +258,7 @@ async fn releases(State(front): State<Arc<Front>>, who: Principal, Query(p): Que
     if !(1..=5_000).contains(&limit) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("limit={limit}: it must be 1 to 5000")));
     }
-    if let Some(m) = p.member.as_deref().filter(|m| !front.hub.members.contains_key(*m)) {
+    if let Some(m) = p.member.as_deref().filter(|m| !front.hub.members().contains_key(*m)) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("member={m:?} is not a member this hub federates")));
     }
     let log = front.hub.log.clone();
@@ -331,9 +332,8 @@ async fn release_proof(
     if !who.is_operator() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "release proofs are for operators (present an operator token or certificate)"));
     }
-    let m = front
-        .hub
-        .members
+    let roster = front.hub.members();
+    let m = roster
         .get(&member)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{member} is not a member configured on this hub")))?;
     // The receipt as the hub logged it: the leaf hash and tree size to check.

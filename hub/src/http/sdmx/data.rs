@@ -134,7 +134,7 @@ pub(crate) async fn handle(
         }
     }
     for m in &members {
-        if !front.hub.members.contains_key(m) {
+        if !front.hub.members().contains_key(m) {
             return Err(not_found(format!("no data for {m}: it is not a member this hub federates")));
         }
     }
