@@ -21,7 +21,18 @@ use crate::member::Member;
 use crate::state::HubState;
 use crate::witnessing::Witness;
 
+/// How long the hub waits for a TCP+TLS connection to a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The members by code, and the witnesses among them.
+pub(crate) type Roster = (BTreeMap<String, Member>, Vec<Witness>);
+
+/// The roster in force, and the entries it was made from.
+pub(crate) struct Current<'a> {
+    pub entries: &'a [MemberConfig],
+    pub members: &'a BTreeMap<String, Member>,
+    pub witnesses: &'a [Witness],
+}
 
 /// What connecting a member needs besides its entry.
 #[derive(Clone)]
@@ -110,14 +121,14 @@ impl Connector {
 
     /// Every member of `entries`; a member whose entry is unchanged from
     /// `before` is kept as it is (channel, pin, receipts used).
-    pub(crate) fn roster(&self, entries: &[MemberConfig], before: Option<(&[MemberConfig], &BTreeMap<String, Member>, &[Witness])>) -> Result<(BTreeMap<String, Member>, Vec<Witness>), Error> {
+    pub(crate) fn roster(&self, entries: &[MemberConfig], before: Option<Current<'_>>) -> Result<Roster, Error> {
         let mut members = BTreeMap::new();
         let mut witnesses = Vec::new();
         for m in entries {
-            let kept = before.and_then(|(old_entries, old_members, old_witnesses)| {
-                let same = old_entries.iter().find(|o| o.code == m.code).is_some_and(|o| same_entry(o, m));
-                let member = old_members.get(&m.code).filter(|_| same)?;
-                Some((member.clone(), old_witnesses.iter().find(|w| w.member == m.code).cloned()))
+            let kept = before.as_ref().and_then(|b| {
+                let same = b.entries.iter().find(|o| o.code == m.code).is_some_and(|o| same_entry(o, m));
+                let member = b.members.get(&m.code).filter(|_| same)?;
+                Some((member.clone(), b.witnesses.iter().find(|w| w.member == m.code).cloned()))
             });
             let (member, witness) = match kept {
                 Some(k) => k,
@@ -144,64 +155,69 @@ fn same_entry(a: &MemberConfig, b: &MemberConfig) -> bool {
 /// following the ones applied, replaces the members and the witnesses. A
 /// file that does not verify, goes back, or names another dictionary is
 /// refused (logged), and the members stay as they were.
-pub(crate) async fn follow_directory(
-    state: Arc<HubState>,
-    connector: Connector,
-    config: crate::directory::DirectoryConfig,
-    dictionary: PathBuf,
-    mut entries: Vec<MemberConfig>,
-    witnesses_tx: tokio::sync::watch::Sender<Vec<Witness>>,
-    every: Duration,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let Some(held) = state.directory.as_ref() else { return };
-    let mut seen = std::fs::read(&config.file).ok();
-    let mut tick = tokio::time::interval(every);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = tick.tick() => {}
-        }
-        let now = std::fs::read(&config.file).ok();
-        if now == seen || now.is_none() {
-            continue;
-        }
-        seen = now;
-        let own_key = state.log.signer().verifier().to_string();
-        let applied = crate::directory::open(&config, &dictionary).and_then(|signed| {
-            // As at start: this hub must be listed with the key it signs with.
-            if signed.doc.hub(state.identity.id()).map(|h| h.log_vkey.as_str()) != Some(own_key.as_str()) {
-                return Err(Error::Config {
-                    path: config.file.clone(),
-                    reason: format!("directory version {} does not list this hub with the log key it signs with", signed.doc.version),
-                });
+pub(crate) struct Following {
+    pub state: Arc<HubState>,
+    pub connector: Connector,
+    pub config: crate::directory::DirectoryConfig,
+    pub dictionary: PathBuf,
+    /// The entries the members in force were made from.
+    pub entries: Vec<MemberConfig>,
+    pub witnesses: tokio::sync::watch::Sender<Vec<Witness>>,
+    pub every: Duration,
+}
+
+impl Following {
+    pub(crate) async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let Following { state, connector, config, dictionary, mut entries, witnesses: witnesses_tx, every } = self;
+        let Some(held) = state.directory.as_ref() else { return };
+        let mut seen = std::fs::read(&config.file).ok();
+        let mut tick = tokio::time::interval(every);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = tick.tick() => {}
             }
-            let accepted = held.history.accept(&signed, &held.anchor)?;
-            Ok((signed, accepted))
-        });
-        let (signed, accepted) = match applied {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(error = %e, file = %config.file.display(), "new network directory refused; the members stay as they were");
+            let now = std::fs::read(&config.file).ok();
+            if now == seen || now.is_none() {
                 continue;
             }
-        };
-        if accepted == tabadul_directory::history::Accepted::Unchanged {
-            continue;
-        }
-        let next = crate::config::members_of(&signed.doc);
-        let current = state.members();
-        let old_witnesses = witnesses_tx.borrow().clone();
-        match connector.roster(&next, Some((&entries, &current, &old_witnesses))) {
-            Ok((members, witnesses)) => {
-                let (before, after): (Vec<&String>, Vec<&String>) = (current.keys().collect(), members.keys().collect());
-                tracing::info!(version = signed.doc.version, before = ?before, after = ?after, "network directory applied: members replaced");
-                state.set_members(members);
-                witnesses_tx.send_replace(witnesses);
-                entries = next;
+            seen = now;
+            let own_key = state.log.signer().verifier().to_string();
+            let applied = crate::directory::open(&config, &dictionary).and_then(|signed| {
+                // As at start: this hub must be listed with the key it signs with.
+                if signed.doc.hub(state.identity.id()).map(|h| h.log_vkey.as_str()) != Some(own_key.as_str()) {
+                    return Err(Error::Config {
+                        path: config.file.clone(),
+                        reason: format!("directory version {} does not list this hub with the log key it signs with", signed.doc.version),
+                    });
+                }
+                let accepted = held.history.accept(&signed, &held.anchor)?;
+                Ok((signed, accepted))
+            });
+            let (signed, accepted) = match applied {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(error = %e, file = %config.file.display(), "new network directory refused; the members stay as they were");
+                    continue;
+                }
+            };
+            if accepted == tabadul_directory::history::Accepted::Unchanged {
+                continue;
             }
-            Err(e) => tracing::error!(error = %e, version = signed.doc.version, "new network directory could not be applied; the members stay as they were"),
+            let next = crate::config::members_of(&signed.doc);
+            let current = state.members();
+            let old_witnesses = witnesses_tx.borrow().clone();
+            match connector.roster(&next, Some(Current { entries: &entries, members: &current, witnesses: &old_witnesses })) {
+                Ok((members, witnesses)) => {
+                    let (before, after): (Vec<&String>, Vec<&String>) = (current.keys().collect(), members.keys().collect());
+                    tracing::info!(version = signed.doc.version, before = ?before, after = ?after, "network directory applied: members replaced");
+                    state.set_members(members);
+                    witnesses_tx.send_replace(witnesses);
+                    entries = next;
+                }
+                Err(e) => tracing::error!(error = %e, version = signed.doc.version, "new network directory could not be applied; the members stay as they were"),
+            }
         }
     }
 }

@@ -18,8 +18,6 @@ use crate::service::HubService;
 use crate::state::HubState;
 use crate::{Error, HubConfig};
 
-/// How long the hub waits for a TCP+TLS connection to a node.
-
 /// Serves until `shutdown` completes, then lets in-flight queries finish.
 pub async fn run(listener: TcpListener, config: HubConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     run_notify(listener, None, None, config, shutdown, || ()).await
@@ -108,7 +106,16 @@ pub async fn run_notify(
     let following = config.directory.clone().map(|d| {
         let mut rx = stop_rx.clone();
         let every = Duration::from_millis(config.crl_reload_interval_ms.max(50));
-        tokio::spawn(crate::roster::follow_directory(state.clone(), connector.clone(), d, config.dictionary.clone(), config.members.clone(), witnesses_tx, every, async move {
+        let following = crate::roster::Following {
+            state: state.clone(),
+            connector: connector.clone(),
+            config: d,
+            dictionary: config.dictionary.clone(),
+            entries: config.members.clone(),
+            witnesses: witnesses_tx,
+            every,
+        };
+        tokio::spawn(following.run(async move {
             let _ = rx.wait_for(|s| *s).await;
         }))
     });
