@@ -147,6 +147,15 @@ function build(el, attrs, kids) {
     if (v == null || v === false) continue;
     if (k === 'data') for (const [dk, dv] of Object.entries(v)) el.dataset[dk] = dv;
     else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    // The page's own policy (style-src 'self') blocks a style attribute set
+    // with setAttribute, silently dropping every colour key; the CSSOM is
+    // allowed. So `style` is applied one declaration at a time.
+    else if (k === 'style') {
+      for (const decl of String(v).split(';')) {
+        const at = decl.indexOf(':');
+        if (at > 0) el.style.setProperty(decl.slice(0, at).trim(), decl.slice(at + 1).trim());
+      }
+    }
     else el.setAttribute(k, v === true ? '' : v);
   }
   for (const kid of kids.flat()) if (kid != null && kid !== false) el.append(kid instanceof Node ? kid : String(kid));

@@ -553,6 +553,71 @@ fn the_dashboard_shows_the_federation_in_arabic_and_english() {
     }
 }
 
+/// Attribute `name`'s value inside one tag's text.
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    tag[start..].split('"').next()
+}
+
+/// Member → colour of the chart's lines and of the legend's swatches.
+fn colour_key(dom: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let tags = |open: &str| dom.split(open).skip(1).map(|t| t.split('>').next().unwrap_or("").to_owned()).collect::<Vec<_>>();
+    let mut lines = BTreeMap::new();
+    for tag in tags("<path ") {
+        if let (Some(class), Some(stroke), Some(member)) = (attr(&tag, "class"), attr(&tag, "stroke"), attr(&tag, "data-member"))
+            && class.split(' ').any(|c| c == "line")
+        {
+            lines.insert(member.to_owned(), stroke.to_ascii_lowercase());
+        }
+    }
+    let mut legend = BTreeMap::new();
+    for chunk in dom.split("data-legend=\"").skip(1) {
+        let member = chunk.split('"').next().unwrap_or("");
+        // The swatch is the button's first child: its custom property.
+        if let Some(c) = chunk.split("--c:").nth(1).and_then(|c| c.split([';', '"']).next()) {
+            legend.insert(member.to_owned(), c.trim().to_ascii_lowercase());
+        }
+    }
+    (lines, legend)
+}
+
+/// The page's own Content-Security-Policy (`style-src 'self'`) blocks style
+/// attributes set from script: every view, in both languages and both
+/// tiers, must run without a policy violation or a script error, and the
+/// legend's colour key must be the colours of the lines it names.
+#[test]
+fn the_dashboard_breaks_none_of_its_own_rules_and_its_key_matches_its_lines() {
+    let f = Federation::start(true, PLAIN);
+    let token = f.issue_token("dashboard");
+    let base = format!("http://{}", f.hub.http.unwrap());
+    let mut keys_checked = 0;
+    for lang in ["ar", "en"] {
+        for (view, operator) in [("explorer", true), ("explorer", false), ("corridors", true), ("corridors", false), ("transparency", true)] {
+            let mut url = format!("{base}/ui/?lang={lang}&run=1&flow=UNE_RATE&breakdown=SEX&codes=F,M&start=2022&end=2024#{view}");
+            if operator {
+                url.push_str(&format!("&token={token}"));
+            }
+            let out = chromium(&["--enable-logging=stderr", "--v=0", "--dump-dom"], &url);
+            let dom = String::from_utf8_lossy(&out.stdout);
+            assert!(dom.contains("data-ready=\"1\""), "{lang} {view}: the page never finished");
+            let console: Vec<String> = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(str::to_owned).collect();
+            let broken: Vec<&String> = console.iter().filter(|l| l.contains("Content Security Policy") || l.contains("Uncaught")).collect();
+            assert!(broken.is_empty(), "{lang} {view} (operator: {operator}): {broken:#?}");
+            if view == "explorer" && operator {
+                let (lines, legend) = colour_key(&dom);
+                assert!(lines.len() >= 3 && lines.contains_key("aggregate"), "{lang}: lines {lines:?}");
+                for (member, colour) in &lines {
+                    assert_eq!(legend.get(member), Some(colour), "{lang}: {member}'s swatch is not its line's colour (legend {legend:?})");
+                }
+                let distinct: std::collections::BTreeSet<&String> = lines.values().collect();
+                assert_eq!(distinct.len(), lines.len(), "{lang}: two members share a colour: {lines:?}");
+                keys_checked += 1;
+            }
+        }
+    }
+    assert_eq!(keys_checked, 2);
+}
+
 /// Stock clients' habits: pysdmx's REST client ends resource paths with a
 /// slash, and RFC 9110 makes the auth scheme case-insensitive.
 #[test]
