@@ -49,11 +49,8 @@ impl Checkpoint {
             return Err(bad(format!("tree size {size_text:?} is not a decimal number")));
         }
         let size = size_text.parse().map_err(|_| bad(format!("tree size {size_text:?} is out of range")))?;
-        let root: Hash = B64
-            .decode(lines[2])
-            .ok()
-            .and_then(|r| r.try_into().ok())
-            .ok_or_else(|| bad(format!("root hash {:?} is not 32 base64-encoded bytes", lines[2])))?;
+        let root: Hash =
+            B64.decode(lines[2]).ok().and_then(|r| r.try_into().ok()).ok_or_else(|| bad(format!("root hash {:?} is not 32 base64-encoded bytes", lines[2])))?;
         let extensions: Vec<String> = lines[3..].iter().map(|l| (*l).to_owned()).collect();
         if extensions.iter().any(String::is_empty) {
             return Err(bad("empty extension line"));
@@ -91,7 +88,13 @@ mod tests {
         let cp = Checkpoint { origin: "alo/node/MAR".into(), size: 42, root: [7; 32], extensions: vec![] };
         assert_eq!(Checkpoint::parse(&cp.body()).unwrap(), cp);
         assert_eq!(cp.body(), "alo/node/MAR\n42\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n");
-        for body in ["alo\n042\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n", "alo\n-1\nx\n", "alo\n1\nAAAA\n", "alo\n1\n", "\n1\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n"] {
+        for body in [
+            "alo\n042\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n",
+            "alo\n-1\nx\n",
+            "alo\n1\nAAAA\n",
+            "alo\n1\n",
+            "\n1\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n",
+        ] {
             assert!(Checkpoint::parse(body).is_err(), "{body:?}");
         }
     }

@@ -155,7 +155,8 @@ impl Entry {
             let [member, index, hash, size] = parts[..] else {
                 return Err(bad(format!("receipt {rest:?} is not: member index leaf-hash tree-size")));
             };
-            let leaf_hash = hex::decode(hash).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| bad(format!("receipt leaf hash {hash:?} is not 32 hex bytes")))?;
+            let leaf_hash =
+                hex::decode(hash).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| bad(format!("receipt leaf hash {hash:?} is not 32 hex bytes")))?;
             e.receipts.push(ReceiptRef {
                 member: member.to_owned(),
                 index: index.parse().map_err(|_| bad(format!("receipt index {index:?}")))?,

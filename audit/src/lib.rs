@@ -89,7 +89,9 @@ pub fn load_signer(path: &std::path::Path) -> Result<Signer, Error> {
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(Error::Invalid(format!(
             "{}: a log signing key must be readable by its owner only (chmod 600), not mode {:o}",
-            path.display(), meta.permissions().mode() & 0o777)));
+            path.display(),
+            meta.permissions().mode() & 0o777
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     Signer::from_skey(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
@@ -102,12 +104,7 @@ pub fn generate_signer(origin: &str, path: &std::path::Path) -> Result<Verifier,
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let signer = Signer::generate(origin)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| Error::io(path, e))?;
     file.write_all(format!("{}\n", signer.to_skey()).as_bytes()).map_err(|e| Error::io(path, e))?;
     file.sync_all().map_err(|e| Error::io(path, e))?;
     let vkey = signer.verifier();

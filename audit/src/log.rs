@@ -140,7 +140,10 @@ impl Log {
         opts.set_write_buffer_size(4 << 20);
         let cfs = ALL_CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Db { path: path.to_owned(), source })?;
-        let empty = Arc::new(SignedCheckpoint { checkpoint: Checkpoint { origin: String::new(), size: 0, root: merkle::empty_root(), extensions: vec![] }, note: String::new() });
+        let empty = Arc::new(SignedCheckpoint {
+            checkpoint: Checkpoint { origin: String::new(), size: 0, root: merkle::empty_root(), extensions: vec![] },
+            note: String::new(),
+        });
         let log = Log {
             path: path.to_owned(),
             db,
@@ -171,7 +174,9 @@ impl Log {
             Some(stored) => {
                 return Err(Error::Invalid(format!(
                     "log at {} belongs to origin {:?}, but the signing key is for {origin:?}",
-                    self.path.display(), String::from_utf8_lossy(&stored))))
+                    self.path.display(),
+                    String::from_utf8_lossy(&stored)
+                )));
             }
         }
         // Start from the last published checkpoint: its size and root are
@@ -420,9 +425,7 @@ impl Log {
 
     /// The signed checkpoint for tree size `size`, if one was made.
     pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>, Error> {
-        self.get(CHECKPOINTS, &size.to_be_bytes())?
-            .map(|b| String::from_utf8(b).map_err(|_| self.corrupt(size, "checkpoint is not UTF-8")))
-            .transpose()
+        self.get(CHECKPOINTS, &size.to_be_bytes())?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(size, "checkpoint is not UTF-8"))).transpose()
     }
 
     fn check_size(&self, size: u64) -> Result<(), Error> {
@@ -489,9 +492,7 @@ impl Log {
             if publish {
                 self.put_synced(CHECKPOINTS, &latest.checkpoint.size.to_be_bytes(), latest.note.as_bytes())?;
             }
-            rocksdb::checkpoint::Checkpoint::new(&self.db)
-                .and_then(|c| c.create_checkpoint(dir))
-                .map_err(|e| self.db_err(e))
+            rocksdb::checkpoint::Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(dir)).map_err(|e| self.db_err(e))
         }))
         .unwrap_or_else(|panic| Err(self.stopped(&format!("a backup panicked: {}", panic_text(&panic)))));
         let mut state = self.lock();
@@ -562,9 +563,7 @@ impl Log {
     /// A text value of the meta column family, keyed `<prefix><origin>`.
     fn meta_text(&self, prefix: &str, origin: &str) -> Result<Option<String>, Error> {
         let key = format!("{prefix}{origin}");
-        self.get(META, key.as_bytes())?
-            .map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, &format!("meta value {key} is not UTF-8"))))
-            .transpose()
+        self.get(META, key.as_bytes())?.map(|b| String::from_utf8(b).map_err(|_| self.corrupt(0, &format!("meta value {key} is not UTF-8")))).transpose()
     }
 
     /// The latest checkpoint of this log with witness cosignatures.
@@ -639,7 +638,6 @@ fn node_key(level: u32, index: u64) -> [u8; 9] {
 fn decode_u64(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
-
 
 /// What a caught panic said, when it said it as text.
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -269,13 +269,7 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &[u8], proof: &[Vec<u8>], r
 
 /// Verifies that the tree of `size1` leaves with `root1` is a prefix of the
 /// tree of `size2` leaves with `root2` (RFC 9162, 2.1.4.2).
-pub fn verify_consistency(
-    size1: u64,
-    size2: u64,
-    root1: &[u8],
-    root2: &[u8],
-    proof: &[Vec<u8>],
-) -> Result<(), ProofError> {
+pub fn verify_consistency(size1: u64, size2: u64, root1: &[u8], root2: &[u8], proof: &[Vec<u8>]) -> Result<(), ProofError> {
     // Roots are compared as given (a root of the wrong length simply does
     // not match), as the transparency-dev verifier does.
     if size2 < size1 {

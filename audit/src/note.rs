@@ -62,8 +62,7 @@ impl Signer {
     pub fn generate(name: &str) -> Result<Self, Error> {
         check_name(name)?;
         let mut seed = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-            .map_err(|_| bad("the system random source failed"))?;
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).map_err(|_| bad("the system random source failed"))?;
         Self::from_seed(name, seed)
     }
 
@@ -315,8 +314,7 @@ impl Note {
         for (line, s) in self.signatures.iter().enumerate() {
             let Some((i, v)) = known.iter().enumerate().find(|(_, v)| v.name == s.name && v.id() == s.id) else { continue };
             let one = Note { text: self.text.clone(), signatures: vec![s.clone()] };
-            one.verify_by(v).map_err(|_| bad(format!(
-                "signature line {} by the known key {} does not verify", line + 1, v.name)))?;
+            one.verify_by(v).map_err(|_| bad(format!("signature line {} by the known key {} does not verify", line + 1, v.name)))?;
             signed[i] = true;
         }
         Ok(signed)
@@ -395,7 +393,10 @@ mod tests {
             ("text\n\n- name AAAA\n", "em dash"),
             ("text\n\n\u{2014} name !!!!\n", "base64"),
             ("text\n\n\u{2014} name AAA=\n", "too short"),
-            ("text\n\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\r\n", "control character"),
+            (
+                "text\n\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\r\n",
+                "control character",
+            ),
         ] {
             let e = Note::parse(note).unwrap_err().to_string();
             assert!(e.contains(why), "{note:?}: {e}");

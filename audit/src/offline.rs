@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::checkpoint::Checkpoint;
 use crate::entry::Entry;
 use crate::merkle::{self, Frontier, Hash};
 use crate::note::{Note, Verifier};
-use crate::Error;
 
 /// `log.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,8 +128,7 @@ impl LogDir {
     /// log could not be checked. Damaged contents are findings.
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let info_path = dir.join("log.json");
-        let info: LogInfo = serde_json::from_slice(&read(&info_path)?)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", info_path.display())))?;
+        let info: LogInfo = serde_json::from_slice(&read(&info_path)?).map_err(|e| Error::Invalid(format!("{}: {e}", info_path.display())))?;
         let mut damage = Vec::new();
         let raw = read(&dir.join("entries.bin"))?;
         let mut entries = Vec::new();
@@ -193,7 +192,14 @@ impl LogDir {
     }
 
     /// Writes a directory (what `fetch` produces).
-    pub fn write(dir: &Path, info: &LogInfo, entries: &[Vec<u8>], checkpoints: &[(u64, String)], proofs: &[FetchedProof], cosigned: Option<&str>) -> Result<(), Error> {
+    pub fn write(
+        dir: &Path,
+        info: &LogInfo,
+        entries: &[Vec<u8>],
+        checkpoints: &[(u64, String)],
+        proofs: &[FetchedProof],
+        cosigned: Option<&str>,
+    ) -> Result<(), Error> {
         let cdir = dir.join("checkpoints");
         std::fs::create_dir_all(&cdir).map_err(|e| Error::io(&cdir, e))?;
         let mut framed = Vec::with_capacity(entries.iter().map(|e| e.len() + 4).sum());
@@ -303,12 +309,18 @@ pub fn verify_keys(dir: &LogDir, log_keys: &[Verifier], policy: Option<&WitnessP
     // Every entry must be covered by a verified signed checkpoint: entries
     // past the last one are claims nobody signed.
     if (dir.entries.len() as u64) > verified_size {
-        findings.push(finding("entry", verified_size, format!(
-            "entries {verified_size}..{} are not covered by any verified signed checkpoint", dir.entries.len())));
+        findings.push(finding(
+            "entry",
+            verified_size,
+            format!("entries {verified_size}..{} are not covered by any verified signed checkpoint", dir.entries.len()),
+        ));
     }
     if verified_size < dir.info.size {
-        findings.push(finding("file", "log.json", format!(
-            "the log had {} entries when fetched; signed checkpoints verify only {verified_size}", dir.info.size)));
+        findings.push(finding(
+            "file",
+            "log.json",
+            format!("the log had {} entries when fetched; signed checkpoints verify only {verified_size}", dir.info.size),
+        ));
     }
     // Name the entries that changed since the fetch, if the fetched hashes
     // are there; whether the entries or the hashes changed is told by the
@@ -337,9 +349,7 @@ pub fn verify_keys(dir: &LogDir, log_keys: &[Verifier], policy: Option<&WitnessP
         // A proof between checkpoints that already failed adds nothing.
         let (Some(a), Some(b)) = (good.get(&p.old), good.get(&p.new)) else { continue };
         let hashes: Result<Vec<Vec<u8>>, _> = p.hashes.iter().map(hex::decode).collect();
-        let ok = hashes.map_err(|e| e.to_string()).and_then(|h| {
-            merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &h).map_err(|e| e.to_string())
-        });
+        let ok = hashes.map_err(|e| e.to_string()).and_then(|h| merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &h).map_err(|e| e.to_string()));
         if let Err(e) = ok {
             findings.push(finding("proof", format!("{}->{}", p.old, p.new), format!("consistency proof served by the log does not verify: {e}")));
         }
@@ -370,27 +380,23 @@ pub fn verify_keys(dir: &LogDir, log_keys: &[Verifier], policy: Option<&WitnessP
     if let Some(policy) = policy
         && witnessed_by.len() < policy.quorum
     {
-        findings.push(finding("witness", "cosigned.note", format!(
-            "{} of the required {} witnesses cosigned{}", witnessed_by.len(), policy.quorum,
-            if dir.cosigned.is_none() { " (no cosigned checkpoint in the directory)" } else { "" })));
+        findings.push(finding(
+            "witness",
+            "cosigned.note",
+            format!(
+                "{} of the required {} witnesses cosigned{}",
+                witnessed_by.len(),
+                policy.quorum,
+                if dir.cosigned.is_none() { " (no cosigned checkpoint in the directory)" } else { "" }
+            ),
+        ));
     }
-    Report {
-        origin: dir.info.origin.clone(),
-        entries: dir.entries.len() as u64,
-        checkpoints: dir.checkpoints.len(),
-        verified_size,
-        witnessed_by,
-        findings,
-    }
+    Report { origin: dir.info.origin.clone(), entries: dir.entries.len() as u64, checkpoints: dir.checkpoints.len(), verified_size, witnessed_by, findings }
 }
 
 /// A finding for each entry that is not a canonical v1 entry.
 fn check_entries(entries: &[Vec<u8>]) -> Vec<Finding> {
-    entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, bytes)| crate::entry::check(bytes).err().map(|e| finding("entry", i, e.to_string())))
-        .collect()
+    entries.iter().enumerate().filter_map(|(i, bytes)| crate::entry::check(bytes).err().map(|e| finding("entry", i, e.to_string()))).collect()
 }
 
 /// The root after each of `sizes` leaves (those within the leaves given).
@@ -431,8 +437,11 @@ pub fn check_pin(dir: &LogDir, log_keys: &[Verifier], pin: &str) -> Vec<Finding>
     };
     let n = pinned.size as usize;
     if n > dir.entries.len() {
-        return vec![finding("pin", pinned.size, format!(
-            "the log was cut short: the pinned checkpoint covers {n} entries, the fetched log holds {}", dir.entries.len()))];
+        return vec![finding(
+            "pin",
+            pinned.size,
+            format!("the log was cut short: the pinned checkpoint covers {n} entries, the fetched log holds {}", dir.entries.len()),
+        )];
     }
     let leaves: Vec<Hash> = dir.entries[..n].iter().map(|e| merkle::leaf_hash(e)).collect();
     if merkle::root(&leaves) != pinned.root {
@@ -534,15 +543,20 @@ pub fn check_receipt(r: &ReceiptFile, log_key: &Verifier, pin: Option<&str>, log
         return out;
     }
     let Some(log) = log else {
-        out.push(finding(UNCHECKED, "pin", format!(
-            "the receipt's tree ({}) and the pin ({}) differ in size; give the fetched log (--log) to prove them one history", cp.size, pinned.size)));
+        out.push(finding(
+            UNCHECKED,
+            "pin",
+            format!("the receipt's tree ({}) and the pin ({}) differ in size; give the fetched log (--log) to prove them one history", cp.size, pinned.size),
+        ));
         return out;
     };
     let leaves: Vec<Hash> = log.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
     for (what, c) in [("pin", &pinned), ("receipt", &cp)] {
         match leaves.get(..c.size as usize) {
             None => out.push(finding(UNCHECKED, what, format!("the fetched log holds {} entries, fewer than the tree of size {}", leaves.len(), c.size))),
-            Some(prefix) if merkle::root(prefix) != c.root => out.push(finding(what, c.size, format!("the fetched log's first {} entries do not have the signed root: two histories", c.size))),
+            Some(prefix) if merkle::root(prefix) != c.root => {
+                out.push(finding(what, c.size, format!("the fetched log's first {} entries do not have the signed root: two histories", c.size)))
+            }
             Some(_) => {}
         }
     }
@@ -569,9 +583,15 @@ pub fn cross_check(hub: &LogDir, nodes: &BTreeMap<String, LogDir>, hub_peer: &st
             // The hub saw a tree larger than the one fetched: the node's log
             // was fetched first. Nothing here says the entry is missing.
             if r.tree_size > node.entries.len() as u64 {
-                findings.push(finding(UNCHECKED, at, format!(
-                    "the receipt is from the node's tree of size {}; the fetched node log holds {} entries (fetch it again after the hub)",
-                    r.tree_size, node.entries.len())));
+                findings.push(finding(
+                    UNCHECKED,
+                    at,
+                    format!(
+                        "the receipt is from the node's tree of size {}; the fetched node log holds {} entries (fetch it again after the hub)",
+                        r.tree_size,
+                        node.entries.len()
+                    ),
+                ));
                 continue;
             }
             match node.entries.get(r.index as usize) {
@@ -594,9 +614,16 @@ pub fn cross_check(hub: &LogDir, nodes: &BTreeMap<String, LogDir>, hub_peer: &st
             // Answers the node gave the hub, up to the hub's last entry.
             let answered = e.kind == "query" && e.peer == hub_peer && e.decision != "invalid";
             if answered && e.time_ms <= last_hub_time && !seen.is_some_and(|s| s.contains(&(i as u64))) {
-                findings.push(finding("orphan", format!("{member} {i}"), format!(
-                    "the node answered the hub ({} under rule {:?}, query {}) but no hub entry holds its receipt",
-                    e.decision, e.rule_id, e.query_digest.get(..16).unwrap_or(&e.query_digest))));
+                findings.push(finding(
+                    "orphan",
+                    format!("{member} {i}"),
+                    format!(
+                        "the node answered the hub ({} under rule {:?}, query {}) but no hub entry holds its receipt",
+                        e.decision,
+                        e.rule_id,
+                        e.query_digest.get(..16).unwrap_or(&e.query_digest)
+                    ),
+                ));
             }
         }
     }
@@ -654,9 +681,9 @@ pub fn check_fraud(proof: &FraudProof) -> Result<FraudVerdict, Error> {
     match merkle::consistency_roots(old.size, new.size, &old.root, &hashes) {
         Ok((prefix, full)) if full == new.root && prefix != old.root => Ok(FraudVerdict::Proven(format!(
             "{}'s tree {} has, by the log's own proof, a first {} leaves whose root is not the root it signed for tree {}",
-            a.origin, new.size, old.size, old.size))),
-        _ => Ok(FraudVerdict::Inconclusive(format!(
-            "the log has not proven that tree {} extends tree {}; ask it for a consistency proof", new.size, old.size))),
+            a.origin, new.size, old.size, old.size
+        ))),
+        _ => Ok(FraudVerdict::Inconclusive(format!("the log has not proven that tree {} extends tree {}; ask it for a consistency proof", new.size, old.size))),
     }
 }
 
@@ -771,7 +798,11 @@ mod tests {
             let text = Note { text: note.text.clone(), signatures }.to_text();
             std::fs::write(dir.join("checkpoints/3.note"), &text).unwrap();
             let report = verify(&LogDir::load(&dir).unwrap(), &key.verifier(), None);
-            assert!(report.findings.iter().any(|f| f.what == "checkpoint" && f.reason.contains("does not verify")), "position {position}: {:?}", report.findings);
+            assert!(
+                report.findings.iter().any(|f| f.what == "checkpoint" && f.reason.contains("does not verify")),
+                "position {position}: {:?}",
+                report.findings
+            );
         }
     }
 

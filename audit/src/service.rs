@@ -65,11 +65,13 @@ impl AuditService {
         if !ok {
             tracing::warn!(peer = %who, "audit request refused");
             return Err(Status::permission_denied(format!(
-                "{who} may not read {}: {}", if entries { "entries of this log" } else { "this log" },
+                "{who} may not read {}: {}",
+                if entries { "entries of this log" } else { "this log" },
                 match self.readers {
                     Readers::Auditors => "auditors of the network only",
                     Readers::AuditorsAndHubProofs => "auditors read everything; the hub reads checkpoints and proofs only",
-                })));
+                }
+            )));
         }
         Ok(who.clone())
     }

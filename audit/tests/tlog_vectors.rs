@@ -56,25 +56,13 @@ fn check_all<E: std::fmt::Debug>(kind: &str, verify: impl Fn(&Value) -> Result<(
 #[test]
 fn inclusion_vectors() {
     check_all("inclusion", |v| {
-        verify_inclusion(
-            v["leafIdx"].as_u64().unwrap(),
-            v["treeSize"].as_u64().unwrap(),
-            &bytes(&v["leafHash"]),
-            &list(&v["proof"]),
-            &bytes(&v["root"]),
-        )
+        verify_inclusion(v["leafIdx"].as_u64().unwrap(), v["treeSize"].as_u64().unwrap(), &bytes(&v["leafHash"]), &list(&v["proof"]), &bytes(&v["root"]))
     });
 }
 
 #[test]
 fn consistency_vectors() {
     check_all("consistency", |v| {
-        verify_consistency(
-            v["size1"].as_u64().unwrap(),
-            v["size2"].as_u64().unwrap(),
-            &bytes(&v["root1"]),
-            &bytes(&v["root2"]),
-            &list(&v["proof"]),
-        )
+        verify_consistency(v["size1"].as_u64().unwrap(), v["size2"].as_u64().unwrap(), &bytes(&v["root1"]), &bytes(&v["root2"]), &list(&v["proof"]))
     });
 }

@@ -231,8 +231,10 @@ fn parse_member_dir(s: &str) -> Result<(String, PathBuf), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
     let json = cli.json;
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -276,10 +278,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let anchor = offline::read_vkey(&anchor).context("reading --anchor")?;
             let doc = fetch_directory(&hub, &ca, &anchor, &out)?;
             if json {
-                println!("{}", serde_json::json!({ "outcome": "verified", "version": doc.version, "network": doc.network, "members": doc.members.len(), "hubs": doc.hubs.len() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "outcome": "verified", "version": doc.version, "network": doc.network, "members": doc.members.len(), "hubs": doc.hubs.len() })
+                );
             } else {
-                println!("verified {}'s directory versions 1..{} against the anchor: {} members, {} hubs, witness quorum {}; kept in {}",
-                    doc.network, doc.version, doc.members.len(), doc.hubs.len(), doc.witness_quorum, out.display());
+                println!(
+                    "verified {}'s directory versions 1..{} against the anchor: {} members, {} hubs, witness quorum {}; kept in {}",
+                    doc.network,
+                    doc.version,
+                    doc.members.len(),
+                    doc.hubs.len(),
+                    doc.witness_quorum,
+                    out.display()
+                );
             }
             Ok(VERIFIED)
         }
@@ -324,7 +336,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     dirs.insert(m.code.clone(), load_with_directory(&doc, &root.join(&m.code), &mut findings)?);
                 }
             } else {
-                let (Some(hub), Some(hub_identity)) = (hub, hub_identity) else { anyhow::bail!("give --hub and --hub-identity, or --network-directory with a fetch --all directory") };
+                let (Some(hub), Some(hub_identity)) = (hub, hub_identity) else {
+                    anyhow::bail!("give --hub and --hub-identity, or --network-directory with a fetch --all directory")
+                };
                 pairs.push((load_verified(&hub, &mut findings)?, hub_identity));
                 for (member, dir) in nodes {
                     dirs.insert(member, load_verified(&dir, &mut findings)?);
@@ -363,7 +377,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let proof: FraudProof = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
             anyhow::ensure!(
                 offline::read_vkey(&proof.vkey).ok().as_ref() == Some(&key),
-                "the fraud proof is about key {}, not the log key given ({key})", proof.vkey
+                "the fraud proof is about key {}, not the log key given ({key})",
+                proof.vkey
             );
             let (code, word, message) = match offline::check_fraud(&proof).context("checking the fraud proof")? {
                 FraudVerdict::Proven(why) => (TAMPERED, "fraud-proven", format!("fraud proven: {why}")),
@@ -380,7 +395,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Receipt { command: ReceiptCommand::Verify { file, vkey, pin, log } } => {
             let key = offline::read_vkey(&vkey).context("reading --vkey")?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let receipt: offline::ReceiptFile = serde_json::from_str(&text).with_context(|| format!("parsing {} (the JSON of a release proof)", file.display()))?;
+            let receipt: offline::ReceiptFile =
+                serde_json::from_str(&text).with_context(|| format!("parsing {} (the JSON of a release proof)", file.display()))?;
             let pin = pin.map(|p| std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))).transpose()?;
             let log = log.map(|d| LogDir::load(&d).with_context(|| format!("reading {}", d.display()))).transpose()?;
             let findings = offline::check_receipt(&receipt, &key, pin.as_deref(), log.as_ref());
@@ -550,9 +566,15 @@ fn verdict(findings: &[Finding]) -> u8 {
 /// the keys it recorded; its findings, if any, go to `findings`.
 fn load_verified(dir: &Path, findings: &mut Vec<Finding>) -> anyhow::Result<LogDir> {
     let log = LogDir::load(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let stamp = offline::Stamp::read(dir)?.with_context(|| format!(
-        "{} has not passed `tabadul-audit verify`: verify it first (cross-check matches receipts only between logs that verify)", dir.display()))?;
-    let keys = stamp.vkeys.iter().map(|v| offline::read_vkey(v)).collect::<Result<Vec<_>, _>>().with_context(|| format!("{}: {}", dir.display(), offline::Stamp::FILE))?;
+    let stamp = offline::Stamp::read(dir)?.with_context(|| {
+        format!("{} has not passed `tabadul-audit verify`: verify it first (cross-check matches receipts only between logs that verify)", dir.display())
+    })?;
+    let keys = stamp
+        .vkeys
+        .iter()
+        .map(|v| offline::read_vkey(v))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: {}", dir.display(), offline::Stamp::FILE))?;
     findings.extend(offline::verify_keys(&log, &keys, None).findings.into_iter().map(|mut f| {
         f.at = format!("{} {}", log.info.origin, f.at);
         f
@@ -675,7 +697,8 @@ async fn watch(remote: &Remote, key: &Verifier, state: &Path, fraud_path: &Path)
         match c.consistency_proof(pb::ConsistencyProofRequest { old_size: old.size, new_size: new.size }).await {
             Ok(p) => {
                 let hashes = p.into_inner().hashes;
-                let v = merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).map_err(|e| format!("no valid consistency proof from {} to {}: {e}", old.size, new.size));
+                let v = merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &hashes)
+                    .map_err(|e| format!("no valid consistency proof from {} to {}: {e}", old.size, new.size));
                 (hashes, v)
             }
             Err(s) => (Vec::new(), Err(format!("the log could not prove consistency from {} to {}: {}", old.size, new.size, s.message()))),

@@ -38,10 +38,10 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| Error::Invalid {
-            what: "role",
-            reason: format!("{s:?} is not one of node, hub, operator, auditor"),
-        })
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| Error::Invalid { what: "role", reason: format!("{s:?} is not one of node, hub, operator, auditor") })
     }
 }
 
@@ -59,14 +59,8 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(network: &str, role: Role, id: &str) -> Result<Self, Error> {
-        let bad = |reason: String| Error::BadIdentity {
-            input: format!("spiffe://{network}/{role}/{id}"),
-            reason,
-        };
-        if network.is_empty()
-            || network.len() > 63
-            || !network.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        {
+        let bad = |reason: String| Error::BadIdentity { input: format!("spiffe://{network}/{role}/{id}"), reason };
+        if network.is_empty() || network.len() > 63 || !network.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
             return Err(bad("network must be 1-63 characters of a-z, 0-9, '-' and '.'".into()));
         }
         match role {
@@ -76,10 +70,7 @@ impl Identity {
                 }
             }
             _ => {
-                if id.is_empty()
-                    || id.len() > 64
-                    || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-                {
+                if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
                     return Err(bad("id must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' and '.'".into()));
                 }
             }
@@ -113,8 +104,7 @@ impl FromStr for Identity {
         let bad = |reason: &str| Error::BadIdentity { input: s.to_owned(), reason: reason.to_owned() };
         let rest = s.strip_prefix("spiffe://").ok_or_else(|| bad("must start with spiffe://"))?;
         let mut parts = rest.split('/');
-        let (Some(network), Some(role), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(network), Some(role), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected spiffe://<network>/<role>/<id>"));
         };
         let role = role.parse::<Role>().map_err(|_| bad("role must be node, hub, operator or auditor"))?;

@@ -11,10 +11,10 @@
 //! node's publication policy and to the hub's operator API.
 #![forbid(unsafe_code)]
 
-mod error;
-mod identity;
 pub mod checkup;
 pub mod connection;
+mod error;
+mod identity;
 pub mod pki;
 pub mod reflection;
 pub mod tls;

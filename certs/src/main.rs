@@ -161,11 +161,8 @@ fn main() -> anyhow::Result<()> {
             let identity = Identity::new(&ca.network()?, role, &id)?;
             let text = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
             let now = OffsetDateTime::now_utc();
-            let approved = tabadul_certs::pki::SignRequest {
-                identity: identity.clone(),
-                not_before: now - Duration::minutes(5),
-                not_after: now + Duration::days(days),
-            };
+            let approved =
+                tabadul_certs::pki::SignRequest { identity: identity.clone(), not_before: now - Duration::minutes(5), not_after: now + Duration::days(days) };
             let signed = ca.sign(&text, &approved, &out).with_context(|| format!("{}", csr.display()))?;
             println!("{identity}");
             println!("  certificate {}", signed.cert_path.display());

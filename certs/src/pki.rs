@@ -12,9 +12,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
-    RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -93,10 +92,7 @@ pub struct Issued {
 /// The parameters of a leaf certificate for `req` and its fresh serial.
 fn leaf_params(state: &State, req: &IssueRequest) -> Result<(CertificateParams, String), Error> {
     if req.identity.network() != state.network {
-        return Err(Error::Invalid {
-            what: "identity",
-            reason: format!("{} is not in this CA's network {:?}", req.identity, state.network),
-        });
+        return Err(Error::Invalid { what: "identity", reason: format!("{} is not in this CA's network {:?}", req.identity, state.network) });
     }
     if req.not_after <= req.not_before {
         return Err(Error::Invalid { what: "validity", reason: "not_after must be after not_before".into() });
@@ -132,11 +128,7 @@ fn subject_names(identity: &Identity, dns_names: &[String], ip_addresses: &[IpAd
 }
 
 fn record(state: &mut State, serial_hex: &str, req: &IssueRequest) {
-    state.issued.push(IssuedRecord {
-        serial: serial_hex.to_owned(),
-        identity: req.identity.uri(),
-        not_after: req.not_after.unix_timestamp(),
-    });
+    state.issued.push(IssuedRecord { serial: serial_hex.to_owned(), identity: req.identity.uri(), not_after: req.not_after.unix_timestamp() });
 }
 
 /// Makes a key and a certificate signing request for `identity` where the
@@ -195,10 +187,7 @@ impl CaDir {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Error> {
         let ca = CaDir { dir: dir.into() };
         if !ca.cert_path().exists() {
-            return Err(Error::Invalid {
-                what: "CA directory",
-                reason: format!("{} has no ca.pem; run `tabadul-certs init` first", ca.dir.display()),
-            });
+            return Err(Error::Invalid { what: "CA directory", reason: format!("{} has no ca.pem; run `tabadul-certs init` first", ca.dir.display()) });
         }
         Ok(ca)
     }
@@ -209,10 +198,7 @@ impl CaDir {
         // Validates the network name with the same rules as identities.
         Identity::new(network, Role::Hub, "x")?;
         if dir.join("ca.pem").exists() {
-            return Err(Error::Invalid {
-                what: "CA directory",
-                reason: format!("{} already holds a CA; refusing to overwrite it", dir.display()),
-            });
+            return Err(Error::Invalid { what: "CA directory", reason: format!("{} already holds a CA; refusing to overwrite it", dir.display()) });
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let key = KeyPair::generate()?;
@@ -284,8 +270,7 @@ impl CaDir {
     /// `<role>-<id>.pem` into `out_dir`.
     pub fn sign(&self, csr_pem: &str, approved: &SignRequest, out_dir: &Path) -> Result<Signed, Error> {
         let invalid = |reason: String| Error::Invalid { what: "certificate request", reason };
-        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| invalid(format!("not a valid, self-signed request ({e})")))?;
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| invalid(format!("not a valid, self-signed request ({e})")))?;
         let mut uris = Vec::new();
         let mut dns_names = Vec::new();
         let mut ip_addresses = Vec::new();
@@ -331,17 +316,10 @@ impl CaDir {
         let mut state = self.load_state()?;
         let serial_hex = serial_hex.to_ascii_lowercase();
         if !state.issued.iter().any(|i| i.serial == serial_hex) {
-            return Err(Error::Invalid {
-                what: "serial",
-                reason: format!("{serial_hex} was not issued by this CA"),
-            });
+            return Err(Error::Invalid { what: "serial", reason: format!("{serial_hex} was not issued by this CA") });
         }
         if !state.revoked.iter().any(|r| r.serial == serial_hex) {
-            state.revoked.push(RevokedRecord {
-                serial: serial_hex,
-                revoked_at: OffsetDateTime::now_utc().unix_timestamp(),
-                reason: reason.to_owned(),
-            });
+            state.revoked.push(RevokedRecord { serial: serial_hex, revoked_at: OffsetDateTime::now_utc().unix_timestamp(), reason: reason.to_owned() });
         }
         self.write_crl(&mut state)?;
         self.save_state(&state)
@@ -365,10 +343,7 @@ impl CaDir {
             .revoked
             .iter()
             .map(|r| {
-                let bytes = hex::decode(&r.serial).map_err(|e| Error::Invalid {
-                    what: "state.json",
-                    reason: format!("serial {:?}: {e}", r.serial),
-                })?;
+                let bytes = hex::decode(&r.serial).map_err(|e| Error::Invalid { what: "state.json", reason: format!("serial {:?}: {e}", r.serial) })?;
                 Ok(RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: OffsetDateTime::from_unix_timestamp(r.revoked_at).unwrap_or(now),
@@ -403,8 +378,7 @@ impl CaDir {
     }
 
     fn save_state(&self, state: &State) -> Result<(), Error> {
-        let mut state_to_write = serde_json::to_vec_pretty(state)
-            .map_err(|e| Error::Invalid { what: "state.json", reason: e.to_string() })?;
+        let mut state_to_write = serde_json::to_vec_pretty(state).map_err(|e| Error::Invalid { what: "state.json", reason: e.to_string() })?;
         state_to_write.push(b'\n');
         write_atomic(&self.state_path(), &state_to_write, 0o644)
     }
@@ -412,9 +386,7 @@ impl CaDir {
 
 fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| Error::Invalid { what: "serial", reason: "system RNG failed".into() })?;
+    SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Invalid { what: "serial", reason: "system RNG failed".into() })?;
     // Positive and without a leading zero byte, as RFC 5280 asks.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     Ok(SerialNumber::from_slice(&bytes))
@@ -429,12 +401,7 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// by others, not even for an instant.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

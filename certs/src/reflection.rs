@@ -16,7 +16,13 @@ const ALWAYS: [&str; 3] = ["grpc.health.v1.Health", "grpc.reflection.v1.ServerRe
 pub fn services(
     descriptors: &'static [u8],
     services: &[&str],
-) -> Result<(v1::server_reflection_server::ServerReflectionServer<impl v1::server_reflection_server::ServerReflection>, v1alpha::server_reflection_server::ServerReflectionServer<impl v1alpha::server_reflection_server::ServerReflection>), Error> {
+) -> Result<
+    (
+        v1::server_reflection_server::ServerReflectionServer<impl v1::server_reflection_server::ServerReflection>,
+        v1alpha::server_reflection_server::ServerReflectionServer<impl v1alpha::server_reflection_server::ServerReflection>,
+    ),
+    Error,
+> {
     let builder = || {
         services.iter().copied().chain(ALWAYS).fold(
             Builder::configure()

@@ -73,10 +73,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(path, e))?;
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| pem_error(path, e))?.collect::<Result<Vec<_>, _>>().map_err(|e| pem_error(path, e))?;
     if certs.is_empty() {
         return Err(Error::BadPem { path: path.into(), reason: "no CERTIFICATE block".into() });
     }
@@ -88,10 +85,8 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
 }
 
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
-    let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(path, e))?;
+    let crls =
+        CertificateRevocationListDer::pem_file_iter(path).map_err(|e| pem_error(path, e))?.collect::<Result<Vec<_>, _>>().map_err(|e| pem_error(path, e))?;
     if crls.is_empty() {
         return Err(Error::BadPem { path: path.into(), reason: "no X509 CRL block".into() });
     }
@@ -190,10 +185,8 @@ struct ClientCurrent {
 impl ClientCurrent {
     fn build(files: &TlsFiles) -> Result<Self, Error> {
         let (roots, anchors) = roots(files)?;
-        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
-            .with_crls(crls(files)?)
-            .build()
-            .map_err(|e| Error::Verifier(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(roots, provider()).with_crls(crls(files)?).build().map_err(|e| Error::Verifier(e.to_string()))?;
         let verifier = Arc::new(crate::verifier::NetworkServerVerifier { inner, anchors });
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
@@ -242,9 +235,7 @@ impl ClientTls {
 
     fn accepts_now(&self, chain: &[CertificateDer<'_>], server_name: &ServerName<'_>) -> bool {
         let verifier = self.current.read().unwrap_or_else(|p| p.into_inner()).verifier.clone();
-        chain
-            .split_first()
-            .is_some_and(|(ee, rest)| verifier.verify_server_cert(ee, rest, server_name, &[], rustls_pki_types::UnixTime::now()).is_ok())
+        chain.split_first().is_some_and(|(ee, rest)| verifier.verify_server_cert(ee, rest, server_name, &[], rustls_pki_types::UnixTime::now()).is_ok())
     }
 }
 
@@ -273,8 +264,8 @@ impl From<Arc<ClientTls>> for ClientSource {
 /// `notAfter` of the first certificate in a PEM file, as a Unix timestamp.
 pub fn not_after(path: &Path) -> Result<i64, Error> {
     let chain = load_certs(path)?;
-    let (_, x509) = x509_parser::parse_x509_certificate(&chain[0])
-        .map_err(|_| Error::BadPem { path: path.into(), reason: "not a valid X.509 certificate".into() })?;
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(&chain[0]).map_err(|_| Error::BadPem { path: path.into(), reason: "not a valid X.509 certificate".into() })?;
     Ok(x509.validity().not_after.timestamp())
 }
 
@@ -282,8 +273,7 @@ pub fn not_after(path: &Path) -> Result<i64, Error> {
 /// seconds): past it, the CRL is stale. `None` if it names no next update.
 pub fn crl_next_update(path: &Path) -> Result<Option<i64>, Error> {
     let crls = load_crls(path)?;
-    let (_, crl) = x509_parser::parse_x509_crl(&crls[0])
-        .map_err(|_| Error::BadPem { path: path.into(), reason: "not a valid X.509 CRL".into() })?;
+    let (_, crl) = x509_parser::parse_x509_crl(&crls[0]).map_err(|_| Error::BadPem { path: path.into(), reason: "not a valid X.509 CRL".into() })?;
     Ok(crl.next_update().map(|t| t.timestamp()))
 }
 
@@ -379,8 +369,7 @@ impl ServerTls {
     /// chain the handshake verified: the front door's check, which lets it
     /// say why in an HTTP answer rather than fail the handshake.
     pub fn check_client(&self, chain: &[CertificateDer<'_>]) -> Result<Identity, Error> {
-        let (leaf, intermediates) =
-            chain.split_first().ok_or_else(|| Error::PeerRefused("no client certificate".into()))?;
+        let (leaf, intermediates) = chain.split_first().ok_or_else(|| Error::PeerRefused("no client certificate".into()))?;
         let anchors = self.current.read().unwrap_or_else(|p| p.into_inner()).anchors.clone();
         crate::verifier::check_chain(leaf, intermediates, &anchors, crate::verifier::Purpose::Client)
     }
@@ -508,11 +497,7 @@ impl AsyncWrite for PeerStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -525,11 +510,7 @@ impl AsyncWrite for PeerStream {
 /// with a certificate that names a Tabadul identity. Handshakes run
 /// concurrently, so a slow or hostile client cannot hold up the others;
 /// failures are logged with the peer address and dropped.
-pub fn incoming(
-    listener: TcpListener,
-    tls: Arc<ServerTls>,
-    limits: ConnectionLimits,
-) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, io::Error>> {
+pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>, limits: ConnectionLimits) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let gate = Gate::new(&limits);
     let limits = Arc::new(limits);
@@ -610,12 +591,7 @@ impl std::fmt::Display for Expect {
 /// A lazily connecting gRPC channel to `addr` (`host:port`) over mutual TLS.
 /// A server whose certificate names anyone other than `expected` is refused
 /// after the handshake, before any request is sent.
-pub fn channel(
-    addr: &str,
-    expected: Expect,
-    config: impl Into<ClientSource>,
-    connect_timeout: Duration,
-) -> Result<Channel, Error> {
+pub fn channel(addr: &str, expected: Expect, config: impl Into<ClientSource>, connect_timeout: Duration) -> Result<Channel, Error> {
     let config = config.into();
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::Invalid { what: "endpoint", reason: format!("{addr:?}: {e}") })?
@@ -638,8 +614,7 @@ async fn connect(uri: Uri, source: ClientSource, expected: Expect) -> io::Result
     let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "endpoint has no host"))?;
     let port = uri.port_u16().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "endpoint has no port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let server_name = ServerName::try_from(host.clone())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
     let tcp = TcpStream::connect((host.as_str(), port)).await?;
     tcp.set_nodelay(true)?;
     let peer = tcp.peer_addr()?;
@@ -659,10 +634,7 @@ async fn connect(uri: Uri, source: ClientSource, expected: Expect) -> io::Result
     if !presented.as_ref().is_some_and(|p| expected.check(p)) {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "server at {host}:{port} presented identity {}, expected {expected}",
-                presented.map_or_else(|| "none".to_owned(), |p| p.to_string())
-            ),
+            format!("server at {host}:{port} presented identity {}, expected {expected}", presented.map_or_else(|| "none".to_owned(), |p| p.to_string())),
         ));
     }
     let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
@@ -676,7 +648,10 @@ async fn connect(uri: Uri, source: ClientSource, expected: Expect) -> io::Result
             // A reload during the handshake re-checked the connections
             // registered then, not this one: check it here.
             if live.generation() != generation && !live.accepts_now(&chain, &server_name) {
-                return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("server at {host}:{port}: its certificate was revoked during the handshake")));
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("server at {host}:{port}: its certificate was revoked during the handshake"),
+                ));
             }
             Some(registration)
         }

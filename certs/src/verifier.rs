@@ -49,15 +49,12 @@ pub fn check_chain(
         if anchors.iter().any(|a| a.as_ref() == extra.as_ref()) {
             continue;
         }
-        let subject = x509_parser::parse_x509_certificate(extra)
-            .map(|(_, c)| c.subject().to_string())
-            .unwrap_or_else(|_| "an unreadable certificate".into());
+        let subject = x509_parser::parse_x509_certificate(extra).map(|(_, c)| c.subject().to_string()).unwrap_or_else(|_| "an unreadable certificate".into());
         return Err(refuse(format!(
             "the chain goes through an intermediate certificate ({subject}); the network CA allows none (path length 0) and signs every certificate itself"
         )));
     }
-    let (_, leaf) =
-        x509_parser::parse_x509_certificate(end_entity).map_err(|_| refuse("the certificate is not valid X.509".into()))?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(end_entity).map_err(|_| refuse("the certificate is not valid X.509".into()))?;
     if leaf.is_ca() {
         return Err(refuse("the certificate is a CA certificate, not a leaf".into()));
     }
@@ -124,20 +121,10 @@ impl ClientCertVerifier for NetworkClientVerifier {
         }
         result
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls12_signature(message, cert, dss)
     }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -165,20 +152,10 @@ impl ServerCertVerifier for NetworkServerVerifier {
         check_chain(end_entity, intermediates, &self.anchors, Purpose::Server).map_err(rejected)?;
         Ok(verified)
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls12_signature(message, cert, dss)
     }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

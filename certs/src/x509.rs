@@ -11,10 +11,7 @@ use crate::{Error, Identity};
 pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, Error> {
     let bad = |reason: &str| Error::BadIdentity { input: "<certificate>".into(), reason: reason.into() };
     let (_, x509) = x509_parser::parse_x509_certificate(cert).map_err(|_| bad("not a valid X.509 certificate"))?;
-    let san = x509
-        .subject_alternative_name()
-        .map_err(|_| bad("malformed subjectAltName"))?
-        .ok_or_else(|| bad("no subjectAltName"))?;
+    let san = x509.subject_alternative_name().map_err(|_| bad("malformed subjectAltName"))?.ok_or_else(|| bad("no subjectAltName"))?;
     let mut uris = san.value.general_names.iter().filter_map(|name| match name {
         x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(*uri),
         _ => None,
@@ -32,4 +29,3 @@ pub fn serial_hex(cert: &CertificateDer<'_>) -> Result<String, Error> {
         .map_err(|_| Error::BadIdentity { input: "<certificate>".into(), reason: "not a valid X.509 certificate".into() })?;
     Ok(hex::encode(x509.raw_serial()))
 }
-

@@ -90,7 +90,11 @@ impl History {
                 return Err(Error::Chain { version: v, previous: h, why: format!("versions {}..{} are missing: fetch them first", h + 1, v - 1) });
             }
             if new.doc.previous.as_deref() != Some(held.digest().as_str()) {
-                return Err(Error::Chain { version: v, previous: h, why: "it does not name the held version's digest as its previous: another history".into() });
+                return Err(Error::Chain {
+                    version: v,
+                    previous: h,
+                    why: "it does not name the held version's digest as its previous: another history".into(),
+                });
             }
         }
         // Crash point: the temporary file may be left behind; the rename

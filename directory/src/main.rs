@@ -141,7 +141,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             if show {
                 println!("{}", serde_json::to_string_pretty(&latest.doc)?);
             } else {
-                println!("verified: {}'s directory version {} ({} members), signed by {}", latest.doc.network, latest.doc.version, latest.doc.members.len(), anchor.name());
+                println!(
+                    "verified: {}'s directory version {} ({} members), signed by {}",
+                    latest.doc.network,
+                    latest.doc.version,
+                    latest.doc.members.len(),
+                    anchor.name()
+                );
             }
         }
     }

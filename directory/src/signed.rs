@@ -35,7 +35,12 @@ impl SignedDirectory {
     pub fn sign(doc: &Directory, key: &Signer) -> Result<Self, Error> {
         doc.validate()?;
         if key.name() != anchor_name(&doc.network) {
-            return Err(Error::Refused(format!("the key {:?} is not the directory key of network {:?} ({:?})", key.name(), doc.network, anchor_name(&doc.network))));
+            return Err(Error::Refused(format!(
+                "the key {:?} is not the directory key of network {:?} ({:?})",
+                key.name(),
+                doc.network,
+                anchor_name(&doc.network)
+            )));
         }
         let text = serde_json::to_string_pretty(doc).map_err(|e| Error::Refused(e.to_string()))? + "\n";
         let note = key.sign(&text).map_err(|e| Error::Refused(e.to_string()))?;
@@ -84,7 +89,12 @@ pub(crate) mod tests {
             crl_url: Some("https://pki.alo.example/crl.pem".into()),
             dictionary: DictionaryRef { version: "2026.4".into(), sha256: digest(b"dictionary") },
             witness_quorum: members.len().min(1),
-            hubs: vec![HubEntry { id: "alo".into(), endpoint: "hub.alo.example:7443".into(), https: Some("hub.alo.example:8443".into()), log_vkey: key("alo/hub/alo") }],
+            hubs: vec![HubEntry {
+                id: "alo".into(),
+                endpoint: "hub.alo.example:7443".into(),
+                https: Some("hub.alo.example:8443".into()),
+                log_vkey: key("alo/hub/alo"),
+            }],
             members: members
                 .iter()
                 .map(|m| MemberEntry {

@@ -18,16 +18,12 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
         Ok(false) => return sink.problem(file, 1, None, "empty file: no header row"),
         Err(e) => return sink.problem(file, 1, None, format!("unreadable CSV: {e}")),
     }
-    let names: Vec<String> = record
-        .iter()
-        .enumerate()
-        .map(|(i, s)| if i == 0 { s.trim_start_matches('\u{feff}') } else { s }.trim().to_ascii_lowercase())
-        .collect();
+    let names: Vec<String> =
+        record.iter().enumerate().map(|(i, s)| if i == 0 { s.trim_start_matches('\u{feff}') } else { s }.trim().to_ascii_lowercase()).collect();
     let find = |n: &str| names.iter().position(|c| c == n);
     let mut ok = true;
     for (i, name) in names.iter().enumerate() {
-        let known = matches!(name.as_str(),
-            "ref_area" | "indicator" | "sex" | "classif1" | "classif2" | "time" | "obs_value" | "obs_status" | "source")
+        let known = matches!(name.as_str(), "ref_area" | "indicator" | "sex" | "classif1" | "classif2" | "time" | "obs_value" | "obs_status" | "source")
             || name.starts_with("note_")
             || name.ends_with(".label");
         if !known {
@@ -42,8 +38,7 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
         }
         c
     };
-    let (Some(area_c), Some(ind_c), Some(time_c), Some(value_c)) =
-        (required("ref_area"), required("indicator"), required("time"), required("obs_value"))
+    let (Some(area_c), Some(ind_c), Some(time_c), Some(value_c)) = (required("ref_area"), required("indicator"), required("time"), required("obs_value"))
     else {
         return;
     };
@@ -71,7 +66,9 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
         }
         if record.len() != names.len() {
             sink.problem(file, line, None, format!("{} fields, the header has {}", record.len(), names.len()));
-            if sink.full() { return; }
+            if sink.full() {
+                return;
+            }
             continue;
         }
         let indicator = record[ind_c].trim();
@@ -81,16 +78,15 @@ pub(super) fn parse(sink: &mut Sink<'_>, file: usize, reader: impl Read) {
         }
         let Some(info) = flows.get(indicator).and_then(Option::as_ref) else {
             sink.problem(file, line, col(ind_c), format!("ILOSTAT indicator {indicator:?} is not mapped in the dictionary"));
-            if sink.full() { return; }
+            if sink.full() {
+                return;
+            }
             continue;
         };
         let flow = info.flow;
         // Start from the totals, then apply the row's classifications.
-        let mut codes: Vec<(&str, Option<(usize, &str)>)> = flow
-            .dimensions
-            .iter()
-            .map(|d| (sink.dict.dimension(d).and_then(|d| d.total.as_deref()).unwrap_or(""), None))
-            .collect();
+        let mut codes: Vec<(&str, Option<(usize, &str)>)> =
+            flow.dimensions.iter().map(|d| (sink.dict.dimension(d).and_then(|d| d.total.as_deref()).unwrap_or(""), None)).collect();
         codes[0] = (record[area_c].trim(), col(area_c));
         let mut row_ok = true;
         for &c in &classif_cols {

@@ -76,8 +76,7 @@ pub struct ImportError {
 
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "import rejected, nothing was stored ({} problem{}",
-            self.problems.len(), if self.problems.len() == 1 { "" } else { "s" })?;
+        write!(f, "import rejected, nothing was stored ({} problem{}", self.problems.len(), if self.problems.len() == 1 { "" } else { "s" })?;
         if self.truncated {
             write!(f, " shown, more not listed")?;
         }
@@ -158,12 +157,7 @@ impl<'a> Sink<'a> {
     pub fn problem(&mut self, file: usize, line: u64, column: Option<(usize, &str)>, reason: impl Into<String>) {
         self.problem_count += 1;
         if self.problems.len() < MAX_REPORTED_PROBLEMS {
-            self.problems.push(Problem {
-                file: self.files[file].clone(),
-                line,
-                column: column.map(|(n, s)| (n, s.to_owned())),
-                reason: reason.into(),
-            });
+            self.problems.push(Problem { file: self.files[file].clone(), line, column: column.map(|(n, s)| (n, s.to_owned())), reason: reason.into() });
         }
     }
 
@@ -199,14 +193,7 @@ impl<'a> Sink<'a> {
     pub fn flow_info(&mut self, flow: &'a Dataflow) -> FlowInfo<'a> {
         self.dataflows.insert(flow.id.clone());
         let dict = self.dict;
-        FlowInfo {
-            flow,
-            codelists: flow
-                .dimensions
-                .iter()
-                .map(|d| dict.dimension(d).and_then(|d| dict.codelist(&d.codelist)).map(|cl| &cl.codes))
-                .collect(),
-        }
+        FlowInfo { flow, codelists: flow.dimensions.iter().map(|d| dict.dimension(d).and_then(|d| dict.codelist(&d.codelist)).map(|cl| &cl.codes)).collect() }
     }
 
     pub fn full(&self) -> bool {
@@ -232,8 +219,12 @@ impl<'a> Sink<'a> {
         for ((dim, (code, col)), codelist) in flow.dimensions.iter().zip(codes).zip(&info.codelists) {
             if dim == tabadul_proto::REF_AREA {
                 if *code != self.member {
-                    self.problem(file, line, *col, format!(
-                        "REF_AREA {code:?} is not this node's member {}: a node holds only its own country's data", self.member));
+                    self.problem(
+                        file,
+                        line,
+                        *col,
+                        format!("REF_AREA {code:?} is not this node's member {}: a node holds only its own country's data", self.member),
+                    );
                     ok = false;
                 }
             } else if !codelist.is_some_and(|cl| cl.contains_key(*code)) {
@@ -243,15 +234,14 @@ impl<'a> Sink<'a> {
             }
         }
         let Some(period) = normalise_period(time.0) else {
-            self.problem(file, line, time.1, format!(
-                "time period {:?} is not YYYY, YYYY-S1, YYYY-Q1 or YYYY-MM", time.0));
+            self.problem(file, line, time.1, format!("time period {:?} is not YYYY, YYYY-S1, YYYY-Q1 or YYYY-MM", time.0));
             return;
         };
         let number = match value.0.trim().parse::<f64>() {
             Ok(v) if v.is_finite() => v,
             _ => {
-                let reason = if value.0.trim().is_empty() { "empty observation value".to_owned() }
-                    else { format!("observation value {:?} is not a number", value.0) };
+                let reason =
+                    if value.0.trim().is_empty() { "empty observation value".to_owned() } else { format!("observation value {:?} is not a number", value.0) };
                 self.problem(file, line, value.1, reason);
                 return;
             }
@@ -328,8 +318,7 @@ pub fn detect_format(path: &Path) -> Result<Format, Problem> {
     match col.as_str() {
         "dataflow" | "structure" => Ok(Format::SdmxCsv),
         "ref_area" => Ok(Format::Ilostat),
-        _ => Err(problem(format!(
-            "cannot tell the format: an SDMX-CSV file starts with DATAFLOW or STRUCTURE, an ILOSTAT file with ref_area (found {col:?})"))),
+        _ => Err(problem(format!("cannot tell the format: an SDMX-CSV file starts with DATAFLOW or STRUCTURE, an ILOSTAT file with ref_area (found {col:?})"))),
     }
 }
 
@@ -341,12 +330,7 @@ pub fn check(dict: &Dictionary, member: &str, files: &[(PathBuf, Option<Format>)
     validate(dict, member, files, &indicatif::ProgressBar::hidden()).map(|v| v.rows.len() as u64)
 }
 
-pub fn validate(
-    dict: &Dictionary,
-    member: &str,
-    files: &[(PathBuf, Option<Format>)],
-    progress: &indicatif::ProgressBar,
-) -> Result<Validated, ImportError> {
+pub fn validate(dict: &Dictionary, member: &str, files: &[(PathBuf, Option<Format>)], progress: &indicatif::ProgressBar) -> Result<Validated, ImportError> {
     let mut sink = Sink {
         dict,
         member,
@@ -469,7 +453,13 @@ fn sort_and_find_duplicates(arenas: &[Vec<u8>], rows: &mut Vec<Row>, member: &st
     let mut sorted: Vec<Row> = Vec::with_capacity(rows.len());
     while i < left.len() || j < right.len() {
         let take_left = j == right.len() || (i < left.len() && cmp(&left[i], &right[j]).is_le());
-        let next = if take_left { i += 1; left[i - 1].1 } else { j += 1; right[j - 1].1 };
+        let next = if take_left {
+            i += 1;
+            left[i - 1].1
+        } else {
+            j += 1;
+            right[j - 1].1
+        };
         sorted.push(rows[next as usize]);
     }
     *rows = sorted;

@@ -87,12 +87,7 @@ enum Target {
 /// Parses and validates the records in `path` for `schema`'s table. New
 /// TIME_PERIOD codes are appended to `periods` (the table's stored period
 /// codes, by index), which the columns then refer to.
-pub fn parse_records(
-    schema: &Schema,
-    periods: &mut Vec<String>,
-    path: &Path,
-    progress: &indicatif::ProgressBar,
-) -> Result<Columns, ImportError> {
+pub fn parse_records(schema: &Schema, periods: &mut Vec<String>, path: &Path, progress: &indicatif::ProgressBar) -> Result<Columns, ImportError> {
     let one = |line: u64, reason: String| ImportError { problems: vec![Problem { file: path.to_owned(), line, column: None, reason }], truncated: false };
     let file = std::fs::File::open(path).map_err(|e| one(0, format!("cannot open: {e}")))?;
     let reader = progress.wrap_read(std::io::BufReader::with_capacity(1 << 20, file));
@@ -120,8 +115,7 @@ pub fn parse_records(
             seen[schema.categorical.len() + n] = true;
             Some(Target::Numeric(n))
         } else {
-            report(&mut problems, 1, Some((i + 1, name.to_owned())),
-                format!("{table} has no column {name:?} (its columns: {})", all_columns(schema)));
+            report(&mut problems, 1, Some((i + 1, name.to_owned())), format!("{table} has no column {name:?} (its columns: {})", all_columns(schema)));
             None
         };
         targets.push(target);
@@ -136,18 +130,12 @@ pub fn parse_records(
     }
 
     // Code -> index per dimension; the total code is not a category.
-    let lookups: Vec<HashMap<&str, u16>> = schema
-        .codes
-        .iter()
-        .map(|codes| codes.iter().enumerate().map(|(i, code)| (code.as_str(), u16::try_from(i).unwrap_or(u16::MAX))).collect())
-        .collect();
+    let lookups: Vec<HashMap<&str, u16>> =
+        schema.codes.iter().map(|codes| codes.iter().enumerate().map(|(i, code)| (code.as_str(), u16::try_from(i).unwrap_or(u16::MAX))).collect()).collect();
     let mut period_index: HashMap<String, u16> = periods.iter().enumerate().map(|(i, p)| (p.clone(), i as u16)).collect();
     let weight = schema.weight_index();
 
-    let mut cols = Columns {
-        categorical: vec![Vec::new(); schema.categorical.len()],
-        numeric: vec![Vec::new(); schema.numeric.len()],
-    };
+    let mut cols = Columns { categorical: vec![Vec::new(); schema.categorical.len()], numeric: vec![Vec::new(); schema.numeric.len()] };
     let mut record = csv::StringRecord::new();
     let mut line = 1u64;
     loop {

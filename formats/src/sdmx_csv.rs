@@ -52,11 +52,7 @@ pub(super) fn parse_in_memory(sink: &mut Sink<'_>, file: usize, data: &[u8], thr
     let (mut start, mut first_line) = (0, 2u64);
     for k in 1..=threads {
         let target = (body.len() * k / threads).max(start);
-        let end = if k == threads {
-            body.len()
-        } else {
-            body[target..].iter().position(|&b| b == b'\n').map_or(body.len(), |i| target + i + 1)
-        };
+        let end = if k == threads { body.len() } else { body[target..].iter().position(|&b| b == b'\n').map_or(body.len(), |i| target + i + 1) };
         chunks.push((&body[start..end], first_line));
         first_line += body[start..end].iter().filter(|&&b| b == b'\n').count() as u64;
         start = end;
@@ -117,7 +113,9 @@ fn parse_rows<R: Read>(sink: &mut Sink<'_>, file: usize, header: &Header, csv: &
         }
         if record.len() != header.names.len() {
             sink.problem(file, line, None, format!("{} fields, the header has {}", record.len(), header.names.len()));
-            if sink.full() { return; }
+            if sink.full() {
+                return;
+            }
             continue;
         }
         let flow_cell = &record[header.flow_col];
@@ -155,11 +153,7 @@ struct Columns {
 }
 
 fn columns(h: &Header, flow: &tabadul_proto::Dataflow) -> Columns {
-    let dims = flow
-        .dimensions
-        .iter()
-        .map(|d| h.dims.get(d).copied().ok_or_else(|| d.clone()))
-        .collect::<Result<Vec<_>, _>>();
+    let dims = flow.dimensions.iter().map(|d| h.dims.get(d).copied().ok_or_else(|| d.clone())).collect::<Result<Vec<_>, _>>();
     let others = h.dims.iter().filter(|(d, _)| !flow.dimensions.contains(d)).map(|(d, &i)| (i, d.clone())).collect();
     Columns { dims, others }
 }
@@ -174,13 +168,16 @@ fn row(sink: &mut Sink<'_>, file: usize, line: u64, h: &Header, record: &csv::St
     if let Some(i) = h.action_col {
         let action = cell(i).trim();
         if !matches!(action, "" | "I" | "A" | "R" | "M") {
-            return sink.problem(file, line, col(h, i), format!(
-                "ACTION {action:?} is not supported: use I, A, R or M (withdraw data with `tabadul-node withdraw`)"));
+            return sink.problem(
+                file,
+                line,
+                col(h, i),
+                format!("ACTION {action:?} is not supported: use I, A, R or M (withdraw data with `tabadul-node withdraw`)"),
+            );
         }
     }
     let Some((info, columns)) = info else {
-        return sink.problem(file, line, col(h, h.flow_col), format!(
-            "unknown dataflow {:?} (not in dictionary {})", cell(h.flow_col), sink.dict.version));
+        return sink.problem(file, line, col(h, h.flow_col), format!("unknown dataflow {:?} (not in dictionary {})", cell(h.flow_col), sink.dict.version));
     };
     let flow = info.flow;
     let dims = match &columns.dims {
@@ -232,8 +229,7 @@ fn parse_header(sink: &mut Sink<'_>, file: usize, record: &csv::StringRecord) ->
             (id, Some(0), find("ACTION"))
         }
         _ => {
-            sink.problem(file, 1, Some((1, names.first().map_or("", String::as_str))),
-                "an SDMX-CSV header starts with DATAFLOW (1.0) or STRUCTURE (2.0)");
+            sink.problem(file, 1, Some((1, names.first().map_or("", String::as_str))), "an SDMX-CSV header starts with DATAFLOW (1.0) or STRUCTURE (2.0)");
             return None;
         }
     };
@@ -257,8 +253,12 @@ fn parse_header(sink: &mut Sink<'_>, file: usize, record: &csv::StringRecord) ->
                 continue;
             }
             _ => {
-                sink.problem(file, 1, Some((i + 1, name)),
-                    "unknown column: not a dimension of the dictionary, TIME_PERIOD, OBS_VALUE, OBS_STATUS or UNIT_MULT");
+                sink.problem(
+                    file,
+                    1,
+                    Some((i + 1, name)),
+                    "unknown column: not a dimension of the dictionary, TIME_PERIOD, OBS_VALUE, OBS_STATUS or UNIT_MULT",
+                );
                 ok = false;
                 continue;
             }
@@ -277,17 +277,7 @@ fn parse_header(sink: &mut Sink<'_>, file: usize, record: &csv::StringRecord) ->
     if !ok {
         return None;
     }
-    Some(Header {
-        names,
-        flow_col,
-        structure_col,
-        action_col,
-        time_col: time_col?,
-        value_col: value_col?,
-        status_col,
-        mult_col,
-        dims,
-    })
+    Some(Header { names, flow_col, structure_col, action_col, time_col: time_col?, value_col: value_col?, status_col, mult_col, dims })
 }
 
 #[cfg(test)]

@@ -51,11 +51,9 @@ impl std::fmt::Display for Busy {
             Busy::QueueFull { waiting } => {
                 write!(f, "the hub is busy: {waiting} federated queries are already waiting; try again shortly")
             }
-            Busy::WaitedTooLong { waited } => write!(
-                f,
-                "the hub is busy: the query waited {} ms for a slot without getting one; try again shortly",
-                waited.as_millis()
-            ),
+            Busy::WaitedTooLong { waited } => {
+                write!(f, "the hub is busy: the query waited {} ms for a slot without getting one; try again shortly", waited.as_millis())
+            }
         }
     }
 }

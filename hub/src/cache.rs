@@ -164,10 +164,7 @@ mod tests {
         let a = pb::FederatedQueryRequest { query: Some(q.clone()), members: vec!["TUN".into(), "MAR".into()], ..Default::default() };
         let b = pb::FederatedQueryRequest { query: Some(q.clone()), members: vec!["MAR".into(), "TUN".into()], ..Default::default() };
         assert_eq!(key(&a), key(&b));
-        let public = pb::FederatedQueryRequest {
-            query: Some(pb::Query { audience: "public".into(), ..q }),
-            ..b.clone()
-        };
+        let public = pb::FederatedQueryRequest { query: Some(pb::Query { audience: "public".into(), ..q }), ..b.clone() };
         assert_ne!(key(&public), key(&b));
     }
 }

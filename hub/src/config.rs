@@ -224,8 +224,7 @@ fn default_max_deadline_ms() -> u64 {
 impl HubConfig {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-        let mut config: HubConfig =
-            toml::from_str(&text).map_err(|e| Error::Config { path: path.to_owned(), reason: e.to_string() })?;
+        let mut config: HubConfig = toml::from_str(&text).map_err(|e| Error::Config { path: path.to_owned(), reason: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut config.data_dir, &mut config.dictionary, &mut config.log_key] {
             if p.is_relative() {
@@ -241,7 +240,10 @@ impl HubConfig {
                 d.file = base.join(&d.file);
             }
             if !config.members.is_empty() {
-                return Err(Error::Config { path: path.to_owned(), reason: "with [directory], the members come from the signed network directory: remove the [[member]] tables".into() });
+                return Err(Error::Config {
+                    path: path.to_owned(),
+                    reason: "with [directory], the members come from the signed network directory: remove the [[member]] tables".into(),
+                });
             }
             let signed = crate::directory::open(d, &config.dictionary)?;
             config.members = members_of(&signed.doc);

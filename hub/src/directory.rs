@@ -23,7 +23,6 @@ pub struct DirectoryConfig {
     pub file: PathBuf,
 }
 
-
 /// The directory as the hub holds it, for the front door.
 #[derive(Debug)]
 pub(crate) struct Held {
@@ -45,20 +44,35 @@ pub fn open(config: &DirectoryConfig, dictionary: &Path) -> Result<SignedDirecto
 /// At start: the directory must list this hub with the key it signs its
 /// log with, and follow every version applied before (kept in
 /// `data_dir/directory/`).
-pub(crate) fn apply(config: &DirectoryConfig, signed: &SignedDirectory, data_dir: &Path, hub_id: &str, log_key: &Verifier, dictionary: &Path) -> Result<Held, Error> {
+pub(crate) fn apply(
+    config: &DirectoryConfig,
+    signed: &SignedDirectory,
+    data_dir: &Path,
+    hub_id: &str,
+    log_key: &Verifier,
+    dictionary: &Path,
+) -> Result<Held, Error> {
     let anchor = tabadul_audit::offline::read_vkey(&config.anchor).map_err(|e| Error::Config { path: "[directory] anchor".into(), reason: e.to_string() })?;
-    let listed = signed.doc.hub(hub_id).ok_or_else(|| Error::Config {
-        path: config.file.clone(),
-        reason: format!("directory version {} does not list hub {hub_id:?}", signed.doc.version),
-    })?;
+    let listed = signed
+        .doc
+        .hub(hub_id)
+        .ok_or_else(|| Error::Config { path: config.file.clone(), reason: format!("directory version {} does not list hub {hub_id:?}", signed.doc.version) })?;
     if Verifier::parse(&listed.log_vkey).ok().as_ref() != Some(log_key) {
         return Err(Error::Config {
             path: config.file.clone(),
-            reason: format!("directory version {} lists another log key for hub {hub_id:?} than the one this hub signs with: a key rotation goes through a new directory version", signed.doc.version),
+            reason: format!(
+                "directory version {} lists another log key for hub {hub_id:?} than the one this hub signs with: a key rotation goes through a new directory version",
+                signed.doc.version
+            ),
         });
     }
     let history = History::open(&data_dir.join("directory"))?;
     let accepted = history.accept(signed, &anchor)?;
-    tracing::info!(version = signed.doc.version, members = signed.doc.members.len(), new = matches!(accepted, tabadul_directory::history::Accepted::New), "network directory applied");
+    tracing::info!(
+        version = signed.doc.version,
+        members = signed.doc.members.len(),
+        new = matches!(accepted, tabadul_directory::history::Accepted::New),
+        "network directory applied"
+    );
     Ok(Held { anchor, history, dictionary: dictionary.to_owned() })
 }

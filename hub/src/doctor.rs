@@ -37,11 +37,15 @@ pub async fn run(config: &HubConfig) -> Vec<Check> {
         let listed = identity.as_ref().and_then(|id| d.doc.hub(id.id())).map(|h| h.log_vkey.clone());
         let own = tabadul_audit::load_signer(&config.log_key).ok().map(|s| s.verifier().to_string());
         let ok = listed.is_some() && listed == own;
-        out.push(check("network directory", ok, if ok {
-            format!("version {} verified against the anchor: {} members, dictionary {}", d.doc.version, d.doc.members.len(), d.doc.dictionary.version)
-        } else {
-            format!("version {} does not list this hub with the log key it signs with", d.doc.version)
-        }));
+        out.push(check(
+            "network directory",
+            ok,
+            if ok {
+                format!("version {} verified against the anchor: {} members, dictionary {}", d.doc.version, d.doc.members.len(), d.doc.dictionary.version)
+            } else {
+                format!("version {} does not list this hub with the log key it signs with", d.doc.version)
+            },
+        ));
     }
     out.extend(front_door(config));
     out.push(data_dir(config));
@@ -95,16 +99,32 @@ async fn member(m: &crate::config::MemberConfig, hub: &Identity, client_tls: std
         }
         Ok(Ok(r)) => {
             let serving = r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-            out.push(check(code, serving, format!(
-                "{} at {}: TLS and identity verified, {} in {} ms",
-                expected, m.endpoint, if serving { "serving" } else { "NOT serving" }, started.elapsed().as_millis())));
+            out.push(check(
+                code,
+                serving,
+                format!(
+                    "{} at {}: TLS and identity verified, {} in {} ms",
+                    expected,
+                    m.endpoint,
+                    if serving { "serving" } else { "NOT serving" },
+                    started.elapsed().as_millis()
+                ),
+            ));
             if let Some(skew) = clock_skew(r.metadata()) {
                 let ok = skew.unsigned_abs() <= CLOCK_TOLERANCE.as_secs();
-                out.push(check(code, ok, if ok {
-                    format!("clock within {} s of ours", skew.unsigned_abs())
-                } else {
-                    format!("clock is {} s {} ours: embargoes and certificate checks will misfire", skew.unsigned_abs(), if skew > 0 { "ahead of" } else { "behind" })
-                }));
+                out.push(check(
+                    code,
+                    ok,
+                    if ok {
+                        format!("clock within {} s of ours", skew.unsigned_abs())
+                    } else {
+                        format!(
+                            "clock is {} s {} ours: embargoes and certificate checks will misfire",
+                            skew.unsigned_abs(),
+                            if skew > 0 { "ahead of" } else { "behind" }
+                        )
+                    },
+                ));
             }
         }
     }
@@ -117,8 +137,11 @@ async fn member(m: &crate::config::MemberConfig, hub: &Identity, client_tls: std
                 Ok(Err(s)) => out.push(check(code, false, format!("cannot read its log checkpoint: {}", s.message()))),
                 Ok(Ok(r)) => match Checkpoint::open(&r.into_inner().checkpoint, &key) {
                     Ok((cp, _)) => out.push(check(code, true, format!("log at size {} signed with the configured key", cp.size))),
-                    Err(e) => out.push(check(code, false, format!(
-                        "its log is not signed with the log_vkey in hub.toml ({e}): every answer from it will be rejected"))),
+                    Err(e) => out.push(check(
+                        code,
+                        false,
+                        format!("its log is not signed with the log_vkey in hub.toml ({e}): every answer from it will be rejected"),
+                    )),
                 },
             }
         }
@@ -129,9 +152,7 @@ async fn member(m: &crate::config::MemberConfig, hub: &Identity, client_tls: std
 /// Peer clock minus ours, in seconds, from the HTTP `date` header.
 fn clock_skew(meta: &tonic::metadata::MetadataMap) -> Option<i64> {
     let date = meta.get("date")?.to_str().ok()?;
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
+    let format = time::macros::format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
     let theirs = time::PrimitiveDateTime::parse(date, &format).ok()?.assume_utc().unix_timestamp();
     Some(theirs - time::OffsetDateTime::now_utc().unix_timestamp())
 }
@@ -172,12 +193,16 @@ fn front_door(config: &HubConfig) -> Vec<Check> {
                 let live = list.iter().filter(|t| t.live_at(now)).count();
                 let revoked = list.iter().filter(|t| t.revoked.is_some()).count();
                 out.push(check("operator tokens", true, format!("{live} live, {revoked} revoked, {} expired", list.len() - live - revoked)));
-                let legacy: Vec<String> =
-                    list.iter().filter(|t| t.is_legacy() && t.live_at(now)).map(|t| format!("{} ({})", t.id, t.name)).collect();
+                let legacy: Vec<String> = list.iter().filter(|t| t.is_legacy() && t.live_at(now)).map(|t| format!("{} ({})", t.id, t.name)).collect();
                 if !legacy.is_empty() {
-                    out.push(check("operator tokens", false, format!(
-                        "{} never expire (issued before tokens had lifetimes): issue a new token with --expires-in, then revoke these by id",
-                        legacy.join(", "))));
+                    out.push(check(
+                        "operator tokens",
+                        false,
+                        format!(
+                            "{} never expire (issued before tokens had lifetimes): issue a new token with --expires-in, then revoke these by id",
+                            legacy.join(", ")
+                        ),
+                    ));
                 }
             }
             Err(e) => out.push(check("operator tokens", false, e.to_string())),

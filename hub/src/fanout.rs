@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use tabadul_audit::receipt::{KNOWN_SIZE_METADATA, Seen};
 use tabadul_audit::ReceiptRef;
+use tabadul_audit::receipt::{KNOWN_SIZE_METADATA, Seen};
 use tabadul_certs::Identity;
 use tabadul_proto::pb::{self, DecisionKind, MemberState, query_response::Item};
 use tabadul_proto::{Dataflow, TIME_PERIOD};
@@ -265,7 +265,13 @@ mod tests {
         let hub: Identity = "spiffe://alo/hub/alo".parse().unwrap();
         let query = pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() };
         let digest = tabadul_proto::query_digest(&query);
-        let d = pb::Decision { kind: DecisionKind::Allowed as i32, rule_id: "r".into(), policy_version: "v".into(), query_digest: digest.clone(), ..Default::default() };
+        let d = pb::Decision {
+            kind: DecisionKind::Allowed as i32,
+            rule_id: "r".into(),
+            policy_version: "v".into(),
+            query_digest: digest.clone(),
+            ..Default::default()
+        };
         let salt = [9u8; 16];
         let mut entry = tabadul_audit::Entry::now("query", &hub.to_string());
         entry.query_digest = digest.clone();

@@ -98,9 +98,7 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
         members.extend(roster.values());
     } else {
         for code in &req.members {
-            members.push(
-                roster.get(code).ok_or_else(|| Failure::Invalid(format!("{code} is not a member configured on this hub")))?,
-            );
+            members.push(roster.get(code).ok_or_else(|| Failure::Invalid(format!("{code} is not a member configured on this hub")))?);
         }
     }
     let deadline = match req.deadline_ms {
@@ -168,8 +166,7 @@ pub async fn federate(state: &HubState, caller: &Caller, mut req: pb::FederatedQ
                 response.aggregate = merge::rate(&released(&nums), &released(&dens), *scale);
                 receipts.extend(nums.iter().filter_map(|a| a.receipt.clone().map(|r| (r, numerator.clone()))));
                 receipts.extend(dens.iter().filter_map(|a| a.receipt.clone().map(|r| (r, denominator.clone()))));
-                response.aggregate_method =
-                    format!("sum of {numerator} / sum of {denominator} x {scale}, over members that released both");
+                response.aggregate_method = format!("sum of {numerator} / sum of {denominator} x {scale}, over members that released both");
                 parts.extend(nums);
                 parts.extend(dens);
                 answers
@@ -280,11 +277,7 @@ fn internal(e: &dyn std::fmt::Display) -> Failure {
 }
 
 fn released(answers: &[MemberAnswer]) -> Vec<Released<'_>> {
-    answers
-        .iter()
-        .filter(|a| a.released())
-        .map(|a| Released { member: &a.status.member, cells: &a.cells })
-        .collect()
+    answers.iter().filter(|a| a.released()).map(|a| Released { member: &a.status.member, cells: &a.cells }).collect()
 }
 
 /// The shape of a microdata answer as a dataflow (REF_AREA, then the

@@ -151,7 +151,9 @@ async fn main() -> anyhow::Result<()> {
                     let (token, record) = tabadul_hub::tokens::issue(path, &name, lifetime)?;
                     eprintln!(
                         "issued token {} for {}, expires {}; it is shown once, keep it secret:",
-                        record.id, record.name, record.expires.as_deref().unwrap_or("never")
+                        record.id,
+                        record.name,
+                        record.expires.as_deref().unwrap_or("never")
                     );
                     println!("{token}");
                 }
@@ -214,7 +216,24 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("{member}'s log was not pinned; logged as entry {entry}"),
             }
         }
-        Command::Query { hub, ca, cert, key, crl, dataflow, breakdown, filters, period, members, aggregate, deadline_ms, json, statistic, variable, denominator } => {
+        Command::Query {
+            hub,
+            ca,
+            cert,
+            key,
+            crl,
+            dataflow,
+            breakdown,
+            filters,
+            period,
+            members,
+            aggregate,
+            deadline_ms,
+            json,
+            statistic,
+            variable,
+            denominator,
+        } => {
             let files = TlsFiles { ca, cert, key, crl };
             // A hub of our own network only: our certificate says which.
             let network = files.own_identity()?.network().to_owned();
@@ -225,12 +244,7 @@ async fn main() -> anyhow::Result<()> {
             if statistic.is_some() || !variable.is_empty() {
                 q.aggregation = Some(pb::Aggregation { statistic: statistic.unwrap_or_default(), variable, denominator });
             }
-            let request = pb::FederatedQueryRequest {
-                query: Some(q),
-                members,
-                regional_aggregate: aggregate,
-                deadline_ms: deadline_ms.unwrap_or(0),
-            };
+            let request = pb::FederatedQueryRequest { query: Some(q), members, regional_aggregate: aggregate, deadline_ms: deadline_ms.unwrap_or(0) };
             let r = match client.federated_query(request).await {
                 Ok(r) => r.into_inner(),
                 Err(s) => {
@@ -299,8 +313,13 @@ fn print_table(r: &pb::FederatedQueryResponse) {
             _ => String::new(),
         };
         let detail = if m.partial || m.state != pb::MemberState::Answered as i32 { m.detail.as_str() } else { "" };
-        println!("  {:<4} {:<12} {:>6} ms  {what}{}{detail}", m.member, state_word(m.state), m.elapsed_ms,
-            if what.is_empty() || detail.is_empty() { "" } else { " - " });
+        println!(
+            "  {:<4} {:<12} {:>6} ms  {what}{}{detail}",
+            m.member,
+            state_word(m.state),
+            m.elapsed_ms,
+            if what.is_empty() || detail.is_empty() { "" } else { " - " }
+        );
     }
 }
 

@@ -69,9 +69,8 @@ pub fn sum(released: &[Released<'_>], unit_mult: i32) -> Vec<pb::AggregateCell> 
 /// `sum(numerator) / sum(denominator) * scale` per key, over the members
 /// that released both parts of that key.
 pub fn rate(numerators: &[Released<'_>], denominators: &[Released<'_>], scale: f64) -> Vec<pb::AggregateCell> {
-    let by_key = |r: &Released<'_>| -> BTreeMap<Vec<String>, f64> {
-        r.cells.iter().filter(|c| usable(c)).map(|c| (c.key[1..].to_vec(), scaled(c, 0))).collect()
-    };
+    let by_key =
+        |r: &Released<'_>| -> BTreeMap<Vec<String>, f64> { r.cells.iter().filter(|c| usable(c)).map(|c| (c.key[1..].to_vec(), scaled(c, 0))).collect() };
     let mut acc: BTreeMap<Vec<String>, (f64, f64, Vec<String>)> = BTreeMap::new();
     for num in once_each(numerators) {
         let Some(den) = denominators.iter().find(|d| d.member == num.member) else { continue };
@@ -166,8 +165,7 @@ mod tests {
     fn any_member_list_counts_each_member_once() {
         const POOL: [&str; 6] = ["MAR", "EGY", "JOR", "TUN", "LBY", "DZA"];
         let mut rng = Rng(0x7ab4_d001_5eed_0013);
-        let figures: Vec<Vec<pb::Cell>> =
-            POOL.iter().enumerate().map(|(i, m)| vec![cell(&[m, "T", "2024"], 1000.0 * (i + 1) as f64 + 7.0, 0)]).collect();
+        let figures: Vec<Vec<pb::Cell>> = POOL.iter().enumerate().map(|(i, m)| vec![cell(&[m, "T", "2024"], 1000.0 * (i + 1) as f64 + 7.0, 0)]).collect();
         let query = pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() };
         for round in 0..2000 {
             let len = rng.below(POOL.len() + 1);
@@ -198,12 +196,7 @@ mod tests {
             }
             // The key the hub caches under is the key of the distinct set,
             // in whatever order it comes.
-            let request = |members: Vec<String>| pb::FederatedQueryRequest {
-                query: Some(query.clone()),
-                members,
-                regional_aggregate: true,
-                deadline_ms: 0,
-            };
+            let request = |members: Vec<String>| pb::FederatedQueryRequest { query: Some(query.clone()), members, regional_aggregate: true, deadline_ms: 0 };
             let mut shuffled = sorted.clone();
             shuffled.reverse();
             assert_eq!(crate::cache::key(&request(acted.clone())), crate::cache::key(&request(shuffled)), "round {round}");

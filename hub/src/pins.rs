@@ -206,8 +206,7 @@ mod tests {
 
     #[test]
     fn the_chain_puts_the_pin_among_the_pending_checkpoints() {
-        let points: BTreeMap<u64, (Hash, String)> =
-            [(3, ([3; 32], String::new())), (12, ([12; 32], String::new())), (7, ([7; 32], String::new()))].into();
+        let points: BTreeMap<u64, (Hash, String)> = [(3, ([3; 32], String::new())), (12, ([12; 32], String::new())), (7, ([7; 32], String::new()))].into();
         let sizes: Vec<u64> = chain(seen(5, 5), &points).unwrap().iter().map(|s| s.size).collect();
         assert_eq!(sizes, [3, 5, 7, 12]);
         // The pin's size already pending: once, and with the pin's root only.

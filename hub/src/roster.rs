@@ -216,7 +216,9 @@ impl Following {
                     witnesses_tx.send_replace(witnesses);
                     entries = next;
                 }
-                Err(e) => tracing::error!(error = %e, version = signed.doc.version, "new network directory could not be applied; the members stay as they were"),
+                Err(e) => {
+                    tracing::error!(error = %e, version = signed.doc.version, "new network directory could not be applied; the members stay as they were")
+                }
             }
         }
     }

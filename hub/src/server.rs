@@ -4,18 +4,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tabadul_audit::service::{AuditService, Readers};
 use tabadul_audit::Log;
-use tabadul_certs::tls::{self, ServerTls};
+use tabadul_audit::service::{AuditService, Readers};
 use tabadul_certs::Role;
-use tabadul_proto::pb::hub_server::HubServer;
+use tabadul_certs::tls::{self, ServerTls};
 use tabadul_proto::pb::audit_server::AuditServer;
+use tabadul_proto::pb::hub_server::HubServer;
 use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
 use tokio::net::TcpListener;
 
-pub use crate::state::state_word;
 use crate::service::HubService;
 use crate::state::HubState;
+pub use crate::state::state_word;
 use crate::{Error, HubConfig};
 
 /// Serves until `shutdown` completes, then lets in-flight queries finish.
@@ -79,11 +79,7 @@ pub async fn run_notify(
         default_deadline: Duration::from_millis(config.deadline_ms),
         max_deadline: Duration::from_millis(config.max_deadline_ms),
         cache: crate::cache::AnswerCache::new(config.cache.max_entries, Duration::from_secs(config.cache.max_age_s)),
-        admission: crate::admission::Admission::new(
-            config.max_concurrent_queries,
-            config.max_queued_queries,
-            Duration::from_millis(config.max_queue_wait_ms),
-        ),
+        admission: crate::admission::Admission::new(config.max_concurrent_queries, config.max_queued_queries, Duration::from_millis(config.max_queue_wait_ms)),
     });
     tracing::info!(hub = %identity, addr = ?listener.local_addr().ok(), members = state.members().len(), "hub serving");
 
@@ -183,7 +179,8 @@ pub async fn run_notify(
     // A new CRL, certificate or key applies to the next handshake on both
     // listeners: rotation and revocation need no restart.
     let tls_watch = {
-        let files: Vec<std::path::PathBuf> = [Some(config.tls.cert.clone()), Some(config.tls.key.clone()), config.tls.crl.clone()].into_iter().flatten().collect();
+        let files: Vec<std::path::PathBuf> =
+            [Some(config.tls.cert.clone()), Some(config.tls.key.clone()), config.tls.crl.clone()].into_iter().flatten().collect();
         let tls_sets: Vec<Arc<ServerTls>> = std::iter::once(server_tls.clone()).chain(http_tls.clone()).collect();
         let client_tls = client_tls.clone();
         let mut rx = stop_rx.clone();
@@ -272,21 +269,41 @@ pub async fn run_notify(
 fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     use tabadul_telemetry::Kind;
     let m = tabadul_telemetry::Registry::new();
-    m.describe("tabadul_hub_federated_queries_total", Kind::Counter, "Federated queries, by outcome (answered, cached: served from the cache after revalidation, refused-role, busy: not admitted).");
+    m.describe(
+        "tabadul_hub_federated_queries_total",
+        Kind::Counter,
+        "Federated queries, by outcome (answered, cached: served from the cache after revalidation, refused-role, busy: not admitted).",
+    );
     m.describe("tabadul_hub_queries_working", Kind::Gauge, "Federated queries being worked on now (at most max_concurrent_queries).");
     m.describe("tabadul_hub_queries_waiting", Kind::Gauge, "Federated queries waiting to be admitted (at most max_queued_queries).");
     m.describe("tabadul_hub_admission_wait_seconds", Kind::Histogram, "Time a federated query waited to be admitted.");
     m.describe("tabadul_hub_federated_query_seconds", Kind::Histogram, "Time to answer a federated query, fan-out included.");
     m.describe("tabadul_hub_member_answers_total", Kind::Counter, "Member outcomes of federated queries (answered, refused, unreachable, timed-out, failed).");
     m.describe("tabadul_hub_log_entries", Kind::Gauge, "Entries in the hub's signed exchange log.");
-    m.describe("tabadul_hub_log_writable", Kind::Gauge, "0 when the hub's log has failed (disk full, I/O error) and federated queries are refused; 1 otherwise.");
-    m.describe("tabadul_hub_log_published_checkpoint_age_seconds", Kind::Gauge, "Seconds since the hub's log last published (synced) a signed checkpoint; alert when it grows while queries come in.");
+    m.describe(
+        "tabadul_hub_log_writable",
+        Kind::Gauge,
+        "0 when the hub's log has failed (disk full, I/O error) and federated queries are refused; 1 otherwise.",
+    );
+    m.describe(
+        "tabadul_hub_log_published_checkpoint_age_seconds",
+        Kind::Gauge,
+        "Seconds since the hub's log last published (synced) a signed checkpoint; alert when it grows while queries come in.",
+    );
     m.describe("tabadul_hub_cosigned_size", Kind::Gauge, "Tree size of the latest checkpoint the witnesses cosigned.");
     m.describe("tabadul_hub_member_log_forked", Kind::Gauge, "1 when a member's node was caught forking its log.");
     m.describe("tabadul_hub_certificate_expiry_seconds", Kind::Gauge, "Seconds until the hub's TLS certificate expires.");
-    m.describe("tabadul_hub_crl_next_update_seconds", Kind::Gauge, "Seconds until the CRL's next update; negative when stale (still enforced, exchange goes on).");
+    m.describe(
+        "tabadul_hub_crl_next_update_seconds",
+        Kind::Gauge,
+        "Seconds until the CRL's next update; negative when stale (still enforced, exchange goes on).",
+    );
     m.describe("tabadul_hub_cache_entries", Kind::Gauge, "Federated answers held in the cache.");
-    m.describe("tabadul_hub_cache_invalidations_total", Kind::Counter, "Cached answers dropped because a member's generation changed or it did not confirm it.");
+    m.describe(
+        "tabadul_hub_cache_invalidations_total",
+        Kind::Counter,
+        "Cached answers dropped because a member's generation changed or it did not confirm it.",
+    );
     m
 }
 
@@ -304,10 +321,9 @@ pub fn unpin(config: &HubConfig, member: &str, reason: &str) -> Result<(Option<u
     let origin = format!("{}/node/{member}", identity.network());
     let signer = tabadul_audit::load_signer(&config.log_key)?;
     let log = Log::open(&config.data_dir.join("log"), signer).map_err(|e| match e {
-        tabadul_audit::Error::Db { .. } => Error::Config {
-            path: config.data_dir.clone(),
-            reason: format!("cannot open the hub's log ({e}); is the hub still running? stop it first"),
-        },
+        tabadul_audit::Error::Db { .. } => {
+            Error::Config { path: config.data_dir.clone(), reason: format!("cannot open the hub's log ({e}); is the hub still running? stop it first") }
+        }
         other => other.into(),
     })?;
     let dropped = log.pinned(&origin)?.and_then(|n| tabadul_audit::offline::peek(&n).ok()).map(|c| c.size);

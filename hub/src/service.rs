@@ -24,10 +24,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl pb::hub_server::Hub for HubService {
-    async fn federated_query(
-        &self,
-        request: Request<pb::FederatedQueryRequest>,
-    ) -> Result<Response<pb::FederatedQueryResponse>, Status> {
+    async fn federated_query(&self, request: Request<pb::FederatedQueryRequest>) -> Result<Response<pb::FederatedQueryResponse>, Status> {
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
         let req = request.into_inner();
         let query = req.query.clone().unwrap_or_default();
@@ -38,7 +35,9 @@ impl pb::hub_server::Hub for HubService {
             if peer.identity.role() != Role::Operator || peer.identity.network() != state.identity.network() {
                 let refusal = Status::permission_denied(format!(
                     "{} may not use the operator API: it is open to operators of network {:?} only",
-                    peer.identity, state.identity.network()));
+                    peer.identity,
+                    state.identity.network()
+                ));
                 let mut entry = Entry::now("federated-query", &peer.identity.to_string());
                 entry.query_digest = digest.clone();
                 entry.decision = "refused".into();
@@ -61,4 +60,3 @@ impl pb::hub_server::Hub for HubService {
         .await
     }
 }
-

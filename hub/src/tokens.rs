@@ -166,8 +166,10 @@ pub fn issue(path: &Path, name: &str, lifetime: Option<time::Duration>) -> Resul
     let issued_at = time::OffsetDateTime::now_utc();
     let live = tokens.iter().filter(|t| t.name == name && t.live_at(issued_at)).count();
     if live >= MAX_LIVE_PER_OPERATOR {
-        return Err(bad(path, format!(
-            "{name} already has {live} live tokens (two at most, for rotation); revoke the old one first (tabadul-hub token revoke --name <id>)")));
+        return Err(bad(
+            path,
+            format!("{name} already has {live} live tokens (two at most, for rotation); revoke the old one first (tabadul-hub token revoke --name <id>)"),
+        ));
     }
     let rng = ring::rand::SystemRandom::new();
     let mut id = [0u8; 4];

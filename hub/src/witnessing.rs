@@ -113,11 +113,7 @@ async fn cosign(log: &Arc<Log>, w: &mut Witness, note: &str, size: u64) -> Resul
             let log = log.clone();
             tokio::task::spawn_blocking(move || log.consistency_proof(old, size)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?
         };
-        let request = pb::AddCheckpointRequest {
-            old_size: old,
-            consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
-            checkpoint: note.to_owned(),
-        };
+        let request = pb::AddCheckpointRequest { old_size: old, consistency_proof: proof.iter().map(|h| h.to_vec()).collect(), checkpoint: note.to_owned() };
         let mut request = tonic::Request::new(request);
         request.set_timeout(Duration::from_secs(5));
         match w.client.add_checkpoint(request).await {

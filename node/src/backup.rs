@@ -62,8 +62,8 @@ pub fn backup(member: &str, store: &Store, log: &Log, dir: &Path) -> Result<Mani
 pub fn restore(config: &NodeConfig, member: &str, from: &Path) -> Result<(Manifest, Option<PathBuf>), Error> {
     let manifest_path = from.join("backup.json");
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: {e} (an unfinished or damaged backup?)", manifest_path.display())))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e} (an unfinished or damaged backup?)", manifest_path.display())))?;
     if manifest.member != member {
         return Err(Error::Invalid(format!("{} is a backup of {}, not of {member}", from.display(), manifest.member)));
     }

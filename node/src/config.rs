@@ -91,8 +91,7 @@ fn default_reload_interval_ms() -> u64 {
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config: NodeConfig = toml::from_str(&text)
-            .map_err(|e| Error::Config { path: path.to_owned(), reason: e.to_string() })?;
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| Error::Config { path: path.to_owned(), reason: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {

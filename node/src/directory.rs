@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use tabadul_directory::history::Accepted;
 use tabadul_directory::{History, SignedDirectory};
 
-use crate::{Error, NodeConfig};
 use crate::config::DirectoryConfig;
+use crate::{Error, NodeConfig};
 
 /// What a fetch did.
 #[derive(Debug)]
@@ -43,7 +43,9 @@ pub fn fetch(config: &NodeConfig) -> Result<Fetched, Error> {
     if tabadul_directory::digest(&dict) != signed.doc.dictionary.sha256 {
         return Err(tabadul_directory::Error::Refused(format!(
             "the dictionary the hub serves is not the one directory version {} names (digest {}): refused",
-            signed.doc.version, signed.doc.dictionary.sha256)).into());
+            signed.doc.version, signed.doc.dictionary.sha256
+        ))
+        .into());
     }
     let history = History::open(&config.directory_dir())?;
     let accepted = history.accept(&signed, &anchor)?;

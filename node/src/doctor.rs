@@ -84,10 +84,6 @@ fn data_dir_modes(config: &NodeConfig) -> Vec<Check> {
     if loose.is_empty() {
         vec![check("data directory", true, format!("{} is readable by the node's user only", config.data_dir.display()))]
     } else {
-        vec![check(
-            "data directory",
-            false,
-            format!("{}: others may read microdata, the release ledger and the log; chmod 700 them", loose.join(", ")),
-        )]
+        vec![check("data directory", false, format!("{}: others may read microdata, the release ledger and the log; chmod 700 them", loose.join(", ")))]
     }
 }

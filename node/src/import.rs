@@ -34,4 +34,3 @@ pub fn import(
     store.put_sorted(rows.chunks(run_len).map(|run| run.iter().map(move |r| (r.key(arenas), r.value(arenas)))).collect())?;
     Ok(ImportReport { observations: rows.len() as u64, dataflows, validate_time, write_time: started.elapsed() - validate_time })
 }
-

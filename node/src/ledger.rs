@@ -152,11 +152,7 @@ pub fn load(store: &Store, requester: &str, table: &str) -> Result<Vec<(BoxDef, 
     }
     merged
         .into_iter()
-        .map(|(text, flags)| {
-            parse_box(&text)
-                .map(|b| (b, flags))
-                .ok_or_else(|| Error::Invalid(format!("release ledger entry {text:?} of {table} is damaged")))
-        })
+        .map(|(text, flags)| parse_box(&text).map(|b| (b, flags)).ok_or_else(|| Error::Invalid(format!("release ledger entry {text:?} of {table} is damaged"))))
         .collect()
 }
 
@@ -228,7 +224,13 @@ mod tests {
         assert_eq!(box_text(&parse_box(&box_text(&b)).unwrap()), box_text(&b));
         {
             let store = Store::open(dir.path()).unwrap();
-            let r = Release { requester: "hub".into(), budget: "hub".into(), table: "T".into(), boxes: vec![(b.clone(), RELEASED), (b.clone(), WITHHELD)], epsilon: 0.5 };
+            let r = Release {
+                requester: "hub".into(),
+                budget: "hub".into(),
+                table: "T".into(),
+                boxes: vec![(b.clone(), RELEASED), (b.clone(), WITHHELD)],
+                epsilon: 0.5,
+            };
             record(&store, &r).unwrap();
             record(&store, &Release { epsilon: 0.25, boxes: vec![], ..r }).unwrap();
         }
@@ -249,7 +251,8 @@ mod tests {
         let mut c = BoxDef::new();
         c.insert("SEX".into(), vec!["F".into()]);
         for (who, bx) in [("spiffe://alo/node/EGY", &b), ("spiffe://alo/hub/*", &c), ("spiffe://oic/node/EGY", &c)] {
-            record(&store, &Release { requester: who.into(), budget: who.into(), table: "T".into(), boxes: vec![(bx.clone(), RELEASED)], epsilon: 0.0 }).unwrap();
+            record(&store, &Release { requester: who.into(), budget: who.into(), table: "T".into(), boxes: vec![(bx.clone(), RELEASED)], epsilon: 0.0 })
+                .unwrap();
         }
         let all = load(&store, "spiffe://alo/*", "T").unwrap();
         assert_eq!(all.len(), 2, "{all:?}");

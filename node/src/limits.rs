@@ -64,7 +64,10 @@ impl Limits {
             };
             p.refilled = Some(now);
             if p.tokens < 1.0 {
-                return Err(format!("{peer} is over this node's rate of {} queries per second (max_queries_per_second_per_peer); retry shortly", self.per_second));
+                return Err(format!(
+                    "{peer} is over this node's rate of {} queries per second (max_queries_per_second_per_peer); retry shortly",
+                    self.per_second
+                ));
             }
             p.tokens -= 1.0;
         }

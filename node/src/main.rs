@@ -276,8 +276,12 @@ async fn main() -> anyhow::Result<()> {
                     let report = report?;
                     println!(
                         "{}: {} records imported into {} ({} in all); validated in {:.2} s, stored in {:.2} s",
-                        file.display(), report.records, report.table, report.total,
-                        report.validate_time.as_secs_f64(), report.write_time.as_secs_f64(),
+                        file.display(),
+                        report.records,
+                        report.table,
+                        report.total,
+                        report.validate_time.as_secs_f64(),
+                        report.write_time.as_secs_f64(),
                     );
                 }
             }
@@ -291,7 +295,15 @@ async fn main() -> anyhow::Result<()> {
                     let r = client
                         .import(pb::ImportRequest {
                             path: path.display().to_string(),
-                            format: format.map(|f| match f { Format::SdmxCsv => "sdmx-csv", Format::Ilostat => "ilostat" }.into()).unwrap_or_default(),
+                            format: format
+                                .map(|f| {
+                                    match f {
+                                        Format::SdmxCsv => "sdmx-csv",
+                                        Format::Ilostat => "ilostat",
+                                    }
+                                    .into()
+                                })
+                                .unwrap_or_default(),
                             table: String::new(),
                         })
                         .await
@@ -324,10 +336,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Withdraw { dataflow, series, reason } => {
             let config = load_config(&cli.config)?;
             let mut client = running(&config).await?;
-            let r = client
-                .withdraw(pb::WithdrawRequest { dataflow, series_key: series, reason })
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            let r = client.withdraw(pb::WithdrawRequest { dataflow, series_key: series, reason }).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             println!("withdrawn: {} (effective for the next query)", r.into_inner().id);
         }
         Command::Reinstate { dataflow, series } => {
@@ -373,9 +382,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Directory { command: DirectoryCommand::Fetch } => {
             let config = load_config(&cli.config)?;
             let f = tokio::task::spawn_blocking(move || tabadul_node::directory::fetch(&config)).await??;
-            println!("directory version {} ({}; {} members); its dictionary is at {}", f.version, if f.new { "new" } else { "unchanged" }, f.members, f.dictionary.display());
+            println!(
+                "directory version {} ({}; {} members); its dictionary is at {}",
+                f.version,
+                if f.new { "new" } else { "unchanged" },
+                f.members,
+                f.dictionary.display()
+            );
             if !f.dictionary_in_use {
-                bail!("this node's dictionary is not the one directory version {} names: install {} as the node's dictionary; the node refuses to start until then", f.version, f.dictionary.display());
+                bail!(
+                    "this node's dictionary is not the one directory version {} names: install {} as the node's dictionary; the node refuses to start until then",
+                    f.version,
+                    f.dictionary.display()
+                );
             }
         }
         Command::Backup { out } => {
@@ -446,7 +465,19 @@ async fn main() -> anyhow::Result<()> {
                 let withdrawals = store.withdrawals()?;
                 let today = time::OffsetDateTime::now_utc().date();
                 let a = if dict.microdata(&q.dataflow).is_some() {
-                    tabadul_node::micro_query::answer(&store, &dict, &member, &policy, &withdrawals, &who, &q, today, tabadul_node::micro_query::Detail::Owner, None)??.answer
+                    tabadul_node::micro_query::answer(
+                        &store,
+                        &dict,
+                        &member,
+                        &policy,
+                        &withdrawals,
+                        &who,
+                        &q,
+                        today,
+                        tabadul_node::micro_query::Detail::Owner,
+                        None,
+                    )??
+                    .answer
                 } else {
                     query::answer(Some(&store), &dict, &policy, &withdrawals, &who, &q, today)??
                 };
@@ -465,7 +496,8 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
-            let mut sides = vec![Side { title: format!("placed in {member} (ours)"), state: "ours".into(), note: String::new(), values: by_period(&placed.cells, &ours) }];
+            let mut sides =
+                vec![Side { title: format!("placed in {member} (ours)"), state: "ours".into(), note: String::new(), values: by_period(&placed.cells, &ours) }];
             for (title, flow) in [("permits", "WP_ISSUED"), ("visas", "WP_VISAS"), ("stock", "MIG_STOCK")] {
                 let ask = pb::AskRequest {
                     member: member.clone(),
@@ -478,10 +510,16 @@ async fn main() -> anyhow::Result<()> {
                         let r = r.into_inner();
                         let d = r.decision.unwrap_or_default();
                         let state = tabadul_proto::decision_word(d.kind).to_owned();
-                        let note = if d.kind == pb::DecisionKind::Refused as i32 { d.reason.clone() } else { format!("rule {}, {member}'s leaf {}, ours {}", d.rule_id, r.their_leaf, r.our_leaf) };
+                        let note = if d.kind == pb::DecisionKind::Refused as i32 {
+                            d.reason.clone()
+                        } else {
+                            format!("rule {}, {member}'s leaf {}, ours {}", d.rule_id, r.their_leaf, r.our_leaf)
+                        };
                         Side { title: format!("{title} ({member}, {flow})"), state, note, values: by_period(&r.cells, &member) }
                     }
-                    Err(s) => Side { title: format!("{title} ({member}, {flow})"), state: "failed".into(), note: s.message().to_owned(), values: Default::default() },
+                    Err(s) => {
+                        Side { title: format!("{title} ({member}, {flow})"), state: "failed".into(), note: s.message().to_owned(), values: Default::default() }
+                    }
                 };
                 sides.push(side);
             }
@@ -656,9 +694,22 @@ fn print_corridor(ours: &str, member: &str, sides: &[Side]) {
             None => "—".into(),
         };
         let asym = |i: usize| {
-            sides[0].values.get(p).zip(sides[i].values.get(p)).and_then(|(a, b)| tabadul_proto::mirror_asymmetry(*a, *b)).map_or("—".to_owned(), |v| format!("{v:.3}"))
+            sides[0]
+                .values
+                .get(p)
+                .zip(sides[i].values.get(p))
+                .and_then(|(a, b)| tabadul_proto::mirror_asymmetry(*a, *b))
+                .map_or("—".to_owned(), |v| format!("{v:.3}"))
         };
-        println!("  {p:<6}  {:>12}  {:>12}  {:>12}  {:>12}  {:>14}  {:>14}", cell(&sides[0]), cell(&sides[1]), cell(&sides[2]), cell(&sides[3]), asym(1), asym(2));
+        println!(
+            "  {p:<6}  {:>12}  {:>12}  {:>12}  {:>12}  {:>14}  {:>14}",
+            cell(&sides[0]),
+            cell(&sides[1]),
+            cell(&sides[2]),
+            cell(&sides[3]),
+            asym(1),
+            asym(2)
+        );
     }
 }
 

@@ -19,7 +19,6 @@ use tabadul_certs::{Identity, Role};
 use tabadul_proto::pb::{self, query_response::Item};
 use tonic::Status;
 
-
 /// How long a connection to the other node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the whole answer may take.

@@ -35,10 +35,9 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, Error> {
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
-            "{} is locked by a running node (or another restore): stop it first",
-            path.display()
-        ))),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(Error::Invalid(format!("{} is locked by a running node (or another restore): stop it first", path.display())))
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }

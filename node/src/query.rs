@@ -60,46 +60,36 @@ pub fn answer(
         decision.reason = format!("{} is withdrawn by the member since {}: {}", r.flow.id, w.at, w.reason);
         return Ok(Ok(Answer { decision, cells: Vec::new() }));
     }
-    let series_withdrawals: Vec<&Withdrawal> =
-        withdrawals.iter().filter(|w| w.dataflow == r.flow.id && !w.series_key.is_empty()).collect();
+    let series_withdrawals: Vec<&Withdrawal> = withdrawals.iter().filter(|w| w.dataflow == r.flow.id && !w.series_key.is_empty()).collect();
 
     let mut cells = Vec::new();
     if let Some(store) = store {
-        store.scan_where(&r.flow.id, |codes, time| wanted(&r, codes, time), |o| {
-            if !rule.period_in_range(&o.time_period) {
-                let range = format!(
-                    "{}..{}",
-                    rule.start_period.as_deref().unwrap_or(""),
-                    rule.end_period.as_deref().unwrap_or("")
-                );
-                withheld
-                    .entry(format!("outside the periods {range} granted by rule {}", rule.id))
-                    .or_default()
-                    .insert(o.time_period);
-                return;
-            }
-            if let Some(e) = rule.embargo_on(&o.time_period, today) {
-                withheld
-                    .entry(format!("under embargo until {} (rule {})", e.until, rule.id))
-                    .or_default()
-                    .insert(o.time_period);
-                return;
-            }
-            if let Some(w) = series_withdrawals.iter().find(|w| w.covers(&o.dataflow, &o.key)) {
-                withheld
-                    .entry(format!("series withdrawn by the member since {}: {}", w.at, w.reason))
-                    .or_default()
-                    .insert(format!("{}.{}", o.dataflow, w.series_key));
-                return;
-            }
-            cells.push(cell_of(o));
-        })?;
+        store.scan_where(
+            &r.flow.id,
+            |codes, time| wanted(&r, codes, time),
+            |o| {
+                if !rule.period_in_range(&o.time_period) {
+                    let range = format!("{}..{}", rule.start_period.as_deref().unwrap_or(""), rule.end_period.as_deref().unwrap_or(""));
+                    withheld.entry(format!("outside the periods {range} granted by rule {}", rule.id)).or_default().insert(o.time_period);
+                    return;
+                }
+                if let Some(e) = rule.embargo_on(&o.time_period, today) {
+                    withheld.entry(format!("under embargo until {} (rule {})", e.until, rule.id)).or_default().insert(o.time_period);
+                    return;
+                }
+                if let Some(w) = series_withdrawals.iter().find(|w| w.covers(&o.dataflow, &o.key)) {
+                    withheld
+                        .entry(format!("series withdrawn by the member since {}: {}", w.at, w.reason))
+                        .or_default()
+                        .insert(format!("{}.{}", o.dataflow, w.series_key));
+                    return;
+                }
+                cells.push(cell_of(o));
+            },
+        )?;
     }
-    decision.withheld = withheld
-        .iter()
-        .map(|(reason, what)| format!("{}: {reason}", what.iter().cloned().collect::<Vec<_>>().join(", ")))
-        .chain(rows_note.clone())
-        .collect();
+    decision.withheld =
+        withheld.iter().map(|(reason, what)| format!("{}: {reason}", what.iter().cloned().collect::<Vec<_>>().join(", "))).chain(rows_note.clone()).collect();
     // Rows the rule never grants do not make an answer without data a
     // refusal (the request was granted, for its rows).
     decision.kind = match (cells.is_empty(), withheld.is_empty()) {

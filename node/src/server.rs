@@ -10,8 +10,8 @@ use tabadul_audit::service::{AuditService, Readers, WitnessService};
 use tabadul_audit::{Log, Verifier};
 use tabadul_certs::Role;
 use tabadul_certs::tls::{self, ServerTls};
-use tabadul_proto::pb::node_admin_server::NodeAdminServer;
 use tabadul_proto::pb::audit_server::AuditServer;
+use tabadul_proto::pb::node_admin_server::NodeAdminServer;
 use tabadul_proto::pb::node_server::NodeServer;
 use tabadul_proto::pb::witness_server::WitnessServer;
 use tabadul_proto::{Dictionary, FILE_DESCRIPTOR_SET};
@@ -50,8 +50,7 @@ pub async fn run_notify(
     crate::directory::check_at_start(&config)?;
     let dict = Arc::new(Dictionary::load(&config.dictionary)?);
     if !dict.has_code(tabadul_proto::REF_AREA, identity.id()) {
-        return Err(Error::Invalid(format!(
-            "member {} is not in the dictionary's REF_AREA codelist (dictionary {})", identity.id(), dict.version)));
+        return Err(Error::Invalid(format!("member {} is not in the dictionary's REF_AREA codelist (dictionary {})", identity.id(), dict.version)));
     }
     let policy = Policy::load(&config.policy, &dict)?;
     // Before RocksDB opens them, so they exist with the node's mode.
@@ -66,13 +65,12 @@ pub async fn run_notify(
     if signer.name() != origin {
         return Err(Error::Invalid(format!(
             "log key {} is for {:?}; this node's log is {origin:?} (make one with tabadul-audit keygen --origin {origin})",
-            config.log_key.display(), signer.name())));
+            config.log_key.display(),
+            signer.name()
+        )));
     }
-    let witness_logs = config
-        .witness_logs
-        .iter()
-        .map(|v| Verifier::parse(v).map_err(|e| Error::Invalid(format!("witness_logs: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let witness_logs =
+        config.witness_logs.iter().map(|v| Verifier::parse(v).map_err(|e| Error::Invalid(format!("witness_logs: {e}")))).collect::<Result<Vec<_>, _>>()?;
     let cosigner = match &config.witness_key {
         Some(path) => {
             let key = tabadul_audit::load_signer(path)?;
@@ -80,7 +78,9 @@ pub async fn run_notify(
             if key.name() != name {
                 return Err(Error::Invalid(format!(
                     "witness key {} is for {:?}; this node's witness key is {name:?} (make one with tabadul-audit keygen --origin {name})",
-                    path.display(), key.name())));
+                    path.display(),
+                    key.name()
+                )));
             }
             Some(key)
         }
@@ -172,7 +172,8 @@ pub async fn run_notify(
     };
     // Exactly what this port serves: not the admin API (on its own
     // socket), not the hub's.
-    let (reflection, reflection_v1alpha) = tabadul_certs::reflection::services(FILE_DESCRIPTOR_SET, &["tabadul.v1.Node", "tabadul.v1.Audit", "tabadul.v1.Witness"])?;
+    let (reflection, reflection_v1alpha) =
+        tabadul_certs::reflection::services(FILE_DESCRIPTOR_SET, &["tabadul.v1.Node", "tabadul.v1.Audit", "tabadul.v1.Witness"])?;
     let node = NodeServer::new(NodeService { state: state.clone() }).max_decoding_message_size(config.max_request_bytes);
     let public = tls::grpc_server(&config.connections)
         .timeout(Duration::from_secs(60))
@@ -279,13 +280,21 @@ async fn watch_files(state: Arc<NodeState>, server_tls: Arc<ServerTls>, interval
 fn metrics_registry() -> Arc<tabadul_telemetry::Registry> {
     use tabadul_telemetry::Kind;
     let m = tabadul_telemetry::Registry::new();
-    m.describe("tabadul_node_queries_total", Kind::Counter, "Queries, by decision (refused-role: refused for the caller's role before the policy; limited: over a per-requester limit).");
+    m.describe(
+        "tabadul_node_queries_total",
+        Kind::Counter,
+        "Queries, by decision (refused-role: refused for the caller's role before the policy; limited: over a per-requester limit).",
+    );
     m.describe("tabadul_node_query_seconds", Kind::Histogram, "Time to decide, log and start streaming an answer.");
     m.describe("tabadul_node_log_entries", Kind::Gauge, "Entries in the signed exchange log.");
     m.describe("tabadul_node_log_writable", Kind::Gauge, "0 once a log write failed: the node then releases nothing until restarted.");
     m.describe("tabadul_node_log_published_checkpoint_age_seconds", Kind::Gauge, "Time since a log checkpoint was last published.");
     m.describe("tabadul_node_policy_info", Kind::Gauge, "The publication policy in force (its version is the label).");
     m.describe("tabadul_node_certificate_expiry_seconds", Kind::Gauge, "Seconds until the node's TLS certificate expires.");
-    m.describe("tabadul_node_crl_next_update_seconds", Kind::Gauge, "Seconds until the CRL's next update; negative when stale (still enforced, exchange goes on).");
+    m.describe(
+        "tabadul_node_crl_next_update_seconds",
+        Kind::Gauge,
+        "Seconds until the CRL's next update; negative when stale (still enforced, exchange goes on).",
+    );
     m
 }

@@ -92,20 +92,22 @@ pub(crate) fn answer_any(
     // rows the ledger will never have.
     let kept = record.then_some(&state.kept_spans);
     let answer = crate::micro_query::answer(&state.store, &state.dict, state.member(), policy, &withdrawals, who, q, today, detail, kept)?;
-    Ok(match answer.map(|mut a| {
-        a.answer = stamp(a.answer);
-        a
-    }) {
-        Ok(a) => {
-            if record && let Some(release) = &a.release {
-                // Crash point: the ledger holds the release before the log
-                // does and before anything is sent.
-                crate::ledger::record(&state.store, release)?;
+    Ok(
+        match answer.map(|mut a| {
+            a.answer = stamp(a.answer);
+            a
+        }) {
+            Ok(a) => {
+                if record && let Some(release) = &a.release {
+                    // Crash point: the ledger holds the release before the log
+                    // does and before anything is sent.
+                    crate::ledger::record(&state.store, release)?;
+                }
+                Ok(a.answer)
             }
-            Ok(a.answer)
-        }
-        Err(e) => Err(e),
-    })
+            Err(e) => Err(e),
+        },
+    )
 }
 
 impl NodeState {
@@ -185,13 +187,11 @@ fn internal(e: impl std::fmt::Display) -> Status {
 /// may call `Node`; operators and auditors go through the hub.
 fn authorize(state: &NodeState, who: &Identity) -> Result<(), Status> {
     if who.network() != state.identity.network() {
-        return Err(Status::permission_denied(format!(
-            "{who} belongs to network {:?}, this node to {:?}", who.network(), state.identity.network())));
+        return Err(Status::permission_denied(format!("{who} belongs to network {:?}, this node to {:?}", who.network(), state.identity.network())));
     }
     match who.role() {
         Role::Hub | Role::Node => Ok(()),
-        Role::Operator => Err(Status::permission_denied(format!(
-            "{who} is an operator: operators query through the hub, never a node directly"))),
+        Role::Operator => Err(Status::permission_denied(format!("{who} is an operator: operators query through the hub, never a node directly"))),
         Role::Auditor => Err(Status::permission_denied(format!("{who} is an auditor: auditors read logs, not data"))),
     }
 }
@@ -233,11 +233,7 @@ impl pb::node_server::Node for NodeService {
     async fn query(&self, request: Request<pb::Query>) -> Result<Response<CellStream>, Status> {
         let started = std::time::Instant::now();
         let peer = peer_of(&request).ok_or_else(|| Status::unauthenticated("no verified client certificate"))?.clone();
-        let known_size = request
-            .metadata()
-            .get(tabadul_audit::receipt::KNOWN_SIZE_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let known_size = request.metadata().get(tabadul_audit::receipt::KNOWN_SIZE_METADATA).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let q = request.into_inner();
         let digest = tabadul_proto::query_digest(&q);
         let span = tracing::info_span!("query", peer = %peer.identity, addr = %peer.addr, dataflow = %q.dataflow, digest = %&digest[..16]);
@@ -445,10 +441,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
         match result {
             Ok(report) => {
                 admin_event(&self.state, "import", "ok", format!("{}: {} observations", r.path, report.observations)).await?;
-                Ok(Response::new(pb::ImportResponse {
-                    observations: report.observations,
-                    dataflows: report.dataflows.into_iter().collect(),
-                }))
+                Ok(Response::new(pb::ImportResponse { observations: report.observations, dataflows: report.dataflows.into_iter().collect() }))
             }
             Err(crate::Error::Import(e)) => {
                 admin_event(&self.state, "import", "failed", format!("{}: {} problems", r.path, e.problems.len())).await?;
@@ -486,9 +479,7 @@ impl pb::node_admin_server::NodeAdmin for AdminService {
             return Err(Status::invalid_argument(format!("backup path {} must be absolute (the node's working directory is not yours)", path.display())));
         }
         let state = self.state.clone();
-        let result = tokio::task::spawn_blocking(move || crate::backup::backup(state.member(), &state.store, &state.log, &path))
-            .await
-            .map_err(internal)?;
+        let result = tokio::task::spawn_blocking(move || crate::backup::backup(state.member(), &state.store, &state.log, &path)).await.map_err(internal)?;
         match result {
             Ok(m) => {
                 admin_event(&self.state, "backup", "ok", format!("{} observations, {} log entries", m.observations, m.log_entries)).await?;
@@ -565,8 +556,12 @@ pub fn new_withdrawal(dict: &Dictionary, dataflow: &str, series_key: &str, reaso
         if parts.len() != flow.dimensions.len() {
             return Err(format!(
                 "series key {series_key:?} has {} parts; {} has {} dimensions ({}), e.g. {}",
-                parts.len(), flow.id, flow.dimensions.len(), flow.dimensions.join("."),
-                vec![""; flow.dimensions.len()].join(".")));
+                parts.len(),
+                flow.id,
+                flow.dimensions.len(),
+                flow.dimensions.join("."),
+                vec![""; flow.dimensions.len()].join(".")
+            ));
         }
         for (part, dim) in parts.iter().zip(&flow.dimensions) {
             for code in part.split('+').filter(|c| !c.is_empty()) {
@@ -580,8 +575,6 @@ pub fn new_withdrawal(dict: &Dictionary, dataflow: &str, series_key: &str, reaso
         dataflow: dataflow.to_owned(),
         series_key: series_key.to_owned(),
         reason: reason.trim().to_owned(),
-        at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        at: time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
     })
 }

@@ -197,12 +197,9 @@ impl Store {
     where
         I: Iterator<Item = (&'a [u8], &'a [u8])> + Send,
     {
-        let paths: Vec<PathBuf> = (0..runs.len())
-            .map(|i| self.path.join(format!("import-{}-{i}.sst.tmp", std::process::id())))
-            .collect();
+        let paths: Vec<PathBuf> = (0..runs.len()).map(|i| self.path.join(format!("import-{}-{i}.sst.tmp", std::process::id()))).collect();
         let written: Vec<Result<bool, rocksdb::Error>> = std::thread::scope(|scope| {
-            let writers: Vec<_> =
-                runs.into_iter().zip(&paths).map(|(run, path)| scope.spawn(move || write_sst(path, run))).collect();
+            let writers: Vec<_> = runs.into_iter().zip(&paths).map(|(run, path)| scope.spawn(move || write_sst(path, run))).collect();
             writers.into_iter().map(|w| w.join().expect("an SST writer thread panicked")).collect()
         });
         let remove_all = || paths.iter().for_each(|p| drop(std::fs::remove_file(p)));
@@ -238,12 +235,7 @@ impl Store {
     /// The observations of a dataflow for which `keep(codes, time_period)`
     /// holds, in key order. `keep` sees the raw key, so cells a query does
     /// not want cost no allocation.
-    pub fn scan_where(
-        &self,
-        dataflow: &str,
-        mut keep: impl FnMut(&[&str], &str) -> bool,
-        mut each: impl FnMut(Observation),
-    ) -> Result<(), Error> {
+    pub fn scan_where(&self, dataflow: &str, mut keep: impl FnMut(&[&str], &str) -> bool, mut each: impl FnMut(Observation)) -> Result<(), Error> {
         let mut prefix = dataflow.as_bytes().to_vec();
         prefix.push(0);
         let corrupt = || Error::Invalid(format!("store at {}: corrupt entry in {dataflow}", self.path.display()));
@@ -276,9 +268,7 @@ impl Store {
     /// Writes a consistent copy of the store (a RocksDB checkpoint) to the
     /// new directory `dir`.
     pub fn backup_to(&self, dir: &Path) -> Result<(), Error> {
-        rocksdb::checkpoint::Checkpoint::new(&self.db)
-            .and_then(|c| c.create_checkpoint(dir))
-            .map_err(|source| Error::Store { path: dir.to_owned(), source })
+        rocksdb::checkpoint::Checkpoint::new(&self.db).and_then(|c| c.create_checkpoint(dir)).map_err(|source| Error::Store { path: dir.to_owned(), source })
     }
 
     /// Number of observations in the store at `path` (a backup, say),

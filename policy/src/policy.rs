@@ -105,12 +105,8 @@ impl Requester {
             None if s == "authenticated" => Ok(Requester::Authenticated),
             None if s == "public" => Ok(Requester::Public),
             Some(("hub", id)) if !id.is_empty() => Ok(Requester::Hub(Some(id.to_owned()))),
-            Some(("member", code)) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) => {
-                Ok(Requester::Member(code.to_owned()))
-            }
-            _ => Err(format!(
-                "requester {s:?} must be hub, hub:<id>, member, member:<ISO 3166-1 alpha-3>, authenticated or public"
-            )),
+            Some(("member", code)) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Requester::Member(code.to_owned())),
+            _ => Err(format!("requester {s:?} must be hub, hub:<id>, member, member:<ISO 3166-1 alpha-3>, authenticated or public")),
         }
     }
 
@@ -342,8 +338,7 @@ struct RawEmbargo {
 
 impl Policy {
     pub fn load(path: &Path, dict: &Dictionary) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PolicyError { path: path.to_owned(), line: 0, reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError { path: path.to_owned(), line: 0, reason: e.to_string() })?;
         Self::parse(&text, path, dict)
     }
 
@@ -416,9 +411,12 @@ impl Policy {
                 let scope = match scope.get_ref() {
                     RawRows::One(word) if word == "requester" => {
                         if !matches!(requester, Requester::Member(_) | Requester::Members | Requester::Authenticated) {
-                            return Err(err(at, format!(
-                                "rows: {dim} = \"requester\" binds rows to the requester's member code, and requester {requester} has none; use member, member:<ISO3> or authenticated"
-                            )));
+                            return Err(err(
+                                at,
+                                format!(
+                                    "rows: {dim} = \"requester\" binds rows to the requester's member code, and requester {requester} has none; use member, member:<ISO3> or authenticated"
+                                ),
+                            ));
                         }
                         RowScope::Requester
                     }
@@ -521,8 +519,7 @@ impl Policy {
     pub fn decide_id(&self, who: &Identity, id: &str, released: &BTreeSet<String>) -> Grant {
         let mut lacks = Vec::new();
         for rule in self.rules.iter().filter(|r| r.applies_to(who) && r.dataflows.iter().any(|d| d == id)) {
-            let missing: Vec<&str> =
-                released.iter().filter(|d| !rule.breakdowns.contains(*d) && !rule.rows.contains_key(*d)).map(String::as_str).collect();
+            let missing: Vec<&str> = released.iter().filter(|d| !rule.breakdowns.contains(*d) && !rule.rows.contains_key(*d)).map(String::as_str).collect();
             if missing.is_empty() {
                 return Grant::Allowed(Box::new(rule.clone()));
             }
@@ -535,17 +532,9 @@ impl Policy {
             ));
         }
         if lacks.is_empty() {
-            Grant::Refused {
-                rule_id: String::new(),
-                reason: format!("default deny: no rule grants {who} access to {id}"),
-            }
+            Grant::Refused { rule_id: String::new(), reason: format!("default deny: no rule grants {who} access to {id}") }
         } else {
-            let rule_id = self
-                .rules
-                .iter()
-                .find(|r| r.applies_to(who) && r.dataflows.iter().any(|d| d == id))
-                .map(|r| r.id.clone())
-                .unwrap_or_default();
+            let rule_id = self.rules.iter().find(|r| r.applies_to(who) && r.dataflows.iter().any(|d| d == id)).map(|r| r.id.clone()).unwrap_or_default();
             Grant::Refused { rule_id, reason: lacks.join("; ") }
         }
     }

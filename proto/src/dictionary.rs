@@ -205,19 +205,13 @@ struct RawIlostatCode {
 
 impl Dictionary {
     pub fn load(path: &Path) -> Result<Self, DictionaryError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| DictionaryError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| DictionaryError::Io { path: path.to_owned(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     pub fn parse(text: &str, source_name: &str) -> Result<Self, DictionaryError> {
-        let raw: RawDictionary = toml::from_str(text)
-            .map_err(|e| DictionaryError::Syntax { source_name: source_name.to_owned(), message: e.to_string() })?;
-        let invalid = |item: String, reason: String| DictionaryError::Invalid {
-            source_name: source_name.to_owned(),
-            item,
-            reason,
-        };
+        let raw: RawDictionary = toml::from_str(text).map_err(|e| DictionaryError::Syntax { source_name: source_name.to_owned(), message: e.to_string() })?;
+        let invalid = |item: String, reason: String| DictionaryError::Invalid { source_name: source_name.to_owned(), item, reason };
 
         let mut names_ar = HashMap::new();
         for (id, c) in &raw.codelists {
@@ -242,20 +236,14 @@ impl Dictionary {
                 names_ar.insert(format!("{kind}:{id}"), n.clone());
             }
         }
-        let codelists: BTreeMap<String, Codelist> = raw
-            .codelists
-            .into_iter()
-            .map(|(id, c)| (id.clone(), Codelist { id, name: c.name, codes: c.codes }))
-            .collect();
+        let codelists: BTreeMap<String, Codelist> =
+            raw.codelists.into_iter().map(|(id, c)| (id.clone(), Codelist { id, name: c.name, codes: c.codes })).collect();
         for cl in codelists.values() {
             if cl.codes.is_empty() {
                 return Err(invalid(format!("codelists.{}", cl.id), "has no codes".into()));
             }
             if let Some(bad) = cl.codes.keys().find(|c| !valid_code(c)) {
-                return Err(invalid(
-                    format!("codelists.{}", cl.id),
-                    format!("code {bad:?} must be 1-32 characters of A-Z, a-z, 0-9, '_' and '-'"),
-                ));
+                return Err(invalid(format!("codelists.{}", cl.id), format!("code {bad:?} must be 1-32 characters of A-Z, a-z, 0-9, '_' and '-'")));
             }
         }
 
@@ -265,9 +253,7 @@ impl Dictionary {
             if id == TIME_PERIOD {
                 return Err(invalid(item, "TIME_PERIOD is implied and must not be declared".into()));
             }
-            let cl = codelists
-                .get(&d.codelist)
-                .ok_or_else(|| invalid(item.clone(), format!("unknown codelist {:?}", d.codelist)))?;
+            let cl = codelists.get(&d.codelist).ok_or_else(|| invalid(item.clone(), format!("unknown codelist {:?}", d.codelist)))?;
             if let Some(total) = &d.total
                 && !cl.codes.contains_key(total)
             {
@@ -290,9 +276,7 @@ impl Dictionary {
                 return Err(invalid(item, "the first dimension must be REF_AREA".into()));
             }
             for (i, d) in f.dimensions.iter().enumerate() {
-                let dim = dimensions
-                    .get(d)
-                    .ok_or_else(|| invalid(item.clone(), format!("unknown dimension {d:?}")))?;
+                let dim = dimensions.get(d).ok_or_else(|| invalid(item.clone(), format!("unknown dimension {d:?}")))?;
                 if f.dimensions[..i].contains(d) {
                     return Err(invalid(item.clone(), format!("dimension {d} listed twice")));
                 }
@@ -309,21 +293,13 @@ impl Dictionary {
                         return Err(invalid(item, "a rate needs numerator and denominator".into()));
                     };
                     for part in [numerator, denominator] {
-                        let other = raw.dataflows.get(part).ok_or_else(|| {
-                            invalid(item.clone(), format!("unknown dataflow {part:?} in numerator/denominator"))
-                        })?;
+                        let other =
+                            raw.dataflows.get(part).ok_or_else(|| invalid(item.clone(), format!("unknown dataflow {part:?} in numerator/denominator")))?;
                         if other.measure != "count" || other.dimensions != f.dimensions {
-                            return Err(invalid(
-                                item.clone(),
-                                format!("{part} must be a count with the same dimensions as {id}"),
-                            ));
+                            return Err(invalid(item.clone(), format!("{part} must be a count with the same dimensions as {id}")));
                         }
                     }
-                    Measure::Rate {
-                        numerator: numerator.clone(),
-                        denominator: denominator.clone(),
-                        scale: f.scale.unwrap_or(100.0),
-                    }
+                    Measure::Rate { numerator: numerator.clone(), denominator: denominator.clone(), scale: f.scale.unwrap_or(100.0) }
                 }
                 "mirror" if f.dimensions == [REF_AREA, "DESTINATION", "MIRROR_MEASURE"] => Measure::Mirror,
                 "mirror" => return Err(invalid(item, "a mirror's dimensions are REF_AREA, DESTINATION, MIRROR_MEASURE".into())),
@@ -377,23 +353,14 @@ impl Dictionary {
             }
             microdata.insert(
                 id.clone(),
-                MicroTable {
-                    id,
-                    name: t.name,
-                    unit: t.unit,
-                    dimensions: t.dimensions,
-                    variables: t.variables.into_iter().collect(),
-                    weight: t.weight,
-                },
+                MicroTable { id, name: t.name, unit: t.unit, dimensions: t.dimensions, variables: t.variables.into_iter().collect(), weight: t.weight },
             );
         }
 
         let mut ilostat_codes = HashMap::new();
         for (code, m) in raw.ilostat.codes {
             let item = format!("ilostat.codes.{code}");
-            let dim = dimensions
-                .get(&m.dimension)
-                .ok_or_else(|| invalid(item.clone(), format!("unknown dimension {:?}", m.dimension)))?;
+            let dim = dimensions.get(&m.dimension).ok_or_else(|| invalid(item.clone(), format!("unknown dimension {:?}", m.dimension)))?;
             if !codelists[&dim.codelist].codes.contains_key(&m.code) {
                 return Err(invalid(item, format!("{:?} is not a code of {}", m.code, dim.codelist)));
             }
@@ -453,10 +420,7 @@ impl Dictionary {
     }
     /// Whether `code` is valid for `dimension`.
     pub fn has_code(&self, dimension: &str, code: &str) -> bool {
-        self.dimensions
-            .get(dimension)
-            .and_then(|d| self.codelists.get(&d.codelist))
-            .is_some_and(|cl| cl.codes.contains_key(code))
+        self.dimensions.get(dimension).and_then(|d| self.codelists.get(&d.codelist)).is_some_and(|cl| cl.codes.contains_key(code))
     }
     /// The dataflow an ILOSTAT indicator id maps to.
     pub fn dataflow_for_ilostat(&self, indicator: &str) -> Option<&Dataflow> {
@@ -469,9 +433,7 @@ impl Dictionary {
 }
 
 fn valid_code(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 32
-        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !code.is_empty() && code.len() <= 32 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]

@@ -18,10 +18,7 @@ pub fn query_digest(query: &pb::Query) -> String {
     for f in &canonical.filters {
         merged.entry(f.dimension.clone()).or_default().extend(f.codes.iter().cloned());
     }
-    canonical.filters = merged
-        .into_iter()
-        .map(|(dimension, codes)| pb::DimensionFilter { dimension, codes: codes.into_iter().collect() })
-        .collect();
+    canonical.filters = merged.into_iter().map(|(dimension, codes)| pb::DimensionFilter { dimension, codes: codes.into_iter().collect() }).collect();
     let bytes = canonical.encode_to_vec();
     hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
 }
@@ -71,11 +68,7 @@ mod tests {
 
     #[test]
     fn order_does_not_matter_but_content_does() {
-        let a = pb::Query {
-            dataflow: "UNE_RATE".into(),
-            breakdown: vec!["SEX".into(), "AGE".into()],
-            ..Default::default()
-        };
+        let a = pb::Query { dataflow: "UNE_RATE".into(), breakdown: vec!["SEX".into(), "AGE".into()], ..Default::default() };
         let mut b = a.clone();
         b.breakdown.reverse();
         assert_eq!(query_digest(&a), query_digest(&b));

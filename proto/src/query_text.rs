@@ -3,12 +3,7 @@ use crate::pb;
 /// Builds a query from its command-line spelling, shared by the node's and
 /// the hub's CLIs: filters as `DIM=CODE[+CODE...]`, the period as
 /// `START:END` (either side may be empty) or a single period.
-pub fn query_from_args(
-    dataflow: String,
-    breakdown: Vec<String>,
-    filters: &[String],
-    period: Option<&str>,
-) -> Result<pb::Query, String> {
+pub fn query_from_args(dataflow: String, breakdown: Vec<String>, filters: &[String], period: Option<&str>) -> Result<pb::Query, String> {
     let mut q = pb::Query { dataflow, breakdown, ..Default::default() };
     for f in filters {
         let Some((dim, codes)) = f.split_once('=').filter(|(d, c)| !d.is_empty() && !c.is_empty()) else {

@@ -28,9 +28,7 @@ pub struct Resolved<'d> {
 }
 
 pub fn resolve<'d>(dict: &'d Dictionary, q: &pb::Query) -> Result<Resolved<'d>, InvalidQuery> {
-    let flow = dict
-        .dataflow(&q.dataflow)
-        .ok_or_else(|| InvalidQuery(format!("unknown dataflow {:?} (dictionary {})", q.dataflow, dict.version)))?;
+    let flow = dict.dataflow(&q.dataflow).ok_or_else(|| InvalidQuery(format!("unknown dataflow {:?} (dictionary {})", q.dataflow, dict.version)))?;
     let mut breakdown = BTreeSet::new();
     for b in &q.breakdown {
         if b == REF_AREA || b == TIME_PERIOD {
@@ -44,8 +42,7 @@ pub fn resolve<'d>(dict: &'d Dictionary, q: &pb::Query) -> Result<Resolved<'d>, 
     let mut filters: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for f in &q.filters {
         if f.dimension == REF_AREA || f.dimension == TIME_PERIOD {
-            return Err(InvalidQuery(format!(
-                "filter on {}: use the member list (REF_AREA) or start/end period (TIME_PERIOD)", f.dimension)));
+            return Err(InvalidQuery(format!("filter on {}: use the member list (REF_AREA) or start/end period (TIME_PERIOD)", f.dimension)));
         }
         if flow.position(&f.dimension).is_none() {
             return Err(InvalidQuery(format!("{} has no dimension {:?} to filter on", flow.id, f.dimension)));
@@ -89,11 +86,5 @@ pub fn resolve<'d>(dict: &'d Dictionary, q: &pb::Query) -> Result<Resolved<'d>, 
             Err(InvalidQuery(format!("{which} period {p:?} is not an SDMX period")))
         }
     };
-    Ok(Resolved {
-        flow,
-        allowed_codes,
-        released,
-        start: period(&q.start_period, "start")?,
-        end: period(&q.end_period, "end")?,
-    })
+    Ok(Resolved { flow, allowed_codes, released, start: period(&q.start_period, "start")?, end: period(&q.end_period, "end")? })
 }

@@ -107,7 +107,8 @@ pub fn parse_key(dict: &Dictionary, flow: &Dataflow, key: &str) -> Result<KeyQue
 /// (`2024-A1`) the year. Coarser stored periods are matched by prefix, so
 /// `2024-03` still selects the year 2024.
 pub fn period_param(p: &str) -> Result<String, KeyError> {
-    let bad = || KeyError::Syntax(format!("period {p:?}: use YYYY, YYYY-MM, YYYY-MM-DD, a date-time, or a reporting period (YYYY-A1, -Sn, -Qn, -Mnn, -Wnn, -Dnnn)"));
+    let bad =
+        || KeyError::Syntax(format!("period {p:?}: use YYYY, YYYY-MM, YYYY-MM-DD, a date-time, or a reporting period (YYYY-A1, -Sn, -Qn, -Mnn, -Wnn, -Dnnn)"));
     let p = p.trim();
     let year: i32 = p.get(..4).filter(|y| y.bytes().all(|b| b.is_ascii_digit())).and_then(|y| y.parse().ok()).ok_or_else(bad)?;
     let rest = &p[4..];
@@ -230,11 +231,23 @@ mod tests {
     #[test]
     fn periods_in_every_sdmx_form_map_onto_stored_ones() {
         for (given, want) in [
-            ("2024", "2024"), ("2024-06", "2024-06"), ("2024-Q1", "2024-Q1"), ("2024-S2", "2024-S2"), ("2024-A1", "2024"),
-            ("2024-M06", "2024-06"), ("2024-01-01", "2024-01"), ("2024-12-31T23:59:59Z", "2024-12"), ("2024-D001", "2024-01"),
-            ("2024-D366", "2024-12"), ("2023-D060", "2023-03"), ("2024-D060", "2024-02"),
+            ("2024", "2024"),
+            ("2024-06", "2024-06"),
+            ("2024-Q1", "2024-Q1"),
+            ("2024-S2", "2024-S2"),
+            ("2024-A1", "2024"),
+            ("2024-M06", "2024-06"),
+            ("2024-01-01", "2024-01"),
+            ("2024-12-31T23:59:59Z", "2024-12"),
+            ("2024-D001", "2024-01"),
+            ("2024-D366", "2024-12"),
+            ("2023-D060", "2023-03"),
+            ("2024-D060", "2024-02"),
             // ISO week 1 of 2024 starts on Monday 1 January; of 2021 on 4 January; of 2026 on 29 December 2025.
-            ("2024-W01", "2024-01"), ("2021-W01", "2021-01"), ("2026-W01", "2025-12"), ("2020-W53", "2020-12"),
+            ("2024-W01", "2024-01"),
+            ("2021-W01", "2021-01"),
+            ("2026-W01", "2025-12"),
+            ("2020-W53", "2020-12"),
         ] {
             assert_eq!(super::period_param(given).unwrap(), want, "{given}");
         }

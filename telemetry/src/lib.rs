@@ -113,10 +113,11 @@ impl Registry {
     pub fn observe(&self, name: &str, labels: &[(&str, &str)], took: Duration) {
         let secs = took.as_secs_f64();
         self.with(|m| {
-            let v = Self::family(m, name, Kind::Histogram)
-                .series
-                .entry(key(labels))
-                .or_insert_with(|| Value::Histogram { counts: vec![0; LATENCY_BUCKETS.len()], sum: 0.0, count: 0 });
+            let v = Self::family(m, name, Kind::Histogram).series.entry(key(labels)).or_insert_with(|| Value::Histogram {
+                counts: vec![0; LATENCY_BUCKETS.len()],
+                sum: 0.0,
+                count: 0,
+            });
             if let Value::Histogram { counts, sum, count } = v {
                 for (c, bound) in counts.iter_mut().zip(LATENCY_BUCKETS) {
                     if secs <= bound {
@@ -167,10 +168,7 @@ fn number(n: f64) -> String {
 }
 
 fn render_labels(labels: &[(String, String)], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
-        .collect();
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))).collect();
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }

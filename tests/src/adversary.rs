@@ -100,7 +100,11 @@ impl Adversary {
             let mut p = Problem::new(direction);
             let mut vars = Vec::with_capacity(2 * self.atoms);
             for v in 0..2 * self.atoms {
-                let in_target = if v < self.atoms { measure == Measure::Count && target.contains(&v) } else { measure == Measure::Sum && target.contains(&(v - self.atoms)) };
+                let in_target = if v < self.atoms {
+                    measure == Measure::Count && target.contains(&v)
+                } else {
+                    measure == Measure::Sum && target.contains(&(v - self.atoms))
+                };
                 vars.push(p.add_var(if in_target { 1.0 } else { 0.0 }, (0.0, f64::INFINITY)));
             }
             let (vmin, vmax) = self.value_range;

@@ -32,8 +32,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] =
-        [Kind::SilentTcp, Kind::SilentTls, Kind::H2PrefaceThenSilence, Kind::Slowloris, Kind::SlowBody, Kind::HugeContentLength];
+    pub const ALL: [Kind; 6] = [Kind::SilentTcp, Kind::SilentTls, Kind::H2PrefaceThenSilence, Kind::Slowloris, Kind::SlowBody, Kind::HugeContentLength];
 }
 
 /// What happened to one hostile connection.
@@ -114,9 +113,7 @@ async fn misbehave<S: AsyncRead + AsyncWrite + Unpin>(kind: Kind, stream: S, pac
         Kind::H2PrefaceThenSilence => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
         Kind::Slowloris => b"GET /sdmx/dataflow HTTP/1.1\r\nhost: localhost\r\n",
         Kind::SlowBody => b"POST /api/v1/query HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
-        Kind::HugeContentLength => {
-            b"POST /api/v1/query HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000000000000\r\n\r\n"
-        }
+        Kind::HugeContentLength => b"POST /api/v1/query HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000000000000\r\n\r\n",
     };
     let trickle: Option<&[u8]> = match kind {
         Kind::Slowloris => Some(b"x-a: b\r\n"),

@@ -109,10 +109,7 @@ fn parse(raw: &[u8]) -> Result<Answer> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().context("no status line")?;
     let status: u16 = status_line.split(' ').nth(1).context("no status")?.parse()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
     let rest = &raw[end + 4..];
     let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
     let body = if chunked { dechunk(rest)? } else { rest.to_vec() };

@@ -169,7 +169,14 @@ impl NodeDir {
             &config,
             format!(
                 "data_dir = \"data\"\ndictionary = {:?}\npolicy = \"policy.toml\"\nreload_interval_ms = 200\nlog_key = {:?}\nwitness_key = {:?}\nwitness_logs = [{:?}]\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
-                dictionary_path(), log_key, witness_key, hub_vkey, pki.ca_cert(), cert.cert, cert.key, pki.crl()
+                dictionary_path(),
+                log_key,
+                witness_key,
+                hub_vkey,
+                pki.ca_cert(),
+                cert.cert,
+                cert.key,
+                pki.crl()
             ),
         )?;
         Ok(NodeDir { member: member.to_owned(), dir, config, policy: policy_path, log_vkey, witness_vkey })
@@ -222,10 +229,14 @@ impl Pki {
             Command::new(bin("tabadul-audit"))
                 .args(["fetch", "--endpoint", &addr.to_string(), "--server", server, "--out"])
                 .arg(out)
-                .arg("--ca").arg(self.ca_cert())
-                .arg("--cert").arg(&auditor.cert)
-                .arg("--key").arg(&auditor.key)
-                .arg("--crl").arg(self.crl()),
+                .arg("--ca")
+                .arg(self.ca_cert())
+                .arg("--cert")
+                .arg(&auditor.cert)
+                .arg("--key")
+                .arg(&auditor.key)
+                .arg("--crl")
+                .arg(self.crl()),
         )?;
         Ok(out.to_owned())
     }
@@ -353,7 +364,12 @@ pub fn write_hub_config(dir: &Path, pki: &Pki, hub_cert: &Cert, members: &[HubMe
     let (top_level, extra) = extra.split_at(tables_at);
     let mut text = format!(
         "data_dir = \"data\"\ndictionary = {:?}\ndeadline_ms = {deadline_ms}\nlog_key = {:?}\nwitness_interval_ms = 300\n{top_level}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncrl = {:?}\n",
-        dictionary_path(), log_key, pki.ca_cert(), hub_cert.cert, hub_cert.key, pki.crl()
+        dictionary_path(),
+        log_key,
+        pki.ca_cert(),
+        hub_cert.cert,
+        hub_cert.key,
+        pki.crl()
     );
     for m in members {
         text.push_str(&format!("\n[[member]]\ncode = {:?}\nendpoint = {:?}\nlog_vkey = {:?}\nwitness = {}\n", m.code, m.endpoint, m.log_vkey, m.witness));
@@ -380,7 +396,11 @@ pub fn restart_hub_at(dir: &Path, listen: &str, http_listen: &str) -> Result<Pro
     let ready = dir.join("ready");
     let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new(bin("tabadul-hub"));
-    cmd.arg("serve").arg("--config").arg(&config).args(["--listen", listen, "--metrics-listen", "127.0.0.1:0", "--http-listen", http_listen, "--ready-file"]).arg(&ready);
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", listen, "--metrics-listen", "127.0.0.1:0", "--http-listen", http_listen, "--ready-file"])
+        .arg(&ready);
     Proc::spawn(cmd, &ready, &dir.join("hub.log"))
 }
 
@@ -399,7 +419,8 @@ pub fn node_client(addr: SocketAddr, files: &TlsFiles, member: &str) -> Result<p
 
 /// A gRPC client of the hub's operator API.
 pub fn hub_client(addr: SocketAddr, files: &TlsFiles) -> Result<pb::hub_client::HubClient<tonic::transport::Channel>> {
-    let channel = tls::channel(&addr.to_string(), Expect::Role { network: NETWORK.into(), role: Role::Hub }, tls::client_config(files)?, Duration::from_secs(5))?;
+    let channel =
+        tls::channel(&addr.to_string(), Expect::Role { network: NETWORK.into(), role: Role::Hub }, tls::client_config(files)?, Duration::from_secs(5))?;
     Ok(pb::hub_client::HubClient::new(channel))
 }
 
@@ -437,8 +458,19 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
 pub fn chromium(args: &[&str], url: &str) -> std::process::Output {
     let profile = tempfile::tempdir().expect("a temporary profile directory");
     Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,1400", "--virtual-time-budget=15000"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1400",
+            "--virtual-time-budget=15000",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .arg(url)

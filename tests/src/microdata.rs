@@ -81,7 +81,15 @@ pub fn jobseekers_in(regions: &[&'static str], n: usize, seed: u64) -> Vec<JobSe
         r.region = regions[rng.below(regions.len())];
     }
     for i in 0..3 {
-        out.push(JobSeeker { period: "2025", sex: if i == 0 { "F" } else { "M" }, age: "Y_GE25", region: regions[0], education: "X3T4", ocu: "0", months: 6.0 });
+        out.push(JobSeeker {
+            period: "2025",
+            sex: if i == 0 { "F" } else { "M" },
+            age: "Y_GE25",
+            region: regions[0],
+            education: "X3T4",
+            ocu: "0",
+            months: 6.0,
+        });
     }
     out
 }
@@ -92,15 +100,7 @@ pub fn jobseekers_in(regions: &[&'static str], n: usize, seed: u64) -> Vec<JobSe
 /// - three people of occupation 0 in MA-06;
 /// - twelve in occupation 0 in MA-01, one of whom dominates the months;
 pub fn planted() -> Vec<JobSeeker> {
-    let person = |region, sex, months| JobSeeker {
-        period: "2025",
-        sex,
-        age: "Y_GE25",
-        region,
-        education: "X3T4",
-        ocu: "0",
-        months,
-    };
+    let person = |region, sex, months| JobSeeker { period: "2025", sex, age: "Y_GE25", region, education: "X3T4", ocu: "0", months };
     let mut out = vec![person("MA-04", "F", 97.0)];
     out.extend((0..3).map(|i| person("MA-06", if i == 0 { "F" } else { "M" }, 5.0)));
     out.extend((0..11).map(|i| person("MA-01", if i % 2 == 0 { "F" } else { "M" }, 2.0)));

@@ -56,7 +56,9 @@ impl Net {
 
     fn remote_args(&self, addr: std::net::SocketAddr, server: &str) -> Vec<String> {
         let mut args = vec!["--endpoint".into(), addr.to_string(), "--server".into(), server.into()];
-        for (flag, path) in [("--ca", self.pki.ca_cert()), ("--cert", self.auditor.cert.clone()), ("--key", self.auditor.key.clone()), ("--crl", self.pki.crl())] {
+        for (flag, path) in
+            [("--ca", self.pki.ca_cert()), ("--cert", self.auditor.cert.clone()), ("--key", self.auditor.key.clone()), ("--crl", self.pki.crl())]
+        {
             args.push(flag.into());
             args.push(path.display().to_string());
         }
@@ -152,11 +154,15 @@ async fn receipts_are_checked_logged_and_verifiable_by_an_auditor() {
     assert!(text.contains("alo/witness/MAR") && text.contains("alo/witness/EGY"), "{text}");
     // The witnesses cosign with their own keys, not their log keys: a
     // policy naming the log keys finds no cosignature.
-    let log_keys_policy = dir_file(&net, "log-keys-policy.txt", &format!(
-        "witness {}\nwitness {}\nquorum 1\n",
-        Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner(),
-        Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner()
-    ));
+    let log_keys_policy = dir_file(
+        &net,
+        "log-keys-policy.txt",
+        &format!(
+            "witness {}\nwitness {}\nquorum 1\n",
+            Verifier::parse(&vkey_of(&net.pki, "alo/node/MAR")).unwrap().cosigner(),
+            Verifier::parse(&vkey_of(&net.pki, "alo/node/EGY")).unwrap().cosigner()
+        ),
+    );
     let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey, "--witness-policy", log_keys_policy.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     let mut node_dirs = Vec::new();
@@ -325,11 +331,27 @@ async fn any_flipped_byte_and_any_dropped_leaf_is_reported() {
     assert_eq!(code, 0, "{text}");
     let (code, text) = net.audit(&["verify", node_dir.to_str().unwrap(), "--vkey", &key.to_string()]);
     assert_eq!(code, 0, "{text}");
-    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", dropped_dir.display())]);
+    let (code, text) = net.audit(&[
+        "cross-check",
+        "--hub",
+        hub_dir.to_str().unwrap(),
+        "--hub-identity",
+        "spiffe://alo/hub/alo",
+        "--node",
+        &format!("MAR={}", dropped_dir.display()),
+    ]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("has not passed `tabadul-audit verify`"), "{text}");
     std::fs::copy(node_dir.join("verified.json"), dropped_dir.join("verified.json")).unwrap();
-    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", dropped_dir.display())]);
+    let (code, text) = net.audit(&[
+        "cross-check",
+        "--hub",
+        hub_dir.to_str().unwrap(),
+        "--hub-identity",
+        "spiffe://alo/hub/alo",
+        "--node",
+        &format!("MAR={}", dropped_dir.display()),
+    ]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("checkpoint alo/node/MAR"), "{text}");
     // And the other way round: a node answer the hub never logged is an orphan.
@@ -338,10 +360,23 @@ async fn any_flipped_byte_and_any_dropped_leaf_is_reported() {
     hub_entries.remove(pos);
     let hub_dropped = net.dir.path().join("hub-dropped");
     offline::LogDir::write(&hub_dropped, &hub_log.info, &hub_entries, &[], &[], None).unwrap();
-    let found = offline::cross_check(&LogDir::load(&hub_dropped).unwrap(), &BTreeMap::from([("MAR".to_owned(), LogDir::load(&node_dir).unwrap())]), "spiffe://alo/hub/alo");
+    let found = offline::cross_check(
+        &LogDir::load(&hub_dropped).unwrap(),
+        &BTreeMap::from([("MAR".to_owned(), LogDir::load(&node_dir).unwrap())]),
+        "spiffe://alo/hub/alo",
+    );
     assert!(found.iter().any(|f| f.what == "orphan" && f.at == format!("MAR {}", receipted[0])), "{found:?}");
     // Through the binary, on the verified logs: nothing to report.
-    let (code, text) = net.audit(&["--json", "cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", node_dir.display())]);
+    let (code, text) = net.audit(&[
+        "--json",
+        "cross-check",
+        "--hub",
+        hub_dir.to_str().unwrap(),
+        "--hub-identity",
+        "spiffe://alo/hub/alo",
+        "--node",
+        &format!("MAR={}", node_dir.display()),
+    ]);
     assert_eq!(code, 0, "{text}");
 }
 
@@ -396,10 +431,7 @@ async fn a_hub_showing_two_histories_to_two_witnesses_is_caught() {
     .unwrap();
     let mut witness = pb::witness_client::WitnessClient::new(channel);
     let size = offline::peek(&b_latest).unwrap().size;
-    let err = witness
-        .add_checkpoint(pb::AddCheckpointRequest { old_size: size, consistency_proof: vec![], checkpoint: b_latest.clone() })
-        .await
-        .unwrap_err();
+    let err = witness.add_checkpoint(pb::AddCheckpointRequest { old_size: size, consistency_proof: vec![], checkpoint: b_latest.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
     assert!(err.message().contains("conflicting root") || err.message().contains("not consistent"), "{}", err.message());
     // Caught 3: an auditor who pinned branch A and then meets branch B
@@ -691,14 +723,23 @@ async fn an_auditor_tells_what_could_not_be_checked_from_what_was_tampered() {
     assert_eq!(code, 0, "{text}");
     let (code, text) = net.audit(&["verify", hub_dir.to_str().unwrap(), "--vkey", &hub_vkey]);
     assert_eq!(code, 0, "{text}");
-    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", early.display())]);
+    let (code, text) = net.audit(&[
+        "cross-check",
+        "--hub",
+        hub_dir.to_str().unwrap(),
+        "--hub-identity",
+        "spiffe://alo/hub/alo",
+        "--node",
+        &format!("MAR={}", early.display()),
+    ]);
     assert_eq!(code, 2, "the hub fetched after the node is not evidence of tampering: {text}");
     assert!(text.contains("unchecked") && text.contains("fetch it again after the hub") && !text.contains("has no entry"), "{text}");
     // Fetched again after the hub: everything checks.
     let late = net.fetch(mar.addr, "spiffe://alo/node/MAR", "MAR-late");
     let (code, text) = net.audit(&["verify", late.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
-    let (code, text) = net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", late.display())]);
+    let (code, text) =
+        net.audit(&["cross-check", "--hub", hub_dir.to_str().unwrap(), "--hub-identity", "spiffe://alo/hub/alo", "--node", &format!("MAR={}", late.display())]);
     assert_eq!(code, 0, "{text}");
 
     // A node log cut short below the pin fails verify --pin, though every
@@ -723,7 +764,8 @@ async fn an_auditor_tells_what_could_not_be_checked_from_what_was_tampered() {
     let proof = http.get(&format!("/api/v1/releases/MAR/{leaf}/proof"), &[]).unwrap();
     assert_eq!(proof.status, 200, "{}", proof.text());
     let receipt = dir_file(&net, "receipt.json", &proof.text());
-    let (code, text) = net.audit(&["receipt", "verify", receipt.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap(), "--log", late.to_str().unwrap()]);
+    let (code, text) =
+        net.audit(&["receipt", "verify", receipt.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap(), "--log", late.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     // Without the log, a pin of another size could not be checked.
     let (code, text) = net.audit(&["receipt", "verify", receipt.to_str().unwrap(), "--vkey", &node_vkey, "--pin", state.to_str().unwrap()]);

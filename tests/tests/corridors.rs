@@ -224,7 +224,10 @@ async fn an_origin_asks_a_destination_and_both_logs_cross_check() {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
         }
         let out = std::process::Command::new(tabadul_tests::bin("tabadul-audit"))
-            .arg("cross-check").arg("--hub").arg(&ours).args(["--hub-identity", "spiffe://alo/node/EGY", "--node"])
+            .arg("cross-check")
+            .arg("--hub")
+            .arg(&ours)
+            .args(["--hub-identity", "spiffe://alo/node/EGY", "--node"])
             .arg(format!("SAU={}", sau.display()))
             .output()
             .unwrap();
@@ -251,9 +254,15 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(dir.path()).unwrap();
     let policies = [
-        ("SAU", "[[rule]]\nid = \"hub-totals\"\nrequester = \"hub\"\ndataflows = [\"WP_ISSUED\"]\nbreakdowns = [\"SEX\"]\n\n\
-                 [[rule]]\nid = \"hub-mirror\"\nrequester = \"hub\"\ndataflows = [\"WP_VISAS\", \"MIG_STOCK\"]\nbreakdowns = [\"NATIONALITY\", \"SEX\"]\n"),
-        ("EGY", "[[rule]]\nid = \"hub-placements\"\nrequester = \"hub\"\ndataflows = [\"MIG_PLACED_ABROAD\", \"MIG_RETURN_PLACED\"]\nbreakdowns = [\"DESTINATION\", \"SEX\"]\n"),
+        (
+            "SAU",
+            "[[rule]]\nid = \"hub-totals\"\nrequester = \"hub\"\ndataflows = [\"WP_ISSUED\"]\nbreakdowns = [\"SEX\"]\n\n\
+                 [[rule]]\nid = \"hub-mirror\"\nrequester = \"hub\"\ndataflows = [\"WP_VISAS\", \"MIG_STOCK\"]\nbreakdowns = [\"NATIONALITY\", \"SEX\"]\n",
+        ),
+        (
+            "EGY",
+            "[[rule]]\nid = \"hub-placements\"\nrequester = \"hub\"\ndataflows = [\"MIG_PLACED_ABROAD\", \"MIG_RETURN_PLACED\"]\nbreakdowns = [\"DESTINATION\", \"SEX\"]\n",
+        ),
     ];
     let mut members = Vec::new();
     let mut procs = Vec::new();
@@ -275,9 +284,15 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
     // without a certificate (as in the dashboard tests).
     let hub = tabadul_tests::start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &members, 3000, "[http]\ndangerous_plain_http = true\n").unwrap();
     let token = String::from_utf8(
-        run_ok(std::process::Command::new(tabadul_tests::bin("tabadul-hub")).arg("token").arg("--config").arg(dir.path().join("hub/hub.toml")).args(["issue", "--name", "analyst"]))
-            .unwrap()
-            .stdout,
+        run_ok(
+            std::process::Command::new(tabadul_tests::bin("tabadul-hub"))
+                .arg("token")
+                .arg("--config")
+                .arg(dir.path().join("hub/hub.toml"))
+                .args(["issue", "--name", "analyst"]),
+        )
+        .unwrap()
+        .stdout,
     )
     .unwrap()
     .trim()
@@ -322,7 +337,10 @@ async fn the_hub_puts_both_sides_of_a_corridor_side_by_side() {
     // The same as SDMX, a dataflow of its own (MIG_MIRROR): a refused side
     // has no observation, and the header and footer say why.
     let csv = http
-        .get("/sdmx/data/MIG_MIRROR/EGY.SAU.?startPeriod=2022&endPeriod=2024", &[("authorization", &auth), ("accept", "application/vnd.sdmx.data+csv;version=1.0.0")])
+        .get(
+            "/sdmx/data/MIG_MIRROR/EGY.SAU.?startPeriod=2022&endPeriod=2024",
+            &[("authorization", &auth), ("accept", "application/vnd.sdmx.data+csv;version=1.0.0")],
+        )
         .unwrap();
     assert_eq!(csv.status, 200, "{}", csv.text());
     assert!(csv.header("x-tabadul-members").unwrap().contains("SAU=refused"), "{:?}", csv.header("x-tabadul-members"));
@@ -418,7 +436,15 @@ fn the_origin_puts_its_placements_beside_the_destinations_figures() {
     let vkey_file = dir.path().join("sau-log.vkey");
     std::fs::write(&vkey_file, format!("{}\n", sau.log_vkey)).unwrap();
     let out = run_ok(egy.command(&[
-        "corridor", "--member", "SAU", "--endpoint", &sau_proc.addr.to_string(), "--log-vkey", &format!("@{}", vkey_file.display()), "--period", "2022:2024",
+        "corridor",
+        "--member",
+        "SAU",
+        "--endpoint",
+        &sau_proc.addr.to_string(),
+        "--log-vkey",
+        &format!("@{}", vkey_file.display()),
+        "--period",
+        "2022:2024",
     ]))
     .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();

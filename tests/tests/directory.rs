@@ -37,13 +37,17 @@ impl Net {
         let (_, hub_vkey) = self.pki.hub_log_key().unwrap();
         let mut input = format!(
             "network = \"alo\"\ncrl_url = \"https://pki.alo.example/crl.pem\"\nwitness_quorum = {}\n\n[[hub]]\nid = \"alo\"\nendpoint = {:?}\nhttps = {:?}\nlog_vkey = {hub_vkey:?}\n",
-            members.len(), self.grpc, self.http
+            members.len(),
+            self.grpc,
+            self.http
         );
         for m in members {
             let (node, proc) = self.nodes.iter().find(|(n, _)| n.member == *m).unwrap();
             input.push_str(&format!(
                 "\n[[member]]\ncode = {m:?}\nendpoint = {:?}\nlog_vkey = {:?}\nwitness_vkey = {:?}\n",
-                proc.addr.to_string(), node.log_vkey, node.witness_vkey
+                proc.addr.to_string(),
+                node.log_vkey,
+                node.witness_vkey
             ));
         }
         let input_path = self.dir.path().join(format!("{name}.toml"));
@@ -76,7 +80,9 @@ impl Net {
 
     fn creds(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (flag, path) in [("--ca", self.pki.ca_cert()), ("--cert", self.auditor.cert.clone()), ("--key", self.auditor.key.clone()), ("--crl", self.pki.crl())] {
+        for (flag, path) in
+            [("--ca", self.pki.ca_cert()), ("--cert", self.auditor.cert.clone()), ("--key", self.auditor.key.clone()), ("--crl", self.pki.crl())]
+        {
             out.push(flag.to_owned());
             out.push(path.display().to_string());
         }
@@ -164,12 +170,15 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     // directory, every log it names, verified and cross-checked.
     let _ = client.federated_query(query()).await.unwrap();
     let cosigned = tabadul_tests::eventually(std::time::Duration::from_secs(20), async || {
-        let mut audit = pb::audit_client::AuditClient::new(tabadul_certs::tls::channel(
-            &hub.addr.to_string(),
-            tabadul_certs::tls::Expect::Identity("spiffe://alo/hub/alo".parse().unwrap()),
-            tabadul_certs::tls::client_config(&net.pki.tls_files(&net.auditor)).unwrap(),
-            std::time::Duration::from_secs(5),
-        ).unwrap());
+        let mut audit = pb::audit_client::AuditClient::new(
+            tabadul_certs::tls::channel(
+                &hub.addr.to_string(),
+                tabadul_certs::tls::Expect::Identity("spiffe://alo/hub/alo".parse().unwrap()),
+                tabadul_certs::tls::client_config(&net.pki.tls_files(&net.auditor)).unwrap(),
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap(),
+        );
         let c = audit.checkpoint(pb::CheckpointRequest { size: 0 }).await.unwrap().into_inner();
         let note = tabadul_audit::Note::parse(&c.cosigned).ok();
         note.is_some_and(|n| n.signatures.len() >= 3)
@@ -223,8 +232,19 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     let impostor = net.dir.path().join("impostor.key");
     run_ok(Command::new(bin("tabadul-directory")).args(["keygen", "--network", "alo", "--out"]).arg(&impostor)).unwrap();
     let signed_by_impostor = net.dir.path().join("impostor.note");
-    run_ok(Command::new(bin("tabadul-directory")).arg("build").arg("--input").arg(net.dir.path().join("v1.toml")).arg("--dictionary").arg(&dict)
-        .arg("--key").arg(&impostor).arg("--out").arg(&signed_by_impostor)).unwrap();
+    run_ok(
+        Command::new(bin("tabadul-directory"))
+            .arg("build")
+            .arg("--input")
+            .arg(net.dir.path().join("v1.toml"))
+            .arg("--dictionary")
+            .arg(&dict)
+            .arg("--key")
+            .arg(&impostor)
+            .arg("--out")
+            .arg(&signed_by_impostor),
+    )
+    .unwrap();
     let (code, text) = run(Command::new(bin("tabadul-directory")).args(["verify", "--anchor", &net.anchor]).arg(&signed_by_impostor));
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("not signed by the directory anchor"), "{text}");
@@ -246,10 +266,9 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     let v2 = net.build("v2", &["MAR"], Some(&v1), &dict);
     std::fs::copy(&v2, net.hub_dir().join("directory.note")).unwrap();
     let front = tabadul_tests::http::Client::tls(hub.http.unwrap(), &net.pki.ca_cert(), None).unwrap();
-    let applied = tabadul_tests::eventually(std::time::Duration::from_secs(10), async || {
-        front.get("/directory", &[]).is_ok_and(|a| a.text().contains("\"version\": 2"))
-    })
-    .await;
+    let applied =
+        tabadul_tests::eventually(std::time::Duration::from_secs(10), async || front.get("/directory", &[]).is_ok_and(|a| a.text().contains("\"version\": 2")))
+            .await;
     assert!(applied, "{}", hub.log_text());
     let before = net.log_size("EGY", "before");
     let r = client.federated_query(query()).await.unwrap().into_inner();
@@ -296,7 +315,18 @@ async fn the_network_directory_decides_who_is_asked_and_an_auditor_needs_only_th
     assert_ne!(code, 0, "{text}");
     assert!(text.contains("version 1 is older than version 2"), "{text}");
     // And an auditor who saw version 2 refuses the shorter history.
-    let (code, text) = net.audit(&["directory", "fetch", "--hub", &format!("https://{}", other_hub.http.unwrap()), "--ca", &ca, "--anchor", &net.anchor, "--out", seen.to_str().unwrap()]);
+    let (code, text) = net.audit(&[
+        "directory",
+        "fetch",
+        "--hub",
+        &format!("https://{}", other_hub.http.unwrap()),
+        "--ca",
+        &ca,
+        "--anchor",
+        &net.anchor,
+        "--out",
+        seen.to_str().unwrap(),
+    ]);
     assert_ne!(code, 0, "{text}");
     assert!(text.contains("older than version 2"), "{text}");
 

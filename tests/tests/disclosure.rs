@@ -86,11 +86,7 @@ fn withheld(c: &pb::Cell) -> bool {
 }
 
 /// Asks `q` and tells the adversary what came back.
-async fn ask(
-    client: &mut pb::node_client::NodeClient<tonic::transport::Channel>,
-    q: pb::Query,
-    adv: &mut Adversary,
-) -> (pb::Decision, Vec<pb::Cell>) {
+async fn ask(client: &mut pb::node_client::NodeClient<tonic::transport::Channel>, q: pb::Query, adv: &mut Adversary) -> (pb::Decision, Vec<pb::Cell>) {
     ask_noisy(client, q, adv, None).await
 }
 

@@ -10,9 +10,7 @@ use tabadul_proto::pb::{self, MemberState};
 use tabadul_tests::{HubMember, NodeDir, Pki, Proc, dead_endpoint, hub_client, run_ok, start_hub_with, synthetic};
 
 fn policy(breakdowns: &str) -> String {
-    format!(
-        "[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = {breakdowns}\n"
-    )
+    format!("[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = {breakdowns}\n")
 }
 
 struct Federation {
@@ -76,11 +74,7 @@ fn states(r: &pb::FederatedQueryResponse) -> BTreeMap<String, i32> {
 
 /// The synthetic value of a total (SEX=T, AGE=Y_GE15, REGION=_T) cell.
 fn total(member: &str, flow: &str, year: &str) -> f64 {
-    synthetic::generate(member, 2022..=2024)
-        .into_iter()
-        .find(|o| o.dataflow == flow && o.time == year && o.key[1..] == ["T", "Y_GE15", "_T"])
-        .unwrap()
-        .value
+    synthetic::generate(member, 2022..=2024).into_iter().find(|o| o.dataflow == flow && o.time == year && o.key[1..] == ["T", "Y_GE15", "_T"]).unwrap().value
 }
 
 #[tokio::test]
@@ -130,9 +124,7 @@ async fn partial_federation_answers_for_everyone_it_can() {
 
 /// The value of a sample line `name{labels} value` in Prometheus text.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok())).unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -267,13 +259,7 @@ async fn only_operators_may_use_the_operator_api() {
     f.hub.kill();
     let (key, _) = f.pki.hub_log_key().unwrap();
     let events = tabadul_audit::Log::open(&f.dir.path().join("hub/data/log"), tabadul_audit::load_signer(&key).unwrap()).unwrap();
-    let refused: Vec<String> = events
-        .read(0, events.len())
-        .unwrap()
-        .into_iter()
-        .filter(|(_, e)| e.decision == "refused")
-        .map(|(_, e)| e.peer)
-        .collect();
+    let refused: Vec<String> = events.read(0, events.len()).unwrap().into_iter().filter(|(_, e)| e.decision == "refused").map(|(_, e)| e.peer).collect();
     assert_eq!(refused, ["spiffe://alo/node/MAR", "spiffe://alo/hub/other", "spiffe://alo/auditor/eve"]);
 }
 
@@ -284,10 +270,14 @@ async fn the_operator_cli_prints_the_table_and_a_line_per_member() {
     let out = run_ok(
         std::process::Command::new(tabadul_tests::bin("tabadul-hub"))
             .arg("query")
-            .arg("--hub").arg(f.hub.addr.to_string())
-            .arg("--ca").arg(f.pki.ca_cert())
-            .arg("--cert").arg(&operator.cert)
-            .arg("--key").arg(&operator.key)
+            .arg("--hub")
+            .arg(f.hub.addr.to_string())
+            .arg("--ca")
+            .arg(f.pki.ca_cert())
+            .arg("--cert")
+            .arg(&operator.cert)
+            .arg("--key")
+            .arg(&operator.key)
             .args(["--dataflow", "UNE_RATE", "--period", "2024", "--aggregate"]),
     )
     .unwrap();

@@ -129,7 +129,12 @@ fn sdmx_rest_answers_in_every_format_and_reports_every_member() {
     assert!(text.contains("<str:Dataflow id=\"UNE_RATE\" agencyID=\"ALO\" version=\"2026.4\""), "{text}");
     assert!(text.contains("<com:Name xml:lang=\"ar\">معدل البطالة</com:Name>"), "Arabic names travel in the structures");
     let dsd = http.get("/sdmx/datastructure/ALO/DSD_UNE_RATE/latest", &[]).unwrap().text();
-    for needle in ["<str:Codelist id=\"CL_SEX\"", "<str:Codelist id=\"CL_CONF_STATUS\"", "<str:ConceptScheme id=\"CS_TABADUL\"", "<str:TimeDimension id=\"TIME_PERIOD\" position=\"5\""] {
+    for needle in [
+        "<str:Codelist id=\"CL_SEX\"",
+        "<str:Codelist id=\"CL_CONF_STATUS\"",
+        "<str:ConceptScheme id=\"CS_TABADUL\"",
+        "<str:TimeDimension id=\"TIME_PERIOD\" position=\"5\"",
+    ] {
         assert!(dsd.contains(needle), "{needle} missing: every referenced artefact is included");
     }
     // References to artefacts (not the local one to OBS_VALUE) name their
@@ -143,11 +148,13 @@ fn sdmx_rest_answers_in_every_format_and_reports_every_member() {
     assert_eq!(http.get("/sdmx/datastructure", &[("accept", "application/vnd.sdmx.structure+json;version=1.0.0")]).unwrap().status, 406);
 
     // The JSON API's answer is the reference for every SDMX format.
-    let q = json!({"dataflow": "UNE_RATE", "breakdown": ["SEX"], "filters": {"SEX": ["F", "M"]}, "start_period": "2022", "end_period": "2024", "aggregate": true});
+    let q =
+        json!({"dataflow": "UNE_RATE", "breakdown": ["SEX"], "filters": {"SEX": ["F", "M"]}, "start_period": "2022", "end_period": "2024", "aggregate": true});
     let api = http.post_json("/api/v1/query", &[("authorization", &auth)], &q).unwrap();
     assert_eq!(api.status, 200, "{}", api.text());
     let api = api.json().unwrap();
-    let states: BTreeMap<&str, &str> = api["members"].as_array().unwrap().iter().map(|m| (m["member"].as_str().unwrap(), m["state"].as_str().unwrap())).collect();
+    let states: BTreeMap<&str, &str> =
+        api["members"].as_array().unwrap().iter().map(|m| (m["member"].as_str().unwrap(), m["state"].as_str().unwrap())).collect();
     assert_eq!(states, BTreeMap::from([("EGY", "refused"), ("JOR", "answered"), ("LBY", "unreachable"), ("MAR", "answered")]));
     let expected = api_values(&api);
     assert_eq!(expected.len(), 12, "MAR and JOR x F, M x 3 years");
@@ -239,9 +246,7 @@ fn sdmx_rest_answers_in_every_format_and_reports_every_member() {
 fn stock_python_sdmx_clients_read_the_hub() {
     let f = Federation::start(false, PLAIN);
     let token = f.issue_token("analyst");
-    let python = std::env::var("TABADUL_PYTHON").unwrap_or_else(|_| {
-        format!("{}/.cache/tabadul/pyenv-sdmx/bin/python", std::env::var("HOME").unwrap())
-    });
+    let python = std::env::var("TABADUL_PYTHON").unwrap_or_else(|_| format!("{}/.cache/tabadul/pyenv-sdmx/bin/python", std::env::var("HOME").unwrap()));
     let script = tabadul_tests::repo_root().join("tests/python/sdmx_clients.py");
     let base = format!("http://{}/sdmx", f.hub.http.unwrap());
     let out = Command::new(&python).arg(&script).arg(&base).arg(&token).output().unwrap_or_else(|e| panic!("{python}: {e} (scripts/prepare.sh installs it)"));
@@ -259,7 +264,11 @@ fn stock_python_sdmx_clients_read_the_hub() {
     // Both clients read the figures the hub serves.
     let api = f
         .client()
-        .post_json("/api/v1/query", &[], &json!({"dataflow": "UNE_RATE", "filters": {"SEX": ["F", "M"]}, "members": ["MAR", "JOR"], "start_period": "2022", "end_period": "2024"}))
+        .post_json(
+            "/api/v1/query",
+            &[],
+            &json!({"dataflow": "UNE_RATE", "filters": {"SEX": ["F", "M"]}, "members": ["MAR", "JOR"], "start_period": "2022", "end_period": "2024"}),
+        )
         .unwrap()
         .json()
         .unwrap();
@@ -437,7 +446,10 @@ fn operators_prove_who_they_are_and_the_public_gets_public_rules_only() {
 
 #[test]
 fn limits_give_clear_errors() {
-    let f = Federation::start(false, "[http]\ndangerous_plain_http = true\nrate_per_minute = 6\nburst = 4\nmax_body_bytes = 512\nmax_cells = 2\nheader_read_timeout_ms = 500\n");
+    let f = Federation::start(
+        false,
+        "[http]\ndangerous_plain_http = true\nrate_per_minute = 6\nburst = 4\nmax_body_bytes = 512\nmax_cells = 2\nheader_read_timeout_ms = 500\n",
+    );
     let http = f.client();
     // A client that never finishes its headers is cut off.
     {
@@ -451,7 +463,8 @@ fn limits_give_clear_errors() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "the connection was held {:?}", started.elapsed());
     }
     let auth = bearer(&f.issue_token("alice"));
-    let big = json!({"dataflow": "UNE_PERS", "breakdown": ["SEX"], "members": ["MAR"], "start_period": "2022", "end_period": "2024", "padding": "x".repeat(600)});
+    let big =
+        json!({"dataflow": "UNE_PERS", "breakdown": ["SEX"], "members": ["MAR"], "start_period": "2022", "end_period": "2024", "padding": "x".repeat(600)});
     let a = http.post_json("/api/v1/query", &[("authorization", &auth)], &big).unwrap();
     assert_eq!(a.status, 413, "{}", a.text());
     let q = json!({"dataflow": "UNE_PERS", "breakdown": ["SEX"], "members": ["MAR"], "start_period": "2022", "end_period": "2024"});
@@ -510,7 +523,8 @@ fn the_dashboard_shows_the_federation_in_arabic_and_english() {
         assert!(dom.contains("data-member=\"MAR\" data-code=\"F\""), "{lang}: no MAR line");
         assert!(dom.contains("data-member=\"aggregate\""), "{lang}: no aggregate line");
         assert_eq!(dom.matches("<tr data-member=\"MAR\"").count(), 6, "{lang}: 2 sexes x 3 years of MAR in the table");
-        let (morocco, egypt_reason) = if lang == "ar" { ("المغرب", "does not grant a breakdown by SEX") } else { ("Morocco", "does not grant a breakdown by SEX") };
+        let (morocco, egypt_reason) =
+            if lang == "ar" { ("المغرب", "does not grant a breakdown by SEX") } else { ("Morocco", "does not grant a breakdown by SEX") };
         assert!(dom.contains(morocco), "{lang}: country names are localised");
         assert!(dom.contains(egypt_reason), "{lang}: EGY's refusal gives its policy's reason");
         let shot = out.path().join(format!("{lang}.png"));
@@ -529,7 +543,8 @@ fn the_dashboard_shows_the_federation_in_arabic_and_english() {
         // Text flows from the right in Arabic, from the left in English:
         // compare where the dark (text) pixels of the top band sit.
         let band = (*w as usize) * 160;
-        let dark: Vec<usize> = px[..band].iter().enumerate().filter(|(_, p)| p.iter().map(|&c| u32::from(c)).sum::<u32>() < 200).map(|(i, _)| i % *w as usize).collect();
+        let dark: Vec<usize> =
+            px[..band].iter().enumerate().filter(|(_, p)| p.iter().map(|&c| u32::from(c)).sum::<u32>() < 200).map(|(i, _)| i % *w as usize).collect();
         assert!(dark.len() > 200, "{lang}: no heading text");
         let centre = dark.iter().sum::<usize>() as f64 / dark.len() as f64;
         if *lang == "ar" {
@@ -643,13 +658,24 @@ fn a_trailing_slash_and_any_case_of_bearer_are_understood() {
     // Periods as dates, date-times and reporting periods select what the
     // years they fall in select.
     let csv = |range: &str| {
-        let a = http.get(&format!("/sdmx/data/UNE_RATE/MAR.F.Y_GE15._T?{range}"), &[("authorization", &bearer(&token)), ("accept", "application/vnd.sdmx.data+csv;version=1.0.0")]).unwrap();
+        let a = http
+            .get(
+                &format!("/sdmx/data/UNE_RATE/MAR.F.Y_GE15._T?{range}"),
+                &[("authorization", &bearer(&token)), ("accept", "application/vnd.sdmx.data+csv;version=1.0.0")],
+            )
+            .unwrap();
         (a.status, a.text().lines().skip(1).map(String::from).collect::<Vec<_>>())
     };
     let (status, years) = csv("startPeriod=2023&endPeriod=2024");
     assert_eq!(status, 200);
     assert_eq!(years.len(), 2, "{years:?}");
-    for range in ["startPeriod=2023-01-01&endPeriod=2024-12-31", "startPeriod=2023-03-15T08:00:00Z&endPeriod=2024-06", "startPeriod=2023-M02&endPeriod=2024-Q4", "startPeriod=2023-W10&endPeriod=2024-D200", "startPeriod=2023-A1&endPeriod=2024-S1"] {
+    for range in [
+        "startPeriod=2023-01-01&endPeriod=2024-12-31",
+        "startPeriod=2023-03-15T08:00:00Z&endPeriod=2024-06",
+        "startPeriod=2023-M02&endPeriod=2024-Q4",
+        "startPeriod=2023-W10&endPeriod=2024-D200",
+        "startPeriod=2023-A1&endPeriod=2024-S1",
+    ] {
         assert_eq!(csv(range), (200, years.clone()), "{range}");
     }
     let (status, _) = csv("startPeriod=2024-13-01");
@@ -720,10 +746,19 @@ fn answers_are_compressed_and_the_public_tier_is_open_to_web_pages() {
     let a = http.get("/sdmx/dataflow", &[origin]).unwrap();
     assert_eq!(a.header("access-control-allow-origin"), Some("*"));
     assert_eq!(a.header("access-control-allow-credentials"), None);
-    let pre = http.request("OPTIONS", "/api/v1/query", &[origin, ("access-control-request-method", "POST"), ("access-control-request-headers", "content-type")], b"").unwrap();
+    let pre = http
+        .request("OPTIONS", "/api/v1/query", &[origin, ("access-control-request-method", "POST"), ("access-control-request-headers", "content-type")], b"")
+        .unwrap();
     assert_eq!((pre.status, pre.header("access-control-allow-origin")), (204, Some("*")));
     // ...but never with an operator's credentials.
-    let pre = http.request("OPTIONS", "/api/v1/query", &[origin, ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization, content-type")], b"").unwrap();
+    let pre = http
+        .request(
+            "OPTIONS",
+            "/api/v1/query",
+            &[origin, ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization, content-type")],
+            b"",
+        )
+        .unwrap();
     assert_eq!(pre.header("access-control-allow-origin"), None, "{:?}", pre.headers);
     let token = f.issue_token("alice");
     let a = http.get("/api/v1/whoami", &[origin, ("authorization", &bearer(&token))]).unwrap();

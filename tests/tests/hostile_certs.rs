@@ -13,10 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use tabadul_certs::tls::TlsFiles;
 use tabadul_proto::pb;
 use tabadul_tests::http::Client;
@@ -63,11 +60,8 @@ fn proper_leaf(uri: &str) -> CertificateParams {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, uri);
     params.distinguished_name = dn;
-    params.subject_alt_names = vec![
-        SanType::URI(uri.try_into().unwrap()),
-        SanType::DnsName("localhost".try_into().unwrap()),
-        SanType::IpAddress("127.0.0.1".parse().unwrap()),
-    ];
+    params.subject_alt_names =
+        vec![SanType::URI(uri.try_into().unwrap()), SanType::DnsName("localhost".try_into().unwrap()), SanType::IpAddress("127.0.0.1".parse().unwrap())];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
     let now = time::OffsetDateTime::now_utc();
@@ -158,10 +152,8 @@ fn q() -> pb::Query {
 async fn refused_at_handshake(server: &Proc, result: Result<(), tonic::Status>, flaw: Flaw) {
     let err = result.expect_err(&format!("{flaw:?}: the server answered"));
     assert!(matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown), "{flaw:?}: {err:?}");
-    let logged = eventually(Duration::from_secs(5), async || {
-        server.log_text().lines().any(|l| l.contains("TLS handshake refused") && l.contains(flaw.reason()))
-    })
-    .await;
+    let logged =
+        eventually(Duration::from_secs(5), async || server.log_text().lines().any(|l| l.contains("TLS handshake refused") && l.contains(flaw.reason()))).await;
     assert!(logged, "{flaw:?}: no refusal naming {:?} in the server log:\n{}", flaw.reason(), server.log_text());
 }
 

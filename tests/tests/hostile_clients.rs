@@ -144,7 +144,9 @@ async fn one_address_gets_its_share_only(listener: &str, to: SocketAddr, share: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_more_than_its_share() {
-    let h = hub(&SHORT.replace("first_request_timeout_ms = 1500", "first_request_timeout_ms = 20000").replace("handshake_timeout_ms = 1500", "handshake_timeout_ms = 20000"));
+    let h = hub(&SHORT
+        .replace("first_request_timeout_ms = 1500", "first_request_timeout_ms = 20000")
+        .replace("handshake_timeout_ms = 1500", "handshake_timeout_ms = 20000"));
     one_address_gets_its_share_only("front door", h.proc.http.unwrap(), 8).await;
     let dir = tempfile::tempdir().unwrap();
     let node = NodeDir::create(dir.path(), &h.pki, "MAR", POLICY).unwrap();

@@ -59,18 +59,15 @@ impl Federation {
             .iter()
             .map(|(m, (_, p))| {
                 let text = p.scrape().unwrap();
-                let n = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("tabadul_node_log_entries ").and_then(|v| v.trim().parse::<f64>().ok()))
-                    .unwrap();
+                let n = text.lines().find_map(|l| l.strip_prefix("tabadul_node_log_entries ").and_then(|v| v.trim().parse::<f64>().ok())).unwrap();
                 (m.clone(), n as u64)
             })
             .collect()
     }
 
     fn token(&self, name: &str, extra: &[&str]) -> String {
-        let out = run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(&self.hub_config).args(["issue", "--name", name]).args(extra))
-            .unwrap();
+        let out =
+            run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(&self.hub_config).args(["issue", "--name", name]).args(extra)).unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
@@ -119,12 +116,8 @@ fn from_grpc(r: &pb::FederatedQueryResponse) -> Figures {
 
 fn from_json(v: &Value) -> Figures {
     let strings = |a: &Value| a.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect::<Vec<_>>();
-    let cells = v["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (strings(&c["key"]), base(c["value"].as_f64().unwrap(), c["unit_mult"].as_i64().unwrap())))
-        .collect();
+    let cells =
+        v["cells"].as_array().unwrap().iter().map(|c| (strings(&c["key"]), base(c["value"].as_f64().unwrap(), c["unit_mult"].as_i64().unwrap()))).collect();
     let aggregate = v["aggregate"]["cells"]
         .as_array()
         .unwrap()

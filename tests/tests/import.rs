@@ -37,30 +37,43 @@ fn every_bad_import_is_refused_precisely_and_changes_nothing() {
     assert!(before.1 > 100);
     let row = "ALO:UNE_RATE(1.0),MAR,F,Y_GE15,_T,2023,12.5,A,0";
     let cases: Vec<(&str, String, &str)> = vec![
-        ("unknown code", format!("{HEADER}\n{row}\nALO:UNE_RATE(1.0),MAR,X,Y_GE15,_T,2023,1,A,0\n"),
-            ":3: column 3 (SEX): unknown code \"X\" for SEX (codelist CL_SEX)"),
-        ("non-numeric", format!("{HEADER}\n{row}\nALO:UNE_RATE(1.0),MAR,M,Y_GE15,_T,2023,twelve,A,0\n"),
-            ":3: column 7 (OBS_VALUE): observation value \"twelve\" is not a number"),
-        ("duplicate key", format!("{HEADER}\n{row}\n{row}\n"),
-            ":3: duplicate observation UNE_RATE MAR.F.Y_GE15._T at 2023, first given at"),
-        ("foreign REF_AREA", format!("{HEADER}\n{row}\nALO:UNE_RATE(1.0),EGY,M,Y_GE15,_T,2023,1,A,0\n"),
-            ":3: column 2 (REF_AREA): REF_AREA \"EGY\" is not this node's member MAR"),
-        ("unknown dataflow", format!("{HEADER}\nALO:NOPE(1.0),MAR,F,Y_GE15,_T,2023,1,A,0\n"),
-            ":2: column 1 (DATAFLOW): unknown dataflow \"ALO:NOPE(1.0)\""),
-        ("unknown column", format!("{HEADER},COLOUR\n{row},blue\n"),
-            ":1: column 10 (COLOUR): unknown column"),
-        ("missing dimension", "DATAFLOW,REF_AREA,SEX,AGE,TIME_PERIOD,OBS_VALUE\nALO:UNE_RATE(1.0),MAR,F,Y_GE15,2023,1\n".into(),
-            ":2: column REGION, a dimension of UNE_RATE, is missing from the header"),
-        ("bad period", format!("{HEADER}\nALO:UNE_RATE(1.0),MAR,F,Y_GE15,_T,2023-13,1,A,0\n"),
-            ":2: column 6 (TIME_PERIOD): time period \"2023-13\""),
-        ("bad status", format!("{HEADER}\nALO:UNE_RATE(1.0),MAR,F,Y_GE15,_T,2023,1,ZZ,0\n"),
-            ":2: column 8 (OBS_STATUS): OBS_STATUS \"ZZ\""),
+        (
+            "unknown code",
+            format!("{HEADER}\n{row}\nALO:UNE_RATE(1.0),MAR,X,Y_GE15,_T,2023,1,A,0\n"),
+            ":3: column 3 (SEX): unknown code \"X\" for SEX (codelist CL_SEX)",
+        ),
+        (
+            "non-numeric",
+            format!("{HEADER}\n{row}\nALO:UNE_RATE(1.0),MAR,M,Y_GE15,_T,2023,twelve,A,0\n"),
+            ":3: column 7 (OBS_VALUE): observation value \"twelve\" is not a number",
+        ),
+        ("duplicate key", format!("{HEADER}\n{row}\n{row}\n"), ":3: duplicate observation UNE_RATE MAR.F.Y_GE15._T at 2023, first given at"),
+        (
+            "foreign REF_AREA",
+            format!("{HEADER}\n{row}\nALO:UNE_RATE(1.0),EGY,M,Y_GE15,_T,2023,1,A,0\n"),
+            ":3: column 2 (REF_AREA): REF_AREA \"EGY\" is not this node's member MAR",
+        ),
+        ("unknown dataflow", format!("{HEADER}\nALO:NOPE(1.0),MAR,F,Y_GE15,_T,2023,1,A,0\n"), ":2: column 1 (DATAFLOW): unknown dataflow \"ALO:NOPE(1.0)\""),
+        ("unknown column", format!("{HEADER},COLOUR\n{row},blue\n"), ":1: column 10 (COLOUR): unknown column"),
+        (
+            "missing dimension",
+            "DATAFLOW,REF_AREA,SEX,AGE,TIME_PERIOD,OBS_VALUE\nALO:UNE_RATE(1.0),MAR,F,Y_GE15,2023,1\n".into(),
+            ":2: column REGION, a dimension of UNE_RATE, is missing from the header",
+        ),
+        ("bad period", format!("{HEADER}\nALO:UNE_RATE(1.0),MAR,F,Y_GE15,_T,2023-13,1,A,0\n"), ":2: column 6 (TIME_PERIOD): time period \"2023-13\""),
+        ("bad status", format!("{HEADER}\nALO:UNE_RATE(1.0),MAR,F,Y_GE15,_T,2023,1,ZZ,0\n"), ":2: column 8 (OBS_STATUS): OBS_STATUS \"ZZ\""),
         ("ragged row", format!("{HEADER}\nALO:UNE_RATE(1.0),MAR,F\n"), ":2: 3 fields, the header has 9"),
         ("not CSV of ours", "hello,world\n1,2\n".into(), ":1: cannot tell the format"),
-        ("ilostat unknown indicator", "ref_area,indicator,sex,classif1,classif2,time,obs_value,obs_status\nMAR,XYZ_NB,SEX_T,,,2023,1,\n".into(),
-            ":2: column 2 (indicator): ILOSTAT indicator \"XYZ_NB\" is not mapped"),
-        ("ilostat unknown classif", "ref_area,indicator,sex,classif1,classif2,time,obs_value,obs_status\nMAR,UNE_TUNE_SEX_AGE_NB,SEX_T,AGE_10YRBANDS_Y15-24,,2023,1,\n".into(),
-            ":2: column 4 (classif1): ILOSTAT code \"AGE_10YRBANDS_Y15-24\" is not mapped"),
+        (
+            "ilostat unknown indicator",
+            "ref_area,indicator,sex,classif1,classif2,time,obs_value,obs_status\nMAR,XYZ_NB,SEX_T,,,2023,1,\n".into(),
+            ":2: column 2 (indicator): ILOSTAT indicator \"XYZ_NB\" is not mapped",
+        ),
+        (
+            "ilostat unknown classif",
+            "ref_area,indicator,sex,classif1,classif2,time,obs_value,obs_status\nMAR,UNE_TUNE_SEX_AGE_NB,SEX_T,AGE_10YRBANDS_Y15-24,,2023,1,\n".into(),
+            ":2: column 4 (classif1): ILOSTAT code \"AGE_10YRBANDS_Y15-24\" is not mapped",
+        ),
     ];
     for (name, text, expect) in cases {
         let file = dir.path().join(format!("{}.csv", name.replace(' ', "-")));
@@ -89,9 +102,13 @@ fn ilostat_and_sdmx_csv_1_0_are_understood() {
     let (dir, node) = setup();
     let (_, n0) = digest(&node);
     let ilo = dir.path().join("ilostat.csv");
-    std::fs::write(&ilo, "ref_area,indicator,source,sex,classif1,classif2,time,obs_value,obs_status,note_classif,note_indicator,note_source\n\
+    std::fs::write(
+        &ilo,
+        "ref_area,indicator,source,sex,classif1,classif2,time,obs_value,obs_status,note_classif,note_indicator,note_source\n\
         MAR,UNE_TUNE_SEX_AGE_NB,BA:123,SEX_F,AGE_YTHADULT_Y15-24,,2019Q3,123.4,P,,,\n\
-        MAR,UNE_DEAP_SEX_AGE_RT,BA:123,SEX_T,AGE_YTHADULT_YGE15,,2019,11.9,,,,\n").unwrap();
+        MAR,UNE_DEAP_SEX_AGE_RT,BA:123,SEX_T,AGE_YTHADULT_YGE15,,2019,11.9,,,,\n",
+    )
+    .unwrap();
     let out = run_ok(node.command(&["import"]).arg(&ilo)).unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 observations"));
     let sdmx10 = dir.path().join("sdmx10.csv");
@@ -100,12 +117,24 @@ fn ilostat_and_sdmx_csv_1_0_are_understood() {
     let store = Store::open(&node.dir.join("data/store")).unwrap();
     assert_eq!(store.count().unwrap(), n0 + 3);
     let mut une = Vec::new();
-    store.scan("UNE_PERS", |o| if o.time_period == "2019-Q3" { une.push(o) }).unwrap();
+    store
+        .scan("UNE_PERS", |o| {
+            if o.time_period == "2019-Q3" {
+                une.push(o)
+            }
+        })
+        .unwrap();
     assert_eq!(une.len(), 1);
     assert_eq!(une[0].key, ["MAR", "F", "Y15T24", "_T"]);
     assert_eq!((une[0].value, une[0].unit_mult, une[0].obs_status.as_str()), (123.4, 3, "P"));
     let mut emp = Vec::new();
-    store.scan("EMP_ECO", |o| if o.time_period == "2019" { emp.push(o) }).unwrap();
+    store
+        .scan("EMP_ECO", |o| {
+            if o.time_period == "2019" {
+                emp.push(o)
+            }
+        })
+        .unwrap();
     assert_eq!(emp[0].key, ["MAR", "F", "C"]);
     assert_eq!(emp[0].unit_mult, 3, "the dataflow's default UNIT_MULT applies");
 }
@@ -207,8 +236,8 @@ fn kill_9_during_import_leaves_all_or_nothing() {
         let _ = child.wait();
         let (_, n) = digest(&node);
         assert!(n == base || n == base + rows, "after kill at {delay_ms} ms: {n} observations, expected {base} or {}", base + rows);
-        let leftovers = std::fs::read_dir(node.dir.join("data/store")).unwrap().flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".sst.tmp")).count();
+        let leftovers =
+            std::fs::read_dir(node.dir.join("data/store")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".sst.tmp")).count();
         assert_eq!(leftovers, 0, "a killed import's temporary file survived reopening the store");
     }
     run_ok(node.command(&["import"]).arg(&file)).unwrap();

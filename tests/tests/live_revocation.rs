@@ -60,7 +60,13 @@ async fn a_revoked_operator_loses_its_open_grpc_channel_to_the_hub() {
     let hub = start_hub_with(&dir.path().join("hub"), &pki, &hub_cert, &[], 2000, "crl_reload_interval_ms = 200\n").unwrap();
     let (revoked, kept) = (pki.issue("operator", "ana").unwrap(), pki.issue("operator", "bo").unwrap());
     let health = |files: TlsFiles| {
-        let channel = tls::channel(&hub.addr.to_string(), Expect::Role { network: "alo".into(), role: Role::Hub }, tls::client_config(&files).unwrap(), Duration::from_secs(5)).unwrap();
+        let channel = tls::channel(
+            &hub.addr.to_string(),
+            Expect::Role { network: "alo".into(), role: Role::Hub },
+            tls::client_config(&files).unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         tonic_health::pb::health_client::HealthClient::new(channel)
     };
     let ask = tonic_health::pb::HealthCheckRequest { service: String::new() };
@@ -95,7 +101,11 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, path: &str) -> Option
     Some(status)
 }
 
-async fn keep_alive(pki: &Pki, cert: &tabadul_tests::Cert, front: std::net::SocketAddr) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+async fn keep_alive(
+    pki: &Pki,
+    cert: &tabadul_tests::Cert,
+    front: std::net::SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tls = hostile::client_tls(pki, Some(cert), &[b"http/1.1"]).unwrap();
     let tcp = tokio::net::TcpStream::connect(front).await?;
     tokio_rustls::TlsConnector::from(tls).connect("localhost".try_into().unwrap(), tcp).await

@@ -10,19 +10,28 @@ use tabadul_tests::{bin, run_ok};
 #[test]
 fn the_local_federation_runs_its_demo() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_ok(std::process::Command::new(bin("tabadul-local-federation")).arg("--exit-after-demo").arg("--dir").arg(dir.path()))
-        .unwrap();
+    let out = run_ok(std::process::Command::new(bin("tabadul-local-federation")).arg("--exit-after-demo").arg("--dir").arg(dir.path())).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SYNTHETIC"), "{text}");
     assert!(text.contains("started 21 nodes"), "{text}");
     for expect in [
-        "refused", "unreachable", "breakdown by SEX", "under embargo", "withdrawn", "Regional aggregate",
+        "refused",
+        "unreachable",
+        "breakdown by SEX",
+        "under embargo",
+        "withdrawn",
+        "Regional aggregate",
         // Job-seeker records: small cells withheld, the rest perturbed.
-        "PES_JOBSEEKER_RECORDS", "cell-key",
+        "PES_JOBSEEKER_RECORDS",
+        "cell-key",
         // The auditor's step: both logs verify, the hub's with a witness majority.
-        "cosigned by:", "verified: no problems found", "cross-checked the hub log",
+        "cosigned by:",
+        "verified: no problems found",
+        "cross-checked the hub log",
         // Corridors: node to node, SAU grants EGY its own nationals' rows, KWT nothing.
-        "PARTLY-ALLOWED for this node, answered by SAU", "REFUSED for this node, answered by KWT", "logged  SAU's leaf",
+        "PARTLY-ALLOWED for this node, answered by SAU",
+        "REFUSED for this node, answered by KWT",
+        "logged  SAU's leaf",
     ] {
         assert!(text.contains(expect), "missing {expect:?}:\n{text}");
     }

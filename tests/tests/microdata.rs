@@ -156,11 +156,7 @@ fn small_groups(records: &[JobSeeker]) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Runs a query as the attacker and adds what it released to `known`.
-async fn ask(
-    client: &mut pb::node_client::NodeClient<tonic::transport::Channel>,
-    q: pb::Query,
-    known: &mut Vec<Known>,
-) -> (pb::Decision, Vec<pb::Cell>) {
+async fn ask(client: &mut pb::node_client::NodeClient<tonic::transport::Channel>, q: pb::Query, known: &mut Vec<Known>) -> (pb::Decision, Vec<pb::Cell>) {
     let (d, cells) = collect(client, q.clone()).await.unwrap();
     for c in &cells {
         if !withheld(c) && c.value.is_finite() {
@@ -415,8 +411,14 @@ async fn cell_key_noise_is_the_same_for_the_same_people_however_asked() {
     // Averaging 20 repeats of the mean of a small-ish group gives the same
     // figure 20 times: nothing to average.
     let mq = query(&["REGION"], &[("OCU", &["2"])], "mean");
-    let means: std::collections::BTreeSet<u64> =
-        futures::future::join_all((0..5).map(|_| { let mut c = egy.clone(); let q = mq.clone(); async move { collect(&mut c, q).await.unwrap().1[0].value.to_bits() } })).await.into_iter().collect();
+    let means: std::collections::BTreeSet<u64> = futures::future::join_all((0..5).map(|_| {
+        let mut c = egy.clone();
+        let q = mq.clone();
+        async move { collect(&mut c, q).await.unwrap().1[0].value.to_bits() }
+    }))
+    .await
+    .into_iter()
+    .collect();
     assert_eq!(means.len(), 1);
 }
 
@@ -499,7 +501,10 @@ async fn preview_shows_what_would_leave_and_records_nothing() {
         cmd.args(extra);
         String::from_utf8(run_ok(cmd).unwrap().stdout).unwrap()
     };
-    let explain = String::from_utf8(run_ok(f.node.command(&["policy", "explain", "--as", "spiffe://alo/node/JOR", "--dataflow", TABLE, "--breakdown", "REGION"])).unwrap().stdout).unwrap();
+    let explain = String::from_utf8(
+        run_ok(f.node.command(&["policy", "explain", "--as", "spiffe://alo/node/JOR", "--dataflow", TABLE, "--breakdown", "REGION"])).unwrap().stdout,
+    )
+    .unwrap();
     assert!(explain.contains("rule        jor-dp") && explain.contains("differential privacy, ε 1 per query, budget 2.5"), "{explain}");
     let now = preview(&[]);
     assert!(now.contains("ALLOWED for spiffe://alo/hub/alo") && now.contains("C primary") && now.contains("threshold"), "{now}");
@@ -508,7 +513,8 @@ async fn preview_shows_what_would_leave_and_records_nothing() {
     assert!(withheld_count(&stricter) > withheld_count(&now), "a higher threshold withholds more:\n{now}\n{stricter}");
     // Nothing was recorded: the first half of a difference previewed, the
     // second asked for real, is released.
-    let mut cmd = f.node.command(&["policy", "preview", "--as", "spiffe://alo/hub/alo", "--dataflow", TABLE, "--breakdown", "REGION", "--filter", "REGION=MA-04"]);
+    let mut cmd =
+        f.node.command(&["policy", "preview", "--as", "spiffe://alo/hub/alo", "--dataflow", TABLE, "--breakdown", "REGION", "--filter", "REGION=MA-04"]);
     run_ok(&mut cmd).unwrap();
     let mut hub = f.client("hub", "alo");
     let others: Vec<&str> = OCUS.iter().copied().filter(|o| *o != "0").collect();
@@ -652,7 +658,14 @@ async fn a_difference_across_an_import_is_defeated() {
     assert!(withheld(f_cell) || by_sex.iter().filter(|c| c.key[2] == "MA-04" && c.key[1] == "T").all(withheld), "{by_sex:?}");
     // A large import changes the same figure by many people: released again.
     let many = f.dir.path().join("many.csv");
-    let more: Vec<JobSeeker> = md::jobseekers(2_000, 11).into_iter().take(2_000).map(|mut r| { r.region = "MA-04"; r }).collect();
+    let more: Vec<JobSeeker> = md::jobseekers(2_000, 11)
+        .into_iter()
+        .take(2_000)
+        .map(|mut r| {
+            r.region = "MA-04";
+            r
+        })
+        .collect();
     std::fs::write(&many, md::to_csv(&more)).unwrap();
     run_ok(f.node.command(&["import", "--table", TABLE]).arg(&many)).unwrap();
     let (_, grown) = collect(&mut hub, q).await.unwrap();

@@ -265,7 +265,11 @@ fn a_witness_without_its_own_key_refuses_to_start() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("witness_logs is set but witness_key is not") && err.contains("tabadul-audit keygen --origin alo/witness/MAR"), "{err}");
     let doctor = node.command(&["doctor"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&doctor.stdout).contains("the node will not start while witness_logs is set"), "{}", String::from_utf8_lossy(&doctor.stdout));
+    assert!(
+        String::from_utf8_lossy(&doctor.stdout).contains("the node will not start while witness_logs is set"),
+        "{}",
+        String::from_utf8_lossy(&doctor.stdout)
+    );
     std::fs::write(&node.config, format!("dangerous_witness_with_log_key = true\n{without}")).unwrap();
     let proc = node.start().unwrap();
     assert!(proc.log_text().contains("dangerous_witness_with_log_key"), "{}", proc.log_text());

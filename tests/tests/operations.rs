@@ -92,7 +92,11 @@ async fn an_online_backup_restores_to_a_node_whose_log_verifies() {
     let text = String::from_utf8_lossy(&restored.stdout).to_string();
     assert!(text.contains("restored the backup of MAR") && text.contains("before-restore-"), "{text}");
     // The replaced data was kept.
-    let aside: Vec<_> = std::fs::read_dir(node.dir.join("data")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("before-restore-")).collect();
+    let aside: Vec<_> = std::fs::read_dir(node.dir.join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("before-restore-"))
+        .collect();
     assert_eq!(aside.len(), 1);
     assert!(aside[0].path().join("log").is_dir() && aside[0].path().join("store").is_dir());
 
@@ -171,12 +175,16 @@ async fn a_backup_survives_damage_to_the_live_store_and_restores_over_it() {
     drop(client);
     drop(proc);
 
-    let live: std::collections::BTreeSet<u64> = inodes(&node.dir.join("data/store")).into_iter().chain(inodes(&node.dir.join("data/log"))).map(|(_, i)| i).collect();
+    let live: std::collections::BTreeSet<u64> =
+        inodes(&node.dir.join("data/store")).into_iter().chain(inodes(&node.dir.join("data/log"))).map(|(_, i)| i).collect();
     let copied = inodes(&backup);
     let shared: Vec<_> = copied.iter().filter(|(_, i)| live.contains(i)).collect();
     assert!(shared.is_empty(), "the backup shares files with the live store: {shared:?}");
     assert!(copied.iter().any(|(p, _)| p.extension().is_some_and(|e| e == "sst")), "no table files in the backup: {copied:?}");
-    assert!(!std::fs::read_dir(node.dir.join("data")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".backup-links")), "the checkpoint's links were left behind");
+    assert!(
+        !std::fs::read_dir(node.dir.join("data")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".backup-links")),
+        "the checkpoint's links were left behind"
+    );
 
     // Damage every table and manifest file of the live store in place.
     let mut damaged = 0;
@@ -229,7 +237,8 @@ async fn node_and_hub_serve_prometheus_metrics_that_follow_the_traffic() {
     let mut procs = Vec::new();
     let mut members = Vec::new();
     for (member, breakdowns) in [("MAR", "[\"SEX\"]"), ("EGY", "[]")] {
-        let policy = format!("[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = {breakdowns}\n");
+        let policy =
+            format!("[[rule]]\nid = \"hub-all\"\nrequester = \"hub\"\ndataflows = [\"UNE_RATE\", \"UNE_PERS\", \"LF_PERS\"]\nbreakdowns = {breakdowns}\n");
         let node = NodeDir::create(&dir.path().join("nodes"), &pki, member, &policy).unwrap();
         import_synthetic(&node, member, 2024..=2024);
         let proc = node.start().unwrap();
@@ -248,7 +257,13 @@ async fn node_and_hub_serve_prometheus_metrics_that_follow_the_traffic() {
     let operator = pki.issue("operator", "analyst").unwrap();
     let mut client = tabadul_tests::hub_client(hub.addr, &pki.tls_files(&operator)).unwrap();
     let by_sex = pb::FederatedQueryRequest {
-        query: Some(pb::Query { dataflow: "UNE_RATE".into(), breakdown: vec!["SEX".into()], start_period: "2024".into(), end_period: "2024".into(), ..Default::default() }),
+        query: Some(pb::Query {
+            dataflow: "UNE_RATE".into(),
+            breakdown: vec!["SEX".into()],
+            start_period: "2024".into(),
+            end_period: "2024".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     for _ in 0..3 {
@@ -553,9 +568,10 @@ async fn a_full_disk_stops_releases_but_loses_no_acknowledged_entry() {
     .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let not_serving = tabadul_tests::eventually(std::time::Duration::from_secs(5), async || {
-        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok_and(|r| {
-            r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-        })
+        health
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .is_ok_and(|r| r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32)
     })
     .await;
     assert!(not_serving, "health still says SERVING with a dead log");
@@ -647,7 +663,8 @@ async fn a_member_whose_clock_is_hours_off_is_named_by_the_hub_doctor() {
     // Exchange itself still works within certificate validity: the doctor
     // warns before embargoes and expiry checks misfire.
     let operator = pki.issue("operator", "analyst").unwrap();
-    let r = tabadul_tests::hub_client(hub.addr, &pki.tls_files(&operator)).unwrap()
+    let r = tabadul_tests::hub_client(hub.addr, &pki.tls_files(&operator))
+        .unwrap()
         .federated_query(pb::FederatedQueryRequest { query: Some(pb::Query { dataflow: "UNE_PERS".into(), ..Default::default() }), ..Default::default() })
         .await
         .unwrap()

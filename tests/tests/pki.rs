@@ -49,11 +49,7 @@ fn bad_requests_are_refused_with_reasons() {
     let out = issue("king", "x");
     assert!(!out.status.success());
     // init refuses to overwrite an existing CA.
-    let out = Command::new(bin("tabadul-certs"))
-        .args(["init", "--network", "alo", "--ca-dir"])
-        .arg(&pki.ca_dir)
-        .output()
-        .unwrap();
+    let out = Command::new(bin("tabadul-certs")).args(["init", "--network", "alo", "--ca-dir"]).arg(&pki.ca_dir).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
 }
@@ -89,7 +85,13 @@ async fn a_node_enrols_with_a_request_and_its_key_never_leaves() {
     let pki = tabadul_tests::Pki::init(dir.path()).unwrap();
     // The node's team: a key and a request, on the node's machine.
     let node = dir.path().join("node-machine");
-    let out = certs(&["request", "--network", "alo", "--role", "node", "--id", "MAR", "--ip", "127.0.0.1", "--dns", "localhost", "--out"].map(OsStr::new).into_iter().chain([node.as_os_str()]).collect::<Vec<_>>());
+    let out = certs(
+        &["request", "--network", "alo", "--role", "node", "--id", "MAR", "--ip", "127.0.0.1", "--dns", "localhost", "--out"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([node.as_os_str()])
+            .collect::<Vec<_>>(),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let csr = node.join("node-MAR.csr");
     let key = node.join("node-MAR.key");
@@ -100,17 +102,49 @@ async fn a_node_enrols_with_a_request_and_its_key_never_leaves() {
     // The administrator: signs what they approve, into another directory.
     let admin = dir.path().join("admin");
     let sign = |csr: &std::path::Path, id: &str| {
-        certs(&[OsStr::new("sign"), OsStr::new("--ca-dir"), pki.ca_dir.as_os_str(), OsStr::new("--csr"), csr.as_os_str(), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new(id), OsStr::new("--out"), admin.as_os_str()])
+        certs(&[
+            OsStr::new("sign"),
+            OsStr::new("--ca-dir"),
+            pki.ca_dir.as_os_str(),
+            OsStr::new("--csr"),
+            csr.as_os_str(),
+            OsStr::new("--role"),
+            OsStr::new("node"),
+            OsStr::new("--id"),
+            OsStr::new(id),
+            OsStr::new("--out"),
+            admin.as_os_str(),
+        ])
     };
     // Attacks first: a request for EGY presented as MAR's, a tampered request.
     let egy = dir.path().join("egy-machine");
-    assert!(certs(&["request", "--network", "alo", "--role", "node", "--id", "EGY", "--ip", "127.0.0.1", "--out"].map(OsStr::new).into_iter().chain([egy.as_os_str()]).collect::<Vec<_>>()).status.success());
+    assert!(
+        certs(
+            &["request", "--network", "alo", "--role", "node", "--id", "EGY", "--ip", "127.0.0.1", "--out"]
+                .map(OsStr::new)
+                .into_iter()
+                .chain([egy.as_os_str()])
+                .collect::<Vec<_>>()
+        )
+        .status
+        .success()
+    );
     let out = sign(&egy.join("node-EGY.csr"), "MAR");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("it names spiffe://alo/node/EGY, but the approved identity is spiffe://alo/node/MAR"), "{err}");
     let other_net = dir.path().join("other-net");
-    assert!(certs(&["request", "--network", "evil", "--role", "node", "--id", "MAR", "--out"].map(OsStr::new).into_iter().chain([other_net.as_os_str()]).collect::<Vec<_>>()).status.success());
+    assert!(
+        certs(
+            &["request", "--network", "evil", "--role", "node", "--id", "MAR", "--out"]
+                .map(OsStr::new)
+                .into_iter()
+                .chain([other_net.as_os_str()])
+                .collect::<Vec<_>>()
+        )
+        .status
+        .success()
+    );
     assert!(String::from_utf8_lossy(&sign(&other_net.join("node-MAR.csr"), "MAR").stderr).contains("spiffe://evil/node/MAR"));
     let mut lines: Vec<String> = csr_text.lines().map(str::to_owned).collect();
     // One base64 character in the signed part (the identity's region).
@@ -154,7 +188,23 @@ async fn a_certificate_is_renewed_with_its_own_key_before_it_expires() {
     let node = tabadul_tests::NodeDir::create(dir.path(), &pki, "MAR", "").unwrap();
     let (cert, key) = (pki.certs_dir.join("node-MAR.pem"), pki.certs_dir.join("node-MAR.key"));
     let issue = |days: &str| {
-        let out = certs(&[OsStr::new("issue"), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new("MAR"), OsStr::new("--ip"), OsStr::new("127.0.0.1"), OsStr::new("--dns"), OsStr::new("localhost"), OsStr::new("--days"), OsStr::new(days), OsStr::new("--ca-dir"), pki.ca_dir.as_os_str(), OsStr::new("--out"), pki.certs_dir.as_os_str()]);
+        let out = certs(&[
+            OsStr::new("issue"),
+            OsStr::new("--role"),
+            OsStr::new("node"),
+            OsStr::new("--id"),
+            OsStr::new("MAR"),
+            OsStr::new("--ip"),
+            OsStr::new("127.0.0.1"),
+            OsStr::new("--dns"),
+            OsStr::new("localhost"),
+            OsStr::new("--days"),
+            OsStr::new(days),
+            OsStr::new("--ca-dir"),
+            pki.ca_dir.as_os_str(),
+            OsStr::new("--out"),
+            pki.certs_dir.as_os_str(),
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let proc = node.start().unwrap();
@@ -177,12 +227,40 @@ async fn a_certificate_is_renewed_with_its_own_key_before_it_expires() {
     // The renewal: a request for the key in use; nothing secret written.
     let key_before = std::fs::read(&key).unwrap();
     let req_dir = dir.path().join("renewal");
-    let out = certs(&[OsStr::new("request"), OsStr::new("--network"), OsStr::new("alo"), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new("MAR"), OsStr::new("--ip"), OsStr::new("127.0.0.1"), OsStr::new("--dns"), OsStr::new("localhost"), OsStr::new("--key"), key.as_os_str(), OsStr::new("--out"), req_dir.as_os_str()]);
+    let out = certs(&[
+        OsStr::new("request"),
+        OsStr::new("--network"),
+        OsStr::new("alo"),
+        OsStr::new("--role"),
+        OsStr::new("node"),
+        OsStr::new("--id"),
+        OsStr::new("MAR"),
+        OsStr::new("--ip"),
+        OsStr::new("127.0.0.1"),
+        OsStr::new("--dns"),
+        OsStr::new("localhost"),
+        OsStr::new("--key"),
+        key.as_os_str(),
+        OsStr::new("--out"),
+        req_dir.as_os_str(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!req_dir.join("node-MAR.key").exists(), "a renewal writes no new key");
     assert_eq!(std::fs::read(&key).unwrap(), key_before, "the key in use is untouched");
     let signed = dir.path().join("signed");
-    let out = certs(&[OsStr::new("sign"), OsStr::new("--ca-dir"), pki.ca_dir.as_os_str(), OsStr::new("--csr"), req_dir.join("node-MAR.csr").as_os_str(), OsStr::new("--role"), OsStr::new("node"), OsStr::new("--id"), OsStr::new("MAR"), OsStr::new("--out"), signed.as_os_str()]);
+    let out = certs(&[
+        OsStr::new("sign"),
+        OsStr::new("--ca-dir"),
+        pki.ca_dir.as_os_str(),
+        OsStr::new("--csr"),
+        req_dir.join("node-MAR.csr").as_os_str(),
+        OsStr::new("--role"),
+        OsStr::new("node"),
+        OsStr::new("--id"),
+        OsStr::new("MAR"),
+        OsStr::new("--out"),
+        signed.as_os_str(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::copy(signed.join("node-MAR.pem"), &cert).unwrap();
     let (code, text) = doctor();

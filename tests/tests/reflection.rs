@@ -48,14 +48,18 @@ async fn each_port_lists_exactly_its_services_in_both_reflection_versions() {
     let set = |names: &[&str]| -> BTreeSet<String> { names.iter().chain(&reflection).map(|s| s.to_string()).collect() };
 
     let as_hub = tls::client_config(&pki.tls_files(&hub_cert)).unwrap();
-    let to_node = || tls::channel(&node_proc.addr.to_string(), Expect::Identity(Identity::new("alo", Role::Node, "MAR").unwrap()), as_hub.clone(), Duration::from_secs(5)).unwrap();
+    let to_node = || {
+        tls::channel(&node_proc.addr.to_string(), Expect::Identity(Identity::new("alo", Role::Node, "MAR").unwrap()), as_hub.clone(), Duration::from_secs(5))
+            .unwrap()
+    };
     let node_services = set(&["tabadul.v1.Node", "tabadul.v1.Audit", "tabadul.v1.Witness"]);
     assert_eq!(list_v1(to_node()).await, node_services);
     assert_eq!(list_v1alpha(to_node()).await, node_services);
 
     let operator = pki.issue("operator", "ana").unwrap();
     let as_operator = tls::client_config(&pki.tls_files(&operator)).unwrap();
-    let to_hub = || tls::channel(&hub.addr.to_string(), Expect::Role { network: "alo".into(), role: Role::Hub }, as_operator.clone(), Duration::from_secs(5)).unwrap();
+    let to_hub =
+        || tls::channel(&hub.addr.to_string(), Expect::Role { network: "alo".into(), role: Role::Hub }, as_operator.clone(), Duration::from_secs(5)).unwrap();
     let hub_services = set(&["tabadul.v1.Hub", "tabadul.v1.Audit"]);
     assert_eq!(list_v1(to_hub()).await, hub_services);
     assert_eq!(list_v1alpha(to_hub()).await, hub_services);

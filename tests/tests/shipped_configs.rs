@@ -46,7 +46,8 @@ fn systemd_units_run_commands_the_binaries_accept_and_are_hardened() {
         // Every listener the unit asks for must be one it can bind: a port
         // below 1024 needs CAP_NET_BIND_SERVICE, and no other capability is
         // granted.
-        let ports: Vec<u16> = exec.split_whitespace().skip_while(|w| !w.ends_with("listen")).filter_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse().ok())).collect();
+        let ports: Vec<u16> =
+            exec.split_whitespace().skip_while(|w| !w.ends_with("listen")).filter_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse().ok())).collect();
         let privileged = ports.iter().any(|p| *p < 1024);
         let caps = if privileged { "CAP_NET_BIND_SERVICE" } else { "" };
         for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
@@ -145,7 +146,9 @@ fn every_runbook_command_is_accepted_by_its_binary() {
         if w.first().is_some_and(|x| x == "sudo") {
             w.drain(..3.min(w.len()));
         }
-        let Some(binary) = w.first().filter(|b| ["tabadul-node", "tabadul-hub", "tabadul-certs", "tabadul-audit"].contains(&b.as_str())).cloned() else { continue };
+        let Some(binary) = w.first().filter(|b| ["tabadul-node", "tabadul-hub", "tabadul-certs", "tabadul-audit"].contains(&b.as_str())).cloned() else {
+            continue;
+        };
         let out = std::process::Command::new(tabadul_tests::bin(&binary)).args(&w[1..]).arg("--help").output().unwrap();
         assert!(out.status.success(), "deploy/README.md: `{command}` is refused by {binary}:\n{}", String::from_utf8_lossy(&out.stderr));
         checked += 1;

@@ -187,12 +187,8 @@ async fn query(State(front): State<Arc<Front>>, who: Principal, body: Result<Jso
         aggregation,
         audience: String::new(),
     };
-    let request = pb::FederatedQueryRequest {
-        query: Some(query),
-        members: body.members.clone(),
-        regional_aggregate: body.aggregate,
-        deadline_ms: body.deadline_ms,
-    };
+    let request =
+        pb::FederatedQueryRequest { query: Some(query), members: body.members.clone(), regional_aggregate: body.aggregate, deadline_ms: body.deadline_ms };
     let answer = federate(&front.hub, &who.caller(), request).await.map_err(|f| match f {
         Failure::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
         Failure::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
@@ -200,8 +196,10 @@ async fn query(State(front): State<Arc<Front>>, who: Principal, body: Result<Jso
     })?;
     let r = &answer.response;
     if r.cells.len() > front.config.max_cells {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!(
-            "the answer has {} cells; the limit is {}: ask fewer members, periods or codes", r.cells.len(), front.config.max_cells)));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the answer has {} cells; the limit is {}: ask fewer members, periods or codes", r.cells.len(), front.config.max_cells),
+        ));
     }
     let aggregate = (!r.aggregate_method.is_empty()).then(|| {
         json!({
@@ -324,34 +322,27 @@ async fn releases(State(front): State<Arc<Front>>, who: Principal, Query(p): Que
 /// against its log key and the leaf hash in the hub's log. (The checkpoint
 /// that came with the receipt was signed for that answer only and is not
 /// kept by the node; the latest one proves the same leaf is still there.)
-async fn release_proof(
-    State(front): State<Arc<Front>>,
-    who: Principal,
-    Path((member, leaf)): Path<(String, u64)>,
-) -> Result<Json<Value>, ApiError> {
+async fn release_proof(State(front): State<Arc<Front>>, who: Principal, Path((member, leaf)): Path<(String, u64)>) -> Result<Json<Value>, ApiError> {
     if !who.is_operator() {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "release proofs are for operators (present an operator token or certificate)"));
     }
     let roster = front.hub.members();
-    let m = roster
-        .get(&member)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{member} is not a member configured on this hub")))?;
+    let m = roster.get(&member).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{member} is not a member configured on this hub")))?;
     // The receipt as the hub logged it: the leaf hash and tree size to check.
     let log = front.hub.log.clone();
     let wanted = member.clone();
     let logged = tokio::task::spawn_blocking(move || {
         let size = log.len();
         let entries = log.read(size.saturating_sub(MAX_RELEASES_SCAN), size)?;
-        Ok::<_, tabadul_audit::Error>(entries.into_iter().rev().find_map(|(i, e)| {
-            e.receipts.into_iter().find(|r| r.member == wanted && r.index == leaf).map(|r| (i, r))
-        }))
+        Ok::<_, tabadul_audit::Error>(
+            entries.into_iter().rev().find_map(|(i, e)| e.receipts.into_iter().find(|r| r.member == wanted && r.index == leaf).map(|r| (i, r))),
+        )
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (hub_leaf, receipt) = logged.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("the hub's recent log holds no receipt of {member} for leaf {leaf}"))
-    })?;
+    let (hub_leaf, receipt) =
+        logged.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("the hub's recent log holds no receipt of {member} for leaf {leaf}")))?;
     let unavailable = |e: tonic::Status| ApiError::new(StatusCode::BAD_GATEWAY, format!("{member}'s log did not answer: {}", e.message()));
     let mut audit = m.audit.clone();
     let note = audit.checkpoint(pb::CheckpointRequest { size: 0 }).await.map_err(unavailable)?.into_inner().checkpoint;
@@ -360,14 +351,9 @@ async fn release_proof(
     if checkpoint.size < receipt.tree_size {
         return Err(bad(format!("its latest checkpoint has {} entries, fewer than the {} its receipt named", checkpoint.size, receipt.tree_size)));
     }
-    let proof = audit
-        .inclusion_proof(pb::InclusionProofRequest { index: receipt.index, tree_size: checkpoint.size })
-        .await
-        .map_err(unavailable)?
-        .into_inner()
-        .hashes;
-    tabadul_audit::merkle::verify_inclusion(receipt.index, checkpoint.size, &receipt.leaf_hash, &proof, &checkpoint.root)
-        .map_err(|e| bad(format!("{e:?}")))?;
+    let proof =
+        audit.inclusion_proof(pb::InclusionProofRequest { index: receipt.index, tree_size: checkpoint.size }).await.map_err(unavailable)?.into_inner().hashes;
+    tabadul_audit::merkle::verify_inclusion(receipt.index, checkpoint.size, &receipt.leaf_hash, &proof, &checkpoint.root).map_err(|e| bad(format!("{e:?}")))?;
     Ok(Json(json!({
         "member": member,
         "member_leaf": receipt.index,

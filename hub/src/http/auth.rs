@@ -23,10 +23,16 @@ use crate::federate::Caller;
 /// The caller of one HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Principal {
-    Operator { name: String, via: Via },
+    Operator {
+        name: String,
+        via: Via,
+    },
     /// `name` is the day's pseudonym of `addr` ([`super::pseudonym`]): the
     /// log and traces see only it; the rate limiter keys on the address.
-    Public { addr: IpAddr, name: String },
+    Public {
+        addr: IpAddr,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +84,7 @@ impl FromRequestParts<Arc<Front>> for Principal {
             let e = ApiError::new(status, message);
             if sdmx { e.sdmx() } else { e }
         };
-        let conn = parts
-            .extensions
-            .get::<Connection>()
-            .cloned()
-            .ok_or_else(|| fail(StatusCode::INTERNAL_SERVER_ERROR, "no connection information".into()))?;
+        let conn = parts.extensions.get::<Connection>().cloned().ok_or_else(|| fail(StatusCode::INTERNAL_SERVER_ERROR, "no connection information".into()))?;
         let principal = if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -99,7 +101,10 @@ impl FromRequestParts<Arc<Front>> for Principal {
             if identity.network() != front.hub.identity.network() || identity.role() != Role::Operator {
                 return Err(fail(
                     StatusCode::FORBIDDEN,
-                    format!("{identity} may not use the front door with its certificate: it serves operators of network {:?} (or the public, without a certificate)", front.hub.identity.network()),
+                    format!(
+                        "{identity} may not use the front door with its certificate: it serves operators of network {:?} (or the public, without a certificate)",
+                        front.hub.identity.network()
+                    ),
                 ));
             }
             Principal::Operator { name: identity.to_string(), via: Via::Certificate }
@@ -133,7 +138,13 @@ async fn refresh_tokens(front: &Front) {
             entry.detail = records
                 .iter()
                 .map(|r| {
-                    let state = if r.revoked.is_some() { "revoked" } else if r.live_at(now) { "live" } else { "expired" };
+                    let state = if r.revoked.is_some() {
+                        "revoked"
+                    } else if r.live_at(now) {
+                        "live"
+                    } else {
+                        "expired"
+                    };
                     format!("{}:{}:{state}", r.name, r.id)
                 })
                 .collect::<Vec<_>>()
@@ -164,11 +175,7 @@ const MAX_BUCKETS: usize = 100_000;
 
 impl RateLimiter {
     pub fn new(rate_per_minute: u32, burst: u32) -> Self {
-        RateLimiter {
-            per_second: f64::from(rate_per_minute.max(1)) / 60.0,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimiter { per_second: f64::from(rate_per_minute.max(1)) / 60.0, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes one request from `key`'s bucket, or says how many seconds

@@ -45,14 +45,8 @@ const MIRRORED: [&str; 2] = ["permits", "visas"];
 
 /// The codes of MIRROR_MEASURE (the SDMX dataflow MIG_MIRROR) and what each
 /// one is in [`Mirror::value`].
-pub(crate) const MEASURES: [(&str, &str); 6] = [
-    ("PLACED", "placements"),
-    ("PERMITS", "permits"),
-    ("VISAS", "visas"),
-    ("STOCK", "stock"),
-    ("ASYM_PERMITS", "asym_permits"),
-    ("ASYM_VISAS", "asym_visas"),
-];
+pub(crate) const MEASURES: [(&str, &str); 6] =
+    [("PLACED", "placements"), ("PERMITS", "permits"), ("VISAS", "visas"), ("STOCK", "stock"), ("ASYM_PERMITS", "asym_permits"), ("ASYM_VISAS", "asym_visas")];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

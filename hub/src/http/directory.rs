@@ -20,16 +20,17 @@ use axum::routing::get;
 use super::{ApiError, Front};
 
 pub(super) fn routes() -> Router<Arc<Front>> {
-    Router::new()
-        .route("/directory", get(latest))
-        .route("/directory/dictionary", get(dictionary))
-        .route("/directory/{version}", get(version))
+    Router::new().route("/directory", get(latest)).route("/directory/dictionary", get(dictionary)).route("/directory/{version}", get(version))
 }
 
 const NOTE: &str = "text/plain; charset=utf-8";
 
 fn held(front: &Front) -> Result<&crate::directory::Held, ApiError> {
-    front.hub.directory.as_ref().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this hub is not configured with a network directory ([directory] in hub.toml)"))
+    front
+        .hub
+        .directory
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this hub is not configured with a network directory ([directory] in hub.toml)"))
 }
 
 fn failed(e: impl std::fmt::Display) -> ApiError {
@@ -45,7 +46,8 @@ async fn latest(State(front): State<Arc<Front>>) -> Result<Response, ApiError> {
 async fn version(State(front): State<Arc<Front>>, Path(version): Path<String>) -> Result<Response, ApiError> {
     let h = held(&front)?;
     let v: u64 = version.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("{version:?} is not a directory version (1, 2, ...)")))?;
-    let signed = h.history.get(v, &h.anchor).map_err(failed)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("this hub holds no directory version {v}")))?;
+    let signed =
+        h.history.get(v, &h.anchor).map_err(failed)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("this hub holds no directory version {v}")))?;
     // A version once signed never changes.
     Ok(([(header::CONTENT_TYPE, NOTE), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], signed.note).into_response())
 }

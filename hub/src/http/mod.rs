@@ -92,8 +92,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = if self.sdmx {
-            (self.status, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], sdmx::error_message(self.status, &self.message))
-                .into_response()
+            (self.status, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], sdmx::error_message(self.status, &self.message)).into_response()
         } else {
             let body = serde_json::json!({ "error": { "code": self.status.as_u16(), "message": self.message } });
             (self.status, axum::Json(body)).into_response()
@@ -374,10 +373,9 @@ fn service(
 fn cut_off(cut: body::Cut, limits: RequestLimits, sdmx: bool, h1: bool) -> Response {
     let error = match cut {
         body::Cut::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} bytes", limits.max_body_bytes)),
-        body::Cut::TooSlow => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("request body not received within {} ms", limits.body_read_timeout.as_millis()),
-        ),
+        body::Cut::TooSlow => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("request body not received within {} ms", limits.body_read_timeout.as_millis()))
+        }
     };
     let mut response = if sdmx { error.sdmx() } else { error }.into_response();
     if h1 {

@@ -66,20 +66,12 @@ impl Atoms {
             let mut out = Vec::with_capacity(combos);
             let mut index = vec![0usize];
             for ((_, _, count), a) in self.grouping.dims.iter().zip(&allowed) {
-                index = index
-                    .iter()
-                    .flat_map(|base| a.iter().enumerate().filter(|(_, x)| **x).map(move |(class, _)| base * *count as usize + class))
-                    .collect();
+                index = index.iter().flat_map(|base| a.iter().enumerate().filter(|(_, x)| **x).map(move |(class, _)| base * *count as usize + class)).collect();
             }
             out.extend(index.into_iter().filter(|a| self.stats.get(*a).is_some_and(|s| s.n > 0)).map(|a| a as u32));
             out
         } else {
-            self.nonempty
-                .iter()
-                .zip(&self.classes)
-                .filter(|(_, ac)| ac.iter().zip(&allowed).all(|(a, ok)| ok[*a as usize]))
-                .map(|(a, _)| *a)
-                .collect()
+            self.nonempty.iter().zip(&self.classes).filter(|(_, ac)| ac.iter().zip(&allowed).all(|(a, ok)| ok[*a as usize])).map(|(a, _)| *a).collect()
         };
         Target { atoms }
     }
@@ -193,15 +185,11 @@ mod tests {
     #[test]
     fn targets_cover_exactly_the_nonempty_atoms_of_a_box() {
         // Two columns of 3 and 2 codes, each its own class.
-        let sets = vec![
-            vec![BTreeSet::from([0]), BTreeSet::from([1]), BTreeSet::from([2])],
-            vec![BTreeSet::from([0]), BTreeSet::from([1])],
-        ];
+        let sets = vec![vec![BTreeSet::from([0]), BTreeSet::from([1]), BTreeSet::from([2])], vec![BTreeSet::from([0]), BTreeSet::from([1])]];
         let grouping = grouping_for(&sets, |c| [3, 2][c]);
         assert_eq!(grouping.atoms(), 6);
         // Atom (r, c) at index r * 2 + c holds r + c records: (0,0) is empty.
-        let stats: Vec<AtomStats> =
-            (0..6).map(|i| AtomStats { n: (i / 2 + i % 2) as u64, ..Default::default() }).collect();
+        let stats: Vec<AtomStats> = (0..6).map(|i| AtomStats { n: (i / 2 + i % 2) as u64, ..Default::default() }).collect();
         let atoms = Atoms::new(grouping, stats);
         assert_eq!(atoms.nonempty, [1, 2, 3, 4, 5]);
         let row0 = atoms.target_of(&[Some(BTreeSet::from([0])), None]);

@@ -36,8 +36,7 @@ pub fn axes(schema: &Schema, req: &Request) -> Vec<Vec<Option<u32>>> {
     req.breakdown
         .iter()
         .map(|c| {
-            let codes: Vec<u32> =
-                req.filters.get(c).map_or_else(|| category_indices(schema, *c).collect(), |f| f.iter().copied().collect());
+            let codes: Vec<u32> = req.filters.get(c).map_or_else(|| category_indices(schema, *c).collect(), |f| f.iter().copied().collect());
             codes.into_iter().map(Some).chain(std::iter::once(None)).collect()
         })
         .collect()
@@ -53,15 +52,7 @@ pub fn axes(schema: &Schema, req: &Request) -> Vec<Vec<Option<u32>>> {
 /// `period_names` names every period index in `periods`: the table's own,
 /// then any asked for that hold no record (answered under differential
 /// privacy, whose noise must not depend on whether a period has data).
-pub fn build(
-    schema: &Schema,
-    meta: &TableMeta,
-    period_names: &[String],
-    req: &Request,
-    periods: &[u32],
-    atoms: &Atoms,
-    list_empty: bool,
-) -> Vec<CellDef> {
+pub fn build(schema: &Schema, meta: &TableMeta, period_names: &[String], req: &Request, periods: &[u32], atoms: &Atoms, list_empty: bool) -> Vec<CellDef> {
     let ncols = schema.categorical.len();
     let per_axis = axes(schema, req);
     let mut universe: Sets = vec![None; ncols + 1];

@@ -105,8 +105,7 @@ pub fn answer(
     let mut decision = crate::query::refused_until_decided(policy, dimensions, q);
 
     // ---- stage 2: the policy
-    let released_dims: BTreeSet<String> =
-        req.breakdown.iter().chain(req.filters.keys()).map(|c| schema.categorical[*c].clone()).collect();
+    let released_dims: BTreeSet<String> = req.breakdown.iter().chain(req.filters.keys()).map(|c| schema.categorical[*c].clone()).collect();
     let rule = match policy.decide_id(who, &table.id, &released_dims) {
         Grant::Refused { rule_id, reason } => {
             decision.rule_id = rule_id;
@@ -130,7 +129,10 @@ pub fn answer(
     };
     let dp = params.dp.is_some();
     if dp && statistic != Statistic::Count {
-        return Ok(Ok(refuse(&mut decision, format!("rule {} protects {} with differential privacy, which this node applies to counts only", rule.id, table.id))));
+        return Ok(Ok(refuse(
+            &mut decision,
+            format!("rule {} protects {} with differential privacy, which this node applies to counts only", rule.id, table.id),
+        )));
     }
     if let Some(w) = withdrawals.iter().find(|w| w.dataflow == table.id) {
         decision.reason = format!("{} is withdrawn by the member since {}: {}", table.id, w.at, w.reason);
@@ -145,7 +147,10 @@ pub fn answer(
     if meta.import_starts.len() != meta.imports as usize {
         return Err(crate::Error::Invalid(format!(
             "microdata table {} was stored without its import history ({} imports, {} recorded); re-import it so the release ledger can tell its versions apart",
-            table.id, meta.imports, meta.import_starts.len())));
+            table.id,
+            meta.imports,
+            meta.import_starts.len()
+        )));
     }
     let mut withheld: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     if let Some((why, what)) = rows_note {
@@ -190,14 +195,12 @@ pub fn answer(
 
     // ---- the size of the answer, before any work
     let per_axis = cells::axes(&schema, &req);
-    let combos: usize = per_axis
-        .iter()
-        .map(Vec::len)
-        .chain(std::iter::once(periods.len()))
-        .try_fold(1usize, |acc, n| acc.checked_mul(n))
-        .unwrap_or(usize::MAX);
+    let combos: usize = per_axis.iter().map(Vec::len).chain(std::iter::once(periods.len())).try_fold(1usize, |acc, n| acc.checked_mul(n)).unwrap_or(usize::MAX);
     if combos > MAX_CELLS {
-        return Ok(Ok(refuse(&mut decision, format!("the answer would have {combos} cells; at most {MAX_CELLS} are computed at once (narrow the breakdown or the periods)"))));
+        return Ok(Ok(refuse(
+            &mut decision,
+            format!("the answer would have {combos} cells; at most {MAX_CELLS} are computed at once (narrow the breakdown or the periods)"),
+        )));
     }
 
     // ---- stage 3: the atoms, split by this answer and the ledger
@@ -229,16 +232,17 @@ pub fn answer(
         c if c == version_col => meta.imports as usize,
         c => schema.codes[c].len(),
     };
-    let grouping = Grouping {
-        values: req.values,
-        weight: schema.weight_index(),
-        top: statistic.magnitude(),
-        ..atoms::grouping_for(&sets, code_count)
-    };
+    let grouping = Grouping { values: req.values, weight: schema.weight_index(), top: statistic.magnitude(), ..atoms::grouping_for(&sets, code_count) };
     if grouping.atoms() > MAX_ATOMS {
-        return Ok(Ok(refuse(&mut decision, format!(
-            "this query together with the {} cells already released from {} would need {} groups of records to check; at most {MAX_ATOMS}",
-            history.len(), table.id, grouping.atoms()))));
+        return Ok(Ok(refuse(
+            &mut decision,
+            format!(
+                "this query together with the {} cells already released from {} would need {} groups of records to check; at most {MAX_ATOMS}",
+                history.len(),
+                table.id,
+                grouping.atoms()
+            ),
+        )));
     }
     let started = std::time::Instant::now();
     let stats = microdata::scan(store, &schema, &meta, &grouping)?;
@@ -250,15 +254,19 @@ pub fn answer(
     let built = started.elapsed();
 
     // ---- stage 5: protection
-    let earlier: Vec<Earlier> =
-        history.iter().zip(&history_sets).map(|((b, flags), sets)| Earlier::new(&atoms, sets, b, *flags)).collect();
+    let earlier: Vec<Earlier> = history.iter().zip(&history_sets).map(|((b, flags), sets)| Earlier::new(&atoms, sets, b, *flags)).collect();
     let kept_key = format!("{subject}\x1f{}", table.id);
     let protection = match protection::protect_kept(&params, &req, &atoms, &cells, &earlier, kept.map(|k| (k, kept_key.as_str()))) {
         Ok(p) => p,
         Err(_) => {
-            return Ok(Ok(refuse(&mut decision, format!(
-                "checking this answer against the {} cells already released from {} is too large a problem to solve here, so nothing is released (narrow the query)",
-                history.len(), table.id))));
+            return Ok(Ok(refuse(
+                &mut decision,
+                format!(
+                    "checking this answer against the {} cells already released from {} is too large a problem to solve here, so nothing is released (narrow the query)",
+                    history.len(),
+                    table.id
+                ),
+            )));
         }
     };
     if protection.outcome.already_revealed > 0 {
@@ -273,9 +281,15 @@ pub fn answer(
     if let Some((eps, budget)) = params.dp {
         let spent = ledger::spent(store, &budget_subject, &table.id)?;
         if spent + eps > budget + 1e-12 {
-            return Ok(Ok(refuse(&mut decision, format!(
-                "differential-privacy budget exhausted: this query costs ε = {eps}, and {} has {:.4} of its {budget} left for {}",
-                tier_name(who, public), (budget - spent).max(0.0), table.id))));
+            return Ok(Ok(refuse(
+                &mut decision,
+                format!(
+                    "differential-privacy budget exhausted: this query costs ε = {eps}, and {} has {:.4} of its {budget} left for {}",
+                    tier_name(who, public),
+                    (budget - spent).max(0.0),
+                    table.id
+                ),
+            )));
         }
         epsilon = eps;
     }
@@ -332,9 +346,16 @@ pub fn answer(
         }
         out.push(cell);
     }
-    tracing::debug!(atoms = atoms.stats.len(), cells = cells.len(), ledger = history.len(), kept_spans_reused = protection.outcome.reused,
-        scan_ms = scanned.as_secs_f64() * 1e3, cells_ms = (built - scanned).as_secs_f64() * 1e3,
-        protection_ms = (started.elapsed() - built).as_secs_f64() * 1e3, "microdata answer computed");
+    tracing::debug!(
+        atoms = atoms.stats.len(),
+        cells = cells.len(),
+        ledger = history.len(),
+        kept_spans_reused = protection.outcome.reused,
+        scan_ms = scanned.as_secs_f64() * 1e3,
+        cells_ms = (built - scanned).as_secs_f64() * 1e3,
+        protection_ms = (started.elapsed() - built).as_secs_f64() * 1e3,
+        "microdata answer computed"
+    );
     decision.rules_fired = match detail {
         Detail::Owner => fired.iter().map(|(r, n)| format!("{r}: {n} cell{}", if *n == 1 { "" } else { "s" })).collect(),
         Detail::Requester => in_force(&params),

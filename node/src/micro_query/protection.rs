@@ -82,7 +82,12 @@ pub fn protect_kept(
     kept: Option<(&KeptSpans, &str)>,
 ) -> Result<Protection, TooComplex> {
     if params.dp.is_some() {
-        return Ok(Protection { released: vec![true; cells.len()], why: vec![Vec::new(); cells.len()], primary: vec![false; cells.len()], ..Default::default() });
+        return Ok(Protection {
+            released: vec![true; cells.len()],
+            why: vec![Vec::new(); cells.len()],
+            primary: vec![false; cells.len()],
+            ..Default::default()
+        });
     }
     let mut why: Vec<Vec<&'static str>> = cells.iter().map(|c| disclosure::primary(params, req.statistic, &c.stats)).collect();
     for (i, rule) in group_rule(params, atoms, cells) {

@@ -56,10 +56,9 @@ pub fn parse(table: &MicroTable, schema: &Schema, q: &pb::Query) -> Result<Reque
     let (values, variables) = match statistic {
         Statistic::Count | Statistic::WeightedCount => ([None, None], [String::new(), String::new()]),
         Statistic::Sum | Statistic::Mean => ([variable(&agg.variable, "variable")?, None], [agg.variable.clone(), String::new()]),
-        Statistic::Ratio => (
-            [variable(&agg.variable, "variable")?, variable(&agg.denominator, "denominator")?],
-            [agg.variable.clone(), agg.denominator.clone()],
-        ),
+        Statistic::Ratio => {
+            ([variable(&agg.variable, "variable")?, variable(&agg.denominator, "denominator")?], [agg.variable.clone(), agg.denominator.clone()])
+        }
     };
     if statistic == Statistic::WeightedCount && table.weight.is_none() {
         return Err(InvalidQuery(format!("{} has no survey weight; ask for a count", table.id)));
@@ -105,15 +104,7 @@ pub fn parse(table: &MicroTable, schema: &Schema, q: &pb::Query) -> Result<Reque
             return Err(InvalidQuery(format!("{what} period {p:?} is not an SDMX period")));
         }
     }
-    Ok(Request {
-        statistic,
-        variables,
-        values,
-        breakdown,
-        filters,
-        start_period: q.start_period.clone(),
-        end_period: q.end_period.clone(),
-    })
+    Ok(Request { statistic, variables, values, breakdown, filters, start_period: q.start_period.clone(), end_period: q.end_period.clone() })
 }
 
 /// Narrows `req`'s filters to the rows `rule` grants `who` (`rows = {
@@ -129,8 +120,7 @@ pub fn scope_rows(rule: &Rule, who: &Identity, schema: &Schema, req: &mut Reques
         if schema.totals[c].as_deref().is_some_and(|t| codes.contains(t)) {
             continue; // the total is granted: every row is
         }
-        let granted: BTreeSet<u32> =
-            schema.codes[c].iter().enumerate().filter(|(_, code)| codes.contains(*code)).map(|(i, _)| i as u32).collect();
+        let granted: BTreeSet<u32> = schema.codes[c].iter().enumerate().filter(|(_, code)| codes.contains(*code)).map(|(i, _)| i as u32).collect();
         let asked: BTreeSet<u32> = req.filters.get(&c).cloned().unwrap_or_else(|| category_indices(schema, c).collect());
         let kept: BTreeSet<u32> = asked.intersection(&granted).copied().collect();
         if kept.is_empty() {
@@ -171,10 +161,7 @@ mod tests {
         pb::Query {
             dataflow: "PES_JOBSEEKER_RECORDS".into(),
             breakdown: breakdown.iter().map(|s| s.to_string()).collect(),
-            filters: filters
-                .iter()
-                .map(|(d, c)| pb::DimensionFilter { dimension: d.to_string(), codes: c.iter().map(|s| s.to_string()).collect() })
-                .collect(),
+            filters: filters.iter().map(|(d, c)| pb::DimensionFilter { dimension: d.to_string(), codes: c.iter().map(|s| s.to_string()).collect() }).collect(),
             aggregation: Some(pb::Aggregation { statistic: statistic.into(), variable: variable.into(), denominator: String::new() }),
             ..Default::default()
         }

@@ -91,14 +91,8 @@ mod tests {
     fn cell(values: &[f64], first: u64) -> AtomStats {
         let mut s = AtomStats::default();
         for (i, v) in values.iter().enumerate() {
-            let one = AtomStats {
-                n: 1,
-                w: 1.0,
-                key: (first + i as u64) as u8,
-                wkey: magnitude::record_key(first + i as u64),
-                s: [*v, 0.0],
-                ..Default::default()
-            };
+            let one =
+                AtomStats { n: 1, w: 1.0, key: (first + i as u64) as u8, wkey: magnitude::record_key(first + i as u64), s: [*v, 0.0], ..Default::default() };
             s.add(&one);
         }
         s

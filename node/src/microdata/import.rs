@@ -11,9 +11,9 @@ use tabadul_proto::Dictionary;
 use tabadul_formats::microdata::parse_records;
 
 use super::{CHUNK, KEY_COLUMN, Schema, TableMeta, meta};
-use crate::store::{micro_chunk_key as chunk_key, micro_meta_key as meta_key};
 use crate::Error;
 use crate::store::{CF_MICRO, Store};
+use crate::store::{micro_chunk_key as chunk_key, micro_meta_key as meta_key};
 
 static IMPORT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -29,13 +29,7 @@ pub struct MicroImportReport {
 }
 
 /// Imports the records in `path` into microdata table `table`.
-pub fn import_records(
-    store: &Store,
-    dict: &Dictionary,
-    table: &str,
-    path: &Path,
-    progress: &indicatif::ProgressBar,
-) -> Result<MicroImportReport, Error> {
+pub fn import_records(store: &Store, dict: &Dictionary, table: &str, path: &Path, progress: &indicatif::ProgressBar) -> Result<MicroImportReport, Error> {
     let started = std::time::Instant::now();
     let t = dict.microdata(table).ok_or_else(|| {
         let known: Vec<&str> = dict.microdata_tables().map(|t| t.id.as_str()).collect();
@@ -99,4 +93,3 @@ pub fn check_records(dict: &Dictionary, table: &str, path: &Path) -> Result<u64,
     let columns = parse_records(&schema, &mut TableMeta::default().periods, path, &indicatif::ProgressBar::hidden())?;
     Ok(columns.len() as u64)
 }
-

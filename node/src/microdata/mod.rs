@@ -55,13 +55,11 @@ impl TableMeta {
     }
 }
 
-
 /// The stored meta of a table (empty when nothing was imported).
 pub fn meta(store: &Store, table: &str) -> Result<TableMeta, Error> {
     match store.db().get_cf(store.cf(CF_MICRO), meta_key(table)).map_err(|e| store.err(e))? {
         None => Ok(TableMeta::default()),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Invalid(format!("stored metadata of microdata table {table} is damaged: {e}"))),
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Invalid(format!("stored metadata of microdata table {table} is damaged: {e}"))),
     }
 }
 

@@ -7,7 +7,6 @@
 //! keeps what the rules need: contributors, weights, the record-key sums,
 //! sums of up to two variables and the largest contributions.
 
-
 pub use tabadul_policy::disclosure::{AtomStats, TOP_K};
 
 use super::{KEY_COLUMN, Schema, TableMeta};
@@ -68,12 +67,8 @@ pub fn scan(store: &Store, schema: &Schema, meta: &TableMeta, grouping: &Groupin
     for i in (0..grouping.dims.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * grouping.dims[i + 1].2 as usize;
     }
-    let offsets: Vec<Vec<u32>> = grouping
-        .dims
-        .iter()
-        .zip(&strides)
-        .map(|((_, classes, _), stride)| classes.iter().map(|c| c * *stride as u32).collect())
-        .collect();
+    let offsets: Vec<Vec<u32>> =
+        grouping.dims.iter().zip(&strides).map(|((_, classes, _), stride)| classes.iter().map(|c| c * *stride as u32).collect()).collect();
     let atoms = grouping.atoms();
 
     let threads = std::thread::available_parallelism().map_or(1, usize::from).min(meta.chunks.max(1) as usize);

@@ -61,5 +61,3 @@ fn push_top(top: &mut [f64; TOP_K], v: f64) {
     }
     top[i] = v;
 }
-
-

@@ -146,8 +146,7 @@ pub fn primary(params: &Params, statistic: Statistic, s: &AtomStats) -> Vec<&'st
     }
     if statistic.magnitude() {
         // Both parts of a ratio are magnitudes the requester could isolate.
-        let parts: &[(f64, &[f64; TOP_K])] =
-            if statistic == Statistic::Ratio { &[(s.s[0], &s.top), (s.s[1], &s.top2)] } else { &[(s.s[0], &s.top)] };
+        let parts: &[(f64, &[f64; TOP_K])] = if statistic == Statistic::Ratio { &[(s.s[0], &s.top), (s.s[1], &s.top2)] } else { &[(s.s[0], &s.top)] };
         for (sum, top) in parts {
             for rule in dominated(params, s.n, *sum, top) {
                 if !fired.contains(&rule) {

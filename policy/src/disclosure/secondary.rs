@@ -358,15 +358,14 @@ mod tests {
     #[test]
     fn one_suppressed_cell_gets_complements_and_margins_survive() {
         let t = table();
-        let n: Vec<u64> = t.iter().map(|(r, c, _)| match (r, c) {
-            (Some(0), Some(0)) => 3,
-            _ => 50,
-        }).collect();
-        let cells: Vec<Candidate<'_>> = t
+        let n: Vec<u64> = t
             .iter()
-            .zip(&n)
-            .map(|((r, c, target), n)| Candidate { target, n: *n, margin: r.is_none() || c.is_none() })
+            .map(|(r, c, _)| match (r, c) {
+                (Some(0), Some(0)) => 3,
+                _ => 50,
+            })
             .collect();
+        let cells: Vec<Candidate<'_>> = t.iter().zip(&n).map(|((r, c, target), n)| Candidate { target, n: *n, margin: r.is_none() || c.is_none() }).collect();
         let mut released: Vec<bool> = n.iter().map(|n| *n >= 10).collect();
         let sizes = [50u64; 9];
         let out = secondary(9, &sizes, 10, &[System::default()], &cells, &mut released).unwrap();

@@ -531,9 +531,7 @@ mod tests {
         for _ in 0..300 {
             let atoms = 2 + (rnd() % 6) as usize;
             let nrows = 1 + (rnd() % 7) as usize;
-            let rows: Vec<Vec<u32>> = (0..nrows)
-                .map(|_| (0..atoms as u32).filter(|_| rnd().is_multiple_of(2)).collect())
-                .collect();
+            let rows: Vec<Vec<u32>> = (0..nrows).map(|_| (0..atoms as u32).filter(|_| rnd().is_multiple_of(2)).collect()).collect();
             let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
             let span = Span::new(atoms, &refs).unwrap();
             let target: Vec<u32> = (0..atoms as u32).filter(|_| rnd().is_multiple_of(2)).collect();

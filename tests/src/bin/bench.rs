@@ -214,13 +214,8 @@ async fn query_rate(seconds: u64, concurrency: usize) -> Result<()> {
         Duration::from_secs(5),
     )?;
     let health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let q = pb::Query {
-        dataflow: "UNE_RATE".into(),
-        breakdown: vec!["SEX".into()],
-        start_period: "2024".into(),
-        end_period: "2024".into(),
-        ..Default::default()
-    };
+    let q =
+        pb::Query { dataflow: "UNE_RATE".into(), breakdown: vec!["SEX".into()], start_period: "2024".into(), end_period: "2024".into(), ..Default::default() };
     // Warm both paths.
     for _ in 0..50 {
         tabadul_tests::collect(&mut client.clone(), q.clone()).await?;
@@ -357,7 +352,13 @@ async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<
     // An operator token per hub (anonymous requests would get the public
     // tier, which these nodes' policy does not grant).
     let token = |hub: &str| -> Result<std::sync::Arc<String>> {
-        let out = run_ok(std::process::Command::new(tabadul_tests::bin("tabadul-hub")).arg("token").arg("--config").arg(dir.path().join(hub).join("hub.toml")).args(["issue", "--name", "bench"]))?;
+        let out = run_ok(
+            std::process::Command::new(tabadul_tests::bin("tabadul-hub"))
+                .arg("token")
+                .arg("--config")
+                .arg(dir.path().join(hub).join("hub.toml"))
+                .args(["issue", "--name", "bench"]),
+        )?;
         Ok(std::sync::Arc::new(format!("Bearer {}", String::from_utf8_lossy(&out.stdout).trim())))
     };
     let (cold_token, cached_token) = (token("hub-cold")?, token("hub-cached")?);
@@ -370,7 +371,11 @@ async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<
                 tokio::task::spawn_blocking(move || {
                     let a = tabadul_tests::http::Client::plain(addr).get(&path, &[("accept", accept), ("authorization", &auth)]);
                     match a {
-                        Ok(a) if a.status == 200 && (accept.contains("csv") && a.text().lines().count() == 45 || a.text().matches("<gen:Obs>").count() == 44) => true,
+                        Ok(a)
+                            if a.status == 200 && (accept.contains("csv") && a.text().lines().count() == 45 || a.text().matches("<gen:Obs>").count() == 44) =>
+                        {
+                            true
+                        }
                         Ok(a) => {
                             eprintln!("SDMX: {} {:?}: {}", a.status, a.header("x-tabadul-members"), a.text().chars().take(300).collect::<String>());
                             false
@@ -407,11 +412,27 @@ async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<
     let (cold_http, cached_http) = (cold.http.expect("http"), cached.http.expect("http"));
     let rows = [
         ("operator gRPC, cold (cache off)", latency(queries, grpc(grpc_cold.clone())).await?, rate(seconds, concurrency, grpc(grpc_cold.clone())).await),
-        ("SDMX REST, SDMX-CSV 1.0, cold", latency(queries, sdmx(cold_http, CSV, cold_token.clone())).await?, rate(seconds, concurrency, sdmx(cold_http, CSV, cold_token.clone())).await),
-        ("SDMX REST, SDMX-ML generic, cold", latency(queries, sdmx(cold_http, XML, cold_token.clone())).await?, rate(seconds, concurrency, sdmx(cold_http, XML, cold_token.clone())).await),
+        (
+            "SDMX REST, SDMX-CSV 1.0, cold",
+            latency(queries, sdmx(cold_http, CSV, cold_token.clone())).await?,
+            rate(seconds, concurrency, sdmx(cold_http, CSV, cold_token.clone())).await,
+        ),
+        (
+            "SDMX REST, SDMX-ML generic, cold",
+            latency(queries, sdmx(cold_http, XML, cold_token.clone())).await?,
+            rate(seconds, concurrency, sdmx(cold_http, XML, cold_token.clone())).await,
+        ),
         ("operator gRPC, cached", latency(queries, grpc(grpc_cached.clone())).await?, rate(seconds, concurrency, grpc(grpc_cached.clone())).await),
-        ("SDMX REST, SDMX-CSV 1.0, cached", latency(queries, sdmx(cached_http, CSV, cached_token.clone())).await?, rate(seconds, concurrency, sdmx(cached_http, CSV, cached_token.clone())).await),
-        ("SDMX REST, SDMX-ML generic, cached", latency(queries, sdmx(cached_http, XML, cached_token.clone())).await?, rate(seconds, concurrency, sdmx(cached_http, XML, cached_token.clone())).await),
+        (
+            "SDMX REST, SDMX-CSV 1.0, cached",
+            latency(queries, sdmx(cached_http, CSV, cached_token.clone())).await?,
+            rate(seconds, concurrency, sdmx(cached_http, CSV, cached_token.clone())).await,
+        ),
+        (
+            "SDMX REST, SDMX-ML generic, cached",
+            latency(queries, sdmx(cached_http, XML, cached_token.clone())).await?,
+            rate(seconds, concurrency, sdmx(cached_http, XML, cached_token.clone())).await,
+        ),
     ];
     println!("| UNE_RATE, F+M, 2024, 22 members (44 cells) | p50 ms | p99 ms | requests/s ({concurrency} concurrent) |");
     println!("|---|---|---|---|");
@@ -421,7 +442,11 @@ async fn front_door(queries: usize, seconds: u64, concurrency: usize) -> Result<
     let (g_cold, s_cold, g_hot, s_hot) = (&rows[0], &rows[1], &rows[3], &rows[4]);
     println!(
         "ratios SDMX-CSV / gRPC: cold p50 {:.2}, rps {:.2}; cached p50 {:.2}, rps {:.2}; cached / cold SDMX p50 {:.3}",
-        s_cold.1.0 / g_cold.1.0, s_cold.2 / g_cold.2, s_hot.1.0 / g_hot.1.0, s_hot.2 / g_hot.2, s_hot.1.0 / s_cold.1.0
+        s_cold.1.0 / g_cold.1.0,
+        s_cold.2 / g_cold.2,
+        s_hot.1.0 / g_hot.1.0,
+        s_hot.2 / g_hot.2,
+        s_hot.1.0 / s_cold.1.0
     );
     println!("({queries} sequential requests per row after 10 warm-up, then {seconds} s at {concurrency} concurrent; HTTP: one connection per request)");
     drop((cold, cached));
@@ -467,7 +492,11 @@ fn import(rows: u64, file: &std::path::Path) -> Result<()> {
     let started = Instant::now();
     run_ok(node.command(&["import"]).arg(file))?;
     let took = started.elapsed().as_secs_f64();
-    println!("| tabadul-node import, {rows} observations ({:.0} MB SDMX-CSV), validated, sorted, one ingested SST | {took:.2} s | {:.0} obs/s |", size as f64 / 1e6, rows as f64 / took);
+    println!(
+        "| tabadul-node import, {rows} observations ({:.0} MB SDMX-CSV), validated, sorted, one ingested SST | {took:.2} s | {:.0} obs/s |",
+        size as f64 / 1e6,
+        rows as f64 / took
+    );
     Ok(())
 }
 
@@ -484,9 +513,8 @@ fn sample_entry(i: u64) -> tabadul_audit::Entry {
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |it| {
-        it.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) }).sum()
-    })
+    std::fs::read_dir(dir)
+        .map_or(0, |it| it.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) }).sum())
 }
 
 fn log_bench(entries: u64, concurrency: u64) -> Result<()> {
@@ -658,7 +686,13 @@ async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64, 
     // Several connections, as many operators would have.
     let clients: Vec<_> = (0..16).map(|_| hub_client(hub.addr, &pki.tls_files(&operator))).collect::<Result<_>>()?;
     let request = pb::FederatedQueryRequest {
-        query: Some(pb::Query { dataflow: "UNE_RATE".into(), breakdown: vec!["SEX".into()], start_period: "2024".into(), end_period: "2024".into(), ..Default::default() }),
+        query: Some(pb::Query {
+            dataflow: "UNE_RATE".into(),
+            breakdown: vec!["SEX".into()],
+            start_period: "2024".into(),
+            end_period: "2024".into(),
+            ..Default::default()
+        }),
         deadline_ms: deadline_ms as u32,
         ..Default::default()
     };
@@ -699,11 +733,19 @@ async fn load(nodes: usize, concurrency: usize, seconds: u64, deadline_ms: u64, 
     let took = started.elapsed();
     lat.sort();
     let (ok, failed, short) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), short.load(Ordering::Relaxed));
-    println!("| {concurrency} concurrent federated queries over {nodes} nodes for {seconds} s (deadline {deadline_ms} ms, cache {}) | |", if cache { "on" } else { "off" });
+    println!(
+        "| {concurrency} concurrent federated queries over {nodes} nodes for {seconds} s (deadline {deadline_ms} ms, cache {}) | |",
+        if cache { "on" } else { "off" }
+    );
     println!("| completed / failed / completed with a member not answering | {ok} / {failed} / {short} |");
     println!("| federated queries/s | {:.1} |", ok as f64 / took.as_secs_f64());
     if !lat.is_empty() {
-        println!("| latency p50 / p99 / max | {:.0} ms / {:.0} ms / {:.0} ms |", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)), ms(*lat.last().unwrap_or(&Duration::ZERO)));
+        println!(
+            "| latency p50 / p99 / max | {:.0} ms / {:.0} ms / {:.0} ms |",
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99)),
+            ms(*lat.last().unwrap_or(&Duration::ZERO))
+        );
         println!("| last answer after the {seconds} s window closed | {:.1} s |", (took.as_secs_f64() - seconds as f64).max(0.0));
     }
     let node_rss: Vec<f64> = procs.iter().map(|p| peak_rss_mib(p.child.id())).collect();
@@ -750,10 +792,7 @@ async fn ledger_audit(records: usize, repeats: usize) -> Result<()> {
     let query = |statistic: &str, breakdown: &[&str], filters: Vec<(&str, Vec<&str>)>| pb::Query {
         dataflow: "PES_JOBSEEKER_RECORDS".into(),
         breakdown: breakdown.iter().map(|s| s.to_string()).collect(),
-        filters: filters
-            .into_iter()
-            .map(|(d, c)| pb::DimensionFilter { dimension: d.into(), codes: c.into_iter().map(String::from).collect() })
-            .collect(),
+        filters: filters.into_iter().map(|(d, c)| pb::DimensionFilter { dimension: d.into(), codes: c.into_iter().map(String::from).collect() }).collect(),
         aggregation: Some(pb::Aggregation {
             statistic: statistic.into(),
             variable: if statistic == "mean" { "MONTHS_REGISTERED".into() } else { String::new() },
@@ -829,7 +868,11 @@ async fn microdata(records: usize, file: &std::path::Path, repeats: usize, media
     let started = Instant::now();
     run_ok(node.command(&["import", "--table", "PES_JOBSEEKER_RECORDS"]).arg(file))?;
     let took = started.elapsed().as_secs_f64();
-    println!("| tabadul-node import, {records} job-seeker records ({:.0} MB CSV), validated, column chunks, one synced batch | {took:.2} s | {:.0} records/s |", size as f64 / 1e6, records as f64 / took);
+    println!(
+        "| tabadul-node import, {records} job-seeker records ({:.0} MB CSV), validated, column chunks, one synced batch | {took:.2} s | {:.0} records/s |",
+        size as f64 / 1e6,
+        records as f64 / took
+    );
     let proc = node.start()?;
     let hub = pki.issue("hub", "alo")?;
     let mut client = node_client(proc.addr, &pki.tls_files(&hub), "MAR")?;

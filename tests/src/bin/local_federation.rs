@@ -101,7 +101,14 @@ fn main() -> Result<()> {
         run_ok(node.command(&["import"]).arg(&data)).with_context(|| format!("importing {member}"))?;
         if let Some(regions) = JOBSEEKER_REGIONS.iter().find(|(m, _)| *m == member).map(|(_, r)| *r) {
             let records = node.dir.join(format!("synthetic-jobseekers-{member}.csv"));
-            std::fs::write(&records, tabadul_tests::microdata::to_csv(&tabadul_tests::microdata::jobseekers_in(regions, 20_000, member.len() as u64 * 31 + u64::from(member.as_bytes()[0]))))?;
+            std::fs::write(
+                &records,
+                tabadul_tests::microdata::to_csv(&tabadul_tests::microdata::jobseekers_in(
+                    regions,
+                    20_000,
+                    member.len() as u64 * 31 + u64::from(member.as_bytes()[0]),
+                )),
+            )?;
             run_ok(node.command(&["import", "--table", "PES_JOBSEEKER_RECORDS"]).arg(&records)).with_context(|| format!("importing {member}'s job seekers"))?;
         }
         nodes.push(node);
@@ -128,8 +135,13 @@ fn main() -> Result<()> {
     println!("started {} nodes ({OFFLINE} is configured but offline)", running.len());
     let withdrawn = nodes.iter().find(|n| n.member == WITHDRAWN).context("withdrawn member")?;
     let out = run_ok(&mut withdrawn.command(&[
-        "withdraw", "--dataflow", "UNE_RATE", "--series", &format!("{WITHDRAWN}.F.."),
-        "--reason", "revision of the female series under way",
+        "withdraw",
+        "--dataflow",
+        "UNE_RATE",
+        "--series",
+        &format!("{WITHDRAWN}.F.."),
+        "--reason",
+        "revision of the female series under way",
     ]))?;
     print!("{WITHDRAWN}: {}", String::from_utf8_lossy(&out.stdout));
     // The front door on loopback only, in plain HTTP so a browser opens it
@@ -147,10 +159,19 @@ fn main() -> Result<()> {
         "Unemployment rate by sex, 2024, with the regional rate from unemployed and labour force",
         &["--dataflow", "UNE_RATE", "--breakdown", "SEX", "--period", "2024", "--aggregate", "--members", "MAR,EGY,JOR,TUN,SAU,DZA,LBY"],
     )?;
-    query(&format!("Unemployed persons, {LATEST_YEAR}, all members (note {EMBARGO}'s embargo)"), &["--dataflow", "UNE_PERS", "--period", &LATEST_YEAR.to_string(), "--aggregate"])?;
-    query("Work permits issued by nationality, 2024 (Gulf members)", &["--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024", "--aggregate", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"])?;
+    query(
+        &format!("Unemployed persons, {LATEST_YEAR}, all members (note {EMBARGO}'s embargo)"),
+        &["--dataflow", "UNE_PERS", "--period", &LATEST_YEAR.to_string(), "--aggregate"],
+    )?;
+    query(
+        "Work permits issued by nationality, 2024 (Gulf members)",
+        &["--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024", "--aggregate", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"],
+    )?;
 
-    query("Work-contract visas issued to Egyptians, 2024 (Gulf members; the mirror of Egypt's placements abroad)", &["--dataflow", "WP_VISAS", "--filter", "NATIONALITY=EGY", "--period", "2024", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"])?;
+    query(
+        "Work-contract visas issued to Egyptians, 2024 (Gulf members; the mirror of Egypt's placements abroad)",
+        &["--dataflow", "WP_VISAS", "--filter", "NATIONALITY=EGY", "--period", "2024", "--members", "SAU,ARE,KWT,QAT,OMN,BHR"],
+    )?;
     corridor_demo(&nodes, &running)?;
 
     query(
@@ -163,16 +184,28 @@ fn main() -> Result<()> {
     println!("The federation is running. Query it as the operator with, for example:\n");
     println!(
         "  {} query --hub {} --ca {} --cert {} --key {} \\\n      --dataflow LFPR --breakdown SEX,AGE --period 2020:2024 --aggregate\n",
-        bin("tabadul-hub").display(), hub.addr, pki.ca_cert().display(), operator.cert.display(), operator.key.display()
+        bin("tabadul-hub").display(),
+        hub.addr,
+        pki.ca_cert().display(),
+        operator.cert.display(),
+        operator.key.display()
     );
     let http = hub.http.context("no HTTP front door")?;
-    let token = run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(root.join("hub/hub.toml")).args(["issue", "--name", "demo-analyst", "--expires-in", "12h"]))?;
+    let token = run_ok(Command::new(bin("tabadul-hub")).arg("token").arg("--config").arg(root.join("hub/hub.toml")).args([
+        "issue",
+        "--name",
+        "demo-analyst",
+        "--expires-in",
+        "12h",
+    ]))?;
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
     println!("The dashboard (Arabic; English with the button), as operator demo-analyst (its token expires in 12 hours):\n");
     println!("  http://{http}/ui/?run=1&flow=UNE_RATE&breakdown=SEX&codes=F,M&start=2018&end=2024#explorer&token={token}\n");
     println!("  the public tier (what members publish openly): http://{http}/ui/\n");
     println!("SDMX REST, for sdmx1, pysdmx or any SDMX tool (base URL http://{http}/sdmx):\n");
-    println!("  curl -H 'Authorization: Bearer {token}' -H 'Accept: application/vnd.sdmx.data+csv;version=1.0.0' \\\n      'http://{http}/sdmx/data/ALO,UNE_RATE,latest/MAR+TUN+JOR.F+M.Y_GE15._T?startPeriod=2020'\n");
+    println!(
+        "  curl -H 'Authorization: Bearer {token}' -H 'Accept: application/vnd.sdmx.data+csv;version=1.0.0' \\\n      'http://{http}/sdmx/data/ALO,UNE_RATE,latest/MAR+TUN+JOR.F+M.Y_GE15._T?startPeriod=2020'\n"
+    );
     println!("  JSON API: http://{http}/api/v1/openapi.json\n");
     println!("  a migration corridor's mirror statistics (Egypt's placements in Saudi Arabia beside its permits, visas and stock of Egyptians):");
     println!("  curl -H 'Authorization: Bearer {token}' 'http://{http}/api/v1/corridors/EGY/SAU?start_period=2020'\n");
@@ -203,8 +236,24 @@ fn corridor_demo(nodes: &[NodeDir], running: &[Proc]) -> Result<()> {
     let egy = node("EGY")?;
     for destination in [GRANTS_OWN_NATIONALS, GRANTS_MEMBERS_NOTHING] {
         let (endpoint, vkey) = (addr(destination)?, node(destination)?.log_vkey.clone());
-        let args = ["ask", "--member", destination, "--endpoint", &endpoint, "--log-vkey", &vkey, "--dataflow", "WP_ISSUED", "--breakdown", "NATIONALITY", "--period", "2024"];
-        println!("==> EGY's node asks {destination}'s directly for work permits by nationality, 2024\n    tabadul-node ask --member {destination} --dataflow WP_ISSUED --breakdown NATIONALITY --period 2024\n");
+        let args = [
+            "ask",
+            "--member",
+            destination,
+            "--endpoint",
+            &endpoint,
+            "--log-vkey",
+            &vkey,
+            "--dataflow",
+            "WP_ISSUED",
+            "--breakdown",
+            "NATIONALITY",
+            "--period",
+            "2024",
+        ];
+        println!(
+            "==> EGY's node asks {destination}'s directly for work permits by nationality, 2024\n    tabadul-node ask --member {destination} --dataflow WP_ISSUED --breakdown NATIONALITY --period 2024\n"
+        );
         let out = egy.command(&args).output()?;
         println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
@@ -214,11 +263,16 @@ fn corridor_demo(nodes: &[NodeDir], running: &[Proc]) -> Result<()> {
 fn operator_query(hub: &Proc, pki: &Pki, cert: &Path, key: &Path) -> Command {
     let mut cmd = Command::new(bin("tabadul-hub"));
     cmd.arg("query")
-        .arg("--hub").arg(hub.addr.to_string())
-        .arg("--ca").arg(pki.ca_cert())
-        .arg("--crl").arg(pki.crl())
-        .arg("--cert").arg(cert)
-        .arg("--key").arg(key);
+        .arg("--hub")
+        .arg(hub.addr.to_string())
+        .arg("--ca")
+        .arg(pki.ca_cert())
+        .arg("--crl")
+        .arg(pki.crl())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key);
     cmd
 }
 
@@ -230,18 +284,33 @@ fn audit_demo(root: &Path, pki: &Pki, hub: &Proc, nodes: &[NodeDir], members: &[
     let audit = bin("tabadul-audit");
     let dir = root.join("audit");
     let fetch = |addr: &str, server: &str, out: &Path| -> Result<()> {
-        run_ok(Command::new(&audit).arg("fetch")
-            .arg("--endpoint").arg(addr).arg("--server").arg(server)
-            .arg("--ca").arg(pki.ca_cert()).arg("--crl").arg(pki.crl())
-            .arg("--cert").arg(&auditor.cert).arg("--key").arg(&auditor.key)
-            .arg("--out").arg(out))?;
+        run_ok(
+            Command::new(&audit)
+                .arg("fetch")
+                .arg("--endpoint")
+                .arg(addr)
+                .arg("--server")
+                .arg(server)
+                .arg("--ca")
+                .arg(pki.ca_cert())
+                .arg("--crl")
+                .arg(pki.crl())
+                .arg("--cert")
+                .arg(&auditor.cert)
+                .arg("--key")
+                .arg(&auditor.key)
+                .arg("--out")
+                .arg(out),
+        )?;
         Ok(())
     };
     // Witnesses cosign every few hundred milliseconds; give them a moment.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let witnesses: Vec<String> = nodes.iter().filter(|n| n.member != OFFLINE).map(|n| {
-        tabadul_audit::Verifier::parse(&n.witness_vkey).map(|v| format!("witness {}", v.cosigner()))
-    }).collect::<Result<_, _>>()?;
+    let witnesses: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.member != OFFLINE)
+        .map(|n| tabadul_audit::Verifier::parse(&n.witness_vkey).map(|v| format!("witness {}", v.cosigner())))
+        .collect::<Result<_, _>>()?;
     let quorum = witnesses.len() / 2 + 1;
     let policy = dir.join("witness-policy.txt");
     std::fs::create_dir_all(&dir)?;
@@ -254,7 +323,15 @@ fn audit_demo(root: &Path, pki: &Pki, hub: &Proc, nodes: &[NodeDir], members: &[
     for args in [
         vec!["verify".to_owned(), dir.join("hub").display().to_string(), "--vkey".into(), hub_vkey, "--witness-policy".into(), policy.display().to_string()],
         vec!["verify".to_owned(), dir.join("MAR").display().to_string(), "--vkey".into(), mar.log_vkey.clone()],
-        vec!["cross-check".to_owned(), "--hub".into(), dir.join("hub").display().to_string(), "--hub-identity".into(), "spiffe://alo/hub/alo".into(), "--node".into(), format!("MAR={}", dir.join("MAR").display())],
+        vec![
+            "cross-check".to_owned(),
+            "--hub".into(),
+            dir.join("hub").display().to_string(),
+            "--hub-identity".into(),
+            "spiffe://alo/hub/alo".into(),
+            "--node".into(),
+            format!("MAR={}", dir.join("MAR").display()),
+        ],
     ] {
         println!("    tabadul-audit {}", args.join(" "));
         let out = Command::new(&audit).args(&args).output()?;

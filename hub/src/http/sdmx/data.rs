@@ -96,8 +96,9 @@ pub(crate) async fn handle(
         None | Some("TIME_PERIOD") => false,
         Some("AllDimensions") => true,
         Some(d) if flow.position(d).is_some() => {
-            return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, format!(
-                "dimensionAtObservation={d} is not offered; use TIME_PERIOD or AllDimensions")).sdmx());
+            return Err(
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, format!("dimensionAtObservation={d} is not offered; use TIME_PERIOD or AllDimensions")).sdmx()
+            );
         }
         Some(d) => return Err(bad(format!("dimensionAtObservation={d}: {} has no such dimension", flow.id))),
     };
@@ -146,15 +147,14 @@ pub(crate) async fn handle(
     })?;
     let response = &answer.response;
     if response.cells.len() > front.config.max_cells {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!(
-            "the answer has {} observations; the limit is {}: ask fewer members, periods or codes",
-            response.cells.len(), front.config.max_cells)).sdmx());
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the answer has {} observations; the limit is {}: ask fewer members, periods or codes", response.cells.len(), front.config.max_cells),
+        )
+        .sdmx());
     }
-    let notes: Vec<MemberNote> = response
-        .members
-        .iter()
-        .map(|m| MemberNote { member: m.member.clone(), state: state_word(m.state), detail: m.detail.clone() })
-        .collect();
+    let notes: Vec<MemberNote> =
+        response.members.iter().map(|m| MemberNote { member: m.member.clone(), state: state_word(m.state), detail: m.detail.clone() }).collect();
     // Series: every dimension but the last (TIME_PERIOD).
     let n = flow.dimensions.len();
     let mut series: BTreeMap<Vec<String>, Vec<Obs>> = BTreeMap::new();

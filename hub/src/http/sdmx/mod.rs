@@ -41,14 +41,34 @@ pub(crate) fn routes() -> Router<Arc<Front>> {
 async fn not_supported(axum::extract::Path(rest): axum::extract::Path<String>) -> ApiError {
     let resource = rest.split('/').next().unwrap_or_default();
     const KNOWN: [&str; 22] = [
-        "agencyscheme", "attachmentconstraint", "availableconstraint", "categorisation", "categoryscheme", "conceptscheme",
-        "contentconstraint", "dataconsumerscheme", "dataproviderscheme", "hierarchicalcodelist", "metadata",
-        "metadataflow", "metadatastructure", "organisationscheme", "organisationunitscheme", "process",
-        "provisionagreement", "reportingtaxonomy", "schema", "structure", "structureset", "actualconstraint",
+        "agencyscheme",
+        "attachmentconstraint",
+        "availableconstraint",
+        "categorisation",
+        "categoryscheme",
+        "conceptscheme",
+        "contentconstraint",
+        "dataconsumerscheme",
+        "dataproviderscheme",
+        "hierarchicalcodelist",
+        "metadata",
+        "metadataflow",
+        "metadatastructure",
+        "organisationscheme",
+        "organisationunitscheme",
+        "process",
+        "provisionagreement",
+        "reportingtaxonomy",
+        "schema",
+        "structure",
+        "structureset",
+        "actualconstraint",
     ];
     if KNOWN.contains(&resource) {
-        ApiError::new(StatusCode::NOT_IMPLEMENTED, format!(
-            "/{resource} is an SDMX resource this hub does not offer; it serves dataflow, datastructure, codelist, conceptscheme and data"))
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("/{resource} is an SDMX resource this hub does not offer; it serves dataflow, datastructure, codelist, conceptscheme and data"),
+        )
         .sdmx()
     } else {
         ApiError::new(StatusCode::NOT_FOUND, format!("/sdmx/{rest} is not an SDMX 2.1 REST resource")).sdmx()

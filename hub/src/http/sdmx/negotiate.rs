@@ -97,7 +97,10 @@ pub(crate) fn data_format(headers: &HeaderMap, format: Option<&str>) -> Result<D
             "jsondata" | "sdmx-json" | "json" => Ok(DataFormat::Json),
             "csv" | "csvfile" | "sdmx-csv" => Ok(DataFormat::Csv1),
             "sdmx-csv2" | "csv2" => Ok(DataFormat::Csv2),
-            other => Err(not_acceptable(&format!("format={other} is not a data format"), &["genericdata", "structurespecificdata", "jsondata", "sdmx-csv", "sdmx-csv2"])),
+            other => Err(not_acceptable(
+                &format!("format={other} is not a data format"),
+                &["genericdata", "structurespecificdata", "jsondata", "sdmx-csv", "sdmx-csv2"],
+            )),
         };
     }
     let wanted = ranges(headers);
@@ -160,7 +163,8 @@ mod tests {
         assert_eq!(data_format(&accept("application/vnd.sdmx.data+csv;version=2.0.0"), None).unwrap(), DataFormat::Csv2);
         assert_eq!(data_format(&accept("application/vnd.sdmx.data+csv; version=1.0.0"), None).unwrap(), DataFormat::Csv1);
         assert_eq!(
-            data_format(&accept("application/vnd.sdmx.genericdata+xml;version=2.1;q=0.5, application/vnd.sdmx.structurespecificdata+xml;version=2.1"), None).unwrap(),
+            data_format(&accept("application/vnd.sdmx.genericdata+xml;version=2.1;q=0.5, application/vnd.sdmx.structurespecificdata+xml;version=2.1"), None)
+                .unwrap(),
             DataFormat::StructureSpecific
         );
         assert_eq!(data_format(&accept("application/vnd.sdmx.data+json;version=1.0.0-wd"), None).unwrap(), DataFormat::Json);

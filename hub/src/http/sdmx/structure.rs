@@ -116,7 +116,6 @@ pub(crate) async fn handle(
     Ok(([(header::CONTENT_TYPE, negotiate::STRUCTURE_MEDIA_TYPE)], body).into_response())
 }
 
-
 fn flow_of_dsd(dsd: &str) -> &str {
     dsd.strip_prefix("DSD_").unwrap_or(dsd)
 }
@@ -145,8 +144,10 @@ fn add_references(dict: &Dictionary, sel: &mut Selection, kind: &str, references
         "all" => (true, true),
         "dataflow" | "datastructure" | "codelist" | "conceptscheme" => (true, true),
         other => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!(
-                "references={other} is not one of none, parents, parentsandsiblings, children, descendants, all, or an artefact type"))
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("references={other} is not one of none, parents, parentsandsiblings, children, descendants, all, or an artefact type"),
+            )
             .sdmx());
         }
     };
@@ -221,12 +222,7 @@ fn maintainable(out: &mut String, element: &str, class: &str, dict: &Dictionary,
 
 /// A `<Ref>` with `class` and `package`, as SDMX 2.1 asks.
 fn reference(dict: &Dictionary, id: &str, class: &str, package: &str) -> String {
-    format!(
-        "<Ref id=\"{}\" version=\"{}\" agencyID=\"{}\" package=\"{package}\" class=\"{class}\"/>",
-        esc(id),
-        esc(&dict.version),
-        esc(&dict.agency)
-    )
+    format!("<Ref id=\"{}\" version=\"{}\" agencyID=\"{}\" package=\"{package}\" class=\"{class}\"/>", esc(id), esc(&dict.version), esc(&dict.agency))
 }
 
 fn concept_ref(dict: &Dictionary, concept: &str) -> String {
@@ -285,12 +281,7 @@ fn render(dict: &Dictionary, sel: &Selection) -> String {
             maintainable(&mut out, "Codelist", "codelist.Codelist", dict, id);
             names(&mut out, &name, dict.name_ar("codelist", id));
             for (code, n) in codes {
-                out.push_str(&format!(
-                    "<str:Code id=\"{}\" urn=\"{}.{}\">",
-                    esc(&code),
-                    urn("codelist.Code", &dict.agency, id, &dict.version),
-                    esc(&code)
-                ));
+                out.push_str(&format!("<str:Code id=\"{}\" urn=\"{}.{}\">", esc(&code), urn("codelist.Code", &dict.agency, id, &dict.version), esc(&code)));
                 names(&mut out, &n, dict.name_ar("code", &format!("{id}:{code}")));
                 out.push_str("</str:Code>");
             }
@@ -327,9 +318,7 @@ fn render(dict: &Dictionary, sel: &Selection) -> String {
 }
 
 fn data_structure(out: &mut String, dict: &Dictionary, f: &tabadul_proto::Dataflow, dsd: &str) {
-    let component_urn = |class: &str, id: &str| {
-        format!("{}.{}", urn(&format!("datastructure.{class}"), &dict.agency, dsd, &dict.version), esc(id))
-    };
+    let component_urn = |class: &str, id: &str| format!("{}.{}", urn(&format!("datastructure.{class}"), &dict.agency, dsd, &dict.version), esc(id));
     maintainable(out, "DataStructure", "datastructure.DataStructure", dict, dsd);
     names(out, &format!("{} (structure)", f.name), dict.name_ar("dataflow", &f.id));
     out.push_str("<str:DataStructureComponents>");
@@ -338,7 +327,10 @@ fn data_structure(out: &mut String, dict: &Dictionary, f: &tabadul_proto::Datafl
         let codelist = dict.dimension(d).map(|x| x.codelist.clone()).unwrap_or_default();
         out.push_str(&format!("<str:Dimension id=\"{}\" position=\"{}\" urn=\"{}\">", esc(d), i + 1, component_urn("Dimension", d)));
         out.push_str(&concept_ref(dict, d));
-        out.push_str(&format!("<str:LocalRepresentation><str:Enumeration>{}</str:Enumeration></str:LocalRepresentation>", reference(dict, &codelist, "Codelist", "codelist")));
+        out.push_str(&format!(
+            "<str:LocalRepresentation><str:Enumeration>{}</str:Enumeration></str:LocalRepresentation>",
+            reference(dict, &codelist, "Codelist", "codelist")
+        ));
         out.push_str("</str:Dimension>");
         debug_assert!(i > 0 || d == REF_AREA);
     }
@@ -354,7 +346,10 @@ fn data_structure(out: &mut String, dict: &Dictionary, f: &tabadul_proto::Datafl
         out.push_str(&format!("<str:Attribute id=\"{id}\" assignmentStatus=\"Conditional\" urn=\"{}\">", component_urn("DataAttribute", id)));
         out.push_str(&concept_ref(dict, id));
         match codelist {
-            Some(cl) => out.push_str(&format!("<str:LocalRepresentation><str:Enumeration>{}</str:Enumeration></str:LocalRepresentation>", reference(dict, cl, "Codelist", "codelist"))),
+            Some(cl) => out.push_str(&format!(
+                "<str:LocalRepresentation><str:Enumeration>{}</str:Enumeration></str:LocalRepresentation>",
+                reference(dict, cl, "Codelist", "codelist")
+            )),
             None if id == "UNIT_MULT" => out.push_str("<str:LocalRepresentation><str:TextFormat textType=\"Integer\"/></str:LocalRepresentation>"),
             None => out.push_str("<str:LocalRepresentation><str:TextFormat textType=\"String\"/></str:LocalRepresentation>"),
         }

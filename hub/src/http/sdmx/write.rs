@@ -19,11 +19,7 @@ const NS_FOOTER: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/messa
 const NS_XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 fn prepared() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().replace_nanosecond(0).ok().and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default()
 }
 
 fn message_id() -> String {
@@ -245,11 +241,7 @@ fn generic(ds: &DataSet<'_>) -> String {
 }
 
 fn structure_specific(ds: &DataSet<'_>) -> String {
-    let ns = format!(
-        "{}:ObsLevelDim:{}",
-        urn("datastructure.DataStructure", ds.agency, &ds.dsd(), ds.version),
-        ds.obs_dimension()
-    );
+    let ns = format!("{}:ObsLevelDim:{}", urn("datastructure.DataStructure", ds.agency, &ds.dsd(), ds.version), ds.obs_dimension());
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<mes:StructureSpecificData xmlns:mes=\"{NS_MESSAGE}\" xmlns:ss=\"{NS_SPECIFIC}\" xmlns:com=\"{NS_COMMON}\" xmlns:footer=\"{NS_FOOTER}\" xmlns:xsi=\"{NS_XSI}\" xmlns:ns1=\"{ns}\">\n"
     );
@@ -341,9 +333,7 @@ fn json(ds: &DataSet<'_>) -> Value {
         }
         Value::Array(arr)
     };
-    let key_index = |key: &[String]| -> Vec<usize> {
-        key.iter().enumerate().map(|(i, c)| codes[i].iter().position(|x| x == c).unwrap_or(0)).collect()
-    };
+    let key_index = |key: &[String]| -> Vec<usize> { key.iter().enumerate().map(|(i, c)| codes[i].iter().position(|x| x == c).unwrap_or(0)).collect() };
     let mut data_set = serde_json::Map::new();
     data_set.insert("action".into(), json!("Information"));
     data_set.insert("annotations".into(), json!((0..ds.members.len()).collect::<Vec<_>>()));
@@ -384,11 +374,8 @@ fn json(ds: &DataSet<'_>) -> Value {
         "values": periods.iter().map(|p| json!({"id": p, "name": p})).collect::<Vec<_>>(),
     });
     let series_dims: Vec<Value> = ds.dimensions.iter().enumerate().map(|(i, d)| dimension_values(i, d)).collect();
-    let (series_level, obs_level) = if ds.all_dimensions {
-        (Vec::new(), series_dims.into_iter().chain([time]).collect::<Vec<_>>())
-    } else {
-        (series_dims, vec![time])
-    };
+    let (series_level, obs_level) =
+        if ds.all_dimensions { (Vec::new(), series_dims.into_iter().chain([time]).collect::<Vec<_>>()) } else { (series_dims, vec![time]) };
     let observation_attributes: Vec<Value> = if ds.detail.attributes() {
         attr_ids
             .iter()
@@ -422,11 +409,7 @@ fn csv_field(s: &str) -> String {
 
 fn csv(ds: &DataSet<'_>, v2: bool) -> String {
     let flow_ref = format!("{}:{}({})", ds.agency, ds.flow, ds.version);
-    let mut cols: Vec<String> = if v2 {
-        vec!["STRUCTURE".into(), "STRUCTURE_ID".into(), "ACTION".into()]
-    } else {
-        vec!["DATAFLOW".into()]
-    };
+    let mut cols: Vec<String> = if v2 { vec!["STRUCTURE".into(), "STRUCTURE_ID".into(), "ACTION".into()] } else { vec!["DATAFLOW".into()] };
     cols.extend(ds.dimensions.iter().cloned());
     cols.push("TIME_PERIOD".into());
     if ds.detail.observations() {
@@ -466,14 +449,8 @@ mod tests {
     fn sample(detail: Detail, all_dimensions: bool) -> DataSet<'static> {
         static DIMS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
         let dims = DIMS.get_or_init(|| vec!["REF_AREA".into(), "SEX".into()]);
-        let obs = |p: &str, v: f64, conf: &str| Obs {
-            period: p.into(),
-            value: v,
-            obs_status: "A".into(),
-            conf_status: conf.into(),
-            unit_mult: 3,
-            flags: vec![],
-        };
+        let obs =
+            |p: &str, v: f64, conf: &str| Obs { period: p.into(), value: v, obs_status: "A".into(), conf_status: conf.into(), unit_mult: 3, flags: vec![] };
         DataSet {
             agency: "ALO",
             version: "2026.3",
